@@ -1,0 +1,595 @@
+"""One frozen dataclass per IMAP command refd answers, and their parsers.
+
+``PARSERS`` maps a command's wire name to the function that reads its
+arguments; ``ALLOWED`` says in which states a command is legal.  Both are
+plain dictionaries so a reader can grep them, and a test checks that they
+cover the same commands as the session's handler table.
+
+:func:`parse_command` takes one complete command (tag to final CRLF, literals
+inline) and returns a :class:`Command` or raises :class:`CommandError`, which
+carries the tag (when there was one) and the text of the ``BAD`` to send.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from refd.protocol.grammar import ParseError, Reader
+
+__all__ = [
+    "ALLOWED",
+    "PARSERS",
+    "SELECTED_STATE_COMMANDS",
+    "Append",
+    "Authenticate",
+    "Capability",
+    "Command",
+    "CommandError",
+    "Create",
+    "Delete",
+    "Examine",
+    "Id",
+    "List",
+    "Login",
+    "Logout",
+    "Lsub",
+    "Namespace",
+    "Noop",
+    "Rename",
+    "Rlist",
+    "Rlsub",
+    "Select",
+    "State",
+    "Starttls",
+    "Status",
+    "Subscribe",
+    "Unselected",
+    "Unsubscribe",
+    "parse_append_mailbox",
+    "parse_command",
+    "parse_tag_and_name",
+]
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    LOGOUT = "logout"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    tag: str
+
+    #: the command's wire name, set on every subclass
+    name = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Capability(Command):
+    name = "CAPABILITY"
+
+
+@dataclass(frozen=True, slots=True)
+class Noop(Command):
+    name = "NOOP"
+
+
+@dataclass(frozen=True, slots=True)
+class Logout(Command):
+    name = "LOGOUT"
+
+
+@dataclass(frozen=True, slots=True)
+class Starttls(Command):
+    name = "STARTTLS"
+
+
+@dataclass(frozen=True, slots=True)
+class Id(Command):
+    """RFC 2971: ``ID ("name" "value" ...)`` or ``ID NIL``."""
+
+    name = "ID"
+    params: tuple[tuple[str, str | None], ...] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Login(Command):
+    name = "LOGIN"
+    user: str
+    password: str
+
+    def __repr__(self) -> str:  # never let a password reach a log line
+        return f"Login(tag={self.tag!r}, user={self.user!r}, password=<hidden>)"
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticate(Command):
+    """``AUTHENTICATE mechanism [initial-response]`` (RFC 4959 SASL-IR).
+
+    ``initial`` is the decoded initial response: ``None`` when absent,
+    ``b""`` for the ``=`` that stands for an empty one.
+    """
+
+    name = "AUTHENTICATE"
+    mechanism: str
+    initial: bytes | None
+
+    def __repr__(self) -> str:
+        shown = None if self.initial is None else "<hidden>"
+        return f"Authenticate(tag={self.tag!r}, mechanism={self.mechanism!r}, initial={shown})"
+
+
+@dataclass(frozen=True, slots=True)
+class Select(Command):
+    name = "SELECT"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Examine(Command):
+    name = "EXAMINE"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Create(Command):
+    name = "CREATE"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(Command):
+    name = "DELETE"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rename(Command):
+    name = "RENAME"
+    mailbox: str
+    new_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe(Command):
+    name = "SUBSCRIBE"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe(Command):
+    name = "UNSUBSCRIBE"
+    mailbox: str
+
+
+@dataclass(frozen=True, slots=True)
+class Status(Command):
+    name = "STATUS"
+    mailbox: str
+    items: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Append(Command):
+    """APPEND that arrived whole (a non-synchronizing literal, RFC 7888).
+
+    A synchronizing literal never gets this far: the connection asks first,
+    and the session answers with the referral instead of ``+``.
+    """
+
+    name = "APPEND"
+    mailbox: str
+    message_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class List(Command):
+    """LIST, with RFC 5258 selection and return options."""
+
+    name = "LIST"
+    reference: str
+    patterns: tuple[str, ...]
+    selection: frozenset[str] = frozenset()
+    returns: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Lsub(Command):
+    name = "LSUB"
+    reference: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rlist(Command):
+    name = "RLIST"
+    reference: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rlsub(Command):
+    name = "RLSUB"
+    reference: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace(Command):
+    name = "NAMESPACE"
+
+
+@dataclass(frozen=True, slots=True)
+class Unselected(Command):
+    """A selected-state command (FETCH, COPY, ...): refd never selects."""
+
+    name = "SELECTED-STATE"
+    command: str
+
+
+class CommandError(Exception):
+    """A command the client got wrong; carries the answer's parts.
+
+    ``tag`` is None when even the tag could not be read (answer ``* BAD``).
+    ``fatal`` asks the server to close the connection after answering,
+    because the rest of the stream can no longer be trusted.
+    """
+
+    def __init__(
+        self, tag: str | None, text: str, *, code: str | None = None, fatal: bool = False
+    ) -> None:
+        super().__init__(text)
+        self.tag = tag
+        self.text = text
+        self.code = code
+        self.fatal = fatal
+
+
+# --- argument parsers ----------------------------------------------------------
+
+Parser = Callable[[str, Reader], Command]
+
+
+def _no_args(cls: type[Capability | Noop | Logout | Starttls | Namespace]) -> Parser:
+    def parse(tag: str, r: Reader) -> Command:
+        r.end()
+        return cls(tag)
+
+    return parse
+
+
+def _one_mailbox(
+    cls: type[Select | Examine | Create | Delete | Subscribe | Unsubscribe],
+) -> Parser:
+    def parse(tag: str, r: Reader) -> Command:
+        r.sp("mailbox name")
+        mailbox = r.mailbox()
+        r.end()
+        return cls(tag, mailbox)
+
+    return parse
+
+
+def _parse_login(tag: str, r: Reader) -> Command:
+    # login = "LOGIN" SP userid SP password
+    r.sp("user name")
+    user = r.utf8("user name")
+    r.sp("password")
+    password = r.utf8("password")
+    r.end()
+    return Login(tag, user, password)
+
+
+def decode_base64(raw: bytes, what: str) -> bytes:
+    """Strict base64 (RFC 4648 §4) for SASL; ``=`` alone is the empty response."""
+    if raw == b"=":
+        return b""
+    try:
+        return binascii.a2b_base64(raw, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ParseError(f"Invalid base64 in {what}.") from exc
+
+
+def _parse_authenticate(tag: str, r: Reader) -> Command:
+    # authenticate = "AUTHENTICATE" SP auth-type [SP (base64 / "=")]
+    r.sp("authentication mechanism")
+    mechanism = r.atom("authentication mechanism").upper()
+    initial = None
+    if r.maybe_sp():
+        initial = decode_base64(r.atom("initial response"), "initial response")
+    r.end()
+    return Authenticate(tag, mechanism, initial)
+
+
+_ID_MAX_PAIRS = 30  # RFC 2971 §3.3: at most 30 field-value pairs
+_ID_MAX_FIELD = 30  # field strings no longer than 30 octets
+_ID_MAX_VALUE = 1024  # value strings no longer than 1024 octets
+
+
+def _parse_id(tag: str, r: Reader) -> Command:
+    # id = "ID" SP id-params-list
+    # id-params-list = "(" *(string SP nstring) ")" / nil
+    r.sp("ID parameter list")
+    if r.data[r.pos : r.pos + 3].upper() == b"NIL":
+        r.pos += 3
+        r.end()
+        return Id(tag, None)
+    r.expect(b"(", "'(' or NIL for the ID parameters")
+    params: list[tuple[str, str | None]] = []
+    if r.peek() == 0x29:
+        # RFC 2971's grammar allows "()"; treat it as NIL.
+        r.pos += 1
+        r.end()
+        return Id(tag, ())
+    while True:
+        field = r.string("ID field")
+        if len(field) > _ID_MAX_FIELD:
+            raise ParseError("ID field longer than 30 octets (RFC 2971 §3.3).")
+        r.sp("ID value")
+        value = r.nstring_or_nil("ID value")
+        if value is not None and len(value) > _ID_MAX_VALUE:
+            raise ParseError("ID value longer than 1024 octets (RFC 2971 §3.3).")
+        params.append(
+            (
+                field.decode("utf-8", "replace"),
+                None if value is None else value.decode("utf-8", "replace"),
+            )
+        )
+        if len(params) > _ID_MAX_PAIRS:
+            raise ParseError("More than 30 ID field-value pairs (RFC 2971 §3.3).")
+        if r.peek() == 0x29:
+            r.pos += 1
+            break
+        r.sp("ID field")
+    r.end()
+    return Id(tag, tuple(params))
+
+
+def _parse_rename(tag: str, r: Reader) -> Command:
+    r.sp("existing mailbox name")
+    old = r.mailbox("existing mailbox name")
+    r.sp("new mailbox name")
+    new = r.mailbox("new mailbox name")
+    r.end()
+    return Rename(tag, old, new)
+
+
+# status-att = "MESSAGES" / "RECENT" / "UIDNEXT" / "UIDVALIDITY" / "UNSEEN"
+# (RFC 3501) plus the items later RFCs added, which a client may ask for.
+_STATUS_ITEMS = frozenset(
+    {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "HIGHESTMODSEQ"}
+)
+
+
+def _parse_status(tag: str, r: Reader) -> Command:
+    # status = "STATUS" SP mailbox SP "(" status-att *(SP status-att) ")"
+    r.sp("mailbox name")
+    mailbox = r.mailbox()
+    r.sp("status items")
+    items = tuple(i.upper() for i in r.paren_atoms("status item list"))
+    if not items:
+        raise ParseError("STATUS needs at least one status item.")
+    for item in items:
+        if item not in _STATUS_ITEMS:
+            raise ParseError(f"Unknown STATUS item {item}.")
+    r.end()
+    return Status(tag, mailbox, items)
+
+
+_DATE_TIME = re.compile(
+    rb'"[ 0-9][0-9]-(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)-[0-9]{4} '
+    rb'[0-9]{2}:[0-9]{2}:[0-9]{2} [+-][0-9]{4}"'
+)
+
+
+def _append_head(r: Reader) -> str:
+    """Read ``SP mailbox [SP flag-list] [SP date-time] SP`` up to the literal."""
+    # append = "APPEND" SP mailbox [SP flag-list] [SP date-time] SP literal
+    r.sp("mailbox name")
+    mailbox = r.mailbox()
+    r.sp("message literal")
+    if r.peek() == 0x28:
+        r.paren_atoms("flag list", allow_backslash=True)
+        r.sp("message literal")
+    if r.peek() == 0x22:
+        m = _DATE_TIME.match(r.data, r.pos)
+        if m is None:
+            raise ParseError("Invalid date-time in APPEND.")
+        r.pos = m.end()
+        r.sp("message literal")
+    if r.peek() != 0x7B:
+        raise ParseError("APPEND needs the message as a literal.")
+    return mailbox
+
+
+def _parse_append(tag: str, r: Reader) -> Command:
+    mailbox = _append_head(r)
+    message = r.literal("message")
+    r.end()
+    return Append(tag, mailbox, len(message))
+
+
+# RFC 5258 §3: the selection and return options refd understands.
+_LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"})
+_LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN"})
+
+
+def _parse_list(tag: str, r: Reader) -> Command:
+    # list = "LIST" [SP list-select-opts] SP mailbox SP mbox-or-pat
+    #        [SP list-return-opts]                       (RFC 5258 §6)
+    r.sp("reference name")
+    selection: frozenset[str] = frozenset()
+    if r.peek() == 0x28:
+        selection = frozenset(o.upper() for o in r.paren_atoms("LIST selection options"))
+        unknown = selection - _LIST_SELECTION
+        if unknown:
+            raise ParseError(f"Unknown LIST selection option {sorted(unknown)[0]}.")
+        if selection == {"RECURSIVEMATCH"}:
+            # RFC 5258 §3.1: RECURSIVEMATCH alone is an error.
+            raise ParseError("RECURSIVEMATCH needs another selection option.")
+        r.sp("reference name")
+    reference = r.mailbox("reference name")
+    r.sp("mailbox pattern")
+    if r.peek() == 0x28:
+        r.pos += 1
+        pats = [r.list_mailbox()]
+        while r.peek() == 0x20:
+            r.sp("mailbox pattern")
+            pats.append(r.list_mailbox())
+        r.expect(b")", "')' to close the pattern list")
+        patterns = tuple(pats)
+    else:
+        patterns = (r.list_mailbox(),)
+    returns: frozenset[str] = frozenset()
+    if r.maybe_sp():
+        word = r.atom("RETURN")
+        if word.upper() != "RETURN":
+            raise ParseError("Expected RETURN after the LIST patterns.")
+        r.sp("LIST return options")
+        returns = frozenset(o.upper() for o in r.paren_atoms("LIST return options"))
+        unknown = returns - _LIST_RETURN
+        if unknown:
+            raise ParseError(f"Unknown LIST return option {sorted(unknown)[0]}.")
+    r.end()
+    return List(tag, reference, patterns, selection, returns)
+
+
+def _two_arg_list(cls: type[Lsub | Rlist | Rlsub]) -> Parser:
+    def parse(tag: str, r: Reader) -> Command:
+        r.sp("reference name")
+        reference = r.mailbox("reference name")
+        r.sp("mailbox pattern")
+        pattern = r.list_mailbox()
+        r.end()
+        return cls(tag, reference, pattern)
+
+    return parse
+
+
+def _unselected(name: str) -> Parser:
+    def parse(tag: str, r: Reader) -> Command:
+        # Arguments do not matter: there is no mailbox to apply them to.
+        return Unselected(tag, name)
+
+    return parse
+
+
+#: Commands of the selected state (RFC 3501 §6.4, RFC 9051 §6.4, RFC 6851).
+SELECTED_STATE_COMMANDS = (
+    "CHECK",
+    "CLOSE",
+    "EXPUNGE",
+    "SEARCH",
+    "FETCH",
+    "STORE",
+    "COPY",
+    "MOVE",
+    "UID",
+    "UNSELECT",
+)
+
+PARSERS: dict[str, Parser] = {
+    "CAPABILITY": _no_args(Capability),
+    "NOOP": _no_args(Noop),
+    "LOGOUT": _no_args(Logout),
+    "STARTTLS": _no_args(Starttls),
+    "ID": _parse_id,
+    "LOGIN": _parse_login,
+    "AUTHENTICATE": _parse_authenticate,
+    "SELECT": _one_mailbox(Select),
+    "EXAMINE": _one_mailbox(Examine),
+    "CREATE": _one_mailbox(Create),
+    "DELETE": _one_mailbox(Delete),
+    "RENAME": _parse_rename,
+    "SUBSCRIBE": _one_mailbox(Subscribe),
+    "UNSUBSCRIBE": _one_mailbox(Unsubscribe),
+    "STATUS": _parse_status,
+    "APPEND": _parse_append,
+    "LIST": _parse_list,
+    "LSUB": _two_arg_list(Lsub),
+    "RLIST": _two_arg_list(Rlist),
+    "RLSUB": _two_arg_list(Rlsub),
+    "NAMESPACE": _no_args(Namespace),
+    **{name: _unselected(name) for name in SELECTED_STATE_COMMANDS},
+}
+
+_ANY = frozenset({State.NOT_AUTHENTICATED, State.AUTHENTICATED})
+_NOT_AUTH = frozenset({State.NOT_AUTHENTICATED})
+_AUTH = frozenset({State.AUTHENTICATED})
+
+#: Which command is legal in which state (DESIGN.md's table).  Checked once,
+#: by the connection, before a command reaches the session.
+ALLOWED: dict[type[Command], frozenset[State]] = {
+    Capability: _ANY,
+    Noop: _ANY,
+    Logout: _ANY,
+    Id: _ANY,
+    Starttls: _NOT_AUTH,
+    Login: _NOT_AUTH,
+    Authenticate: _NOT_AUTH,
+    Select: _AUTH,
+    Examine: _AUTH,
+    Create: _AUTH,
+    Delete: _AUTH,
+    Rename: _AUTH,
+    Subscribe: _AUTH,
+    Unsubscribe: _AUTH,
+    Status: _AUTH,
+    Append: _AUTH,
+    List: _AUTH,
+    Lsub: _AUTH,
+    Rlist: _AUTH,
+    Rlsub: _AUTH,
+    Namespace: _AUTH,
+    Unselected: _AUTH,
+}
+
+
+def parse_tag_and_name(data: bytes) -> tuple[str, str]:
+    """Read ``tag SP command-name``; raise CommandError (tag or not) if bad."""
+    r = Reader(data)
+    try:
+        tag = r.tag()
+    except ParseError as exc:
+        if r.peek() in (0x0D, -1, 0x0A):
+            raise CommandError(None, "Empty command line.") from exc
+        raise CommandError(None, f"Invalid tag: {exc.text}") from exc
+    try:
+        r.sp("command name")
+        name = r.atom("command name").upper()
+    except ParseError as exc:
+        raise CommandError(tag, exc.text) from exc
+    return tag, name
+
+
+def parse_command(data: bytes) -> Command:
+    """Parse one complete command; raise :class:`CommandError` if it is bad."""
+    r = Reader(data)
+    tag, name = parse_tag_and_name(data)
+    parser = PARSERS.get(name)
+    if parser is None:
+        raise CommandError(tag, f"Unknown command {name[:32]}.")
+    r.pos = len(tag) + 1 + len(name)
+    try:
+        return parser(tag, r)
+    except ParseError as exc:
+        raise CommandError(tag, exc.text) from exc
+
+
+def parse_append_mailbox(prefix: bytes) -> str:
+    """The mailbox of an APPEND whose literal has not been sent yet.
+
+    ``prefix`` is the command up to and including the ``{n}`` CRLF; used to
+    answer with the mailbox referral instead of the ``+`` continuation.
+    """
+    tag, _ = parse_tag_and_name(prefix)
+    r = Reader(prefix, len(tag) + 1 + len("APPEND"))
+    try:
+        return _append_head(r)
+    except ParseError as exc:
+        raise CommandError(tag, exc.text) from exc

@@ -1,0 +1,155 @@
+"""Server responses as values, and their wire form.
+
+A response is a frozen dataclass; :func:`to_bytes` turns it into the exact
+octets to send (RFC 3501 §7).  Response codes (``[REFERRAL ...]``,
+``[CAPABILITY ...]``, RFC 5530's ``[AUTHENTICATIONFAILED]`` ...) are carried
+as their text between the brackets, built by the small helpers below so the
+grammar lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from refd.protocol import mutf7
+from refd.protocol.grammar import ATOM_CHARS
+
+__all__ = [
+    "Bye",
+    "Cond",
+    "Continuation",
+    "Response",
+    "Tagged",
+    "Untagged",
+    "UntaggedStatus",
+    "id_response",
+    "list_response",
+    "namespace_response",
+    "quote",
+    "referral_code",
+    "to_bytes",
+    "wire_mailbox",
+]
+
+
+class Cond(enum.Enum):
+    OK = "OK"
+    NO = "NO"
+    BAD = "BAD"
+    PREAUTH = "PREAUTH"
+
+
+@dataclass(frozen=True, slots=True)
+class Tagged:
+    """``tag OK|NO|BAD [code] text`` — the end of a command."""
+
+    tag: str
+    cond: Cond
+    text: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UntaggedStatus:
+    """``* OK|NO|BAD|PREAUTH [code] text`` (greeting, warnings, bad input)."""
+
+    cond: Cond
+    text: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """``* BYE [code] text``: the server is about to close the connection."""
+
+    text: str
+    code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Untagged:
+    """``* <data>``: server data such as CAPABILITY, LIST, ID, NAMESPACE."""
+
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Continuation:
+    """``+ text``: go on (send the literal, or the next SASL response)."""
+
+    text: str = ""
+
+
+Response = Tagged | UntaggedStatus | Bye | Untagged | Continuation
+
+_SAFE_TEXT = str.maketrans({"\r": " ", "\n": " ", "\x00": " "})
+
+
+def _text(code: str | None, text: str) -> str:
+    text = text.translate(_SAFE_TEXT) or "."
+    return f"[{code.translate(_SAFE_TEXT)}] {text}" if code else text
+
+
+def to_bytes(response: Response) -> bytes:
+    """The exact wire form of one response, CRLF included."""
+    match response:
+        case Tagged(tag, cond, text, code):
+            line = f"{tag} {cond.value} {_text(code, text)}"
+        case UntaggedStatus(cond, text, code):
+            line = f"* {cond.value} {_text(code, text)}"
+        case Bye(text, code):
+            line = f"* BYE {_text(code, text)}"
+        case Untagged(data):
+            line = f"* {data.translate(_SAFE_TEXT)}"
+        case Continuation(text):
+            line = f"+ {text.translate(_SAFE_TEXT)}" if text else "+ "
+    return line.encode("utf-8") + b"\r\n"
+
+
+def quote(value: str) -> str:
+    """A quoted string (RFC 3501 §4.3); the value must be 7-bit without CR/LF."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_ATOM_STR = frozenset(chr(c) for c in ATOM_CHARS)
+
+
+def wire_mailbox(name: str) -> str:
+    """A mailbox name as the wire wants it: modified UTF-7, atom or quoted."""
+    encoded = mutf7.encode(name)
+    if encoded and all(c in _ATOM_STR for c in encoded) and encoded.upper() != "NIL":
+        return encoded
+    return quote(encoded)
+
+
+def referral_code(urls: Iterable[str]) -> str:
+    """``REFERRAL url ...`` (RFC 2193 §3, RFC 2221 §3); URLs are preferred first."""
+    return "REFERRAL " + " ".join(urls)
+
+
+def list_response(kind: str, flags: Iterable[str], delimiter: str, name: str) -> Untagged:
+    """``* LIST (flags) "delim" name`` (or LSUB, RLIST, RLSUB: same shape)."""
+    return Untagged(f"{kind} ({' '.join(flags)}) {quote(delimiter)} {wire_mailbox(name)}")
+
+
+def _ns_part(entries: tuple[tuple[str, str], ...]) -> str:
+    if not entries:
+        return "NIL"
+    return "(" + "".join(f"({quote(mutf7.encode(p))} {quote(d)})" for p, d in entries) + ")"
+
+
+def namespace_response(
+    personal: tuple[tuple[str, str], ...],
+    other: tuple[tuple[str, str], ...],
+    shared: tuple[tuple[str, str], ...],
+) -> Untagged:
+    """RFC 2342 §5: ``* NAMESPACE personal other shared``."""
+    return Untagged(f"NAMESPACE {_ns_part(personal)} {_ns_part(other)} {_ns_part(shared)}")
+
+
+def id_response(fields: Iterable[tuple[str, str]]) -> Untagged:
+    """RFC 2971 §3.2: ``* ID ("name" "refd" ...)``."""
+    body = " ".join(f"{quote(k)} {quote(v)}" for k, v in fields)
+    return Untagged(f"ID ({body})" if body else "ID NIL")
