@@ -301,7 +301,7 @@ def _parse_authenticate(tag: str, r: Reader) -> Command:
     mechanism = r.atom("authentication mechanism").upper()
     initial = None
     if r.maybe_sp():
-        initial = decode_base64(r.atom("initial response"), "initial response")
+        initial = decode_base64(r.atom("initial response").encode("ascii"), "initial response")
     r.end()
     return Authenticate(tag, mechanism, initial)
 
@@ -559,6 +559,9 @@ def parse_tag_and_name(data: bytes) -> tuple[str, str]:
         if r.peek() in (0x0D, -1, 0x0A):
             raise CommandError(None, "Empty command line.") from exc
         raise CommandError(None, f"Invalid tag: {exc.text}") from exc
+    if r.peek() not in (0x20, 0x0D, 0x0A, -1):
+        bad = chr(r.peek()) if r.peek() < 0x80 else "8-bit"
+        raise CommandError(None, f"Invalid tag: invalid character {bad!r} in tag.")
     try:
         r.sp("command name")
         name = r.atom("command name").upper()
