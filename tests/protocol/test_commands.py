@@ -79,7 +79,7 @@ def test_parses(wire: bytes, expected: c.Command) -> None:
 
 BAD = [
     (b"", None, "Empty command line."),
-    (b"* LOGIN", None, "Invalid tag: Invalid character '*' in tag."),
+    (b"* LOGIN", None, "Invalid tag: invalid character '*' in tag."),
     (b"a+ NOOP", None, "Invalid tag: invalid character '+' in tag."),
     (b"a\xff NOOP", None, "Invalid tag: invalid character '8-bit' in tag."),
     (b"a", "a", "Missing command name."),

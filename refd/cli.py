@@ -1,0 +1,148 @@
+"""The ``refd`` command: serve, check, explain.
+
+``main(argv=None) -> int`` is the entry point; every subcommand goes through
+the same loaders as the daemon (``refd.config``), so ``refd check`` accepts
+exactly what ``refd serve`` accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from refd import __version__
+from refd.config import DEMO_CONFIG, load_config, load_routing, load_service
+from refd.tree import TreeError
+from refd.yamltree import parse_yaml
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="refd",
+        description="IMAP front door that answers with login and mailbox referrals.",
+    )
+    p.add_argument("--version", action="version", version=f"refd {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("serve", help="run the daemon")
+    s.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
+    s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    s.add_argument("--log-format", choices=("text", "json"))
+
+    c = sub.add_parser("check", help="validate a daemon config or a routing table")
+    c.add_argument("files", type=Path, nargs="+", metavar="FILE")
+
+    e = sub.add_parser("explain", help="show which rules match and the referral sent")
+    src = e.add_mutually_exclusive_group()
+    src.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
+    src.add_argument("-r", "--routing", type=Path, help="a routing table file")
+    e.add_argument("user")
+    e.add_argument("mailbox", nargs="?")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "check":
+            return _check(args.files)
+        return _explain(args)
+    except TreeError as exc:
+        print(f"refd: {exc}", file=sys.stderr)
+        return 1
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from refd.daemon import run
+
+    path = args.config or DEMO_CONFIG
+    config = load_config(path)
+    setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
+    if args.config is None:
+        logging.getLogger("refd").info(
+            "no -c given: serving the embedded demo config %s (demo users alice, bob)", path
+        )
+    service = load_service(config)
+    try:
+        run(config, service)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _check(files: list[Path]) -> int:
+    status = 0
+    for path in files:
+        try:
+            kind = _check_one(path)
+        except TreeError as exc:
+            print(f"refd check: {exc}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"{path}: OK ({kind})")
+    return status
+
+
+def _check_one(path: Path) -> str:
+    """Validate a daemon config (and all it names) or a routing table."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TreeError(str(path), 0, f"cannot read the file: {exc.strerror}") from None
+    root = parse_yaml(text, str(path))
+    keys = set(root.keys()) if root is not None and hasattr(root, "keys") else set()
+    if "listeners" in keys or "routing" in keys:
+        config = load_config(path)
+        service = load_service(config)
+        return f"daemon config; routing table sha256 {service.table.sha256[:12]}"
+    table = load_routing(path)
+    return f"routing table sha256 {table.sha256[:12]}"
+
+
+def _explain(args: argparse.Namespace) -> int:
+    if args.routing is not None:
+        table = load_routing(args.routing)
+    else:
+        config = load_config(args.config or DEMO_CONFIG)
+        table = load_service(config).table
+    for line in table.explain(args.user, args.mailbox):
+        print(line)
+    return 0 if table.route_user(args.user) is not None else 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,317 @@
+"""The daemon configuration: YAML file -> validated, frozen values.
+
+``load_config`` reads the daemon file (listeners, limits, auth, where the
+routing table is); ``load_service`` reads what it points at (the routing
+table, its bulk user map, the passwd-file) and builds the
+:class:`~refd.session.Service` that goes into service.  ``refd serve``,
+``refd check`` and a reload all call these two functions, so a file that
+``refd check`` accepts is exactly a file the daemon accepts.  Every error is
+a :class:`~refd.tree.TreeError` whose text is ``file:line: what is wrong``.
+
+Paths inside a file are relative to that file's directory.  With no file,
+the daemon runs the embedded demo (``refd/demo/``): loopback only, a demo
+routing table and the demo users ``alice`` and ``bob`` (password ``secret``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
+from refd.protocol.connection import ProtocolLimits
+from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
+from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
+from refd.tree import Map, Node, Reader, TreeError, get
+from refd.yamltree import parse_yaml
+
+__all__ = [
+    "DEMO_CONFIG",
+    "DaemonConfig",
+    "Limits",
+    "ListenerConfig",
+    "load_config",
+    "load_routing",
+    "load_service",
+]
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
+
+TLS_MODES = ("none", "starttls", "implicit")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    name: str
+    address: str
+    port: int
+    tls: str = "none"  # one of TLS_MODES
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Named limits; the defaults are what a hardened daemon ships with."""
+
+    max_line_bytes: int = 8192
+    max_literal_bytes: int = 65536
+    max_command_bytes: int = 262144
+    bad_commands: int = 10
+    preauth_idle_timeout_s: float = 60.0
+    # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
+    idle_timeout_s: float = 1800.0
+    write_timeout_s: float = 60.0
+    tls_handshake_timeout_s: float = 10.0
+
+    def protocol(self) -> ProtocolLimits:
+        return ProtocolLimits(
+            max_line_bytes=self.max_line_bytes,
+            max_literal_bytes=self.max_literal_bytes,
+            max_command_bytes=self.max_command_bytes,
+            bad_command_limit=self.bad_commands,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    file: Path
+    listeners: tuple[ListenerConfig, ...]
+    routing_file: Path
+    passwd_file: Path
+    hostname: str = "localhost"
+    auth_failure_delay_s: float = 2.0
+    advertise_auth_plain: bool = False
+    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    log_level: str = "info"
+    log_format: str = "text"
+
+    def policy(self) -> SessionPolicy:
+        return SessionPolicy(
+            hostname=self.hostname,
+            advertise_auth_plain=self.advertise_auth_plain,
+            auth_failure_delay_s=self.auth_failure_delay_s,
+            trusted_networks=self.trusted_networks,
+        )
+
+    def self_addresses(self) -> frozenset[tuple[str, int]]:
+        """This door's own addresses: a referral to one of them would loop."""
+        out = set()
+        for lst in self.listeners:
+            out.add((lst.address.lower().strip("[]"), lst.port))
+            out.add((self.hostname.lower(), lst.port))
+        return frozenset(out)
+
+
+_TOP = {"hostname", "routing", "auth", "listeners", "tls", "trusted_networks", "limits", "log"}
+
+
+def _read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if referer:
+            raise TreeError(referer, line, f"cannot read {path}: {reason}") from None
+        raise TreeError(str(path), 0, f"cannot read the file: {reason}") from None
+
+
+def _path(base: Path, value: str) -> Path:
+    return (base.parent / os.path.expanduser(value)).resolve()
+
+
+def load_config(path: Path) -> DaemonConfig:
+    """Read and validate the daemon configuration file."""
+    file = str(path)
+    root = parse_yaml(_read_text(path), file)
+    r = Reader(file)
+    top = r.as_map(root, "the daemon configuration", line=1)
+    r.reject_unknown(top, _TOP, "the top level")
+
+    routing = _path(path, r.as_str(r.require(top, "routing", "the top level"), "routing"))
+    auth = r.as_map(r.require(top, "auth", "the top level"), "auth")
+    r.reject_unknown(auth, {"source", "passwd_file", "failure_delay_s", "advertise_plain"}, "auth")
+    source = r.as_str(r.require(auth, "source", "auth"), "auth.source")
+    if source != "passwd-file":
+        node = r.require(auth, "source", "auth")
+        raise r.error(node, f"auth.source {source!r} is not known; use passwd-file")
+    passwd = _path(path, r.as_str(r.require(auth, "passwd_file", "auth"), "auth.passwd_file"))
+    delay = _opt(r, auth, "failure_delay_s", r.as_float_seconds, 2.0, "auth.failure_delay_s")
+    advertise = _opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
+
+    listeners = _listeners(r, r.require(top, "listeners", "the top level"))
+    tls_cert = tls_key = None
+    tls_node = get(top, "tls")
+    if tls_node is not None:
+        tls = r.as_map(tls_node, "tls")
+        r.reject_unknown(tls, {"cert", "key"}, "tls")
+        tls_cert = _path(path, r.as_str(r.require(tls, "cert", "tls"), "tls.cert"))
+        tls_key = _path(path, r.as_str(r.require(tls, "key", "tls"), "tls.key"))
+    if tls_cert is None:
+        for lst, node in listeners:
+            if lst.tls != "none":
+                raise r.error(node, f"listener {lst.name} uses TLS but there is no tls: section")
+
+    networks = LOOPBACK
+    net_node = get(top, "trusted_networks")
+    if net_node is not None:
+        nets = []
+        for text in r.as_str_list(net_node, "trusted_networks", empty_ok=True):
+            try:
+                nets.append(ipaddress.ip_network(text, strict=True))
+            except ValueError as exc:
+                raise r.error(net_node, f"trusted_networks: {exc}") from None
+        networks = tuple(nets)
+
+    limits = _limits(r, get(top, "limits"))
+    level, fmt = "info", "text"
+    log_node = get(top, "log")
+    if log_node is not None:
+        log = r.as_map(log_node, "log")
+        r.reject_unknown(log, {"level", "format"}, "log")
+        level = _choice(r, log, "level", ("debug", "info", "warning", "error"), "info")
+        fmt = _choice(r, log, "format", ("text", "json"), "text")
+    hostname = _opt(r, top, "hostname", r.as_str, "localhost", "hostname")
+    return DaemonConfig(
+        file=path,
+        listeners=tuple(lst for lst, _ in listeners),
+        routing_file=routing,
+        passwd_file=passwd,
+        hostname=hostname,
+        auth_failure_delay_s=delay,
+        advertise_auth_plain=advertise,
+        trusted_networks=networks,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        limits=limits,
+        log_level=level,
+        log_format=fmt,
+    )
+
+
+def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:
+    node = get(m, key)
+    if node is None:
+        return default
+    return conv(node, what)
+
+
+def _choice(r: Reader, m: Map, key: str, allowed: tuple[str, ...], default: str) -> str:
+    node = get(m, key)
+    if node is None:
+        return default
+    value = r.as_str(node, key).lower()
+    if value not in allowed:
+        raise r.error(node, f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
+    out: list[tuple[ListenerConfig, Node]] = []
+    seen: dict[str, int] = {}
+    items = r.as_seq(node, "listeners").items
+    if not items:
+        raise r.error(node, "listeners: at least one listener is needed")
+    for i, item in enumerate(items):
+        m = r.as_map(item, f"listeners[{i}]")
+        r.reject_unknown(m, {"name", "address", "port", "tls"}, f"listeners[{i}]")
+        name = _opt(r, m, "name", r.as_str, f"imap{i}", f"listeners[{i}].name")
+        if name in seen:
+            raise r.error(m, f"listener name {name!r} is used twice (first at line {seen[name]})")
+        seen[name] = m.line
+        address = r.as_str(r.require(m, "address", f"listeners[{i}]"), "address").strip("[]")
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise r.error(m, f"listeners[{i}].address {address!r} is not an IP address") from None
+        port = r.as_int(r.require(m, "port", f"listeners[{i}]"), "port", 0, 65535)
+        tls = _choice(r, m, "tls", TLS_MODES, "none")
+        out.append((ListenerConfig(name, address, port, tls), m))
+    return out
+
+
+_LIMIT_INTS = {
+    "max_line_bytes": (512, 1 << 24),
+    "max_literal_bytes": (0, 1 << 30),
+    "max_command_bytes": (1024, 1 << 30),
+    "bad_commands": (1, 1000),
+}
+_LIMIT_SECONDS = (
+    "preauth_idle_timeout_s",
+    "idle_timeout_s",
+    "write_timeout_s",
+    "tls_handshake_timeout_s",
+)
+
+
+def _limits(r: Reader, node: Node | None) -> Limits:
+    if node is None:
+        return Limits()
+    m = r.as_map(node, "limits")
+    r.reject_unknown(m, set(_LIMIT_INTS) | set(_LIMIT_SECONDS), "limits")
+    values: dict[str, int | float] = {}
+    for key, (lo, hi) in _LIMIT_INTS.items():
+        if (n := get(m, key)) is not None:
+            values[key] = r.as_int(n, f"limits.{key}", lo, hi)
+    for key in _LIMIT_SECONDS:
+        if (n := get(m, key)) is not None:
+            values[key] = r.as_float_seconds(n, f"limits.{key}")
+            if values[key] <= 0:
+                raise r.error(n, f"limits.{key} must be more than 0")
+    return Limits(**values)  # type: ignore[arg-type]
+
+
+def load_routing(
+    path: Path, *, self_addresses: frozenset[tuple[str, int]] = frozenset()
+) -> RoutingTable:
+    """Read a routing table and its bulk user map, exactly as the daemon does."""
+    text = _read_text(path)
+    file = str(path)
+    root = parse_yaml(text, file)
+    map_name = read_user_map_name(root, file)
+    map_text = map_file = None
+    if map_name is not None:
+        map_path = _path(path, map_name)
+        map_file = str(map_path)
+        map_text = _read_text(map_path, referer=file, line=_user_map_line(root))
+    digest = hashlib.sha256(text.encode("utf-8"))
+    if map_text is not None:
+        digest.update(b"\0" + map_text.encode("utf-8"))
+    return load_table(
+        root,
+        file,
+        self_addresses=self_addresses,
+        user_map_text=map_text,
+        user_map_file=map_file or "",
+        sha256=digest.hexdigest(),
+    )
+
+
+def _user_map_line(root: Node | None) -> int:
+    if isinstance(root, Map):
+        for k, _ in root.items:
+            if k.value == "user_map":
+                return k.line
+    return 0
+
+
+def load_service(config: DaemonConfig) -> Service:
+    """Load everything the config points at and build the service value."""
+    table = load_routing(config.routing_file, self_addresses=config.self_addresses())
+    passwd_text = _read_text(config.passwd_file, referer=str(config.file))
+    try:
+        auth = PasswdFileSource.from_text(passwd_text, str(config.passwd_file))
+    except PasswdFileError as exc:
+        raise TreeError(exc.file, exc.line, exc.message) from None
+    return Service(table=table, auth=auth, policy=config.policy())
+
+
+__all__ += ["RoutingError"]

@@ -1,0 +1,554 @@
+"""Session policy: what refd answers to each command, given the tables.
+
+The protocol core (``refd.protocol``) turns bytes into commands and checks
+which are legal in which state; this module decides the answers.  It asks
+the routing table in service for referrals and the authentication source for
+verdicts, and returns :class:`Reply` values; the server loop
+(``refd.server``) only moves bytes.  ``HANDLERS`` is the dispatch table, one
+entry per command type, and a test checks it covers ``protocol.commands``.
+
+What is in service (routing table, authentication source, policy) is one
+:class:`Service` value behind a :class:`ServiceRef`; a reload swaps the
+reference, so every command reads one consistent snapshot and a session in
+flight picks the new table up at its next command.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from refd import __version__
+from refd.auth.base import AuthRequest, AuthSource, AuthStatus
+from refd.protocol import commands as c
+from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
+from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
+from refd.protocol.grammar import ParseError
+from refd.protocol.responses import (
+    Bye,
+    Cond,
+    Continuation,
+    Response,
+    Tagged,
+    Untagged,
+    UntaggedStatus,
+    id_response,
+    list_response,
+    namespace_response,
+    referral_code,
+)
+from refd.routing import Referral, RoutingTable
+from refd.routing.model import LoginMode
+
+__all__ = ["HANDLERS", "ClientInfo", "Reply", "Service", "ServiceRef", "Session", "SessionPolicy"]
+
+log = logging.getLogger("refd.session")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+LOOPBACK: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+
+#: What every session advertises (RFC 3501 §7.2.1 and the extensions'
+#: RFCs).  AUTH=PLAIN is deliberately absent by default: c-client clients
+#: (alpine, pine) retry AUTHENTICATE three times, asking for the password
+#: each time, before they follow a referral; with LOGIN they follow at once.
+BASE_CAPABILITIES = (
+    "IMAP4rev1",
+    "LITERAL-",  # RFC 7888
+    "SASL-IR",  # RFC 4959
+    "ID",  # RFC 2971
+    "NAMESPACE",  # RFC 2342
+    "LIST-EXTENDED",  # RFC 5258
+    "LOGIN-REFERRALS",  # RFC 2221
+    "MAILBOX-REFERRALS",  # RFC 2193
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """The daemon settings a session consults (built from the config)."""
+
+    hostname: str = "localhost"
+    advertise_auth_plain: bool = False
+    auth_failure_delay_s: float = 2.0
+    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """Everything in service at one moment; replaced whole on reload."""
+
+    table: RoutingTable
+    auth: AuthSource
+    policy: SessionPolicy
+
+
+class ServiceRef:
+    """The one mutable reference to what is in service (swapped on reload)."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, service: Service) -> None:
+        self.current = service
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who is on the other end, and over which listener."""
+
+    conn_id: str
+    address: str
+    listener: str = "imap"
+    tls: bool = False
+    starttls_available: bool = False
+
+    def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
+        try:
+            ip = ipaddress.ip_address(self.address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in networks)
+
+
+@dataclass(slots=True)
+class Reply:
+    """What the server loop must do after one event."""
+
+    responses: list[Response] = field(default_factory=list)
+    close: bool = False
+    starttls: bool = False
+
+
+class Session:
+    """One client's session policy, driving one :class:`Connection`."""
+
+    def __init__(self, ref: ServiceRef, client: ClientInfo, conn: Connection) -> None:
+        self.ref = ref
+        self.client = client
+        self.conn = conn
+        self.user: str | None = None
+        self.outcome = "disconnected"
+
+    # -- helpers ----------------------------------------------------------
+
+    @property
+    def service(self) -> Service:
+        return self.ref.current
+
+    def plaintext_auth_allowed(self) -> bool:
+        """RFC 9051 §6.2.3 / DESIGN: no password in clear outside trusted networks."""
+        return self.client.tls or self.client.in_networks(self.service.policy.trusted_networks)
+
+    def capabilities(self) -> str:
+        caps = list(BASE_CAPABILITIES)
+        if self.conn.state is State.NOT_AUTHENTICATED:
+            if self.client.starttls_available and not self.client.tls:
+                caps.append("STARTTLS")
+            if not self.plaintext_auth_allowed():
+                caps.append("LOGINDISABLED")
+            elif self.service.policy.advertise_auth_plain:
+                caps.append("AUTH=PLAIN")
+        return " ".join(caps)
+
+    def greeting(self) -> Reply:
+        host = self.service.policy.hostname
+        code = "CAPABILITY " + self.capabilities()
+        return Reply([UntaggedStatus(Cond.OK, f"{host} refd IMAP referral service ready.", code)])
+
+    # -- dispatch -----------------------------------------------------------
+
+    async def handle(self, event: object) -> Reply:
+        """Answer one event from the connection."""
+        if isinstance(event, c.Command):
+            handler = HANDLERS[type(event)]
+            return await handler(self, event)
+        if isinstance(event, BadInput):
+            return self._bad_input(event)
+        if isinstance(event, LiteralRequest):
+            return self._literal(event)
+        if isinstance(event, SaslResponse):
+            return await self._sasl_response(event)
+        raise TypeError(f"unexpected event {event!r}")
+
+    def _bad_input(self, event: BadInput) -> Reply:
+        err = event.error
+        reply = Reply([_bad(err)])
+        if event.bye is not None:
+            reply.responses.append(Bye(event.bye))
+            reply.close = True
+            self.outcome = "bad-commands"
+        return reply
+
+    def _literal(self, req: LiteralRequest) -> Reply:
+        if req.name == "APPEND":
+            # RFC 2193 §4.1 with RFC 3501 §7.5: answer the referral instead
+            # of "+", so the message body is never sent to the door.
+            self.conn.refuse_literal()
+            try:
+                mailbox = parse_append_mailbox(req.prefix)
+            except CommandError as exc:
+                return Reply([_bad(exc)])
+            return self._mailbox_referral(req.tag, "APPEND", mailbox)
+        if not req.within_limit:
+            self.conn.refuse_literal()
+            text = f"Literal of {req.size} octets is over the limit."
+            return Reply([Tagged(req.tag, Cond.NO, text, "TOOBIG")])
+        self.conn.accept_literal()
+        return Reply([Continuation("Ready for literal data")])
+
+    # -- authentication ----------------------------------------------------------
+
+    def _refuse_plaintext(self, tag: str) -> Reply | None:
+        if self.plaintext_auth_allowed():
+            return None
+        text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
+        return Reply([Tagged(tag, Cond.NO, text, "PRIVACYREQUIRED")])
+
+    async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
+        service = self.service  # one snapshot for the whole login
+        request = AuthRequest(user=user, password=password, client_address=self.client.address)
+        result = await service.auth.authenticate(request)
+        if result.status is AuthStatus.UNAVAILABLE:
+            log.warning(
+                "auth unavailable conn=%s source=%s reason=%s",
+                self.client.conn_id,
+                service.auth.name,
+                result.reason,
+            )
+            text = "Authentication is temporarily unavailable; try again later."
+            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        if result.status is not AuthStatus.SUCCESS:
+            # RFC 2221 §6: never a referral after failed authentication; and
+            # one answer, one delay for unknown user and wrong password.
+            log.info(
+                "auth failed conn=%s addr=%s source=%s reason=%s",
+                self.client.conn_id,
+                self.client.address,
+                service.auth.name,
+                result.reason,
+            )
+            await trio.sleep(service.policy.auth_failure_delay_s)
+            return Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
+        return self._login_referral(tag, command, result.user, service)
+
+    def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
+        route = service.table.route_user(user)
+        referral = service.table.login_referral(user)
+        if route is None or referral is None:
+            log.warning("no route conn=%s user=%s", self.client.conn_id, user)
+            text = "No mail server is configured for this account."
+            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        self._log_referral("login", command, referral, user)
+        hosts = _hosts(referral)
+        code = referral_code(referral.urls)
+        if route.login is LoginMode.ACCEPT:
+            # RFC 2221 §4.1: OK [REFERRAL] — logged in here; the user's
+            # personal mailboxes are on the home server.
+            self.user = user
+            self.conn.state = State.AUTHENTICATED
+            self.outcome = "accepted"
+            caps = Untagged("CAPABILITY " + self.capabilities())
+            text = f"Logged in. Your mailboxes are on {hosts}."
+            return Reply([caps, Tagged(tag, Cond.OK, text, code)])
+        self.outcome = "login-referral"
+        return Reply([Tagged(tag, Cond.NO, f"Your mail is on {hosts}; connect there.", code)])
+
+    async def _sasl_response(self, event: SaslResponse) -> Reply:
+        if event.data is None:
+            # RFC 3501 §6.2.2: "*" cancels, and the server MUST answer BAD.
+            return Reply([Tagged(event.tag, Cond.BAD, "Authentication cancelled.")])
+        try:
+            message = decode_base64(event.data, "AUTHENTICATE response")
+        except ParseError as exc:
+            return Reply([Tagged(event.tag, Cond.BAD, exc.text)])
+        return await self._plain(event.tag, message)
+
+    async def _plain(self, tag: str, message: bytes) -> Reply:
+        # RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd
+        parts = message.split(b"\x00")
+        if len(parts) != 3 or not parts[1] or not parts[2]:
+            return Reply([Tagged(tag, Cond.BAD, "Malformed PLAIN message (RFC 4616).")])
+        try:
+            authzid, authcid, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            return Reply([Tagged(tag, Cond.BAD, "PLAIN message is not valid UTF-8.")])
+        if authzid and authzid != authcid:
+            text = "Acting as another user is not supported."
+            return Reply([Tagged(tag, Cond.NO, text, "AUTHORIZATIONFAILED")])
+        return await self._authenticate(tag, "AUTHENTICATE", authcid, password)
+
+    # -- mailbox referrals -----------------------------------------------------------
+
+    def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
+        assert self.user is not None
+        referral = self.service.table.mailbox_referral(self.user, mailbox)
+        if referral is None:
+            text = "No mail server is configured for this mailbox."
+            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        self._log_referral("mailbox", command, referral, self.user)
+        hosts = _hosts(referral)
+        if command == "CREATE":
+            text = f"Mailbox should be created on {hosts}."
+        else:
+            text = f"Remote mailbox. Try {hosts}."
+        return Reply([Tagged(tag, Cond.NO, text, referral_code(referral.urls))])
+
+    def _log_referral(self, kind: str, command: str, referral: Referral, user: str) -> None:
+        log.info(
+            "referral conn=%s kind=%s command=%s server=%s user=%s",
+            self.client.conn_id,
+            kind,
+            command,
+            referral.servers[0].name,
+            user,
+        )
+
+    def _list(
+        self,
+        tag: str,
+        kind: str,
+        reference: str,
+        patterns: tuple[str, ...],
+        *,
+        remote_flag: bool = False,
+        subscribed_flag: bool = False,
+        children: bool = False,
+    ) -> Reply:
+        """RLIST / RLSUB / LIST (REMOTE): what the table publishes for the user."""
+        assert self.user is not None
+        table = self.service.table
+        delim = table.delimiter
+        names = [m.name for m in table.remote_mailboxes(self.user)]
+        present = set(names)
+        # Hierarchy levels above published names exist only as \Noselect
+        # (RFC 3501 §6.3.8: a "%" pattern returns the levels it matches).
+        parents: list[str] = []
+        for name in names:
+            parts = name.split(delim)
+            for i in range(1, len(parts)):
+                parent = delim.join(parts[:i])
+                if parent not in present:
+                    present.add(parent)
+                    parents.append(parent)
+        out: list[Response] = []
+        for pattern in patterns:
+            rx = _pattern_regex(reference + pattern, delim)
+            for name in names:
+                if rx.fullmatch(name):
+                    flags = []
+                    if children:
+                        has = any(o.startswith(name + delim) for o in present)
+                        flags.append("\\HasChildren" if has else "\\HasNoChildren")
+                    if subscribed_flag:
+                        flags.append("\\Subscribed")
+                    if remote_flag:
+                        flags.append("\\Remote")
+                    out.append(list_response(kind, flags, delim, name))
+            if pattern.endswith("%"):
+                for name in parents:
+                    if rx.fullmatch(name):
+                        flag = "\\NonExistent" if remote_flag else "\\Noselect"
+                        out.append(list_response(kind, [flag, "\\HasChildren"], delim, name))
+        return Reply([*out, Tagged(tag, Cond.OK, f"{kind} completed.")])
+
+
+def _bad(err: CommandError) -> Response:
+    if err.tag is None:
+        return UntaggedStatus(Cond.BAD, err.text, err.code)
+    return Tagged(err.tag, Cond.BAD, err.text, err.code)
+
+
+def _hosts(referral: Referral) -> str:
+    hosts = list(dict.fromkeys(s.host for s in referral.servers))
+    return " or ".join(hosts)
+
+
+@functools.lru_cache(maxsize=1024)
+def _pattern_regex(pattern: str, delimiter: str) -> re.Pattern[str]:
+    """A LIST pattern as a regex: ``*`` any text, ``%`` any text but the delimiter."""
+    out = []
+    for ch in pattern:
+        if ch == "*":
+            out.append(".*")
+        elif ch == "%":
+            out.append(f"[^{re.escape(delimiter)}]*")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+# --- handlers: one per command type ----------------------------------------------
+
+
+async def _capability(s: Session, cmd: c.Capability) -> Reply:
+    return Reply([Untagged("CAPABILITY " + s.capabilities()), _ok(cmd, "CAPABILITY completed.")])
+
+
+async def _noop(s: Session, cmd: c.Noop) -> Reply:
+    return Reply([_ok(cmd, "NOOP completed.")])
+
+
+async def _logout(s: Session, cmd: c.Logout) -> Reply:
+    if s.outcome == "disconnected":
+        s.outcome = "logout"
+    return Reply([Bye("Logging out."), _ok(cmd, "LOGOUT completed.")], close=True)
+
+
+async def _id(s: Session, cmd: c.Id) -> Reply:
+    # RFC 2971 §3.1: the server answers with its own identification.
+    fields = [("name", "refd"), ("version", __version__)]
+    return Reply([id_response(fields), _ok(cmd, "ID completed.")])
+
+
+async def _starttls(s: Session, cmd: c.Starttls) -> Reply:
+    if s.client.tls:
+        return Reply([Tagged(cmd.tag, Cond.BAD, "TLS is already active.")])
+    if not s.client.starttls_available:
+        return Reply([Tagged(cmd.tag, Cond.NO, "STARTTLS is not available on this listener.")])
+    return Reply([_ok(cmd, "Begin TLS negotiation now.")], starttls=True)
+
+
+async def _login(s: Session, cmd: c.Login) -> Reply:
+    refused = s._refuse_plaintext(cmd.tag)
+    if refused is not None:
+        return refused
+    return await s._authenticate(cmd.tag, "LOGIN", cmd.user, cmd.password)
+
+
+async def _authenticate(s: Session, cmd: c.Authenticate) -> Reply:
+    if cmd.mechanism != "PLAIN":
+        return Reply([Tagged(cmd.tag, Cond.NO, "Unsupported authentication mechanism.", "CANNOT")])
+    refused = s._refuse_plaintext(cmd.tag)
+    if refused is not None:
+        return refused
+    if cmd.initial is None:
+        s.conn.expect_sasl_response(cmd.tag)
+        return Reply([Continuation()])
+    return await s._plain(cmd.tag, cmd.initial)
+
+
+def _mailbox_handler(
+    cls: type[c.Select | c.Examine | c.Create | c.Delete | c.Subscribe | c.Unsubscribe | c.Status],
+) -> Callable[[Session, Any], Awaitable[Reply]]:
+    async def handle(s: Session, cmd: Any) -> Reply:
+        return s._mailbox_referral(cmd.tag, cls.name, cmd.mailbox)
+
+    return handle
+
+
+async def _append(s: Session, cmd: c.Append) -> Reply:
+    # A non-synchronizing APPEND (at most 4096 octets) arrived whole; the
+    # answer is the same referral, and the message is dropped unread.
+    return s._mailbox_referral(cmd.tag, "APPEND", cmd.mailbox)
+
+
+async def _rename(s: Session, cmd: c.Rename) -> Reply:
+    # RFC 2193 §4.3: answer pairs of URLs, existing name then new name.
+    assert s.user is not None
+    table = s.service.table
+    pair = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
+    if pair is None:
+        text = "No mail server is configured for this mailbox."
+        return Reply([Tagged(cmd.tag, Cond.NO, text, "UNAVAILABLE")])
+    old, new = pair
+    s._log_referral("mailbox", "RENAME", old, s.user)
+    urls = [u for both in zip(old.urls, new.urls, strict=False) for u in both]
+    if {x.name for x in old.servers} == {x.name for x in new.servers}:
+        text = f"Unable to rename mailbox located on {_hosts(old)}; rename it there."
+    else:
+        text = "Unable to rename mailbox across servers."
+    return Reply([Tagged(cmd.tag, Cond.NO, text, referral_code(urls))])
+
+
+async def _list(s: Session, cmd: c.List) -> Reply:
+    delim = s.service.table.delimiter
+    if "REMOTE" in cmd.selection:
+        # RFC 5258 §3.1 REMOTE; the door knows no subscriptions of its own,
+        # so the published set doubles as the subscribed set (as RLSUB).
+        subscribed = "SUBSCRIBED" in cmd.selection or "SUBSCRIBED" in cmd.returns
+        return s._list(
+            cmd.tag,
+            "LIST",
+            cmd.reference,
+            cmd.patterns,
+            remote_flag=True,
+            subscribed_flag=subscribed,
+            children="CHILDREN" in cmd.returns,
+        )
+    out: list[Response] = []
+    if cmd.patterns == ("",) and not cmd.selection:
+        # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and root.
+        out.append(list_response("LIST", ["\\Noselect"], delim, cmd.reference.split(delim)[0]))
+    # RFC 2193 §4: LIST never shows remote mailboxes, and all are remote.
+    return Reply([*out, _ok(cmd, "LIST completed.")])
+
+
+async def _lsub(s: Session, cmd: c.Lsub) -> Reply:
+    return Reply([_ok(cmd, "LSUB completed (remote mailboxes: use RLSUB).")])
+
+
+async def _rlist(s: Session, cmd: c.Rlist) -> Reply:
+    # RFC 2193 §5.1: RLIST is LIST including remote mailboxes.
+    return s._list(cmd.tag, "LIST", cmd.reference, (cmd.pattern,))
+
+
+async def _rlsub(s: Session, cmd: c.Rlsub) -> Reply:
+    # RFC 2193 §5.2: RLSUB is LSUB including remote mailboxes.
+    return s._list(cmd.tag, "LSUB", cmd.reference, (cmd.pattern,))
+
+
+async def _namespace(s: Session, cmd: c.Namespace) -> Reply:
+    ns = s.service.table.namespaces()
+    return Reply(
+        [namespace_response(ns.personal, ns.other, ns.shared), _ok(cmd, "NAMESPACE completed.")]
+    )
+
+
+async def _unselected(s: Session, cmd: c.Unselected) -> Reply:
+    text = f"{cmd.command}: no mailbox is selected; refd refers every mailbox to its server."
+    return Reply([Tagged(cmd.tag, Cond.BAD, text)])
+
+
+def _ok(cmd: c.Command, text: str) -> Tagged:
+    return Tagged(cmd.tag, Cond.OK, text)
+
+
+Handler = Callable[[Session, Any], Awaitable[Reply]]
+
+#: command type -> handler; covers exactly ``protocol.commands.ALLOWED``.
+HANDLERS: dict[type[c.Command], Handler] = {
+    c.Capability: _capability,
+    c.Noop: _noop,
+    c.Logout: _logout,
+    c.Id: _id,
+    c.Starttls: _starttls,
+    c.Login: _login,
+    c.Authenticate: _authenticate,
+    c.Select: _mailbox_handler(c.Select),
+    c.Examine: _mailbox_handler(c.Examine),
+    c.Create: _mailbox_handler(c.Create),
+    c.Delete: _mailbox_handler(c.Delete),
+    c.Subscribe: _mailbox_handler(c.Subscribe),
+    c.Unsubscribe: _mailbox_handler(c.Unsubscribe),
+    c.Status: _mailbox_handler(c.Status),
+    c.Append: _append,
+    c.Rename: _rename,
+    c.List: _list,
+    c.Lsub: _lsub,
+    c.Rlist: _rlist,
+    c.Rlsub: _rlsub,
+    c.Namespace: _namespace,
+    c.Unselected: _unselected,
+}

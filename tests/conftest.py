@@ -1,0 +1,93 @@
+"""Shared fixtures: the demo service, and an RFC-style transcript runner.
+
+``door.transcript(...)`` plays a dialogue written the way the RFCs write
+them — ``C:`` lines are sent, ``S:`` lines must arrive byte for byte — over
+an in-memory stream pair into the real per-connection loop.  Time is a
+MockClock that jumps when everything is idle, so delays and timeouts cost
+no real time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+import trio
+import trio.testing
+
+from refd.config import DEMO_CONFIG, DaemonConfig, Limits, load_config, load_service
+from refd.server import handle_connection
+from refd.session import ClientInfo, Service, ServiceRef
+
+
+@pytest.fixture
+def clock() -> trio.testing.MockClock:
+    # Jump only after 50 ms of real idleness: password hashing runs in a
+    # thread, and the clock must not leap ahead while a hash is computed.
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+@pytest.fixture(scope="session")
+def demo_config() -> DaemonConfig:
+    return load_config(DEMO_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def demo_service(demo_config: DaemonConfig) -> Service:
+    return load_service(demo_config)
+
+
+class Door:
+    """The per-connection loop over memory streams, driven by transcripts."""
+
+    def __init__(self, service: Service, limits: Limits) -> None:
+        self.ref = ServiceRef(service)
+        self.limits = limits
+
+    async def transcript(
+        self, script: str, *, address: str = "127.0.0.1", tls: bool = False
+    ) -> None:
+        client_stream, server_stream = trio.testing.memory_stream_pair()
+        info = ClientInfo(conn_id="t-1", address=address, tls=tls)
+        buf = bytearray()
+
+        async def read_line() -> bytes:
+            while b"\n" not in buf:
+                with trio.fail_after(600):
+                    data = await client_stream.receive_some(65536)
+                if not data:
+                    return b"<closed>"
+                buf.extend(data)
+            i = buf.index(b"\n") + 1
+            line = bytes(buf[:i])
+            del buf[:i]
+            return line
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(handle_connection, server_stream, info, self.ref, self.limits)
+            for n, raw in enumerate(textwrap.dedent(script).strip("\n").splitlines(), 1):
+                who, _, text = raw.partition(": ")
+                if who == "C":
+                    await client_stream.send_all(text.encode("utf-8") + b"\r\n")
+                elif who == "S":
+                    got = await read_line()
+                    want = b"<closed>" if text == "<closed>" else text.encode("utf-8") + b"\r\n"
+                    assert got == want, f"line {n}: expected {want!r}, got {got!r}"
+                else:
+                    raise ValueError(f"line {n}: start with 'C: ' or 'S: ': {raw!r}")
+            # Nothing more may have been said.
+            with trio.move_on_after(5):
+                extra = await read_line()
+                assert extra == b"<closed>", f"unexpected extra output {extra!r}"
+            await client_stream.aclose()
+
+
+@pytest.fixture
+def door(demo_service: Service, demo_config: DaemonConfig) -> Iterator[Door]:
+    yield Door(demo_service, demo_config.limits)
+
+
+def make_door(service: Service, **limits: object) -> Door:
+    return Door(service, dataclasses.replace(Limits(), **limits))  # type: ignore[arg-type]

@@ -1,0 +1,342 @@
+"""Tier (b): RFC-style transcripts of every command, over memory streams.
+
+The table is the embedded demo (``refd/demo/routing.yaml``): alice is
+login-referred to mail1, bob is accepted with ``OK [REFERRAL]`` and lives on
+mail2:10143, ``Shared/*`` is on shared1 with replica shared2.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from tests.conftest import Door, make_door
+
+CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
+GREETING = f"S: * OK [CAPABILITY {CAPS}] localhost refd IMAP referral service ready."
+BOB_IN = """
+C: b1 LOGIN bob secret
+S: * CAPABILITY {caps}
+S: b1 OK [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/] Logged in. Your mailboxes are on mail2.example.org.
+""".format(caps=CAPS)
+SHARED = "imap://bob;AUTH=*@shared1.example.org/{0} imap://bob;AUTH=*@shared2.example.org/{0}"
+
+
+async def test_greeting_capability_noop_logout(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 CAPABILITY
+        S: * CAPABILITY {CAPS}
+        S: a1 OK CAPABILITY completed.
+        C: a2 NOOP
+        S: a2 OK NOOP completed.
+        C: a3 LOGOUT
+        S: * BYE Logging out.
+        S: a3 OK LOGOUT completed.
+        S: <closed>
+    """)
+
+
+async def test_id_any_state(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 ID ("name" "test" "version" "1")
+        S: * ID ("name" "refd" "version" "0.1.0")
+        S: a1 OK ID completed.
+        {BOB_IN}
+        C: a2 ID NIL
+        S: * ID ("name" "refd" "version" "0.1.0")
+        S: a2 OK ID completed.
+    """)
+
+
+async def test_login_referral_rfc2221_4_1(door: Door) -> None:
+    # RFC 2221 §4.1: "A001 NO [REFERRAL IMAP://MIKE@SERVER2/] Specified user
+    # is invalid on this server. Try SERVER2." — server-only URL, ;AUTH=*.
+    await door.transcript(f"""
+        {GREETING}
+        C: A001 LOGIN alice secret
+        S: A001 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+        C: A002 SELECT INBOX
+        S: A002 BAD SELECT needs an authenticated session: log in first.
+    """)
+
+
+async def test_failed_login_gets_no_referral_after_delay(door: Door) -> None:
+    start = trio.current_time()
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN alice wrong
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a2 LOGIN mallory secret
+        S: a2 NO [AUTHENTICATIONFAILED] Authentication failed.
+    """)
+    # Two failures, each after the configured 2 s delay (mock clock).
+    assert trio.current_time() - start >= 4
+
+
+async def test_accept_mode_rfc2221_ok_referral(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 CAPABILITY
+        S: * CAPABILITY {CAPS}
+        S: b2 OK CAPABILITY completed.
+        C: b3 LOGIN bob secret
+        S: b3 BAD LOGIN is not allowed: already authenticated.
+    """)
+
+
+async def test_mailbox_referrals_rfc2193_4_1(door: Door) -> None:
+    sales = SHARED.format("Shared/Sales")
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 SELECT INBOX
+        S: b2 NO [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/INBOX] Remote mailbox. Try mail2.example.org.
+        C: b3 SELECT inbox
+        S: b3 NO [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/INBOX] Remote mailbox. Try mail2.example.org.
+        C: b4 SELECT Shared/Sales
+        S: b4 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b5 EXAMINE Shared/Sales
+        S: b5 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b6 DELETE Shared/Sales
+        S: b6 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b7 SUBSCRIBE Shared/Sales
+        S: b7 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b8 UNSUBSCRIBE Shared/Sales
+        S: b8 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b9 STATUS Shared/Sales (MESSAGES UNSEEN)
+        S: b9 NO [REFERRAL {sales}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b10 SELECT Drafts
+        S: b10 NO [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/Drafts] Remote mailbox. Try mail2.example.org.
+    """)
+
+
+async def test_create_referral_rfc2193_4_2(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: A001 CREATE "Shared/FOO"
+        S: A001 NO [REFERRAL {SHARED.format("Shared/FOO")}] Mailbox should be created on shared1.example.org or shared2.example.org.
+    """)
+
+
+async def test_rename_referral_pairs_rfc2193_4_3(door: Door) -> None:
+    home = "imap://bob;AUTH=*@mail2.example.org:10143/"
+    s1 = "imap://bob;AUTH=*@shared1.example.org/"
+    s2 = "imap://bob;AUTH=*@shared2.example.org/"
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: A001 RENAME FOO BAR
+        S: A001 NO [REFERRAL {home}FOO {home}BAR] Unable to rename mailbox located on mail2.example.org; rename it there.
+        C: A002 RENAME FOO Shared/BAR
+        S: A002 NO [REFERRAL {home}FOO {s1}Shared/BAR] Unable to rename mailbox across servers.
+        C: A003 RENAME Shared/A Shared/B
+        S: A003 NO [REFERRAL {s1}Shared/A {s1}Shared/B {s2}Shared/A {s2}Shared/B] Unable to rename mailbox located on shared1.example.org or shared2.example.org; rename it there.
+    """)
+
+
+async def test_append_sync_literal_is_answered_with_referral(door: Door) -> None:
+    # The body is never sent: the referral replaces the "+" continuation.
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 APPEND Shared/Sales (\\Seen) {{310}}
+        S: b2 NO [REFERRAL {SHARED.format("Shared/Sales")}] Remote mailbox. Try shared1.example.org or shared2.example.org.
+        C: b3 NOOP
+        S: b3 OK NOOP completed.
+    """)
+
+
+async def test_append_nonsync_literal(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 APPEND Drafts {{5+}}
+        C: hello
+        S: b2 NO [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/Drafts] Remote mailbox. Try mail2.example.org.
+    """)
+
+
+async def test_list_hides_remote_and_rlist_shows_them(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 LIST "" ""
+        S: * LIST (\\Noselect) "/" ""
+        S: b2 OK LIST completed.
+        C: b3 LIST "" "*"
+        S: b3 OK LIST completed.
+        C: b4 LSUB "" "*"
+        S: b4 OK LSUB completed (remote mailboxes: use RLSUB).
+        C: b5 RLIST "" "*"
+        S: * LIST () "/" INBOX
+        S: * LIST () "/" Shared/Sales
+        S: * LIST () "/" "Shared/Caf&AOk- Menu"
+        S: b5 OK LIST completed.
+        C: b6 RLIST "" "%"
+        S: * LIST () "/" INBOX
+        S: * LIST (\\Noselect \\HasChildren) "/" Shared
+        S: b6 OK LIST completed.
+        C: b7 RLSUB "Shared/" "%"
+        S: * LSUB () "/" Shared/Sales
+        S: * LSUB () "/" "Shared/Caf&AOk- Menu"
+        S: b7 OK LSUB completed.
+        C: b8 LIST (REMOTE) "" "Shared/*" RETURN (CHILDREN)
+        S: * LIST (\\HasNoChildren \\Remote) "/" Shared/Sales
+        S: * LIST (\\HasNoChildren \\Remote) "/" "Shared/Caf&AOk- Menu"
+        S: b8 OK LIST completed.
+        C: b9 RLIST "" "Nothing*"
+        S: b9 OK LIST completed.
+    """)
+
+
+async def test_namespace(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 NAMESPACE
+        S: * NAMESPACE (("" "/")) NIL (("Shared/" "/"))
+        S: b2 OK NAMESPACE completed.
+    """)
+
+
+async def test_selected_state_commands(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 FETCH 1 FLAGS
+        S: a1 BAD FETCH needs an authenticated session: log in first.
+        {BOB_IN}
+        C: b2 FETCH 1 FLAGS
+        S: b2 BAD FETCH: no mailbox is selected; refd refers every mailbox to its server.
+        C: b3 UID COPY 1 Trash
+        S: b3 BAD UID: no mailbox is selected; refd refers every mailbox to its server.
+        C: b4 CLOSE
+        S: b4 BAD CLOSE: no mailbox is selected; refd refers every mailbox to its server.
+    """)
+
+
+async def test_authenticate_plain_sasl_ir_and_continuation(door: Door) -> None:
+    # base64("\0alice\0secret") and base64("bob\0bob\0secret")
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==
+        S: a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+        C: a2 AUTHENTICATE PLAIN
+        S: + 
+        C: AGFsaWNlAHNlY3JldA==
+        S: a2 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+        C: a3 AUTHENTICATE PLAIN
+        S: + 
+        C: *
+        S: a3 BAD Authentication cancelled.
+        C: a4 AUTHENTICATE PLAIN
+        S: + 
+        C: not base64!
+        S: a4 BAD Invalid base64 in AUTHENTICATE response.
+        C: a5 AUTHENTICATE PLAIN AGFsaWNlAHdyb25n
+        S: a5 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a6 AUTHENTICATE CRAM-MD5
+        S: a6 NO [CANNOT] Unsupported authentication mechanism.
+        C: a7 AUTHENTICATE PLAIN Ym9iAGFsaWNlAHNlY3JldA==
+        S: a7 NO [AUTHORIZATIONFAILED] Acting as another user is not supported.
+        C: a8 AUTHENTICATE PLAIN Ym9iAGJvYgBzZWNyZXQ=
+        S: * CAPABILITY {CAPS}
+        S: a8 OK [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/] Logged in. Your mailboxes are on mail2.example.org.
+    """)
+
+
+async def test_login_with_literals(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {{5}}
+        S: + Ready for literal data
+        C: alice {{6}}
+        S: + Ready for literal data
+        C: secret
+        S: a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+        C: a2 LOGIN {{5+}}
+        C: alice "secret"
+        S: a2 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+    """)
+
+
+async def test_plaintext_login_refused_outside_trusted_networks(door: Door) -> None:
+    caps = CAPS + " LOGINDISABLED"
+    await door.transcript(
+        f"""
+        S: * OK [CAPABILITY {caps}] localhost refd IMAP referral service ready.
+        C: a1 LOGIN alice secret
+        S: a1 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a2 AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==
+        S: a2 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a3 STARTTLS
+        S: a3 NO STARTTLS is not available on this listener.
+        """,
+        address="192.0.2.7",
+    )
+
+
+async def test_bad_input_table_and_budget(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 FROB
+        S: a1 BAD Unknown command FROB.
+        C: a2 LOGIN "alice
+        S: a2 BAD Unterminated quoted user name.
+        C: a3 LOGIN {{x}}
+        S: a3 BAD Invalid literal for user name.
+        C: a4 NOOP extra
+        S: a4 BAD Too many arguments.
+        C: *
+        S: * BAD Invalid tag: invalid character '*' in tag.
+        C: a6 LOGIN alice
+        S: a6 BAD Missing password.
+        C: a7 LOGIN {{99999999}}
+        S: a7 NO [TOOBIG] Literal of 99999999 octets is over the limit.
+        C: a8 NOOP
+        S: a8 OK NOOP completed.
+        C: a9 SELECT INBOX
+        S: a9 BAD SELECT needs an authenticated session: log in first.
+        C: b1 FROB
+        S: b1 BAD Unknown command FROB.
+        C: b2 FROB
+        S: b2 BAD Unknown command FROB.
+        C: b3 FROB
+        S: b3 BAD Unknown command FROB.
+        S: * BYE Too many invalid commands.
+        S: <closed>
+    """)
+
+
+async def test_nonsync_literal_too_big_closes(door: Door) -> None:
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {{5000+}}
+        S: a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).
+        S: * BYE Non-synchronizing literal too large.
+        S: <closed>
+    """)
+
+
+async def test_preauth_idle_timeout(demo_service: object) -> None:
+    door = make_door(demo_service, preauth_idle_timeout_s=60.0)  # type: ignore[arg-type]
+    start = trio.current_time()
+    await door.transcript(f"""
+        {GREETING}
+        S: * BYE Autologout; idle for too long.
+        S: <closed>
+    """)
+    assert 60 <= trio.current_time() - start < 65
+
+
+async def test_postauth_idle_timeout_is_30_minutes(door: Door) -> None:
+    start = trio.current_time()
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        S: * BYE Autologout; idle for too long.
+        S: <closed>
+    """)
+    assert 1800 <= trio.current_time() - start < 1805
