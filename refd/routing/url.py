@@ -1,0 +1,177 @@
+"""IMAP URLs (RFC 5092) for referrals: build them, and parse them back.
+
+refd only needs two URL forms (RFC 5092 §4 and §5)::
+
+    imap://<enc-user>;AUTH=*@<host>[:<port>]/                 login referral
+    imap://<enc-user>;AUTH=*@<host>[:<port>]/<enc-mailbox>    mailbox referral
+
+``;AUTH=*`` is always present so a client never falls back to anonymous
+login (RFC 2193 §4, RFC 5092 §3.2); the ``*`` is never percent-encoded
+(§3.2: ";AUTH=%2A" will not match this production). The port is left out
+when it is 143, the default (§1). IPv6 hosts go in brackets (RFC 3986 §3.2.2).
+
+The grammar, RFC 5092 §11 (normative)::
+
+    sub-delims-sh = "!" / "$" / "'" / "(" / ")" / "*" / "+" / ","
+    uchar         = unreserved / sub-delims-sh / pct-encoded
+    achar         = uchar / "&" / "="
+    bchar         = achar / ":" / "@" / "/"
+    enc-user      = 1*achar
+    enc-mailbox   = 1*bchar
+
+- **enc-user** is followed exactly: every character outside ``achar`` is
+  percent-encoded as UTF-8 (§8), so ``alice@example.org`` becomes
+  ``alice%40example.org`` and ``;``, ``:``, ``/``, ``%``, ``?``, ``#``,
+  ``[``, ``]``, space and non-ASCII are always escaped.
+- **enc-mailbox** is encoded more strictly than ``bchar`` requires (which is
+  always allowed, since pct-encoded is part of ``bchar``): only RFC 3986
+  ``unreserved`` characters and the hierarchy ``/`` stay raw. So ``@``,
+  ``:``, ``&``, ``=`` and the sub-delims are escaped too -- a raw ``@`` or
+  ``;`` after the host trips naive referral parsers, and ``]`` must never
+  appear raw because the URL sits inside ``[REFERRAL ...]``.
+- **Hierarchy delimiter.** §5: "The <enc-mailbox> field is used as the
+  argument to the IMAP4 SELECT or EXAMINE command", so the URL carries the
+  mailbox name itself, with the server's own delimiter -- refd does not
+  rewrite ``.`` into ``/``. §7 adds that relative URL resolution uses ``/``
+  and only works when the mailbox delimiter is ``/``. Hence: with the
+  delimiter ``/``, a ``/`` in the name stays raw (a path separator, as in
+  ``imap://u;AUTH=*@h/Shared/Sales``); with any other delimiter, a ``/`` is
+  an ordinary character and is sent as ``%2F``.
+- §7: names with dot-segments (``.`` or ``..`` between slashes) must be
+  percent-encoded, and §7.1: a leading ``/`` must be too; both are.
+- Hex digits in escapes are upper-case (RFC 3986 §2.1).
+
+`parse_imap_url` is the inverse for these two forms (it refuses
+``;UIDVALIDITY``, ``;UID``, searches and fragments, which refd never sends).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+__all__ = ["DEFAULT_PORT", "ImapUrl", "imap_url", "parse_imap_url", "url_host"]
+
+DEFAULT_PORT = 143  # RFC 5092 §1, RFC 3501 §2.1
+
+# Characters of RFC 5092 `achar` other than ALPHA / DIGIT / "-" "." "_" "~"
+# (which `quote` never escapes): sub-delims-sh plus "&" and "=".
+_ACHAR_EXTRA = "!$'()*+,&="
+
+_PCT = r"%[0-9A-Fa-f]{2}"
+_ACHAR = rf"(?:[A-Za-z0-9\-._~!$'()*+,&=]|{_PCT})"
+_BCHAR = rf"(?:[A-Za-z0-9\-._~!$'()*+,&=:@/]|{_PCT})"
+_ENC_USER = re.compile(rf"{_ACHAR}+")
+_ENC_MAILBOX = re.compile(rf"{_BCHAR}+")
+_AUTH = re.compile(rf";AUTH=(\*|{_ACHAR}+)", re.IGNORECASE)
+_SERVER = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9\-._~!$&'()*+,=]+))(?::(?P<port>[0-9]*))?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ImapUrl:
+    """A parsed server or mailbox URL; texts are percent-decoded.
+
+    ``host`` has no brackets (``::1``), ready for a socket connect; ``port``
+    is 143 when the URL has none; ``mailbox`` is None for a server URL.
+    """
+
+    user: str | None
+    auth: str | None
+    host: str
+    port: int
+    mailbox: str | None
+
+
+def url_host(host: str) -> str:
+    """``host`` as it appears in a URL authority: IPv6 literals in brackets."""
+    bare = host.removeprefix("[").removesuffix("]")
+    return f"[{bare}]" if ":" in bare else host
+
+
+def _enc_mailbox(name: str, delimiter: str) -> str:
+    if delimiter != "/":
+        return quote(name, safe="")
+    segments = []
+    for segment in name.split("/"):
+        if segment in (".", ".."):  # RFC 5092 §7: dot-segments
+            segments.append(segment.replace(".", "%2E"))
+        else:
+            segments.append(quote(segment, safe=""))
+    encoded = "/".join(segments)
+    if encoded.startswith("/"):  # RFC 5092 §7.1: a leading "/"
+        encoded = "%2F" + encoded[1:]
+    return encoded
+
+
+def imap_url(
+    user: str, host: str, port: int, mailbox: str | None = None, *, delimiter: str = "/"
+) -> str:
+    """The RFC 5092 URL for ``user`` on ``host:port``, and ``mailbox`` if given.
+
+    ``mailbox`` None gives a server URL ending in ``/`` (login referral,
+    RFC 2221). ``delimiter`` is the mailbox hierarchy delimiter; see the
+    module docstring for how it affects ``/``. Raises ValueError for an
+    empty user or mailbox (``enc-user`` and ``enc-mailbox`` are ``1*``).
+    """
+    if not user:
+        raise ValueError("an IMAP URL needs a user name")
+    server = url_host(host) if port == DEFAULT_PORT else f"{url_host(host)}:{port}"
+    base = f"imap://{quote(user, safe=_ACHAR_EXTRA)};AUTH=*@{server}/"
+    if mailbox is None:
+        return base
+    if not mailbox:
+        raise ValueError("an IMAP URL cannot name an empty mailbox")
+    return base + _enc_mailbox(mailbox, delimiter)
+
+
+def _decode(text: str, url: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise ValueError(f"not valid UTF-8 after percent-decoding: {url!r}") from None
+
+
+def parse_imap_url(url: str) -> ImapUrl:
+    """Parse an ``imap://`` server or mailbox URL; ValueError if it is not one."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "imap":
+        raise ValueError(f"not an imap:// URL: {url!r}")
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    user: str | None = None
+    auth: str | None = None
+    if at:
+        enc_user, semi, auth_part = userinfo.partition(";")
+        if semi:
+            match = _AUTH.fullmatch(semi + auth_part)
+            if match is None:
+                raise ValueError(f"bad ;AUTH= in IMAP URL: {url!r}")
+            auth = _decode(match.group(1), url)
+            if auth == "*" and match.group(1) != "*":
+                # RFC 5092 §3.2: ";AUTH=%2A" does not mean "any mechanism".
+                raise ValueError(f"bad ;AUTH= in IMAP URL (%2A is not *): {url!r}")
+        if enc_user:
+            if not _ENC_USER.fullmatch(enc_user):
+                raise ValueError(f"bad user name in IMAP URL: {url!r}")
+            user = _decode(enc_user, url)
+        elif auth is None:
+            raise ValueError(f"empty user information in IMAP URL: {url!r}")
+    server = _SERVER.fullmatch(hostport)
+    if server is None:
+        raise ValueError(f"bad host or port in IMAP URL: {url!r}")
+    host = server.group("v6") or server.group("name")
+    port_text = server.group("port")
+    port = int(port_text) if port_text else DEFAULT_PORT
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port out of range in IMAP URL: {url!r}")
+    mailbox: str | None = None
+    if slash and path:
+        if not _ENC_MAILBOX.fullmatch(path) or path.startswith("/"):
+            raise ValueError(
+                f"unsupported IMAP URL (only server and mailbox URLs are understood): {url!r}"
+            )
+        mailbox = _decode(path, url)
+    return ImapUrl(user=user, auth=auth, host=host, port=port, mailbox=mailbox)
