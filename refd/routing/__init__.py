@@ -1,0 +1,43 @@
+"""Routing: the YAML routing table compiled into user and mailbox referrals.
+
+Pure code: no file, socket or YAML access (a test checks the imports). The
+daemon reads the files, parses them with `refd.yamltree`, and hands the tree
+to `load_table`; the session asks the resulting `RoutingTable` for
+`Referral` values. See `refd.routing.load` for the two-phase load and
+``config/routing.yaml`` for the file format.
+"""
+
+from refd.routing.load import RoutingError, load_table, parse_user_map, read_user_map_name
+from refd.routing.match import RoutingTable
+from refd.routing.model import (
+    LoginMode,
+    Namespaces,
+    Referral,
+    RemoteMailbox,
+    RenameReferral,
+    Server,
+    UserRoute,
+    is_inbox,
+    normalise_user,
+)
+from refd.routing.url import ImapUrl, imap_url, parse_imap_url
+
+__all__ = [
+    "ImapUrl",
+    "LoginMode",
+    "Namespaces",
+    "Referral",
+    "RemoteMailbox",
+    "RenameReferral",
+    "RoutingError",
+    "RoutingTable",
+    "Server",
+    "UserRoute",
+    "imap_url",
+    "is_inbox",
+    "load_table",
+    "normalise_user",
+    "parse_imap_url",
+    "parse_user_map",
+    "read_user_map_name",
+]

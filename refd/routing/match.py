@@ -1,0 +1,209 @@
+"""The loaded routing table and its lookups: user -> route, mailbox -> referral.
+
+`RoutingTable` is built by `refd.routing.load.load_table` and never changes;
+the daemon swaps the whole table on reload. Lookups:
+
+1. **User** (`route_user`): the user's domain (after the last ``@``) is
+   lower-cased; then the bulk ``user_map`` (one dict lookup), then the
+   ``users:`` rules in file order -- first match wins. No match: None, and
+   the session gives no referral.
+2. **Login referral** (RFC 2221): the home server's URL, then its replicas'.
+3. **Mailbox** (`mailbox_referral`, RFC 2193 §4): INBOX (any case) always
+   goes to the home server; otherwise the first ``mailboxes:`` rule whose
+   pattern matches the whole name, else the home server. The URL always
+   names the mailbox as it is called on that server (after ``rename``).
+4. **RENAME** (`rename_referral`, RFC 2193 §4.3): see its docstring.
+
+URLs carry the user name exactly as the client gave it (the backend is the
+judge of its case); only the *lookup* key is normalised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from refd.routing.model import (
+    LoginMode,
+    MailboxRule,
+    Namespaces,
+    Referral,
+    RemoteMailbox,
+    RenameReferral,
+    Server,
+    UserRoute,
+    UserRule,
+    is_inbox,
+    normalise_user,
+)
+from refd.routing.url import imap_url
+
+__all__ = ["RoutingTable"]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RoutingTable:
+    """A validated, compiled routing table (see `refd.routing.load`).
+
+    ``chains`` maps each server name to the server followed by its replicas,
+    flattened in preference order. ``user_map`` maps normalised user names to
+    servers (shared `Server` objects: no per-entry allocation).
+    ``sha256`` is the hex SHA-256 of the source texts, for the log line and
+    metric that tell which table is in service.
+    """
+
+    file: str
+    delimiter: str
+    servers: Mapping[str, Server]
+    chains: Mapping[str, tuple[Server, ...]]
+    user_rules: tuple[UserRule, ...]
+    user_map: Mapping[str, Server]
+    user_map_file: str
+    mailbox_rules: tuple[MailboxRule, ...]
+    published: tuple[str, ...]
+    declared_namespaces: Namespaces
+    sha256: str
+
+    # -- users ----------------------------------------------------------------
+
+    def route_user(self, user: str) -> UserRoute | None:
+        """The user's home server and login mode; None when no rule matches."""
+        key = normalise_user(user)
+        server = self.user_map.get(key)
+        if server is not None:
+            return UserRoute(server, LoginMode.REFER, f'user_map {self.user_map_file} "{key}"')
+        for rule in self.user_rules:
+            if rule.matches(key):
+                return UserRoute(rule.server, rule.login, rule.description)
+        return None
+
+    def login_referral(self, user: str) -> Referral | None:
+        """RFC 2221 login referral: server URLs, home server then replicas."""
+        route = self.route_user(user)
+        if route is None:
+            return None
+        return self._referral(user, self.chains[route.server.name], None, route.rule)
+
+    # -- mailboxes --------------------------------------------------------------
+
+    def mailbox_referral(self, user: str, mailbox: str) -> Referral | None:
+        """RFC 2193 mailbox referral for ``mailbox`` (a decoded, non-empty name).
+
+        None only when the user has no route at all.
+        """
+        route = self.route_user(user)
+        if route is None:
+            return None
+        servers, remote, rule = self._mailbox_target(route, mailbox)
+        return self._referral(user, servers, remote, rule)
+
+    def rename_referral(self, user: str, old: str, new: str) -> RenameReferral | None:
+        """Referral pairs for ``RENAME old new`` (RFC 2193 §4.3).
+
+        The RFC: "In each pair of IMAP mailbox referrals, the first one is an
+        URL to the existing mailbox name and the second is an URL to the
+        requested new mailbox name. [...] If within an IMAP mailbox referral
+        pair, the existing and new mailbox URLs are on the same server it is
+        an indication that the currently connected server is unable to
+        perform the operation. The client can simply re-issue the RENAME
+        command on the remote server." -- and when they are on different
+        servers, the client "MAY issue the constituent CREATE, FETCH, APPEND,
+        and DELETE commands against both servers".
+
+        So: for every server that holds both names (in the old name's
+        preference order) one same-server pair, ``cross_server=False``. When
+        no server holds both, a single pair of the preferred URLs,
+        ``cross_server=True``. None only when the user has no route.
+        """
+        old_ref = self.mailbox_referral(user, old)
+        new_ref = self.mailbox_referral(user, new)
+        if old_ref is None or new_ref is None:
+            return None
+        new_index = {server.name: i for i, server in enumerate(new_ref.servers)}
+        pairs = tuple(
+            (old_ref.urls[i], new_ref.urls[new_index[server.name]])
+            for i, server in enumerate(old_ref.servers)
+            if server.name in new_index
+        )
+        if pairs:
+            return RenameReferral(old_ref, new_ref, pairs, cross_server=False)
+        return RenameReferral(
+            old_ref, new_ref, ((old_ref.urls[0], new_ref.urls[0]),), cross_server=True
+        )
+
+    def remote_mailboxes(self, user: str) -> tuple[RemoteMailbox, ...]:
+        """Mailboxes for RLIST / RLSUB: INBOX first, then ``published`` in file order."""
+        if self.route_user(user) is None:
+            return ()
+        found = []
+        for name in ("INBOX", *self.published):
+            referral = self.mailbox_referral(user, name)
+            assert referral is not None  # the user has a route
+            found.append(RemoteMailbox(name, referral))
+        return tuple(found)
+
+    def namespaces(self) -> Namespaces:
+        """The NAMESPACE answer (RFC 2342)."""
+        return self.declared_namespaces
+
+    # -- explain ----------------------------------------------------------------
+
+    def explain(self, user: str, mailbox: str | None = None) -> list[str]:
+        """A human trace of the decision for ``user`` (and ``mailbox``).
+
+        The same lookups as the session, so what it prints is what is sent.
+        """
+        key = normalise_user(user)
+        shown = f'user "{user}"' + (f' (looked up as "{key}")' if key != user else "")
+        route = self.route_user(user)
+        if route is None:
+            return [
+                f"{shown}: no rule matched",
+                "no referral: the user has no home server in this table",
+            ]
+        lines = [
+            f"{shown} -> {route.rule}",
+            "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
+        ]
+        login = self.login_referral(user)
+        assert login is not None
+        verdict = "NO" if route.login is LoginMode.REFER else "OK"
+        lines.append(f"login: {route.login.value} -> {verdict} [REFERRAL {' '.join(login.urls)}]")
+        if mailbox is None:
+            return lines
+        servers, remote, rule = self._mailbox_target(route, mailbox)
+        lines.append(f'mailbox "{mailbox}" -> {rule}')
+        if remote != mailbox:
+            lines.append(f'remote name: "{remote}"')
+        lines.append("servers: " + ", then ".join(_server(s) for s in servers))
+        referral = self.mailbox_referral(user, mailbox)
+        assert referral is not None
+        lines.append(f"mailbox referral: NO [REFERRAL {' '.join(referral.urls)}]")
+        return lines
+
+    # -- internals ----------------------------------------------------------------
+
+    def _mailbox_target(
+        self, route: UserRoute, mailbox: str
+    ) -> tuple[tuple[Server, ...], str, str]:
+        home = self.chains[route.server.name]
+        if is_inbox(mailbox):  # RFC 3501 §5.1: INBOX is case-insensitive
+            return home, "INBOX", f"INBOX: always the home server ({route.rule})"
+        for rule in self.mailbox_rules:
+            remote = rule.remote_name(mailbox)
+            if remote is not None:
+                return rule.servers, remote, rule.description
+        return home, mailbox, f"no mailbox rule matched: home server ({route.rule})"
+
+    def _referral(
+        self, user: str, servers: tuple[Server, ...], mailbox: str | None, rule: str
+    ) -> Referral:
+        urls = tuple(
+            imap_url(user, s.host, s.port, mailbox, delimiter=self.delimiter) for s in servers
+        )
+        name = "" if mailbox is None else mailbox
+        return Referral(urls, servers, tuple(name for _ in servers), rule)
+
+
+def _server(server: Server) -> str:
+    return f"{server.name} ({server.authority})"

@@ -1,0 +1,206 @@
+"""Values of the routing table: servers, rules, routes and referrals.
+
+Everything here is a frozen value. `refd.routing.load` builds them from the
+YAML tree once, at load time (regexes are compiled there, replica chains are
+flattened there), so a lookup in `refd.routing.match` only compares strings
+and runs precompiled patterns. The session receives `UserRoute`,
+`Referral`, `RenameReferral`, `RemoteMailbox` and `Namespaces`; it never sees
+a rule.
+
+Rules are numbered from 1 in descriptions (``users[2]`` is the second rule
+under ``users:``), the way an admin counts them in the file.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from refd.routing.url import url_host
+
+__all__ = [
+    "LoginMode",
+    "MailboxRule",
+    "Namespaces",
+    "Referral",
+    "RemoteMailbox",
+    "RenameReferral",
+    "Server",
+    "UserRoute",
+    "UserRule",
+    "is_inbox",
+    "normalise_user",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A backend IMAP server.
+
+    ``host`` is a DNS name or an IP address; an IPv6 literal is kept without
+    brackets (``::1``) so it can be handed to a socket connect as is, and is
+    bracketed in URLs and in `authority`. ``replicas`` are other server
+    names, in preference order; ``line`` is where the server is defined.
+    """
+
+    name: str
+    host: str
+    port: int
+    replicas: tuple[str, ...]
+    line: int
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` with IPv6 hosts in brackets, e.g. ``[::1]:143``."""
+        return f"{url_host(self.host)}:{self.port}"
+
+
+class LoginMode(enum.Enum):
+    """What a successful login gets (RFC 2221 §4.1 and §4.2)."""
+
+    REFER = "refer"  # tagged NO [REFERRAL url]: the client must go there
+    ACCEPT = "accept"  # tagged OK [REFERRAL url]: stay here, home is there
+
+
+@dataclass(frozen=True, slots=True)
+class UserRoute:
+    """Where a user lives: the home server, the login mode, and why."""
+
+    server: Server
+    login: LoginMode
+    rule: str  # e.g. 'users[2] glob "*@sales.example.org" (routing.yaml:31)'
+
+
+@dataclass(frozen=True, slots=True)
+class Referral:
+    """What the session sends: URLs in preference order (RFC 2193 §3).
+
+    ``servers`` and ``remote_names`` are parallel to ``urls``: the server of
+    each URL (for logs and metric labels) and the mailbox name on it (""
+    for a login referral).
+    """
+
+    urls: tuple[str, ...]
+    servers: tuple[Server, ...]
+    remote_names: tuple[str, ...]
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenameReferral:
+    """The answer to RENAME old new (RFC 2193 §4.3).
+
+    ``pairs`` are (old-url, new-url) pairs; `urls` flattens them in the
+    order ``NO [REFERRAL old1 new1 old2 new2 ...]`` needs. ``cross_server``
+    is True when old and new live on different servers: the client then has
+    to copy (CREATE, FETCH, APPEND, DELETE) instead of re-issuing RENAME,
+    and the session's text should say so.
+    """
+
+    old: Referral
+    new: Referral
+    pairs: tuple[tuple[str, str], ...]
+    cross_server: bool
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The pairs flattened: old1 new1 old2 new2 ..."""
+        return tuple(url for pair in self.pairs for url in pair)
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteMailbox:
+    """A mailbox for RLIST / RLSUB / LIST (REMOTE), with its referral."""
+
+    name: str
+    referral: Referral
+
+
+@dataclass(frozen=True, slots=True)
+class Namespaces:
+    """The NAMESPACE answer (RFC 2342 §5): (prefix, delimiter) pairs per class.
+
+    An empty tuple is sent as NIL.
+    """
+
+    personal: tuple[tuple[str, str], ...]
+    other: tuple[tuple[str, str], ...]
+    shared: tuple[tuple[str, str], ...]
+
+
+UserRuleKind = Literal["user", "glob", "regex", "default"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserRule:
+    """One entry under ``users:``. ``pattern`` is the compiled glob or regex
+    (None for ``user`` and ``default``); ``text`` is what the file says,
+    with an exact user's domain already lower-cased."""
+
+    kind: UserRuleKind
+    text: str
+    pattern: re.Pattern[str] | None
+    server: Server
+    login: LoginMode
+    description: str
+
+    def matches(self, user: str) -> bool:
+        """Whether this rule takes the (normalised) ``user``."""
+        if self.pattern is not None:
+            return self.pattern.fullmatch(user) is not None
+        return self.kind == "default" or self.text == user
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRule:
+    """One entry under ``mailboxes:``.
+
+    ``pattern`` is ``match`` compiled to a regex with one group per
+    wildcard; ``servers`` is the flattened list (each named server followed
+    by its replicas, duplicates dropped); ``rename_parts`` are the literal
+    pieces of ``rename`` around its wildcards (empty when there is no rename).
+    """
+
+    match: str
+    pattern: re.Pattern[str]
+    servers: tuple[Server, ...]
+    rename: str | None
+    rename_parts: tuple[str, ...]
+    description: str
+
+    def remote_name(self, mailbox: str) -> str | None:
+        """The name on the remote server, or None if the rule doesn't match.
+
+        A rename that would leave an empty name (``rename: "*"`` applied to
+        ``Shared/``) does not apply either: a URL cannot name "".
+        """
+        found = self.pattern.fullmatch(mailbox)
+        if found is None:
+            return None
+        if not self.rename_parts:
+            return mailbox
+        pieces = [self.rename_parts[0]]
+        for captured, literal in zip(found.groups(), self.rename_parts[1:], strict=True):
+            pieces.append(captured)
+            pieces.append(literal)
+        return "".join(pieces) or None
+
+
+def normalise_user(user: str) -> str:
+    """``user`` with the domain (after the last ``@``) lower-cased.
+
+    User names are otherwise case-sensitive; domains are not (RFC 5321 §2.4).
+    """
+    local, at, domain = user.rpartition("@")
+    if not at:
+        return user
+    lowered = domain.lower()
+    return user if lowered == domain else f"{local}@{lowered}"
+
+
+def is_inbox(mailbox: str) -> bool:
+    """True for INBOX in any ASCII case (RFC 3501 §5.1)."""
+    # isascii first: U+0131 DOTLESS I upper-cases to "I" in Python.
+    return len(mailbox) == 5 and mailbox.isascii() and mailbox.upper() == "INBOX"

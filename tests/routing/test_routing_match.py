@@ -1,0 +1,483 @@
+"""refd.routing.match: users, mailboxes, referrals, RLIST, RENAME and explain."""
+
+from __future__ import annotations
+
+import pytest
+
+from refd.routing import LoginMode, Referral, RoutingTable
+from refd.routing.load import compile_mailbox_pattern
+
+from ._support import CONFIG, load, load_example
+
+EXAMPLE = load_example()
+_LINES = (CONFIG / "routing.yaml").read_text(encoding="utf-8").splitlines()
+
+
+def at(fragment: str) -> str:
+    """``routing.yaml:N`` for the first example line starting with ``fragment``."""
+    number = next(i for i, line in enumerate(_LINES, 1) if line.startswith(fragment))
+    return f"routing.yaml:{number}"
+
+
+ALICE = f'users[1] user "alice@example.org" ({at("  - user: alice@example.org")})'
+SALES = f'users[2] glob "*@sales.example.org" ({at("  - glob:")})'
+REGEX = f'users[3] regex "^[a-m].*@example\\.org$" ({at("  - regex:")})'
+DEFAULT = f"users[4] default ({at('  - default: true')})"
+SHARED = 'mailboxes[1] match "Shared/*" (' + at('  - match: "Shared/*"') + ")"
+ARCHIVE = 'mailboxes[2] match "Archive/%" (' + at('  - match: "Archive/%"') + ")"
+NEWS = 'mailboxes[3] match "#news.*" (' + at('  - match: "#news.*"') + ")"
+
+
+# -- users ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "server", "login", "rule"),
+    [
+        ("alice@example.org", "mail1", LoginMode.REFER, ALICE),
+        # The domain is case-insensitive, the local part is not.
+        ("alice@EXAMPLE.ORG", "mail1", LoginMode.REFER, ALICE),
+        ("Alice@example.org", "mail2", LoginMode.REFER, DEFAULT),
+        ("zoe@sales.example.org", "mail2", LoginMode.ACCEPT, SALES),
+        ("zoe@Sales.Example.Org", "mail2", LoginMode.ACCEPT, SALES),
+        # The user_map comes before every rule, even a matching glob.
+        (
+            "dave@sales.example.org",
+            "mail1",
+            LoginMode.REFER,
+            'user_map users.map "dave@sales.example.org"',
+        ),
+        ("Dave@Sales.example.org", "mail2", LoginMode.ACCEPT, SALES),
+        ("bob@EXAMPLE.org", "mail2", LoginMode.REFER, 'user_map users.map "bob@example.org"'),
+        ("carol@example.org", "mail2b", LoginMode.REFER, 'user_map users.map "carol@example.org"'),
+        # The regex sees the normalised name; first match wins over the default.
+        ("kim@Example.org", "mail1", LoginMode.REFER, REGEX),
+        ("mike@example.org", "mail1", LoginMode.REFER, REGEX),
+        ("nina@example.org", "mail2", LoginMode.REFER, DEFAULT),
+        ("kim@example.org.evil", "mail2", LoginMode.REFER, DEFAULT),
+        ("localonly", "mail2", LoginMode.REFER, DEFAULT),
+    ],
+)
+def test_route_user(user: str, server: str, login: LoginMode, rule: str) -> None:
+    route = EXAMPLE.route_user(user)
+    assert route is not None
+    assert (route.server.name, route.login, route.rule) == (server, login, rule)
+
+
+RULES = """\
+version: 1
+servers:
+  a: {host: a.example.org}
+  b: {host: b.example.org}
+  c: {host: c.example.org}
+users:
+  - glob: "x*"
+    server: a
+  - user: xavier@example.org
+    server: b
+  - regex: "[0-9]+"
+    server: b
+  - glob: "[!a-m]?"
+    server: c
+  - glob: "*@*.EXAMPLE.org"
+    server: c
+"""
+
+
+@pytest.mark.parametrize(
+    ("user", "server"),
+    [
+        ("xavier@example.org", "a"),  # first match wins: the glob comes first
+        ("x", "a"),
+        ("123", "b"),
+        ("123a", None),  # regexes match the whole name
+        ("zz", "c"),
+        ("bz", None),
+        ("zzz", None),
+        ("q@mail.example.org", "c"),  # the glob's domain was lower-cased at load
+        ("q@MAIL.example.ORG", "c"),
+        ("q@example.org", None),
+    ],
+)
+def test_first_match_wins_and_no_default(user: str, server: str | None) -> None:
+    table = load(RULES)
+    route = table.route_user(user)
+    assert (route.server.name if route else None) == server
+    if server is None:
+        assert table.login_referral(user) is None
+        assert table.mailbox_referral(user, "INBOX") is None
+        assert table.rename_referral(user, "a", "b") is None
+        assert table.remote_mailboxes(user) == ()
+
+
+# -- login referrals ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "servers", "urls", "rule"),
+    [
+        (
+            "alice@example.org",
+            ("mail1",),
+            ("imap://alice%40example.org;AUTH=*@mail1.example.org/",),
+            ALICE,
+        ),
+        (
+            "zoe@Sales.example.org",
+            ("mail2", "mail2b"),
+            (
+                "imap://zoe%40Sales.example.org;AUTH=*@mail2.example.org/",
+                "imap://zoe%40Sales.example.org;AUTH=*@mail2b.example.org/",
+            ),
+            SALES,
+        ),
+        (
+            "erin@example.org",
+            ("shared1",),
+            ("imap://erin%40example.org;AUTH=*@shared1.example.org:1143/",),
+            'user_map users.map "erin@example.org"',
+        ),
+    ],
+)
+def test_login_referral(
+    user: str, servers: tuple[str, ...], urls: tuple[str, ...], rule: str
+) -> None:
+    referral = EXAMPLE.login_referral(user)
+    assert referral is not None
+    assert referral.urls == urls
+    assert tuple(s.name for s in referral.servers) == servers
+    assert referral.rule == rule
+    assert referral.remote_names == ("",) * len(urls)
+
+
+# -- mailbox referrals ---------------------------------------------------------------
+
+A = "imap://alice%40example.org;AUTH=*@"
+HOME_ALICE = f"home server ({ALICE})"
+NO_RULE = f"no mailbox rule matched: {HOME_ALICE}"
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "urls", "remote", "rule"),
+    [
+        ("INBOX", (f"{A}mail1.example.org/INBOX",), "INBOX", f"INBOX: always the {HOME_ALICE}"),
+        ("inbox", (f"{A}mail1.example.org/INBOX",), "INBOX", f"INBOX: always the {HOME_ALICE}"),
+        ("InBoX", (f"{A}mail1.example.org/INBOX",), "INBOX", f"INBOX: always the {HOME_ALICE}"),
+        (
+            "Shared/Sales",
+            (f"{A}shared1.example.org:1143/Public/Sales",),
+            "Public/Sales",
+            SHARED,
+        ),
+        (
+            "Shared/Café Menu",
+            (f"{A}shared1.example.org:1143/Public/Caf%C3%A9%20Menu",),
+            "Public/Café Menu",
+            SHARED,
+        ),
+        (
+            "Shared/a/b",
+            (f"{A}shared1.example.org:1143/Public/a/b",),
+            "Public/a/b",
+            SHARED,
+        ),
+        # "Shared/*" does not match "Shared" itself, nor other case.
+        (
+            "Shared",
+            (f"{A}mail1.example.org/Shared",),
+            "Shared",
+            NO_RULE,
+        ),
+        (
+            "shared/x",
+            (f"{A}mail1.example.org/shared/x",),
+            "shared/x",
+            NO_RULE,
+        ),
+        # "%" stops at the delimiter.
+        (
+            "Archive/2020",
+            (f"{A}mail2.example.org/Archive/2020", f"{A}mail2b.example.org/Archive/2020"),
+            "Archive/2020",
+            ARCHIVE,
+        ),
+        (
+            "Archive/2020/Q1",
+            (f"{A}mail1.example.org/Archive/2020/Q1",),
+            "Archive/2020/Q1",
+            NO_RULE,
+        ),
+        (
+            "#news.comp.lang",
+            (f"{A}mail2.example.org/%23news.comp.lang", f"{A}mail2b.example.org/%23news.comp.lang"),
+            "#news.comp.lang",
+            NEWS,
+        ),
+        (
+            "INBOX/Sub",
+            (f"{A}mail1.example.org/INBOX/Sub",),
+            "INBOX/Sub",
+            NO_RULE,
+        ),
+    ],
+)
+def test_mailbox_referral(mailbox: str, urls: tuple[str, ...], remote: str, rule: str) -> None:
+    referral = EXAMPLE.mailbox_referral("alice@example.org", mailbox)
+    assert referral is not None
+    assert (referral.urls, referral.remote_names, referral.rule) == (
+        urls,
+        (remote,) * len(urls),
+        rule,
+    )
+
+
+@pytest.mark.parametrize(
+    ("pattern", "delimiter", "name", "groups"),
+    [
+        ("Shared/*", "/", "Shared/a", ("a",)),
+        ("Shared/*", "/", "Shared/a/b", ("a/b",)),
+        ("Shared/*", "/", "Shared/", ("",)),
+        ("Shared/*", "/", "Shared", None),
+        ("Shared/*", "/", "XShared/a", None),
+        ("Shared/%", "/", "Shared/a", ("a",)),
+        ("Shared/%", "/", "Shared/a/b", None),
+        ("%", "/", "top", ("top",)),
+        ("%", "/", "a/b", None),
+        ("%", ".", "a/b", ("a/b",)),
+        ("%", ".", "a.b", None),
+        ("*", "/", "anything/at/all", ("anything/at/all",)),
+        ("%/*", "/", "u/x/y", ("u", "x/y")),
+        ("*/%", "/", "a/b/c", ("a/b", "c")),
+        ("a.b", "/", "a.b", ()),
+        ("a.b", "/", "axb", None),  # "." is literal, not a regex dot
+        ("[x]+(y)?", "/", "[x]+(y)?", ()),
+        ("line*", "/", "line\nbreak", ("\nbreak",)),
+        ("Team-%", "-", "Team-a", ("a",)),
+        ("Team-%", "-", "Team-a-b", None),
+        ("Team]%", "]", "Team]a]b", None),
+        ("Team^%", "^", "Team^ab", ("ab",)),
+    ],
+)
+def test_mailbox_pattern(
+    pattern: str, delimiter: str, name: str, groups: tuple[str, ...] | None
+) -> None:
+    found = compile_mailbox_pattern(pattern, delimiter).fullmatch(name)
+    assert (found.groups() if found else None) == groups
+
+
+def _table(mailboxes: str, servers: str = "") -> RoutingTable:
+    return load(
+        "version: 1\n"
+        "servers:\n"
+        "  home: {host: home.example.org}\n"
+        "  a: {host: a.example.org, replicas: [b, c]}\n"
+        "  b: {host: b.example.org, replicas: [d]}\n"
+        "  c: {host: c.example.org, replicas: [d]}\n"
+        "  d: {host: d.example.org}\n"
+        "  e: {host: e.example.org}\n"
+        f"{servers}"
+        "users:\n"
+        "  - default: true\n"
+        "    server: home\n"
+        f"mailboxes:\n{mailboxes}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("mailboxes", "mailbox", "servers", "remote"),
+    [
+        # Replicas flatten depth-first in order, without repeats.
+        ("  - {match: 'X', servers: a}\n", "X", ("a", "b", "d", "c"), "X"),
+        ("  - {match: 'X', servers: [e, c, a]}\n", "X", ("e", "c", "d", "a", "b"), "X"),
+        ("  - {match: 'X', servers: [d, b]}\n", "X", ("d", "b"), "X"),
+        # First mailbox rule wins.
+        (
+            "  - {match: 'T/*', servers: e}\n  - {match: 'T/x', servers: d}\n",
+            "T/x",
+            ("e",),
+            "T/x",
+        ),
+        # rename: captures fill the same-position wildcards.
+        (
+            "  - {match: 'Users/%/*', servers: e, rename: 'home/%/mail/*'}\n",
+            "Users/kim/Sent/2020",
+            ("e",),
+            "home/kim/mail/Sent/2020",
+        ),
+        (
+            "  - {match: 'Users/%/*', servers: e, rename: '*-%'}\n",
+            "Users/kim/Sent",
+            ("e",),
+            "kim-Sent",
+        ),
+        ("  - {match: 'Old', servers: e, rename: 'New'}\n", "Old", ("e",), "New"),
+        ("  - {match: 'Shared/*', servers: e, rename: '*'}\n", "Shared/Sales", ("e",), "Sales"),
+        # A rename that would leave an empty name does not apply.
+        ("  - {match: 'Shared/*', servers: e, rename: '*'}\n", "Shared/", ("home",), "Shared/"),
+        # INBOX never follows mailbox rules, in any ASCII case.
+        ("  - {match: '*', servers: e}\n", "Inbox", ("home",), "INBOX"),
+        # U+0131 DOTLESS I upper-cases to "I": still not INBOX.
+        ("  - {match: '*', servers: e}\n", "\u0131nbox", ("e",), "\u0131nbox"),
+    ],
+)
+def test_mailbox_rules(mailboxes: str, mailbox: str, servers: tuple[str, ...], remote: str) -> None:
+    referral = _table(mailboxes).mailbox_referral("u", mailbox)
+    assert referral is not None
+    assert tuple(s.name for s in referral.servers) == servers
+    assert referral.remote_names == (remote,) * len(servers)
+    assert len(referral.urls) == len(servers)
+
+
+def test_other_delimiter_urls() -> None:
+    table = load(
+        "version: 1\n"
+        "delimiter: '.'\n"
+        "servers: {home: {host: h}, news: {host: n}}\n"
+        "users: [{default: true, server: home}]\n"
+        "mailboxes: [{match: 'news.%', servers: news}]\n"
+    )
+    cases = {
+        "news.comp": "imap://u;AUTH=*@n/news.comp",
+        "news.comp.lang": "imap://u;AUTH=*@h/news.comp.lang",
+        "a/b": "imap://u;AUTH=*@h/a%2Fb",
+    }
+    for mailbox, url in cases.items():
+        referral = table.mailbox_referral("u", mailbox)
+        assert referral is not None
+        assert referral.urls == (url,)
+
+
+# -- RENAME (RFC 2193 §4.3) -------------------------------------------------------------
+
+U = "imap://u;AUTH=*@"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "pairs", "cross"),
+    [
+        # Both at home: one same-server pair.
+        ("Foo", "Bar", ((f"{U}home.example.org/Foo", f"{U}home.example.org/Bar"),), False),
+        # Both on e, each renamed by the rule.
+        (
+            "Shared/x",
+            "Shared/y",
+            ((f"{U}e.example.org/Public/x", f"{U}e.example.org/Public/y"),),
+            False,
+        ),
+        # Different servers: one pair of the preferred URLs, cross-server.
+        (
+            "Foo",
+            "Shared/y",
+            ((f"{U}home.example.org/Foo", f"{U}e.example.org/Public/y"),),
+            True,
+        ),
+        # Replicated both sides: a pair for every common server, old's order.
+        (
+            "R/x",
+            "R/y",
+            (
+                (f"{U}a.example.org/R/x", f"{U}a.example.org/R/y"),
+                (f"{U}b.example.org/R/x", f"{U}b.example.org/R/y"),
+                (f"{U}d.example.org/R/x", f"{U}d.example.org/R/y"),
+                (f"{U}c.example.org/R/x", f"{U}c.example.org/R/y"),
+            ),
+            False,
+        ),
+        # Partly overlapping: only the servers holding both names.
+        (
+            "R/x",
+            "C/y",
+            (
+                (f"{U}d.example.org/R/x", f"{U}d.example.org/C/y"),
+                (f"{U}c.example.org/R/x", f"{U}c.example.org/C/y"),
+            ),
+            False,
+        ),
+    ],
+)
+def test_rename_referral(
+    old: str, new: str, pairs: tuple[tuple[str, str], ...], cross: bool
+) -> None:
+    table = _table(
+        "  - {match: 'Shared/*', servers: e, rename: 'Public/*'}\n"
+        "  - {match: 'R/*', servers: a}\n"
+        "  - {match: 'C/*', servers: c}\n"
+    )
+    rename = table.rename_referral("u", old, new)
+    assert rename is not None
+    assert (rename.pairs, rename.cross_server) == (pairs, cross)
+    assert rename.urls == tuple(url for pair in pairs for url in pair)
+    assert rename.old == table.mailbox_referral("u", old)
+    assert rename.new == table.mailbox_referral("u", new)
+
+
+# -- RLIST, NAMESPACE ---------------------------------------------------------------------
+
+
+def test_remote_mailboxes() -> None:
+    found = EXAMPLE.remote_mailboxes("bob@example.org")
+    b = "imap://bob%40example.org;AUTH=*@"
+    assert [(m.name, m.referral.urls) for m in found] == [
+        ("INBOX", (f"{b}mail2.example.org/INBOX", f"{b}mail2b.example.org/INBOX")),
+        ("Shared/Sales", (f"{b}shared1.example.org:1143/Public/Sales",)),
+        ("Shared/Café Menu", (f"{b}shared1.example.org:1143/Public/Caf%C3%A9%20Menu",)),
+    ]
+    assert isinstance(found[0].referral, Referral)
+
+
+# -- explain ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "mailbox", "lines"),
+    [
+        (
+            "alice@example.org",
+            None,
+            [
+                f'user "alice@example.org" -> {ALICE}',
+                "home server: mail1 (mail1.example.org:143)",
+                "login: refer -> NO [REFERRAL imap://alice%40example.org;AUTH=*@mail1.example.org/]",
+            ],
+        ),
+        (
+            "Zoe@Sales.Example.org",
+            "Shared/Sales",
+            [
+                f'user "Zoe@Sales.Example.org" (looked up as "Zoe@sales.example.org") -> {SALES}',
+                "home server: mail2 (mail2.example.org:143), then mail2b (mail2b.example.org:143)",
+                "login: accept -> OK [REFERRAL "
+                "imap://Zoe%40Sales.Example.org;AUTH=*@mail2.example.org/ "
+                "imap://Zoe%40Sales.Example.org;AUTH=*@mail2b.example.org/]",
+                f'mailbox "Shared/Sales" -> {SHARED}',
+                'remote name: "Public/Sales"',
+                "servers: shared1 (shared1.example.org:1143)",
+                "mailbox referral: NO [REFERRAL "
+                "imap://Zoe%40Sales.Example.org;AUTH=*@shared1.example.org:1143/Public/Sales]",
+            ],
+        ),
+        (
+            "erin@example.org",
+            "Notes",
+            [
+                'user "erin@example.org" -> user_map users.map "erin@example.org"',
+                "home server: shared1 (shared1.example.org:1143)",
+                "login: refer -> NO [REFERRAL imap://erin%40example.org;AUTH=*@shared1.example.org:1143/]",
+                'mailbox "Notes" -> no mailbox rule matched: home server '
+                '(user_map users.map "erin@example.org")',
+                "servers: shared1 (shared1.example.org:1143)",
+                "mailbox referral: NO [REFERRAL "
+                "imap://erin%40example.org;AUTH=*@shared1.example.org:1143/Notes]",
+            ],
+        ),
+    ],
+)
+def test_explain(user: str, mailbox: str | None, lines: list[str]) -> None:
+    assert EXAMPLE.explain(user, mailbox) == lines
+
+
+def test_explain_without_a_route() -> None:
+    assert load(RULES).explain("nobody@example.org", "INBOX") == [
+        'user "nobody@example.org": no rule matched',
+        "no referral: the user has no home server in this table",
+    ]
