@@ -1,0 +1,54 @@
+"""The one interface every authentication source implements.
+
+The session asks an `AuthSource` to check an `AuthRequest` and gets back an
+`AuthResult`. The result never says *why* to the client: RFC 2221 §6 wants a
+failed login answered the same way whatever the cause, so `reason` is for the
+logs only. `UNAVAILABLE` means "could not decide" (a backend that did not
+answer), which the session answers differently from a wrong password.
+
+Nothing here holds a password longer than a request: `AuthRequest` hides it
+from `repr`, and no `reason` ever contains it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class AuthStatus(enum.Enum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    status: AuthStatus
+    # The user name as authenticated: the canonical form used for routing.
+    user: str
+    # For logs only, never shown to the client and never containing the password.
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthRequest:
+    user: str
+    password: str = field(repr=False)
+    # For logs and for later per-address policies.
+    client_address: str
+
+
+class AuthSource(Protocol):
+    """Something that can say whether a user name and password belong together.
+
+    `name` is read-only here so that frozen dataclasses can implement it too.
+    """
+
+    @property
+    def name(self) -> str:
+        """Label for metrics and logs, e.g. "passwd-file"."""
+        ...
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult: ...
