@@ -1,0 +1,197 @@
+"""Dovecot passwd-file authentication source.
+
+The file has one user per line, `user:password:uid:gid:gecos:home:shell:extra`;
+only the first two fields matter here and a line may stop after the
+password. Blank lines and lines whose first non-blank character is `#` are
+skipped. Fields are split on every `:`, as Dovecot does, so a password field
+cannot contain one: a plaintext password with `:` must be written as
+`{PLAIN.B64}...` or `{PLAIN.HEX}...` (`hash_password("PLAIN", ...)` does
+this), and the hashes of every scheme here never contain `:`.
+
+`parse_password_hash` runs on every password field at load time, so a typo
+or an unsupported scheme is a `PasswdFileError` naming the file and line, not
+a failed login at 3 a.m. An empty password field, or a crypt-style field
+starting with `!` or `*` (the shadow(5) convention for a locked account),
+loads as a user with no password: that user can never log in.
+
+User names are matched case-insensitively (Dovecot lowercases login names by
+default, auth_username_format=%Lu); the name as written in the file is the
+canonical one handed to routing, and two lines that differ only in case are
+duplicates.
+
+`PasswdFileSource.authenticate` verifies on a worker thread
+(`trio.to_thread.run_sync`) under a `trio.CapacityLimiter`, so hashing never
+blocks the event loop and at most `limiter.total_tokens` hashes run at once.
+bcrypt, argon2-cffi and the libxcrypt SHA-crypt path release the GIL, so
+these threads use several cores; the pure-Python SHA-crypt fallback (used
+when no libxcrypt is found) holds the GIL and does not scale.
+
+User enumeration: an unknown user (or one with no password) is verified
+against a dummy hash with the algorithm and cost parameters of the file's
+most common kind of hash (same bcrypt cost, SHA-crypt rounds, argon2
+parameters), through the same code path as a known user, so both cost the
+same CPU time. Only the log reason differs: "unknown user" vs "password
+mismatch".
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Self
+
+import trio
+
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.schemes import (
+    CRYPT_SCHEMES,
+    Algorithm,
+    PasswordHash,
+    SchemeError,
+    check_password,
+    dummy_hash,
+    parse_password_hash,
+    split_scheme,
+    validate_scheme_name,
+)
+
+# With no usable hash in the file, unknown users are checked against this.
+_FALLBACK_HASH_LIKE = PasswordHash("SHA512-CRYPT", Algorithm.SHA512_CRYPT, (5000,), b"")
+
+
+class PasswdFileError(ValueError):
+    """A passwd-file line that cannot be loaded. Never contains a password."""
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        super().__init__(f"{file}:{line}: {message}")
+        self.file = file
+        self.line = line
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdEntry:
+    user: str
+    # None: no usable password (empty field or locked with "!"/"*").
+    password: PasswordHash | None
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdTable:
+    file: str
+    # Keyed by the lowercased user name.
+    entries: Mapping[str, PasswdEntry]
+
+    def lookup(self, user: str) -> PasswdEntry | None:
+        return self.entries.get(user.lower())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _parse_password_field(field: str, default_scheme: str) -> PasswordHash | None:
+    scheme, data = split_scheme(field, default_scheme)
+    canonical = validate_scheme_name(scheme)
+    if not data:
+        return None
+    if canonical.partition(".")[0] in CRYPT_SCHEMES and data[0] in "!*":
+        return None
+    return parse_password_hash(field, default_scheme=default_scheme)
+
+
+def parse_passwd_file(text: str, file: str, *, default_scheme: str = "CRYPT") -> PasswdTable:
+    """Parse passwd-file text; `file` names it in errors.
+
+    Raises PasswdFileError for a bad line, UnsupportedScheme for a bad
+    `default_scheme` (used for fields without a `{SCHEME}` prefix).
+    """
+    validate_scheme_name(default_scheme)
+    entries: dict[str, PasswdEntry] = {}
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        user, colon, rest = line.partition(":")
+        if not colon:
+            raise PasswdFileError(file, number, "missing ':' after the user name")
+        if not user:
+            raise PasswdFileError(file, number, "empty user name")
+        key = user.lower()
+        if key in entries:
+            first = entries[key].line
+            message = f"duplicate user {user!r} (first defined on line {first})"
+            raise PasswdFileError(file, number, message)
+        try:
+            password = _parse_password_field(rest.split(":", 1)[0], default_scheme)
+        except SchemeError as exc:
+            raise PasswdFileError(file, number, str(exc)) from None
+        entries[key] = PasswdEntry(user, password, number)
+    return PasswdTable(file, entries)
+
+
+def _most_common_hash(table: PasswdTable) -> PasswordHash:
+    """A hash of the file's most common (algorithm, cost); ties go to the earliest."""
+    kinds: Counter[tuple[Algorithm, tuple[int, ...]]] = Counter()
+    first: dict[tuple[Algorithm, tuple[int, ...]], PasswordHash] = {}
+    for entry in table.entries.values():  # dicts keep file order
+        if entry.password is not None:
+            kind = (entry.password.algorithm, entry.password.cost)
+            kinds[kind] += 1
+            first.setdefault(kind, entry.password)
+    if not kinds:
+        return _FALLBACK_HASH_LIKE
+    # Counter.most_common keeps insertion order among equal counts.
+    return first[kinds.most_common(1)[0][0]]
+
+
+class PasswdFileSource:
+    """An AuthSource over a parsed passwd-file."""
+
+    def __init__(
+        self,
+        table: PasswdTable,
+        *,
+        limiter: trio.CapacityLimiter | None = None,
+        name: str = "passwd-file",
+        verify: Callable[[PasswordHash, str], bool] = check_password,
+    ) -> None:
+        self.name = name
+        self.table = table
+        # Built without hashing: cheap here even for costly parameters.
+        self.dummy = dummy_hash(_most_common_hash(table))
+        self.limiter = limiter if limiter is not None else trio.CapacityLimiter(os.cpu_count() or 1)
+        self._verify = verify
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        file: str,
+        *,
+        default_scheme: str = "CRYPT",
+        limiter: trio.CapacityLimiter | None = None,
+        name: str = "passwd-file",
+        verify: Callable[[PasswordHash, str], bool] = check_password,
+    ) -> Self:
+        """Parse `text` (read by the caller from `file`); raises PasswdFileError."""
+        table = parse_passwd_file(text, file, default_scheme=default_scheme)
+        return cls(table, limiter=limiter, name=name, verify=verify)
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult:
+        entry = self.table.lookup(request.user)
+        hashed = self.dummy if entry is None or entry.password is None else entry.password
+        # Same path for every request up to here: one verification, off the loop.
+        matched = await trio.to_thread.run_sync(
+            self._verify, hashed, request.password, limiter=self.limiter
+        )
+        if entry is None:
+            return AuthResult(AuthStatus.FAILURE, request.user, "unknown user")
+        if entry.password is None:
+            return AuthResult(AuthStatus.FAILURE, entry.user, "no password set")
+        if not matched:
+            return AuthResult(AuthStatus.FAILURE, entry.user, "password mismatch")
+        return AuthResult(AuthStatus.SUCCESS, entry.user, "password ok")

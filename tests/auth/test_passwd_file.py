@@ -1,0 +1,302 @@
+"""The passwd-file source: parsing, errors with file:line, and authentication under trio."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.passwd_file import (
+    PasswdEntry,
+    PasswdFileError,
+    PasswdFileSource,
+    parse_passwd_file,
+)
+from refd.auth.schemes import (
+    Algorithm,
+    PasswordHash,
+    UnsupportedScheme,
+    check_password,
+    parse_password_hash,
+)
+
+DEMO_FILE = Path(__file__).parents[2] / "config" / "users.passwd"
+
+# Drepper's vectors: "Hello world!" at 5000 and 10000 rounds.
+SHA512_CRYPT_5000 = (
+    "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS"
+    "35inz1"
+)
+SHA512_CRYPT_10000 = (
+    "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy"
+    "/YTBmSK6H9qs/y3RnOaw5v."
+)
+# Openwall's "U*U" at cost 5.
+BCRYPT_5 = "$2a$05$CCCCCCCCCCCCCCCCCCCCC.E5YPO9kmyuRGyh0XouQYb4YMJKvyOeW"
+
+USERS = f"""\
+# test users
+alice:{{SHA512-CRYPT}}{SHA512_CRYPT_5000}:1000:1000:Alice:/home/alice:/bin/false:userdb_x=y
+
+Bob:{{PLAIN}}hunter2
+  # an indented comment
+carol:{{BLF-CRYPT}}{BCRYPT_5}
+dave:{{PLAIN}}pass:word:1003
+erin:{{PLAIN.B64}}cGFzczp3b3Jk
+frank:
+grace:!{SHA512_CRYPT_5000}
+heidi:{{SHA512-CRYPT}}*
+ivan::1008:1008::/home/ivan:
+judy:{{PLAIN}}!notlocked
+"""
+
+
+def parse(text: str) -> dict[str, PasswdEntry]:
+    return dict(parse_passwd_file(text, "users.passwd").entries)
+
+
+# --- parsing ------------------------------------------------------------------
+
+
+def test_parse_keeps_users_with_their_line_and_scheme() -> None:
+    table = parse_passwd_file(USERS, "users.passwd")
+    summary = {
+        key: (e.user, e.line, None if e.password is None else e.password.scheme)
+        for key, e in table.entries.items()
+    }
+    assert summary == {
+        "alice": ("alice", 2, "SHA512-CRYPT"),
+        "bob": ("Bob", 4, "PLAIN"),
+        "carol": ("carol", 6, "BLF-CRYPT"),
+        "dave": ("dave", 7, "PLAIN"),
+        "erin": ("erin", 8, "PLAIN.B64"),
+        "frank": ("frank", 9, None),
+        "grace": ("grace", 10, None),
+        "heidi": ("heidi", 11, None),
+        "ivan": ("ivan", 12, None),
+        "judy": ("judy", 13, "PLAIN"),
+    }
+    assert len(table) == 10
+    assert table.file == "users.passwd"
+
+
+@pytest.mark.parametrize(
+    ("login", "canonical"),
+    [("alice", "alice"), ("ALICE", "alice"), ("bob", "Bob"), ("BoB", "Bob"), ("mallory", None)],
+)
+def test_lookup_ignores_case_and_returns_the_file_spelling(
+    login: str, canonical: str | None
+) -> None:
+    entry = parse_passwd_file(USERS, "users.passwd").lookup(login)
+    assert (None if entry is None else entry.user) == canonical
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        ("dave", "pass", True),  # fields split on every ':', as in Dovecot
+        ("dave", "pass:word", False),
+        ("erin", "pass:word", True),  # the way to store a ':'
+        ("judy", "!notlocked", True),  # "!" locks crypt hashes only
+    ],
+)
+def test_colon_and_bang_handling(user: str, password: str, expected: bool) -> None:
+    entry = parse(USERS)[user]
+    assert entry.password is not None
+    assert check_password(entry.password, password) is expected
+
+
+def test_crlf_line_endings() -> None:
+    entries = parse("alice:{PLAIN}secret\r\n\r\nbob:{PLAIN}hunter2\r\n")
+    assert entries["alice"].password == parse_password_hash("{PLAIN}secret")
+    assert (entries["bob"].line, entries["bob"].password) == (
+        3,
+        parse_password_hash("{PLAIN}hunter2"),
+    )
+
+
+def test_default_scheme_for_fields_without_prefix() -> None:
+    entries = parse_passwd_file("alice:secret\n", "users.passwd", default_scheme="PLAIN").entries
+    assert entries["alice"].password == parse_password_hash("{PLAIN}secret")
+    with pytest.raises(UnsupportedScheme, match=r"^unsupported scheme NOPE$"):
+        parse_passwd_file("alice:{PLAIN}x\n", "users.passwd", default_scheme="NOPE")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("alice\n", 1, "missing ':' after the user name"),
+        ("# users\n\n:{PLAIN}x\n", 3, "empty user name"),
+        ("alice:{PLAIN}a\nbob:{PLAIN}b\nalice:{PLAIN}c\n", 3,
+         "duplicate user 'alice' (first defined on line 1)"),
+        ("Alice:{PLAIN}a\n\nALICE:{PLAIN}c\n", 3,
+         "duplicate user 'ALICE' (first defined on line 1)"),
+        ("alice:{PLAIN}a\nbob:{SMD5}abcdefgh\n", 2, "unsupported scheme SMD5"),
+        ("alice:abcdefghijklm\n", 1, "unsupported scheme CRYPT (DES crypt)"),
+        ("alice:hunter2\n", 1, "malformed CRYPT password: not a crypt(3) string"),
+        ("alice:{SHA256}abcd\n", 1, "malformed SHA256 password: digest is 3 bytes, expected 32"),
+        ("alice:{SMD5}\n", 1, "unsupported scheme SMD5"),  # unknown even when empty
+    ],
+)  # fmt: skip
+def test_parse_errors_name_file_and_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(PasswdFileError) as info:
+        parse_passwd_file(text, "users.passwd")
+    assert str(info.value) == f"users.passwd:{line}: {message}"
+    assert (info.value.file, info.value.line, info.value.message) == ("users.passwd", line, message)
+
+
+def test_parse_errors_never_echo_the_password_field() -> None:
+    with pytest.raises(PasswdFileError) as info:
+        parse_passwd_file("alice:hunter2-plaintext-by-mistake\n", "users.passwd")
+    assert "hunter2" not in str(info.value)
+
+
+# --- the source ---------------------------------------------------------------
+
+
+def request(user: str, password: str) -> AuthRequest:
+    return AuthRequest(user=user, password=password, client_address="192.0.2.7")
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        ("alice", "Hello world!", AuthResult(AuthStatus.SUCCESS, "alice", "password ok")),
+        ("ALICE", "Hello world!", AuthResult(AuthStatus.SUCCESS, "alice", "password ok")),
+        ("bob", "hunter2", AuthResult(AuthStatus.SUCCESS, "Bob", "password ok")),
+        ("carol", "U*U", AuthResult(AuthStatus.SUCCESS, "carol", "password ok")),
+        ("alice", "hello world!", AuthResult(AuthStatus.FAILURE, "alice", "password mismatch")),
+        ("carol", "U*U*", AuthResult(AuthStatus.FAILURE, "carol", "password mismatch")),
+        ("alice", "", AuthResult(AuthStatus.FAILURE, "alice", "password mismatch")),
+        ("mallory", "Hello world!", AuthResult(AuthStatus.FAILURE, "mallory", "unknown user")),
+        ("frank", "", AuthResult(AuthStatus.FAILURE, "frank", "no password set")),
+        ("grace", "Hello world!", AuthResult(AuthStatus.FAILURE, "grace", "no password set")),
+    ],
+)
+async def test_authenticate(user: str, password: str, expected: AuthResult) -> None:
+    source = PasswdFileSource.from_text(USERS, "users.passwd")
+    assert await source.authenticate(request(user, password)) == expected
+
+
+class SpyVerify:
+    """An injectable verify that records what it was asked to check, and where."""
+
+    def __init__(self) -> None:
+        self.calls: list[PasswordHash] = []
+        self.threads: list[int] = []
+
+    def __call__(self, hashed: PasswordHash, password: str) -> bool:
+        self.calls.append(hashed)
+        self.threads.append(threading.get_ident())
+        return check_password(hashed, password)
+
+
+@pytest.mark.parametrize("user", ["mallory", "frank", "grace"])
+async def test_unknown_and_locked_users_verify_the_dummy(user: str) -> None:
+    spy = SpyVerify()
+    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
+    result = await source.authenticate(request(user, "Hello world!"))
+    assert result.status is AuthStatus.FAILURE
+    assert spy.calls == [source.dummy]
+    assert spy.threads != [threading.get_ident()]  # off the event loop thread
+
+
+async def test_known_user_verifies_its_own_hash_once() -> None:
+    spy = SpyVerify()
+    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
+    await source.authenticate(request("alice", "wrong"))
+    assert spy.calls == [parse_password_hash("{SHA512-CRYPT}" + SHA512_CRYPT_5000)]
+
+
+@pytest.mark.parametrize(
+    ("text", "algorithm", "cost"),
+    [
+        # most common wins, whatever comes first
+        (f"a:{BCRYPT_5}\nb:{SHA512_CRYPT_10000}\nc:{SHA512_CRYPT_10000}\n",
+         Algorithm.SHA512_CRYPT, (10000,)),
+        # same algorithm, different rounds: rounds count as a different kind
+        (f"a:{SHA512_CRYPT_5000}\nb:{SHA512_CRYPT_10000}\nc:{SHA512_CRYPT_10000}\n",
+         Algorithm.SHA512_CRYPT, (10000,)),
+        (f"a:{BCRYPT_5}\nb:{SHA512_CRYPT_10000}\nc:{BCRYPT_5}\n", Algorithm.BLF_CRYPT, (5,)),
+        # a tie goes to the earliest line
+        (f"a:{{PLAIN}}x\nb:{BCRYPT_5}\nc:{BCRYPT_5}\nd:{{PLAIN}}y\n", Algorithm.PLAIN, ()),
+        ("a:{ARGON2ID}$argon2id$v=19$m=1024,t=2,p=2$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8\n",
+         Algorithm.ARGON2ID, (19, 1024, 2, 2, 24, 8)),
+        # locked users do not count; nothing usable: SHA512-CRYPT at the default rounds
+        (f"a:!{BCRYPT_5}\nb:\n", Algorithm.SHA512_CRYPT, (5000,)),
+        ("", Algorithm.SHA512_CRYPT, (5000,)),
+    ],
+)  # fmt: skip
+def test_dummy_copies_the_most_common_kind_of_hash(
+    text: str, algorithm: Algorithm, cost: tuple[int, ...]
+) -> None:
+    source = PasswdFileSource.from_text(text, "users.passwd")
+    assert (source.dummy.algorithm, source.dummy.cost) == (algorithm, cost)
+
+
+async def test_limiter_bounds_concurrent_verifications() -> None:
+    release = threading.Event()
+
+    def blocking_verify(hashed: PasswordHash, password: str) -> bool:
+        release.wait()
+        return check_password(hashed, password)
+
+    limiter = trio.CapacityLimiter(1)
+    source = PasswdFileSource.from_text(
+        USERS, "users.passwd", limiter=limiter, verify=blocking_verify
+    )
+    results: list[AuthResult] = []
+
+    async def login(user: str) -> None:
+        results.append(await source.authenticate(request(user, "hunter2")))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(login, "bob")
+        nursery.start_soon(login, "mallory")
+        await trio.testing.wait_all_tasks_blocked()
+        stats = limiter.statistics()
+        release.set()  # before asserting: a blocked thread would hang the test
+        assert (stats.borrowed_tokens, stats.tasks_waiting) == (1, 1)
+    assert sorted(r.reason for r in results) == ["password ok", "unknown user"]
+
+
+def test_default_limiter_is_sized_to_the_cpus() -> None:
+    source = PasswdFileSource.from_text(USERS, "users.passwd")
+    assert source.limiter.total_tokens == (os.cpu_count() or 1)
+    assert source.name == "passwd-file"
+    assert PasswdFileSource.from_text("", "x", name="users").name == "users"
+
+
+# --- the demo file --------------------------------------------------------------
+
+
+async def test_demo_users_log_in_with_secret() -> None:
+    source = PasswdFileSource.from_text(DEMO_FILE.read_text(), str(DEMO_FILE))
+    assert sorted(source.table.entries) == ["alice", "bob"]
+    for user in ("alice", "bob"):
+        assert await source.authenticate(request(user, "secret")) == AuthResult(
+            AuthStatus.SUCCESS, user, "password ok"
+        )
+    # One SHA512-CRYPT, one SSHA256: the tie goes to alice's, the first.
+    assert (source.dummy.algorithm, source.dummy.cost) == (Algorithm.SHA512_CRYPT, (5000,))
+
+
+def test_demo_commented_examples_are_real_hashes_of_secret() -> None:
+    examples = [
+        line.removeprefix("#")
+        for line in DEMO_FILE.read_text().splitlines()
+        if line.startswith(("#carol:", "#dave:"))
+    ]
+    entries = parse("\n".join(examples))
+    assert [(e.user, e.password.algorithm if e.password else None) for e in entries.values()] == [
+        ("carol", Algorithm.BLF_CRYPT),
+        ("dave", Algorithm.ARGON2ID),
+    ]
+    for entry in entries.values():
+        assert entry.password is not None
+        assert check_password(entry.password, "secret") is True
