@@ -8,6 +8,7 @@ exactly what ``refd serve`` accepts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from refd import __version__
 from refd.config import DEMO_CONFIG, load_config, load_routing, load_service
+from refd.daemon import run
 from refd.tree import TreeError
 from refd.yamltree import parse_yaml
 
@@ -87,8 +89,6 @@ def setup_logging(level: str, fmt: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from refd.daemon import run
-
     path = args.config or DEMO_CONFIG
     config = load_config(path)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
@@ -97,10 +97,8 @@ def _serve(args: argparse.Namespace) -> int:
             "no -c given: serving the embedded demo config %s (demo users alice, bob)", path
         )
     service = load_service(config)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(config, service)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 

@@ -197,7 +197,7 @@ def load_config(path: Path) -> DaemonConfig:
     )
 
 
-def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:
+def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:  # noqa: PLR0917
     node = get(m, key)
     if node is None:
         return default

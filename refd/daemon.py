@@ -50,7 +50,9 @@ async def _main(config: DaemonConfig, service: Service) -> None:
     tls = _tls_loader(config)
     with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(lambda task_status: serve(config, ref, tls_context=tls, task_status=task_status))
+            await nursery.start(
+                lambda task_status: serve(config, ref, tls_context=tls, task_status=task_status)
+            )
             log.info("refd ready routing_sha256=%s", service.table.sha256)
             async for signum in signals:
                 if signum == signal.SIGHUP:

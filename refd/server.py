@@ -16,6 +16,7 @@ never stops the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -134,11 +135,11 @@ async def handle_connection(
     except Exception:
         session.outcome = "internal-error"
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)
-        with trio.move_on_after(1):
-            try:
-                await stream.send_all(conn.send(Bye("Internal server error; closing.")))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        with (
+            trio.move_on_after(1),
+            contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
+        ):
+            await stream.send_all(conn.send(Bye("Internal server error; closing.")))
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await stream.aclose()

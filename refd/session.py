@@ -458,17 +458,16 @@ async def _rename(s: Session, cmd: c.Rename) -> Reply:
     # RFC 2193 §4.3: answer pairs of URLs, existing name then new name.
     assert s.user is not None
     table = s.service.table
-    pair = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
-    if pair is None:
+    rename = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
+    if rename is None:
         text = "No mail server is configured for this mailbox."
         return Reply([Tagged(cmd.tag, Cond.NO, text, "UNAVAILABLE")])
-    old, new = pair
-    s._log_referral("mailbox", "RENAME", old, s.user)
-    urls = [u for both in zip(old.urls, new.urls, strict=False) for u in both]
-    if {x.name for x in old.servers} == {x.name for x in new.servers}:
-        text = f"Unable to rename mailbox located on {_hosts(old)}; rename it there."
-    else:
+    s._log_referral("mailbox", "RENAME", rename.old, s.user)
+    urls = rename.urls
+    if rename.cross_server:
         text = "Unable to rename mailbox across servers."
+    else:
+        text = f"Unable to rename mailbox located on {_hosts(rename.old)}; rename it there."
     return Reply([Tagged(cmd.tag, Cond.NO, text, referral_code(urls))])
 
 

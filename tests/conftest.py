@@ -10,7 +10,6 @@ no real time.
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from collections.abc import Iterator
 
 import pytest
@@ -55,7 +54,7 @@ class Door:
 
         async def read_line() -> bytes:
             while b"\n" not in buf:
-                with trio.fail_after(600):
+                with trio.fail_after(3600):
                     data = await client_stream.receive_some(65536)
                 if not data:
                     return b"<closed>"
@@ -67,8 +66,10 @@ class Door:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(handle_connection, server_stream, info, self.ref, self.limits)
-            for n, raw in enumerate(textwrap.dedent(script).strip("\n").splitlines(), 1):
-                who, _, text = raw.partition(": ")
+            for n, raw in enumerate(script.splitlines(), 1):
+                if not raw.strip():
+                    continue
+                who, _, text = raw.lstrip().partition(": ")
                 if who == "C":
                     await client_stream.send_all(text.encode("utf-8") + b"\r\n")
                 elif who == "S":

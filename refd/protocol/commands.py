@@ -43,8 +43,8 @@ __all__ = [
     "Rlist",
     "Rlsub",
     "Select",
-    "State",
     "Starttls",
+    "State",
     "Status",
     "Subscribe",
     "Unselected",
@@ -558,7 +558,8 @@ def parse_tag_and_name(data: bytes) -> tuple[str, str]:
     except ParseError as exc:
         if r.peek() in (0x0D, -1, 0x0A):
             raise CommandError(None, "Empty command line.") from exc
-        raise CommandError(None, f"Invalid tag: {exc.text[0].lower()}{exc.text[1:]}") from exc
+        text = exc.text.replace("Invalid character", "invalid character", 1)
+        raise CommandError(None, f"Invalid tag: {text}") from exc
     if r.peek() not in (0x20, 0x0D, 0x0A, -1):
         bad = chr(r.peek()) if r.peek() < 0x80 else "8-bit"
         raise CommandError(None, f"Invalid tag: invalid character {bad!r} in tag.")

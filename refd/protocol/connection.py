@@ -111,6 +111,9 @@ Event = Command | BadInput | LiteralRequest | SaslResponse | _Sentinel
 # A line that ends in a literal announcement: {n} or {n+} (RFC 7888).
 _LITERAL_AT_END = re.compile(rb"\{([0-9]+)(\+?)\}\Z")
 
+# The longest tag echoed back for a command that is answered unread.
+_MAX_ECHOED_TAG = 64
+
 _BY_NAME: dict[str, type[Command]] = {
     **{cls.name: cls for cls in ALLOWED if cls is not Unselected},
     **dict.fromkeys(SELECTED_STATE_COMMANDS, Unselected),
@@ -137,7 +140,7 @@ class Connection:
 
     # -- input -------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Add bytes read from the peer; ``b""`` means the peer closed."""
         if data:
             self._buf += data
@@ -213,10 +216,14 @@ class Connection:
 
     @staticmethod
     def _tag_of(data: bytes) -> str | None:
+        """The tag of a command we could not read whole, if it has a sane one."""
+        space = data.find(b" ", 0, _MAX_ECHOED_TAG + 1)
+        if space <= 0:
+            return None
         try:
-            return parse_tag_and_name(data + b"\r\n")[0]
-        except CommandError as exc:
-            return exc.tag
+            return parse_tag_and_name(data[:space] + b" X\r\n")[0]
+        except CommandError:
+            return None
 
     def _reset(self) -> None:
         self._parts = []

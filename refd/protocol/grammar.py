@@ -164,7 +164,7 @@ class Reader:
             if c == 0x5C:
                 nxt = self.data[self.pos + 1 : self.pos + 2]
                 if nxt not in (b'"', b"\\"):
-                    raise ParseError(f"Invalid escape in quoted {what}: only \\\\ and \\\" exist.")
+                    raise ParseError(f'Invalid escape in quoted {what}: only \\\\ and \\" exist.')
                 out += nxt
                 self.pos += 2
                 continue

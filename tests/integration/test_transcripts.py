@@ -8,20 +8,21 @@ mail2:10143, ``Shared/*`` is on shared1 with replica shared2.
 from __future__ import annotations
 
 import trio
+from trio.testing import MockClock
 
 from tests.conftest import Door, make_door
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
 GREETING = f"S: * OK [CAPABILITY {CAPS}] localhost refd IMAP referral service ready."
-BOB_IN = """
+BOB_IN = f"""
 C: b1 LOGIN bob secret
-S: * CAPABILITY {caps}
+S: * CAPABILITY {CAPS}
 S: b1 OK [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/] Logged in. Your mailboxes are on mail2.example.org.
-""".format(caps=CAPS)
+"""
 SHARED = "imap://bob;AUTH=*@shared1.example.org/{0} imap://bob;AUTH=*@shared2.example.org/{0}"
 
 
-async def test_greeting_capability_noop_logout(door: Door) -> None:
+async def test_greeting_capability_noop_logout(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 CAPABILITY
@@ -36,7 +37,7 @@ async def test_greeting_capability_noop_logout(door: Door) -> None:
     """)
 
 
-async def test_id_any_state(door: Door) -> None:
+async def test_id_any_state(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 ID ("name" "test" "version" "1")
@@ -49,7 +50,7 @@ async def test_id_any_state(door: Door) -> None:
     """)
 
 
-async def test_login_referral_rfc2221_4_1(door: Door) -> None:
+async def test_login_referral_rfc2221_4_1(door: Door, clock: MockClock) -> None:
     # RFC 2221 §4.1: "A001 NO [REFERRAL IMAP://MIKE@SERVER2/] Specified user
     # is invalid on this server. Try SERVER2." — server-only URL, ;AUTH=*.
     await door.transcript(f"""
@@ -61,7 +62,7 @@ async def test_login_referral_rfc2221_4_1(door: Door) -> None:
     """)
 
 
-async def test_failed_login_gets_no_referral_after_delay(door: Door) -> None:
+async def test_failed_login_gets_no_referral_after_delay(door: Door, clock: MockClock) -> None:
     start = trio.current_time()
     await door.transcript(f"""
         {GREETING}
@@ -74,7 +75,7 @@ async def test_failed_login_gets_no_referral_after_delay(door: Door) -> None:
     assert trio.current_time() - start >= 4
 
 
-async def test_accept_mode_rfc2221_ok_referral(door: Door) -> None:
+async def test_accept_mode_rfc2221_ok_referral(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
@@ -86,7 +87,7 @@ async def test_accept_mode_rfc2221_ok_referral(door: Door) -> None:
     """)
 
 
-async def test_mailbox_referrals_rfc2193_4_1(door: Door) -> None:
+async def test_mailbox_referrals_rfc2193_4_1(door: Door, clock: MockClock) -> None:
     sales = SHARED.format("Shared/Sales")
     await door.transcript(f"""
         {GREETING}
@@ -112,7 +113,7 @@ async def test_mailbox_referrals_rfc2193_4_1(door: Door) -> None:
     """)
 
 
-async def test_create_referral_rfc2193_4_2(door: Door) -> None:
+async def test_create_referral_rfc2193_4_2(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
@@ -121,7 +122,7 @@ async def test_create_referral_rfc2193_4_2(door: Door) -> None:
     """)
 
 
-async def test_rename_referral_pairs_rfc2193_4_3(door: Door) -> None:
+async def test_rename_referral_pairs_rfc2193_4_3(door: Door, clock: MockClock) -> None:
     home = "imap://bob;AUTH=*@mail2.example.org:10143/"
     s1 = "imap://bob;AUTH=*@shared1.example.org/"
     s2 = "imap://bob;AUTH=*@shared2.example.org/"
@@ -137,7 +138,7 @@ async def test_rename_referral_pairs_rfc2193_4_3(door: Door) -> None:
     """)
 
 
-async def test_append_sync_literal_is_answered_with_referral(door: Door) -> None:
+async def test_append_sync_literal_is_answered_with_referral(door: Door, clock: MockClock) -> None:
     # The body is never sent: the referral replaces the "+" continuation.
     await door.transcript(f"""
         {GREETING}
@@ -149,7 +150,7 @@ async def test_append_sync_literal_is_answered_with_referral(door: Door) -> None
     """)
 
 
-async def test_append_nonsync_literal(door: Door) -> None:
+async def test_append_nonsync_literal(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
@@ -159,7 +160,7 @@ async def test_append_nonsync_literal(door: Door) -> None:
     """)
 
 
-async def test_list_hides_remote_and_rlist_shows_them(door: Door) -> None:
+async def test_list_hides_remote_and_rlist_shows_them(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
@@ -192,7 +193,7 @@ async def test_list_hides_remote_and_rlist_shows_them(door: Door) -> None:
     """)
 
 
-async def test_namespace(door: Door) -> None:
+async def test_namespace(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
@@ -202,7 +203,7 @@ async def test_namespace(door: Door) -> None:
     """)
 
 
-async def test_selected_state_commands(door: Door) -> None:
+async def test_selected_state_commands(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 FETCH 1 FLAGS
@@ -217,7 +218,7 @@ async def test_selected_state_commands(door: Door) -> None:
     """)
 
 
-async def test_authenticate_plain_sasl_ir_and_continuation(door: Door) -> None:
+async def test_authenticate_plain_sasl_ir_and_continuation(door: Door, clock: MockClock) -> None:
     # base64("\0alice\0secret") and base64("bob\0bob\0secret")
     await door.transcript(f"""
         {GREETING}
@@ -247,7 +248,7 @@ async def test_authenticate_plain_sasl_ir_and_continuation(door: Door) -> None:
     """)
 
 
-async def test_login_with_literals(door: Door) -> None:
+async def test_login_with_literals(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 LOGIN {{5}}
@@ -262,7 +263,9 @@ async def test_login_with_literals(door: Door) -> None:
     """)
 
 
-async def test_plaintext_login_refused_outside_trusted_networks(door: Door) -> None:
+async def test_plaintext_login_refused_outside_trusted_networks(
+    door: Door, clock: MockClock
+) -> None:
     caps = CAPS + " LOGINDISABLED"
     await door.transcript(
         f"""
@@ -278,7 +281,7 @@ async def test_plaintext_login_refused_outside_trusted_networks(door: Door) -> N
     )
 
 
-async def test_bad_input_table_and_budget(door: Door) -> None:
+async def test_bad_input_table_and_budget(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 FROB
@@ -310,7 +313,7 @@ async def test_bad_input_table_and_budget(door: Door) -> None:
     """)
 
 
-async def test_nonsync_literal_too_big_closes(door: Door) -> None:
+async def test_nonsync_literal_too_big_closes(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 LOGIN {{5000+}}
@@ -320,7 +323,7 @@ async def test_nonsync_literal_too_big_closes(door: Door) -> None:
     """)
 
 
-async def test_preauth_idle_timeout(demo_service: object) -> None:
+async def test_preauth_idle_timeout(demo_service: object, clock: MockClock) -> None:
     door = make_door(demo_service, preauth_idle_timeout_s=60.0)  # type: ignore[arg-type]
     start = trio.current_time()
     await door.transcript(f"""
@@ -331,7 +334,7 @@ async def test_preauth_idle_timeout(demo_service: object) -> None:
     assert 60 <= trio.current_time() - start < 65
 
 
-async def test_postauth_idle_timeout_is_30_minutes(door: Door) -> None:
+async def test_postauth_idle_timeout_is_30_minutes(door: Door, clock: MockClock) -> None:
     start = trio.current_time()
     await door.transcript(f"""
         {GREETING}

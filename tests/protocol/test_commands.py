@@ -19,7 +19,10 @@ GOOD = [
         c.Id("a", (("name", "Mutt"), ("version", None))),
     ),
     (b"a LOGIN alice secret", c.Login("a", "alice", "secret")),
-    (b'a LOGIN "alice@example.org" "se\\"c\\\\ret"', c.Login("a", "alice@example.org", 'se"c\\ret')),
+    (
+        b'a LOGIN "alice@example.org" "se\\"c\\\\ret"',
+        c.Login("a", "alice@example.org", 'se"c\\ret'),
+    ),
     (b"a LOGIN {5}\r\nalice {6}\r\nsecret", c.Login("a", "alice", "secret")),
     (b"a LOGIN {5+}\r\nalice pw]x", c.Login("a", "alice", "pw]x")),
     (b"a LOGIN {5}\r\nJos\xc3\xa9 x", c.Login("a", "Jos\u00e9", "x")),
@@ -107,8 +110,8 @@ BAD = [
     (b"a STATUS x (MESSAGES", "a", "Unterminated status item list."),
     (b"a APPEND x abc", "a", "APPEND needs the message as a literal."),
     (b'a APPEND x "bad date" {1+}\r\nx', "a", "Invalid date-time in APPEND."),
-    (b"a LIST (FOO) \"\" *", "a", "Unknown LIST selection option FOO."),
-    (b"a LIST (RECURSIVEMATCH) \"\" *", "a", "RECURSIVEMATCH needs another selection option."),
+    (b'a LIST (FOO) "" *', "a", "Unknown LIST selection option FOO."),
+    (b'a LIST (RECURSIVEMATCH) "" *', "a", "RECURSIVEMATCH needs another selection option."),
     (b'a LIST "" * RETURN (BAR)', "a", "Unknown LIST return option BAR."),
     (b'a LIST "" * FOO (BAR)', "a", "Expected RETURN after the LIST patterns."),
     (b"a ID", "a", "Missing ID parameter list."),
@@ -146,7 +149,10 @@ def test_password_not_in_repr() -> None:
     assert "hunter2" not in repr(auth) and "AGFsaWNl" not in repr(auth)
 
 
-def test_every_parsed_command_has_a_state_rule() -> None:
-    for name, parse in c.PARSERS.items():
-        assert name.isupper()
-    assert set(c.ALLOWED) >= {type(cmd) for _, cmd in GOOD}
+def test_dispatch_tables_cover_the_same_commands() -> None:
+    from refd.protocol.connection import _BY_NAME
+    from refd.session import HANDLERS
+
+    # Every wire name has a state rule, and every state rule a handler.
+    assert set(_BY_NAME) == set(c.PARSERS)
+    assert set(HANDLERS) == set(c.ALLOWED) == set(_BY_NAME.values())

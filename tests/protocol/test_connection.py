@@ -147,7 +147,7 @@ def test_command_size_limit_counts_literals() -> None:
 
 def test_state_legality() -> None:
     conn = Connection()
-    conn.receive_data(b"a SELECT INBOX\r\nb FETCH 1 FLAGS\r\nc RLIST \"\" *\r\n")
+    conn.receive_data(b'a SELECT INBOX\r\nb FETCH 1 FLAGS\r\nc RLIST "" *\r\n')
     assert [bad(e)[1] for e in events(conn)[:-1]] == [
         "SELECT needs an authenticated session: log in first.",
         "FETCH needs an authenticated session: log in first.",

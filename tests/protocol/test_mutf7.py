@@ -32,7 +32,7 @@ INVALID = [
     ("&AOl-", "stray bits"),
     ("&AO/-", "'/'"),
     ("&2D0-", "not valid UTF-16"),  # a lone high surrogate
-        ("a\x7fb", "printable"),
+    ("a\x7fb", "printable"),
     ("caf\xe9", "printable"),
 ]
 
