@@ -84,6 +84,7 @@ class DaemonConfig:
     listeners: tuple[ListenerConfig, ...]
     routing_file: Path
     passwd_file: Path
+    passwd_file_line: int = 0
     hostname: str = "localhost"
     auth_failure_delay_s: float = 2.0
     advertise_auth_plain: bool = False
@@ -143,7 +144,8 @@ def load_config(path: Path) -> DaemonConfig:
     if source != "passwd-file":
         node = r.require(auth, "source", "auth")
         raise r.error(node, f"auth.source {source!r} is not known; use passwd-file")
-    passwd = _path(path, r.as_str(r.require(auth, "passwd_file", "auth"), "auth.passwd_file"))
+    passwd_node = r.require(auth, "passwd_file", "auth")
+    passwd = _path(path, r.as_str(passwd_node, "auth.passwd_file"))
     delay = _opt(r, auth, "failure_delay_s", r.as_float_seconds, 2.0, "auth.failure_delay_s")
     advertise = _opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
 
@@ -185,6 +187,7 @@ def load_config(path: Path) -> DaemonConfig:
         listeners=tuple(lst for lst, _ in listeners),
         routing_file=routing,
         passwd_file=passwd,
+        passwd_file_line=passwd_node.line,
         hostname=hostname,
         auth_failure_delay_s=delay,
         advertise_auth_plain=advertise,
@@ -306,7 +309,9 @@ def _user_map_line(root: Node | None) -> int:
 def load_service(config: DaemonConfig) -> Service:
     """Load everything the config points at and build the service value."""
     table = load_routing(config.routing_file, self_addresses=config.self_addresses())
-    passwd_text = _read_text(config.passwd_file, referer=str(config.file))
+    passwd_text = _read_text(
+        config.passwd_file, referer=str(config.file), line=config.passwd_file_line
+    )
     try:
         auth = PasswdFileSource.from_text(passwd_text, str(config.passwd_file))
     except PasswdFileError as exc:

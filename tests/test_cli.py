@@ -1,0 +1,247 @@
+"""The ``refd`` command as an admin runs it: real processes, exit codes, output."""
+
+from __future__ import annotations
+
+import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from refd import __version__
+from refd.cli import main
+from refd.config import DEMO_CONFIG
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"refd {__version__}\n"
+
+
+def test_check_shipped_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [CONFIG / "refd.yaml", CONFIG / "routing.yaml", DEMO_CONFIG]
+    assert main(["check", *map(str, files)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{CONFIG / 'refd.yaml'}: OK (daemon config; routing table sha256 ")
+    assert out[1].startswith(f"{CONFIG / 'routing.yaml'}: OK (routing table sha256 ")
+    assert out[2].startswith(f"{DEMO_CONFIG}: OK (daemon config; ")
+
+
+BROKEN = [
+    (
+        "servers:\n  m1: {host: a.example, port: 0143}\nversion: 1\n",
+        "routing.yaml:2: servers.m1.port: write 143, leading zeros are not allowed",
+    ),
+    ("version: 1\nservers: [\n", "routing.yaml:3: invalid YAML"),
+    (
+        "version: 1\nservers:\n  m1: {host: a.example}\nusers:\n  - user: x\n    server: m2\n",
+        "routing.yaml:6: ",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "error"), BROKEN)
+def test_check_broken_routing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, error: str
+) -> None:
+    path = tmp_path / "routing.yaml"
+    path.write_text(text)
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"refd check: {tmp_path}/{error}"), err
+
+
+def test_check_broken_daemon_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "refd.yaml"
+    cfg.write_text(
+        "routing: routing.yaml\nauth: {source: passwd-file, passwd_file: users.passwd}\n"
+        "listeners:\n  - {address: 127.0.0.1, port: 1143, tls: maybe}\n"
+    )
+    assert main(["check", str(cfg)]) == 1
+    assert capsys.readouterr().err == (
+        f"refd check: {cfg}:4: tls must be one of none, starttls, implicit, not 'maybe'\n"
+    )
+
+
+def test_check_missing_file_named_by_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "refd.yaml"
+    shutil.copy(CONFIG / "routing.yaml", tmp_path / "routing.yaml")
+    shutil.copy(CONFIG / "users.map", tmp_path / "users.map")
+    cfg.write_text(
+        "routing: routing.yaml\nauth: {source: passwd-file, passwd_file: nope.passwd}\n"
+        "listeners:\n  - {address: 127.0.0.1, port: 1143}\n"
+    )
+    assert main(["check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err
+        == f"refd check: {cfg}:2: cannot read {tmp_path}/nope.passwd: No such file or directory\n"
+    )
+
+
+def test_explain_demo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "bob", "Shared/Sales"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "NO [REFERRAL imap://bob;AUTH=*@shared1.example.org/Shared/Sales "
+        "imap://bob;AUTH=*@shared2.example.org/Shared/Sales]" in out
+    )
+    assert main(["explain", "nobody"]) == 2
+
+
+def test_explain_routing_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "-r", str(CONFIG / "routing.yaml"), "alice@example.org"]) == 0
+    out = capsys.readouterr().out
+    assert "NO [REFERRAL imap://alice%40example.org;AUTH=*@mail1.example.org/]" in out
+
+
+# --- the daemon as a real process -------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "refd", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.pump.join(timeout=10)  # it ends at EOF, once the process is gone
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_log(self, needle: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.log.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} not logged; got {self.log!r}")
+
+
+def session(port: int, *commands: bytes) -> list[bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with sock.makefile("rb") as f:
+            out = [f.readline()]
+            for cmd in commands:
+                sock.sendall(cmd + b"\r\n")
+                tag = cmd.split(b" ")[0]
+                while True:
+                    line = f.readline()
+                    out.append(line)
+                    if line.startswith(tag + b" ") or not line:
+                        break
+        return out
+
+
+@pytest.fixture
+def demo_copy(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    port = free_port()
+    for name in ("routing.yaml", "users.passwd"):
+        shutil.copy(DEMO_CONFIG.parent / name, tmp_path / name)
+    text = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
+    text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.1")
+    (tmp_path / "refd.yaml").write_text(text)
+    yield tmp_path / "refd.yaml", port
+
+
+def test_serve_refer_reload_and_stop(demo_copy: tuple[Path, int]) -> None:
+    cfg, port = demo_copy
+    daemon = Daemon(["serve", "-c", str(cfg)])
+    try:
+        daemon.wait_log("refd ready")
+        out = session(port, b"a1 LOGIN alice secret", b"a2 LOGIN alice wrong")
+        assert out[1] == (
+            b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
+            b"Your mail is on mail1.example.org; connect there.\r\n"
+        )
+        assert out[2] == b"a2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+
+        # A broken table is refused on SIGHUP; the one in service stays.
+        routing = cfg.parent / "routing.yaml"
+        good = routing.read_text()
+        routing.write_text(
+            good.replace("host: mail1.example.org", "host: mail1.example.org\n    port: 0143")
+        )
+        daemon.proc.send_signal(signal.SIGHUP)
+        line = daemon.wait_log("reload failed")
+        assert f"{routing}:" in line and "leading zeros" in line
+        assert session(port, b"a1 LOGIN alice secret")[1].startswith(
+            b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"
+        )
+        # A good new table goes into service without a restart.
+        routing.write_text(good.replace("host: mail1.example.org", "host: mail9.example.org"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reload ok")
+        assert session(port, b"a1 LOGIN alice secret")[1].startswith(
+            b"a1 NO [REFERRAL imap://alice;AUTH=*@mail9.example.org/]"
+        )
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=20) == 0
+        daemon.wait_log("stopping on SIGTERM")
+    finally:
+        daemon.stop()
+    # Passwords never reach the log, right or wrong.
+    everything = "".join(daemon.log) + "".join(daemon.lines.queue)
+    assert "user=alice" in everything
+    assert "secret" not in everything and "wrong" not in everything
+
+
+def test_serve_without_config_runs_the_demo() -> None:
+    port = 1143
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.skip("port 1143 is taken on this machine")
+    daemon = Daemon(["serve"])
+    try:
+        daemon.wait_log("refd ready")
+        out = session(port, b"a1 LOGIN bob secret", b"a2 SELECT Shared/Sales", b"a3 LOGOUT")
+        assert out[0].startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+        assert out[2].startswith(b"a1 OK [REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/]")
+        assert out[3].startswith(
+            b"a2 NO [REFERRAL imap://bob;AUTH=*@shared1.example.org/Shared/Sales "
+        )
+        assert out[-1] == b"a3 OK LOGOUT completed.\r\n"
+        daemon.proc.send_signal(signal.SIGINT)
+        assert daemon.proc.wait(timeout=20) == 0
+    finally:
+        daemon.stop()
