@@ -18,13 +18,16 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from refd.auth.base import AuthSource
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
-from refd.protocol.connection import ProtocolLimits
+from refd.auth.trust import TrustSource, public_networks
+from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
 from refd.tree import Map, Node, Reader, TreeError, get
@@ -53,29 +56,7 @@ class ListenerConfig:
     address: str
     port: int
     tls: str = "none"  # one of TLS_MODES
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Named limits; the defaults are what a hardened daemon ships with."""
-
-    max_line_bytes: int = 8192
-    max_literal_bytes: int = 65536
-    max_command_bytes: int = 262144
-    bad_commands: int = 10
-    preauth_idle_timeout_s: float = 60.0
-    # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
-    idle_timeout_s: float = 1800.0
-    write_timeout_s: float = 60.0
-    tls_handshake_timeout_s: float = 10.0
-
-    def protocol(self) -> ProtocolLimits:
-        return ProtocolLimits(
-            max_line_bytes=self.max_line_bytes,
-            max_literal_bytes=self.max_literal_bytes,
-            max_command_bytes=self.max_command_bytes,
-            bad_command_limit=self.bad_commands,
-        )
+    proxy_protocol: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,14 +64,19 @@ class DaemonConfig:
     file: Path
     listeners: tuple[ListenerConfig, ...]
     routing_file: Path
-    passwd_file: Path
+    passwd_file: Path | None
     passwd_file_line: int = 0
+    auth_source: str = "passwd-file"
+    trust_networks: tuple[IPNetwork, ...] = ()
     hostname: str = "localhost"
     auth_failure_delay_s: float = 2.0
+    auth_failure_delay_max_s: float = 15.0
     advertise_auth_plain: bool = False
     trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+    proxy_networks: tuple[IPNetwork, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    tls_line: int = 0
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     log_format: str = "text"
@@ -100,6 +86,7 @@ class DaemonConfig:
             hostname=self.hostname,
             advertise_auth_plain=self.advertise_auth_plain,
             auth_failure_delay_s=self.auth_failure_delay_s,
+            auth_failure_delay_max_s=self.auth_failure_delay_max_s,
             trusted_networks=self.trusted_networks,
         )
 
@@ -112,7 +99,27 @@ class DaemonConfig:
         return frozenset(out)
 
 
-_TOP = {"hostname", "routing", "auth", "listeners", "tls", "trusted_networks", "limits", "log"}
+_TOP = {
+    "hostname",
+    "routing",
+    "auth",
+    "listeners",
+    "tls",
+    "trusted_networks",
+    "proxy_networks",
+    "limits",
+    "log",
+}
+_AUTH_KEYS = {
+    "source",
+    "passwd_file",
+    "trust_networks",
+    "trust_allow_public",
+    "failure_delay_s",
+    "failure_delay_max_s",
+    "advertise_plain",
+}
+AUTH_SOURCES = ("passwd-file", "trust")
 
 
 def _read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
@@ -139,21 +146,41 @@ def load_config(path: Path) -> DaemonConfig:
 
     routing = _path(path, r.as_str(r.require(top, "routing", "the top level"), "routing"))
     auth = r.as_map(r.require(top, "auth", "the top level"), "auth")
-    r.reject_unknown(auth, {"source", "passwd_file", "failure_delay_s", "advertise_plain"}, "auth")
-    source = r.as_str(r.require(auth, "source", "auth"), "auth.source")
-    if source != "passwd-file":
-        node = r.require(auth, "source", "auth")
-        raise r.error(node, f"auth.source {source!r} is not known; use passwd-file")
-    passwd_node = r.require(auth, "passwd_file", "auth")
-    passwd = _path(path, r.as_str(passwd_node, "auth.passwd_file"))
+    r.reject_unknown(auth, _AUTH_KEYS, "auth")
+    source = _choice(r, auth, "source", AUTH_SOURCES, "passwd-file", required=True)
+    passwd: Path | None = None
+    passwd_line = 0
+    trust: tuple[IPNetwork, ...] = ()
+    if source == "passwd-file":
+        passwd_node = r.require(auth, "passwd_file", "auth")
+        passwd = _path(path, r.as_str(passwd_node, "auth.passwd_file"))
+        passwd_line = passwd_node.line
+    else:
+        trust_node = r.require(auth, "trust_networks", "auth")
+        trust = _networks(r, trust_node, "auth.trust_networks")
+        if not trust:
+            raise r.error(trust_node, "auth.trust_networks: name at least one network")
+        allow_public = _opt(r, auth, "trust_allow_public", r.as_bool, False, "trust_allow_public")
+        public = public_networks(trust)
+        if public and not allow_public:
+            raise r.error(
+                trust_node,
+                f"auth.trust_networks: {public[0]} reaches beyond private address space; "
+                "anyone there could log in as anyone (set trust_allow_public: true if meant)",
+            )
     delay = _opt(r, auth, "failure_delay_s", r.as_float_seconds, 2.0, "auth.failure_delay_s")
+    delay_max = _opt(
+        r, auth, "failure_delay_max_s", r.as_float_seconds, 15.0, "auth.failure_delay_max_s"
+    )
     advertise = _opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
 
     listeners = _listeners(r, r.require(top, "listeners", "the top level"))
     tls_cert = tls_key = None
+    tls_line = 0
     tls_node = get(top, "tls")
     if tls_node is not None:
         tls = r.as_map(tls_node, "tls")
+        tls_line = tls.line
         r.reject_unknown(tls, {"cert", "key"}, "tls")
         tls_cert = _path(path, r.as_str(r.require(tls, "cert", "tls"), "tls.cert"))
         tls_key = _path(path, r.as_str(r.require(tls, "key", "tls"), "tls.key"))
@@ -163,15 +190,16 @@ def load_config(path: Path) -> DaemonConfig:
                 raise r.error(node, f"listener {lst.name} uses TLS but there is no tls: section")
 
     networks = LOOPBACK
-    net_node = get(top, "trusted_networks")
-    if net_node is not None:
-        nets = []
-        for text in r.as_str_list(net_node, "trusted_networks", empty_ok=True):
-            try:
-                nets.append(ipaddress.ip_network(text, strict=True))
-            except ValueError as exc:
-                raise r.error(net_node, f"trusted_networks: {exc}") from None
-        networks = tuple(nets)
+    if (net_node := get(top, "trusted_networks")) is not None:
+        networks = _networks(r, net_node, "trusted_networks")
+    proxy_networks: tuple[IPNetwork, ...] = ()
+    if (proxy_node := get(top, "proxy_networks")) is not None:
+        proxy_networks = _networks(r, proxy_node, "proxy_networks")
+    for lst, node in listeners:
+        if lst.proxy_protocol and not proxy_networks:
+            raise r.error(
+                node, f"listener {lst.name} accepts PROXY headers but proxy_networks is empty"
+            )
 
     limits = _limits(r, get(top, "limits"))
     level, fmt = "info", "text"
@@ -187,13 +215,18 @@ def load_config(path: Path) -> DaemonConfig:
         listeners=tuple(lst for lst, _ in listeners),
         routing_file=routing,
         passwd_file=passwd,
-        passwd_file_line=passwd_node.line,
+        passwd_file_line=passwd_line,
+        auth_source=source,
+        trust_networks=trust,
         hostname=hostname,
         auth_failure_delay_s=delay,
+        auth_failure_delay_max_s=delay_max,
         advertise_auth_plain=advertise,
         trusted_networks=networks,
+        proxy_networks=proxy_networks,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tls_line=tls_line,
         limits=limits,
         log_level=level,
         log_format=fmt,
@@ -207,8 +240,26 @@ def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T
     return conv(node, what)
 
 
-def _choice(r: Reader, m: Map, key: str, allowed: tuple[str, ...], default: str) -> str:
-    node = get(m, key)
+def _networks(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:
+    nets = []
+    for text in r.as_str_list(node, what, empty_ok=True):
+        try:
+            nets.append(ipaddress.ip_network(text, strict=True))
+        except ValueError as exc:
+            raise r.error(node, f"{what}: {exc}") from None
+    return tuple(nets)
+
+
+def _choice(
+    r: Reader,
+    m: Map,
+    key: str,
+    allowed: tuple[str, ...],
+    default: str,
+    *,
+    required: bool = False,
+) -> str:
+    node = r.require(m, key, "auth") if required else get(m, key)
     if node is None:
         return default
     value = r.as_str(node, key).lower()
@@ -225,7 +276,7 @@ def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
         raise r.error(node, "listeners: at least one listener is needed")
     for i, item in enumerate(items):
         m = r.as_map(item, f"listeners[{i}]")
-        r.reject_unknown(m, {"name", "address", "port", "tls"}, f"listeners[{i}]")
+        r.reject_unknown(m, {"name", "address", "port", "tls", "proxy_protocol"}, f"listeners[{i}]")
         name = _opt(r, m, "name", r.as_str, f"imap{i}", f"listeners[{i}].name")
         if name in seen:
             raise r.error(m, f"listener name {name!r} is used twice (first at line {seen[name]})")
@@ -237,7 +288,8 @@ def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
             raise r.error(m, f"listeners[{i}].address {address!r} is not an IP address") from None
         port = r.as_int(r.require(m, "port", f"listeners[{i}]"), "port", 0, 65535)
         tls = _choice(r, m, "tls", TLS_MODES, "none")
-        out.append((ListenerConfig(name, address, port, tls), m))
+        proxy = _opt(r, m, "proxy_protocol", r.as_bool, False, f"listeners[{i}].proxy_protocol")
+        out.append((ListenerConfig(name, address, port, tls, proxy), m))
     return out
 
 
@@ -246,12 +298,16 @@ _LIMIT_INTS = {
     "max_literal_bytes": (0, 1 << 30),
     "max_command_bytes": (1024, 1 << 30),
     "bad_commands": (1, 1000),
+    "max_connections": (1, 10_000_000),
+    "max_connections_per_address": (1, 10_000_000),
+    "max_auth_in_flight": (1, 1_000_000),
 }
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",
     "idle_timeout_s",
     "write_timeout_s",
     "tls_handshake_timeout_s",
+    "proxy_header_timeout_s",
 )
 
 
@@ -309,14 +365,44 @@ def _user_map_line(root: Node | None) -> int:
 def load_service(config: DaemonConfig) -> Service:
     """Load everything the config points at and build the service value."""
     table = load_routing(config.routing_file, self_addresses=config.self_addresses())
-    passwd_text = _read_text(
-        config.passwd_file, referer=str(config.file), line=config.passwd_file_line
+    auth: AuthSource
+    if config.auth_source == "trust":
+        auth = TrustSource(config.trust_networks)
+    else:
+        assert config.passwd_file is not None
+        passwd_text = _read_text(
+            config.passwd_file, referer=str(config.file), line=config.passwd_file_line
+        )
+        try:
+            auth = PasswdFileSource.from_text(passwd_text, str(config.passwd_file))
+        except PasswdFileError as exc:
+            raise TreeError(exc.file, exc.line, exc.message) from None
+    tls_context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        try:
+            tls_context = make_tls_context(str(config.tls_cert), str(config.tls_key))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TreeError(
+                str(config.file),
+                config.tls_line,
+                f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {reason}",
+            ) from None
+    return Service(
+        table=table,
+        auth=auth,
+        policy=config.policy(),
+        limits=config.limits,
+        tls_context=tls_context,
     )
-    try:
-        auth = PasswdFileSource.from_text(passwd_text, str(config.passwd_file))
-    except PasswdFileError as exc:
-        raise TreeError(exc.file, exc.line, exc.message) from None
-    return Service(table=table, auth=auth, policy=config.policy())
+
+
+def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """Server TLS: Python's CLIENT_AUTH defaults, TLS 1.2 at least."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
 
 
 __all__ += ["RoutingError"]

@@ -1,4 +1,4 @@
-"""The trio server: listeners, TLS, and the per-connection loop.
+"""The trio server: listeners, PROXY headers, TLS, and the per-connection loop.
 
 ``serve`` is a task you start with ``nursery.start(serve, ...)``: it binds
 every listener, reports the bound addresses (so tests can use port 0), and
@@ -7,33 +7,41 @@ serves until cancelled.  Each connection gets one task running
 socket and the sans-IO :class:`~refd.protocol.connection.Connection` and
 asks the :class:`~refd.session.Session` what to answer.
 
-Every wait has a deadline (idle timeouts from the config, a write timeout,
-the TLS handshake timeout); closing is shielded from cancellation; and an
-internal error in one session is logged with its connection id, answered
-with ``* BYE`` and contained: it never reaches the client as a traceback and
-never stops the daemon.
+Before a session starts, :func:`_accept` reads the PROXY protocol header
+(only on listeners that enable it and only from ``proxy_networks``), then
+applies the connection limits to the real client address.  Limits, TLS
+certificates and tables come from the :class:`~refd.session.Service` in
+service when the connection starts, so a reload applies to new connections.
+
+Every wait has a deadline (idle timeouts, a write timeout, the TLS
+handshake and PROXY header timeouts); closing is shielded from cancellation;
+and an internal error in one session is logged with its connection id,
+answered with ``* BYE`` and contained: it never reaches the client as a
+traceback and never stops the daemon.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import logging
 import os
 import ssl
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import trio
 
-from refd.config import DaemonConfig, Limits, ListenerConfig
+from refd.config import DaemonConfig, ListenerConfig
+from refd.limits import Limits
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Response
-from refd.session import ClientInfo, ServiceRef, Session
+from refd.proxy_protocol import NEED_MORE, ProxyProtocolError, parse_proxy_header
+from refd.session import ClientInfo, DoorState, ServiceRef, Session, address_in
 
-__all__ = ["BoundListener", "handle_connection", "make_tls_context", "serve"]
+__all__ = ["BoundListener", "handle_connection", "serve"]
 
 log = logging.getLogger("refd.server")
 
@@ -51,16 +59,36 @@ class BoundListener:
     port: int
 
 
-def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
-    """Server TLS: Python's CLIENT_AUTH defaults, TLS 1.2 at least."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
-
-
 class _Closed(Exception):
     """The peer went away or stopped reading."""
+
+
+class _HandshakeFailed(Exception):
+    pass
+
+
+class _PrefixedStream(trio.abc.Stream):
+    """A stream that first yields bytes already read (after a PROXY header)."""
+
+    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
+        self._stream = stream
+        self._prefix = prefix
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if self._prefix:
+            n = len(self._prefix) if max_bytes is None else max_bytes
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return await self._stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
 
 
 async def _send(stream: trio.abc.Stream, data: bytes, limits: Limits) -> None:
@@ -77,12 +105,13 @@ async def handle_connection(
     stream: trio.abc.Stream,
     client: ClientInfo,
     ref: ServiceRef,
-    limits: Limits,
-    tls_context: Callable[[], ssl.SSLContext | None] = lambda: None,
+    door: DoorState | None = None,
 ) -> None:
     """Serve one client until it leaves, times out or is told BYE."""
+    service = ref.current
+    limits = service.limits
     conn = Connection(limits.protocol())
-    session = Session(ref, client, conn)
+    session = Session(ref, client, conn, door)
     started = time.monotonic()
 
     def encode(responses: list[Response]) -> bytes:
@@ -90,7 +119,7 @@ async def handle_connection(
 
     try:
         if client.tls:
-            stream = await _tls_handshake(stream, tls_context(), limits)
+            stream = await _tls_handshake(stream, service.tls_context, limits)
         await _send(stream, encode(session.greeting().responses), limits)
         while True:
             event = conn.next_event()
@@ -107,6 +136,7 @@ async def handle_connection(
                         raise _Closed from exc
                 if data is None:
                     session.outcome = "idle-timeout"
+                    session.limit_hit("idle_timeout")
                     await _send(stream, conn.send(Bye("Autologout; idle for too long.")), limits)
                     return
                 conn.receive_data(data)
@@ -118,19 +148,24 @@ async def handle_connection(
             if reply.close:
                 return
             if reply.starttls:
-                # RFC 9051 §6.2.1 / STARTTLS injection (CVE-2011-0411 class):
-                # anything the client pipelined after STARTTLS is dropped.
+                # RFC 9051 §6.2.1 / STARTTLS command injection (CVE-2011-0411
+                # and kin): whatever the client pipelined after STARTTLS in
+                # plaintext is dropped, never executed.
                 dropped = conn.discard_buffered()
                 if dropped:
                     log.warning(
-                        "starttls conn=%s dropped %d pipelined octets", client.conn_id, dropped
+                        "starttls conn=%s addr=%s dropped %d pipelined octets",
+                        client.conn_id,
+                        client.address,
+                        dropped,
                     )
-                stream = await _tls_handshake(stream, tls_context(), limits)
-                session.client = client = replace(client, tls=True)
+                stream = await _tls_handshake(stream, ref.current.tls_context, limits)
+                session.client = replace(session.client, tls=True)
     except _Closed:
         pass
     except _HandshakeFailed as exc:
         session.outcome = "tls-failed"
+        session.door.counters.hit(f"tls_handshake:{client.listener}")
         log.info("tls handshake failed conn=%s addr=%s: %s", client.conn_id, client.address, exc)
     except Exception:
         session.outcome = "internal-error"
@@ -146,7 +181,7 @@ async def handle_connection(
         log.info(
             "session end conn=%s addr=%s listener=%s tls=%s user=%s outcome=%s duration=%.3f",
             client.conn_id,
-            client.address,
+            session.client.address,
             client.listener,
             "yes" if session.client.tls else "no",
             session.user or "-",
@@ -155,15 +190,11 @@ async def handle_connection(
         )
 
 
-class _HandshakeFailed(Exception):
-    pass
-
-
 async def _tls_handshake(
     stream: trio.abc.Stream, context: ssl.SSLContext | None, limits: Limits
 ) -> trio.SSLStream[trio.abc.Stream]:
     if context is None:
-        raise RuntimeError("TLS requested on a listener without a TLS context")
+        raise _HandshakeFailed("no TLS certificate is configured")
     tls = trio.SSLStream(stream, context, server_side=True, https_compatible=False)
     with trio.move_on_after(limits.tls_handshake_timeout_s) as scope:
         try:
@@ -180,17 +211,95 @@ def _peer(stream: trio.SocketStream) -> str:
         addr = stream.socket.getpeername()
     except OSError:
         return "unknown"
-    return str(addr[0]) if isinstance(addr, tuple) else str(addr)
+    host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return host
+
+
+async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[str | None, bytes]:
+    """Read a PROXY v1/v2 header; return (client address or None, leftover bytes)."""
+    buf = bytearray()
+    with trio.fail_after(limits.proxy_header_timeout_s):
+        while True:
+            data = await stream.receive_some(_RECEIVE_BYTES)
+            if not data:
+                raise ProxyProtocolError("connection closed before the PROXY header")
+            buf += data
+            parsed = parse_proxy_header(buf)
+            if parsed is NEED_MORE:
+                continue
+            info, used = parsed
+            source = info.source[0] if info.source is not None else None
+            return source, bytes(buf[used:])
+
+
+async def _accept(
+    stream: trio.SocketStream,
+    lc: ListenerConfig,
+    config: DaemonConfig,
+    ref: ServiceRef,
+    door: DoorState,
+) -> None:
+    """Take one accepted socket from PROXY header to session end."""
+    conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
+    peer = _peer(stream)
+    address = peer
+    limits = ref.current.limits
+    io: trio.abc.Stream = stream
+    if lc.proxy_protocol and address_in(peer, config.proxy_networks):
+        try:
+            source, leftover = await _read_proxy_header(stream, limits)
+        except (ProxyProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            door.counters.hit("proxy_header")
+            log.warning("proxy header refused conn=%s peer=%s: %s", conn_id, peer, exc)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await stream.aclose()
+            return
+        address = source or peer
+        if leftover:
+            io = _PrefixedStream(stream, leftover)
+    refused = door.connections.try_open(
+        address,
+        max_total=limits.max_connections,
+        max_per_address=limits.max_connections_per_address,
+    )
+    if refused is not None:
+        door.counters.hit(refused)
+        log.warning("limit hit conn=%s addr=%s limit=%s", conn_id, address, refused)
+        bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
+        with contextlib.suppress(_Closed):
+            if lc.tls != "implicit":
+                await _send(io, Connection().send(bye), limits)
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await io.aclose()
+        return
+    try:
+        client = ClientInfo(
+            conn_id=conn_id,
+            address=address,
+            listener=lc.name,
+            tls=lc.tls == "implicit",
+            starttls_available=lc.tls == "starttls",
+        )
+        await handle_connection(io, client, ref, door)
+    finally:
+        door.connections.close(address)
 
 
 async def serve(
     config: DaemonConfig,
     ref: ServiceRef,
     *,
-    tls_context: Callable[[], ssl.SSLContext | None] = lambda: None,
+    door: DoorState | None = None,
     task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind every listener, report them, and serve until cancelled."""
+    door = door or DoorState()
     bound: list[BoundListener] = []
     listeners: list[tuple[ListenerConfig, trio.SocketListener]] = []
     for lc in config.listeners:
@@ -198,11 +307,18 @@ async def serve(
             host, port = sock_listener.socket.getsockname()[:2]
             bound.append(BoundListener(lc, host, port))
             listeners.append((lc, sock_listener))
-            log.info("listening name=%s address=%s port=%d tls=%s", lc.name, host, port, lc.tls)
+            log.info(
+                "listening name=%s address=%s port=%d tls=%s proxy_protocol=%s",
+                lc.name,
+                host,
+                port,
+                lc.tls,
+                "yes" if lc.proxy_protocol else "no",
+            )
 
     async with trio.open_nursery() as nursery:
         for lc, listener in listeners:
-            nursery.start_soon(_accept_loop, listener, lc, config, ref, tls_context)
+            nursery.start_soon(_accept_loop, listener, lc, config, ref, door)
         task_status.started(bound)
 
 
@@ -211,17 +327,10 @@ async def _accept_loop(
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
-    tls_context: Callable[[], ssl.SSLContext | None],
+    door: DoorState,
 ) -> None:
     async def one(stream: trio.SocketStream) -> None:
-        client = ClientInfo(
-            conn_id=f"{_PID_TAG}-{next(_conn_ids):x}",
-            address=_peer(stream),
-            listener=lc.name,
-            tls=lc.tls == "implicit",
-            starttls_available=lc.tls == "starttls",
-        )
-        await handle_connection(stream, client, ref, config.limits, tls_context)
+        await _accept(stream, lc, config, ref, door)
 
     async with listener:
         await trio.serve_listeners(one, [listener])

@@ -15,10 +15,12 @@ flight picks the new table up at its next command.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ import trio
 
 from refd import __version__
 from refd.auth.base import AuthRequest, AuthSource, AuthStatus
+from refd.limits import AuthThrottle, ConnectionTracker, LimitCounters, Limits
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
@@ -47,7 +50,17 @@ from refd.protocol.responses import (
 from refd.routing import Referral, RoutingTable
 from refd.routing.model import LoginMode
 
-__all__ = ["HANDLERS", "ClientInfo", "Reply", "Service", "ServiceRef", "Session", "SessionPolicy"]
+__all__ = [
+    "HANDLERS",
+    "ClientInfo",
+    "DoorState",
+    "Reply",
+    "Service",
+    "ServiceRef",
+    "Session",
+    "SessionPolicy",
+    "address_in",
+]
 
 log = logging.getLogger("refd.session")
 
@@ -81,6 +94,7 @@ class SessionPolicy:
     hostname: str = "localhost"
     advertise_auth_plain: bool = False
     auth_failure_delay_s: float = 2.0
+    auth_failure_delay_max_s: float = 15.0
     trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
 
 
@@ -91,6 +105,18 @@ class Service:
     table: RoutingTable
     auth: AuthSource
     policy: SessionPolicy
+    limits: Limits = field(default_factory=Limits)
+    tls_context: ssl.SSLContext | None = None
+
+
+class DoorState:
+    """What the door's sessions share across connections (not reloaded)."""
+
+    def __init__(self) -> None:
+        self.throttle = AuthThrottle(trio.current_time)
+        self.counters = LimitCounters()
+        self.connections = ConnectionTracker()
+        self.auth_in_flight = 0
 
 
 class ServiceRef:
@@ -111,15 +137,22 @@ class ClientInfo:
     listener: str = "imap"
     tls: bool = False
     starttls_available: bool = False
+    #: the trusted peer (a webmail, a proxy) that named ``address`` with
+    #: ``ID ("x-originating-ip" ...)``; the connection is as safe as that peer's
+    forwarded_by: str | None = None
 
     def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
-        try:
-            ip = ipaddress.ip_address(self.address)
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in networks)
+        return address_in(self.address, networks)
+
+
+def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
 
 
 @dataclass(slots=True)
@@ -134,12 +167,29 @@ class Reply:
 class Session:
     """One client's session policy, driving one :class:`Connection`."""
 
-    def __init__(self, ref: ServiceRef, client: ClientInfo, conn: Connection) -> None:
+    def __init__(
+        self,
+        ref: ServiceRef,
+        client: ClientInfo,
+        conn: Connection,
+        door: DoorState | None = None,
+    ) -> None:
         self.ref = ref
         self.client = client
         self.conn = conn
+        self.door = door or DoorState()
         self.user: str | None = None
         self.outcome = "disconnected"
+        self._limits_logged: set[str] = set()
+
+    def limit_hit(self, name: str) -> None:
+        """Count a limit hit; log it once per connection with the address."""
+        self.door.counters.hit(name)
+        if name not in self._limits_logged:
+            self._limits_logged.add(name)
+            log.warning(
+                "limit hit conn=%s addr=%s limit=%s", self.client.conn_id, self.client.address, name
+            )
 
     # -- helpers ----------------------------------------------------------
 
@@ -149,7 +199,12 @@ class Session:
 
     def plaintext_auth_allowed(self) -> bool:
         """RFC 9051 §6.2.3 / DESIGN: no password in clear outside trusted networks."""
-        return self.client.tls or self.client.in_networks(self.service.policy.trusted_networks)
+        if self.client.tls:
+            return True
+        networks = self.service.policy.trusted_networks
+        if self.client.forwarded_by is not None:
+            return address_in(self.client.forwarded_by, networks)
+        return self.client.in_networks(networks)
 
     def capabilities(self) -> str:
         caps = list(BASE_CAPABILITIES)
@@ -185,6 +240,8 @@ class Session:
     def _bad_input(self, event: BadInput) -> Reply:
         err = event.error
         reply = Reply([_bad(err)])
+        if event.limit is not None:
+            self.limit_hit(event.limit)
         if event.bye is not None:
             reply.responses.append(Bye(event.bye))
             reply.close = True
@@ -202,6 +259,7 @@ class Session:
                 return Reply([_bad(exc)])
             return self._mailbox_referral(req.tag, "APPEND", mailbox)
         if not req.within_limit:
+            self.limit_hit("literal_size")
             self.conn.refuse_literal()
             text = f"Literal of {req.size} octets is over the limit."
             return Reply([Tagged(req.tag, Cond.NO, text, "TOOBIG")])
@@ -218,8 +276,19 @@ class Session:
 
     async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
         service = self.service  # one snapshot for the whole login
+        door = self.door
+        trusted = self.client.in_networks(service.policy.trusted_networks)
+        if door.auth_in_flight >= service.limits.max_auth_in_flight:
+            # A flood of logins must not queue without bound behind the hashes.
+            self.limit_hit("auth_in_flight")
+            text = "Too many logins in progress; try again shortly."
+            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         request = AuthRequest(user=user, password=password, client_address=self.client.address)
-        result = await service.auth.authenticate(request)
+        door.auth_in_flight += 1
+        try:
+            result = await service.auth.authenticate(request)
+        finally:
+            door.auth_in_flight -= 1
         if result.status is AuthStatus.UNAVAILABLE:
             log.warning(
                 "auth unavailable conn=%s source=%s reason=%s",
@@ -231,16 +300,31 @@ class Session:
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         if result.status is not AuthStatus.SUCCESS:
             # RFC 2221 §6: never a referral after failed authentication; and
-            # one answer, one delay for unknown user and wrong password.
+            # one answer, one delay for unknown user and wrong password.  The
+            # delay grows with the address's recent failures (trusted
+            # networks, typically a webmail or proxy, are exempt).
+            policy = service.policy
+            if trusted:
+                delay = policy.auth_failure_delay_s
+            else:
+                delay = door.throttle.failed(
+                    self.client.address,
+                    base_s=policy.auth_failure_delay_s,
+                    max_s=policy.auth_failure_delay_max_s,
+                )
+                if delay > policy.auth_failure_delay_s:
+                    self.limit_hit("auth_failures")
             log.info(
-                "auth failed conn=%s addr=%s source=%s reason=%s",
+                "auth failed conn=%s addr=%s source=%s reason=%s delay=%.1f",
                 self.client.conn_id,
                 self.client.address,
                 service.auth.name,
                 result.reason,
+                delay,
             )
-            await trio.sleep(service.policy.auth_failure_delay_s)
+            await trio.sleep(delay)
             return Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
+        door.throttle.succeeded(self.client.address)
         return self._login_referral(tag, command, result.user, service)
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
@@ -407,6 +491,30 @@ async def _logout(s: Session, cmd: c.Logout) -> Reply:
 
 
 async def _id(s: Session, cmd: c.Id) -> Reply:
+    # A trusted peer (webmail, proxy) may name the real client, as Dovecot
+    # accepts: ID ("x-originating-ip" "203.0.113.7").  Logs, limits and the
+    # login throttle then see that address.  Anyone else's claim is ignored.
+    if (
+        cmd.params
+        and s.client.forwarded_by is None
+        and s.client.in_networks(s.service.policy.trusted_networks)
+    ):
+        for key, value in cmd.params:
+            if key.lower() == "x-originating-ip" and value:
+                try:
+                    real = str(ipaddress.ip_address(value.strip("[]")))
+                except ValueError:
+                    break
+                log.info(
+                    "client address conn=%s addr=%s forwarded_by=%s",
+                    s.client.conn_id,
+                    real,
+                    s.client.address,
+                )
+                s.client = dataclasses.replace(
+                    s.client, address=real, forwarded_by=s.client.address
+                )
+                break
     # RFC 2971 §3.1: the server answers with its own identification.
     fields = [("name", "refd"), ("version", __version__)]
     return Reply([id_response(fields), _ok(cmd, "ID completed.")])

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
-from refd.config import DEMO_CONFIG, DaemonConfig, Limits, load_config, load_service
+from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_service
 from refd.server import handle_connection
-from refd.session import ClientInfo, Service, ServiceRef
+from refd.session import ClientInfo, DoorState, Service, ServiceRef
 
 
 @pytest.fixture
@@ -41,16 +42,16 @@ def demo_service(demo_config: DaemonConfig) -> Service:
 class Door:
     """The per-connection loop over memory streams, driven by transcripts."""
 
-    def __init__(self, service: Service, limits: Limits) -> None:
+    def __init__(self, service: Service) -> None:
         self.ref = ServiceRef(service)
-        self.limits = limits
+        self.door = DoorState()
 
-    async def transcript(
-        self, script: str, *, address: str = "127.0.0.1", tls: bool = False
-    ) -> None:
+    async def transcript(self, script: str, *, address: str = "127.0.0.1") -> list[float]:
+        """Play ``script``; return the (mock) time each ``S:`` line arrived."""
         client_stream, server_stream = trio.testing.memory_stream_pair()
-        info = ClientInfo(conn_id="t-1", address=address, tls=tls)
+        info = ClientInfo(conn_id="t-1", address=address)
         buf = bytearray()
+        times: list[float] = []
 
         async def read_line() -> bytes:
             while b"\n" not in buf:
@@ -65,7 +66,7 @@ class Door:
             return line
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(handle_connection, server_stream, info, self.ref, self.limits)
+            nursery.start_soon(handle_connection, server_stream, info, self.ref, self.door)
             for n, raw in enumerate(script.splitlines(), 1):
                 if not raw.strip():
                     continue
@@ -76,6 +77,7 @@ class Door:
                     got = await read_line()
                     want = b"<closed>" if text == "<closed>" else text.encode("utf-8") + b"\r\n"
                     assert got == want, f"line {n}: expected {want!r}, got {got!r}"
+                    times.append(trio.current_time())
                 else:
                     raise ValueError(f"line {n}: start with 'C: ' or 'S: ': {raw!r}")
             # Nothing more may have been said.
@@ -83,12 +85,20 @@ class Door:
                 extra = await read_line()
                 assert extra == b"<closed>", f"unexpected extra output {extra!r}"
             await client_stream.aclose()
+        return times
 
 
 @pytest.fixture
-def door(demo_service: Service, demo_config: DaemonConfig) -> Iterator[Door]:
-    yield Door(demo_service, demo_config.limits)
+def door(demo_service: Service) -> Iterator[Door]:
+    yield Door(demo_service)
 
 
-def make_door(service: Service, **limits: object) -> Door:
-    return Door(service, dataclasses.replace(Limits(), **limits))  # type: ignore[arg-type]
+def make_door(service: Service, policy: dict[str, Any] | None = None, **limits: Any) -> Door:
+    """A door on ``service`` with some policy settings and limits changed."""
+    return Door(
+        dataclasses.replace(
+            service,
+            policy=dataclasses.replace(service.policy, **(policy or {})),
+            limits=dataclasses.replace(service.limits, **limits),
+        )
+    )

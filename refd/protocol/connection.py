@@ -78,6 +78,8 @@ class BadInput:
 
     error: CommandError
     bye: str | None = None
+    #: the name of the limit this input hit, if any (for counting and logs)
+    limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,11 +193,13 @@ class Connection:
                 line = line[:-1]
             if self._skipping:
                 self._skipping = False
-                return self._bad(self._skip_tag, "Command line too long.", code="TOOBIG")
+                return self._bad(
+                    self._skip_tag, "Command line too long.", code="TOOBIG", limit="line_length"
+                )
             if len(line) > self.limits.max_line_bytes:
                 tag = self._tag_of(line)
                 self._reset()
-                return self._bad(tag, "Command line too long.", code="TOOBIG")
+                return self._bad(tag, "Command line too long.", code="TOOBIG", limit="line_length")
             if self._sasl_tag is not None:
                 tag, self._sasl_tag = self._sasl_tag, None
                 return SaslResponse(tag, None if line == b"*" else line)
@@ -236,7 +240,7 @@ class Connection:
         if self._size > self.limits.max_command_bytes:
             tag = self._tag_of(self._parts[0])
             self._reset()
-            return self._bad(tag, "Command too long.", code="TOOBIG")
+            return self._bad(tag, "Command too long.", code="TOOBIG", limit="command_size")
         m = _LITERAL_AT_END.search(line)
         if m is None:
             raw = b"".join(self._parts)
@@ -264,6 +268,7 @@ class Connection:
                     "Non-synchronizing literal over 4096 octets (LITERAL-).",
                     code="TOOBIG",
                     bye="Non-synchronizing literal too large.",
+                    limit="literal_size",
                 )
             self._literal_left = size
             return None
@@ -311,15 +316,24 @@ class Connection:
             return self._bad_from(exc)
 
     def _bad(
-        self, tag: str | None, text: str, *, code: str | None = None, bye: str | None = None
+        self,
+        tag: str | None,
+        text: str,
+        *,
+        code: str | None = None,
+        bye: str | None = None,
+        limit: str | None = None,
     ) -> BadInput:
-        return self._bad_from(CommandError(tag, text, code=code), bye=bye)
+        return self._bad_from(CommandError(tag, text, code=code), bye=bye, limit=limit)
 
-    def _bad_from(self, error: CommandError, *, bye: str | None = None) -> BadInput:
+    def _bad_from(
+        self, error: CommandError, *, bye: str | None = None, limit: str | None = None
+    ) -> BadInput:
         self.bad_commands += 1
         if bye is None and self.bad_commands >= self.limits.bad_command_limit:
             bye = "Too many invalid commands."
-        return BadInput(error, bye)
+            limit = limit or "bad_commands"
+        return BadInput(error, bye, limit)
 
     # -- output -------------------------------------------------------------
 

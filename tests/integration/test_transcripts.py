@@ -7,9 +7,13 @@ mail2:10143, ``Shared/*`` is on shared1 with replica shared2.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
 import trio
 from trio.testing import MockClock
 
+from refd.session import Service
 from tests.conftest import Door, make_door
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
@@ -323,8 +327,8 @@ async def test_nonsync_literal_too_big_closes(door: Door, clock: MockClock) -> N
     """)
 
 
-async def test_preauth_idle_timeout(demo_service: object, clock: MockClock) -> None:
-    door = make_door(demo_service, preauth_idle_timeout_s=60.0)  # type: ignore[arg-type]
+async def test_preauth_idle_timeout(demo_service: Service, clock: MockClock) -> None:
+    door = make_door(demo_service, preauth_idle_timeout_s=60.0)
     start = trio.current_time()
     await door.transcript(f"""
         {GREETING}
@@ -343,3 +347,107 @@ async def test_postauth_idle_timeout_is_30_minutes(door: Door, clock: MockClock)
         S: <closed>
     """)
     assert 1800 <= trio.current_time() - start < 1805
+
+
+FORWARDED = """
+C: i1 ID ("name" "webmail" "x-originating-ip" "198.51.100.9")
+S: * ID ("name" "refd" "version" "0.1.0")
+S: i1 OK ID completed.
+"""
+
+
+async def test_failed_logins_from_one_address_wait_longer(
+    demo_service: Service, clock: MockClock
+) -> None:
+    # A webmail on loopback names its real client; the throttle then counts
+    # failures against that address: 2, 4, 8, 15, 15 s, reset by a success.
+    door = make_door(demo_service)
+    times = await door.transcript(f"""
+        {GREETING}
+        {FORWARDED}
+        C: a1 LOGIN alice wrong
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a2 LOGIN nobody wrong
+        S: a2 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a3 LOGIN alice wrong
+        S: a3 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a4 LOGIN alice wrong
+        S: a4 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a5 LOGIN alice wrong
+        S: a5 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a6 LOGIN alice secret
+        S: a6 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+        C: a7 LOGIN alice wrong
+        S: a7 NO [AUTHENTICATIONFAILED] Authentication failed.
+    """)
+    waits = [round(b - a) for a, b in itertools.pairwise(times[2:])]
+    assert waits == [2, 4, 8, 15, 15, 0, 2]
+    assert door.door.counters.hits["auth_failures"] == 4
+
+
+async def test_trusted_network_is_exempt_from_growing_delay(door: Door, clock: MockClock) -> None:
+    times = await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN alice wrong
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a2 LOGIN alice wrong
+        S: a2 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a3 LOGIN alice wrong
+        S: a3 NO [AUTHENTICATIONFAILED] Authentication failed.
+    """)
+    assert [round(b - a) for a, b in itertools.pairwise(times)] == [2, 2, 2]
+
+
+async def test_forwarded_address_claim_ignored_from_untrusted_peer(
+    door: Door, clock: MockClock
+) -> None:
+    # The claim is ignored, so the peer stays an untrusted plaintext client.
+    await door.transcript(
+        f"""
+        S: * OK [CAPABILITY {CAPS} LOGINDISABLED] localhost refd IMAP referral service ready.
+        {FORWARDED}
+        C: a1 LOGIN alice secret
+        S: a1 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        """,
+        address="192.0.2.7",
+    )
+
+
+class GatedAuth:
+    """An auth source that holds every check until released (in-flight cap test)."""
+
+    name = "gated"
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.release = trio.Event()
+        self.waiting = 0
+
+    async def authenticate(self, request: object) -> object:
+        self.waiting += 1
+        await self.release.wait()
+        return await self.inner.authenticate(request)  # type: ignore[attr-defined]
+
+
+async def test_auth_in_flight_cap(demo_service: Service, clock: MockClock) -> None:
+    gated = GatedAuth(demo_service.auth)
+    service = dataclasses.replace(demo_service, auth=gated)  # type: ignore[arg-type]
+    door = make_door(service, max_auth_in_flight=1)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            door.transcript,
+            f"""
+            {GREETING}
+            C: a1 LOGIN alice secret
+            S: a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+            """,
+        )
+        while gated.waiting == 0:
+            await trio.sleep(0.01)
+        await door.transcript(f"""
+            {GREETING}
+            C: b1 LOGIN alice secret
+            S: b1 NO [UNAVAILABLE] Too many logins in progress; try again shortly.
+        """)
+        gated.release.set()
+    assert door.door.counters.hits["auth_in_flight"] == 1

@@ -1,0 +1,123 @@
+"""Abuse limits that span connections: counts per address, login throttling.
+
+These are plain objects with an injected clock (no trio, no sockets), owned
+by the server and shared by its sessions; the numbers they enforce come
+from the config in service, so a reload changes them for the next
+connection or login.  Every refusal is counted by limit name in
+:class:`LimitCounters`, which the metrics endpoint exposes.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from refd.protocol.connection import ProtocolLimits
+
+__all__ = ["AuthThrottle", "ConnectionTracker", "LimitCounters", "Limits"]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Named limits; the defaults are what a hardened daemon ships with."""
+
+    max_line_bytes: int = 8192
+    max_literal_bytes: int = 65536
+    max_command_bytes: int = 262144
+    bad_commands: int = 10
+    max_connections: int = 10000
+    max_connections_per_address: int = 50
+    max_auth_in_flight: int = 256
+    preauth_idle_timeout_s: float = 60.0
+    # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
+    idle_timeout_s: float = 1800.0
+    write_timeout_s: float = 60.0
+    tls_handshake_timeout_s: float = 10.0
+    proxy_header_timeout_s: float = 5.0
+
+    def protocol(self) -> ProtocolLimits:
+        return ProtocolLimits(
+            max_line_bytes=self.max_line_bytes,
+            max_literal_bytes=self.max_literal_bytes,
+            max_command_bytes=self.max_command_bytes,
+            bad_command_limit=self.bad_commands,
+        )
+
+
+class LimitCounters:
+    """How often each named limit was hit (a bounded set of names)."""
+
+    def __init__(self) -> None:
+        self.hits: collections.Counter[str] = collections.Counter()
+
+    def hit(self, name: str) -> None:
+        self.hits[name] += 1
+
+
+class ConnectionTracker:
+    """Open connections, in total and per client address."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.per_address: dict[str, int] = {}
+
+    def try_open(self, address: str, *, max_total: int, max_per_address: int) -> str | None:
+        """Count a new connection, or name the limit that refuses it."""
+        if self.total >= max_total:
+            return "connections_total"
+        if self.per_address.get(address, 0) >= max_per_address:
+            return "connections_per_address"
+        self.total += 1
+        self.per_address[address] = self.per_address.get(address, 0) + 1
+        return None
+
+    def close(self, address: str) -> None:
+        self.total -= 1
+        left = self.per_address[address] - 1
+        if left:
+            self.per_address[address] = left
+        else:
+            del self.per_address[address]
+
+
+class AuthThrottle:
+    """Failed logins per client address, and the growing delay they earn.
+
+    The first failure waits ``base_s``, each further one twice as long, up to
+    ``max_s`` (2, 4, 8, 15, 15 ... with the defaults).  An address is
+    forgotten after ``forget_after_s`` without failures, or on a successful
+    login; at most ``max_entries`` addresses are remembered (the oldest go).
+    The delay depends only on the address's history, never on whether the
+    user exists, so it reveals nothing about accounts.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        *,
+        forget_after_s: float = 900.0,
+        max_entries: int = 100_000,
+    ) -> None:
+        self._clock = clock
+        self.forget_after_s = forget_after_s
+        self.max_entries = max_entries
+        self._failures: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
+
+    def failures(self, address: str) -> int:
+        entry = self._failures.get(address)
+        if entry is None or self._clock() - entry[1] > self.forget_after_s:
+            return 0
+        return entry[0]
+
+    def failed(self, address: str, *, base_s: float, max_s: float) -> float:
+        """Record a failure; return how long to wait before answering it."""
+        count = self.failures(address) + 1
+        self._failures[address] = (count, self._clock())
+        self._failures.move_to_end(address)
+        while len(self._failures) > self.max_entries:
+            self._failures.popitem(last=False)
+        return float(min(base_s * 2 ** min(count - 1, 32), max(max_s, base_s)))
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)

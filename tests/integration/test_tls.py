@@ -1,0 +1,205 @@
+"""Real TLS: implicit TLS and STARTTLS listeners, certificates from trustme.
+
+Clients: imapclient (with an ``ssl_context`` trusting the test CA) and raw
+``ssl`` sockets for the byte-level checks, such as the STARTTLS command
+injection test.  Loopback is *not* trusted here, so plaintext logins are
+refused as they would be from the internet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import imapclient
+import pytest
+import trio
+import trustme
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from refd.config import DaemonConfig, ListenerConfig, make_tls_context
+from refd.server import serve
+from refd.session import DoorState, Service, ServiceRef
+
+ALICE = (
+    "[REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
+    "Your mail is on mail1.example.org; connect there."
+)
+CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
+
+
+@dataclasses.dataclass
+class TlsDoor:
+    starttls_port: int
+    implicit_port: int
+    client_context: ssl.SSLContext
+    door: DoorState
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_door(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    ca: trustme.CA,
+    demo_config: DaemonConfig,
+    demo_service: Service,
+) -> TlsDoor:
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    server_ctx = make_tls_context(str(tmp_path / "server.pem"), str(tmp_path / "server.pem"))
+    config = dataclasses.replace(
+        demo_config,
+        listeners=(
+            ListenerConfig("imap", "127.0.0.1", 0, "starttls"),
+            ListenerConfig("imaps", "127.0.0.1", 0, "implicit"),
+        ),
+    )
+    policy = dataclasses.replace(
+        demo_service.policy, auth_failure_delay_s=0.01, trusted_networks=()
+    )
+    limits = dataclasses.replace(demo_service.limits, tls_handshake_timeout_s=0.5)
+    service = dataclasses.replace(
+        demo_service, policy=policy, limits=limits, tls_context=server_ctx
+    )
+    door = DoorState()
+    bound = await nursery.start(
+        lambda task_status: serve(config, ServiceRef(service), door=door, task_status=task_status)
+    )
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+    return TlsDoor(bound[0].port, bound[1].port, client_ctx, door)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    with trio.fail_after(30):
+        return await trio.to_thread.run_sync(fn, *args)
+
+
+def read_until(sock: socket.socket | ssl.SSLSocket, needle: bytes) -> bytes:
+    got = b""
+    while needle not in got:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def plaintext_refused(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        greeting = read_until(sock, b"\r\n")
+        sock.sendall(b"a1 LOGIN alice secret\r\n")
+        return greeting + read_until(sock, b"a1 ")
+
+
+async def test_plaintext_login_refused_before_starttls(tls_door: TlsDoor) -> None:
+    got = await in_thread(plaintext_refused, tls_door.starttls_port)
+    assert (
+        got
+        == (
+            f"* OK [CAPABILITY {CAPS} STARTTLS LOGINDISABLED] localhost refd IMAP referral "
+            "service ready.\r\n"
+            "a1 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port "
+            "first.\r\n"
+        ).encode()
+    )
+
+
+def imapclient_implicit(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with imapclient.IMAPClient("localhost", port=port, ssl=True, ssl_context=ctx) as client:
+        out["caps"] = client.capabilities()
+        try:
+            client.login("alice", "secret")
+        except LoginError as exc:
+            out["alice"] = str(exc)
+        out["bob"] = client.login("bob", "secret")
+    return out
+
+
+async def test_implicit_tls_login_referral(tls_door: TlsDoor) -> None:
+    out = await in_thread(imapclient_implicit, tls_door.implicit_port, tls_door.client_context)
+    assert b"STARTTLS" not in out["caps"] and b"LOGINDISABLED" not in out["caps"]
+    assert out["alice"] == repr(ALICE.encode())
+    assert out["bob"].startswith(b"[REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/]")
+
+
+def imapclient_starttls(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with imapclient.IMAPClient("localhost", port=port, ssl=False) as client:
+        out["before"] = client.capabilities()
+        client.starttls(ctx)
+        out["after"] = client.capabilities()
+        try:
+            client.login("alice", "secret")
+        except LoginError as exc:
+            out["alice"] = str(exc)
+        try:
+            client.starttls(ctx)
+        except IMAPClientError as exc:
+            out["again"] = str(exc)
+    return out
+
+
+async def test_starttls_then_login_referral(tls_door: TlsDoor) -> None:
+    out = await in_thread(imapclient_starttls, tls_door.starttls_port, tls_door.client_context)
+    assert b"STARTTLS" in out["before"] and b"LOGINDISABLED" in out["before"]
+    # RFC 9051 §6.2.1: the capability list after TLS differs.
+    assert b"STARTTLS" not in out["after"] and b"LOGINDISABLED" not in out["after"]
+    assert out["alice"] == repr(ALICE.encode())
+    assert "TLS" in out["again"]
+
+
+def starttls_injection(port: int, ctx: ssl.SSLContext) -> list[bytes]:
+    """CVE-2011-0411 style: commands pipelined after STARTTLS must not run."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        read_until(raw, b"\r\n")
+        raw.sendall(b"a STARTTLS\r\nb LOGIN alice secret\r\nc LOGOUT\r\n")
+        answer = read_until(raw, b"a OK")
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(b"d NOOP\r\n")
+            after = read_until(tls, b"d OK")
+            tls.sendall(b"e LOGOUT\r\n")
+            after += read_until(tls, b"e OK")
+        return [answer, after]
+
+
+async def test_starttls_injection_is_discarded(tls_door: TlsDoor) -> None:
+    answer, after = await in_thread(
+        starttls_injection, tls_door.starttls_port, tls_door.client_context
+    )
+    assert answer == b"a OK Begin TLS negotiation now.\r\n"
+    # Nothing for "b" or "c": the first answer over TLS is to "d".
+    assert after == (b"d OK NOOP completed.\r\n* BYE Logging out.\r\ne OK LOGOUT completed.\r\n")
+
+
+def tls_garbage(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"a1 LOGIN alice secret\r\n" + bytes(range(256)) * 4)
+        return read_until(sock, b"never")
+
+
+def silent_client(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        return read_until(sock, b"never")
+
+
+async def test_tls_garbage_and_silence_are_dropped(tls_door: TlsDoor) -> None:
+    # Garbage on the implicit-TLS port: no IMAP answer in clear, just a close.
+    got = await in_thread(tls_garbage, tls_door.implicit_port)
+    assert b"REFERRAL" not in got and b"OK" not in got
+    # A client that never starts its handshake is dropped at the timeout.
+    assert await in_thread(silent_client, tls_door.implicit_port) == b""
+    assert tls_door.door.counters.hits["tls_handshake:imaps"] == 2
+    # And the door still serves TLS clients.
+    out = await in_thread(imapclient_implicit, tls_door.implicit_port, tls_door.client_context)
+    assert out["alice"] == repr(ALICE.encode())
