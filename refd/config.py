@@ -30,7 +30,7 @@ from refd.auth.trust import TrustSource, public_networks
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
-from refd.tree import Map, Node, Reader, TreeError, get
+from refd.tree import Map, Node, Reader, Scalar, TreeError, get
 from refd.yamltree import parse_yaml
 
 __all__ = [
@@ -80,6 +80,12 @@ class DaemonConfig:
     limits: Limits = field(default_factory=Limits)
     log_level: str = "info"
     log_format: str = "text"
+    drain: bool = False
+    sibling: tuple[str, int] | None = None
+    shutdown_grace_s: float = 10.0
+    metrics_address: tuple[str, int] | None = None
+    workers: int = 1
+    watch_interval_s: float = 0.0
 
     def policy(self) -> SessionPolicy:
         return SessionPolicy(
@@ -88,6 +94,8 @@ class DaemonConfig:
             auth_failure_delay_s=self.auth_failure_delay_s,
             auth_failure_delay_max_s=self.auth_failure_delay_max_s,
             trusted_networks=self.trusted_networks,
+            drain=self.drain,
+            sibling=self.sibling,
         )
 
     def self_addresses(self) -> frozenset[tuple[str, int]]:
@@ -109,6 +117,12 @@ _TOP = {
     "proxy_networks",
     "limits",
     "log",
+    "drain",
+    "sibling",
+    "shutdown_grace_s",
+    "metrics",
+    "workers",
+    "watch_interval_s",
 }
 _AUTH_KEYS = {
     "source",
@@ -210,6 +224,26 @@ def load_config(path: Path) -> DaemonConfig:
         level = _choice(r, log, "level", ("debug", "info", "warning", "error"), "info")
         fmt = _choice(r, log, "format", ("text", "json"), "text")
     hostname = _opt(r, top, "hostname", r.as_str, "localhost", "hostname")
+    drain = _opt(r, top, "drain", r.as_bool, False, "drain")
+    sibling = None
+    if (sib := get(top, "sibling")) is not None:
+        sibling = _host_port(r, sib, "sibling", default_port=143)
+    grace = _opt(r, top, "shutdown_grace_s", r.as_float_seconds, 10.0, "shutdown_grace_s")
+    metrics_address = None
+    if (met := get(top, "metrics")) is not None:
+        mm = r.as_map(met, "metrics")
+        r.reject_unknown(mm, {"address", "port"}, "metrics")
+        maddr = r.as_str(r.require(mm, "address", "metrics"), "metrics.address").strip("[]")
+        try:
+            ipaddress.ip_address(maddr)
+        except ValueError:
+            raise r.error(mm, f"metrics.address {maddr!r} is not an IP address") from None
+        metrics_address = (
+            maddr,
+            r.as_int(r.require(mm, "port", "metrics"), "metrics.port", 0, 65535),
+        )
+    workers = _opt(r, top, "workers", lambda n, w: r.as_int(n, w, 1, 256), 1, "workers")
+    watch = _opt(r, top, "watch_interval_s", r.as_float_seconds, 0.0, "watch_interval_s")
     return DaemonConfig(
         file=path,
         listeners=tuple(lst for lst, _ in listeners),
@@ -230,14 +264,37 @@ def load_config(path: Path) -> DaemonConfig:
         limits=limits,
         log_level=level,
         log_format=fmt,
+        drain=drain,
+        sibling=sibling,
+        shutdown_grace_s=grace,
+        metrics_address=metrics_address,
+        workers=workers,
+        watch_interval_s=watch,
     )
 
 
-def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:  # noqa: PLR0917
+def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:
     node = get(m, key)
     if node is None:
         return default
     return conv(node, what)
+
+
+def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
+    text = r.as_str(node, what)
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise r.error(node, f"{what}: write [IPv6]:port")
+            port = r.as_int(Scalar(rest[1:], node.line, False), f"{what} port", 1, 65535)
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = r.as_int(Scalar(p, node.line, False), f"{what} port", 1, 65535)
+    if not host or " " in host:
+        raise r.error(node, f"{what}: {text!r} is not a host[:port]")
+    return host, port
 
 
 def _networks(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:

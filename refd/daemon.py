@@ -1,28 +1,38 @@
-"""Running the daemon: load, serve, reload on SIGHUP, stop on SIGTERM.
+"""Running the daemon: load, serve, reload, drain and stop.
 
 The loaded :class:`~refd.session.Service` sits behind one
-:class:`~refd.session.ServiceRef`.  SIGHUP re-reads the daemon config, the
-routing table, its user map, the passwd-file and the TLS certificate in a
-worker thread (never on the event loop), and only a complete, valid result
-replaces the reference; on any error the old service stays and the error is
-logged as ``file:line: reason``.  Listeners are bound once: a changed
+:class:`~refd.session.ServiceRef`.  SIGHUP (or a changed file, when
+``watch_interval_s`` is set) re-reads the daemon config, the routing table,
+its user map, the passwd-file and the TLS certificate in a worker thread,
+never on the event loop, and only a complete, valid result replaces the
+reference; on any error the old service stays, the error is logged as
+``file:line: reason`` and counted.  Listeners are bound once: a changed
 ``listeners:`` section is reported and needs a restart.
+
+SIGTERM / SIGINT stop the door: listeners close, ``/readyz`` turns 503,
+every session is told ``* BYE`` (with a referral to the sibling door when
+one is configured), and the process exits once they are gone or
+``shutdown_grace_s`` has passed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from pathlib import Path
 
 import trio
 
 from refd.config import DaemonConfig, load_config, load_service
+from refd.http import serve_http
+from refd.metrics import Metrics
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
 from refd.tree import TreeError
 
-__all__ = ["announce", "reload_service", "run"]
+__all__ = ["Daemon", "announce", "run"]
 
 log = logging.getLogger("refd.daemon")
 
@@ -30,21 +40,6 @@ log = logging.getLogger("refd.daemon")
 def _load(path: Path) -> tuple[DaemonConfig, Service]:
     config = load_config(path)
     return config, load_service(config)
-
-
-async def reload_service(config: DaemonConfig, ref: ServiceRef) -> bool:
-    """Load everything afresh and swap it in; keep what is in service on error."""
-    try:
-        new_config, service = await trio.to_thread.run_sync(_load, config.file)
-    except TreeError as exc:
-        log.error("reload failed, keeping the tables in service: %s", exc)
-        return False
-    if new_config.listeners != config.listeners:
-        log.warning("reload: listener changes take effect only after a restart")
-    ref.current = service
-    announce(new_config)
-    log.info("reload ok routing_sha256=%s", service.table.sha256)
-    return True
 
 
 def announce(config: DaemonConfig) -> None:
@@ -56,27 +51,122 @@ def announce(config: DaemonConfig) -> None:
             "make sure only an authenticating proxy can connect from there",
             nets,
         )
+    if config.drain:
+        log.warning("drain mode: new connections are answered with * BYE")
 
 
-async def _main(config: DaemonConfig, service: Service) -> None:
-    ref = ServiceRef(service)
-    door = DoorState()
-    announce(config)
-    with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
+    """Every file a reload reads."""
+    files = [config.file, config.routing_file]
+    if service.table.user_map_file:
+        files.append(Path(service.table.user_map_file))
+    for extra in (config.passwd_file, config.tls_cert, config.tls_key):
+        if extra is not None:
+            files.append(extra)
+    return files
+
+
+def _fingerprint(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
+    # os.stat follows symlinks, so a Kubernetes ConfigMap update (which
+    # swaps the "..data" symlink) changes the inode seen here.
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            out.append((-1, -1, -1))
+        else:
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
+class Daemon:
+    """One door process: its service reference, shared state and metrics."""
+
+    def __init__(self, config: DaemonConfig, service: Service, metrics: Metrics | None = None):
+        self.config = config
+        self.ref = ServiceRef(service)
+        self.metrics = metrics or Metrics()
+        self.door = DoorState(self.metrics)
+        self.metrics.config_loaded(service.table.sha256, time.time())
+        self._reload_lock = trio.Lock()
+
+    def ready(self) -> bool:
+        return (
+            self.door.listening
+            and not self.door.stopping.is_set()
+            and not self.ref.current.policy.drain
+        )
+
+    async def reload(self) -> bool:
+        """Load everything afresh and swap it in; keep what is in service on error."""
+        async with self._reload_lock:
+            try:
+                new_config, service = await trio.to_thread.run_sync(_load, self.config.file)
+            except TreeError as exc:
+                self.metrics.reloads.labels("failure").inc()
+                log.error("reload failed, keeping the tables in service: %s", exc)
+                return False
+            if new_config.listeners != self.config.listeners:
+                log.warning("reload: listener changes take effect only after a restart")
+            self.ref.current = service
+            self.config = new_config
+            self.metrics.reloads.labels("success").inc()
+            self.metrics.config_loaded(service.table.sha256, time.time())
+            announce(new_config)
+            log.info("reload ok routing_sha256=%s", service.table.sha256)
+            return True
+
+    async def _watch(self, interval_s: float) -> None:
+        files = watched_files(self.config, self.ref.current)
+        seen = _fingerprint(files)
+        while True:
+            await trio.sleep(interval_s)
+            now = _fingerprint(files)
+            if now != seen:
+                log.info("a configuration file changed: reloading")
+                await self.reload()
+                files = watched_files(self.config, self.ref.current)
+                seen = _fingerprint(files)
+
+    async def run(
+        self,
+        *,
+        signals: bool = True,
+        task_status: trio.TaskStatus[list[object]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until stopped (SIGTERM / SIGINT, or :meth:`DoorState.stop`)."""
+        announce(self.config)
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: serve(config, ref, door=door, task_status=task_status)
-            )
-            log.info("refd ready routing_sha256=%s", service.table.sha256)
+            bound: list[object] = []
+            if self.config.metrics_address is not None:
+                host, port = self.config.metrics_address
+                bound.append(
+                    await nursery.start(serve_http, host, port, self.metrics.registry, self.ready)
+                )
+
+            async def serve_then_stop(task_status: trio.TaskStatus[object]) -> None:
+                await serve(self.config, self.ref, door=self.door, task_status=task_status)
+                nursery.cancel_scope.cancel()
+
+            bound.insert(0, await nursery.start(serve_then_stop))
+            if self.config.watch_interval_s > 0:
+                nursery.start_soon(self._watch, self.config.watch_interval_s)
+            if signals:
+                nursery.start_soon(self._signals)
+            log.info("refd ready routing_sha256=%s", self.ref.current.table.sha256)
+            task_status.started(bound)
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
                 if signum == signal.SIGHUP:
-                    await reload_service(config, ref)
+                    await self.reload()
                 else:
                     log.info("stopping on %s", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
-                    break
+                    self.door.stop()
 
 
 def run(config: DaemonConfig, service: Service) -> None:
     """Serve until SIGTERM or SIGINT."""
-    trio.run(_main, config, service)
+    trio.run(Daemon(config, service).run)

@@ -3,8 +3,8 @@
 These are plain objects with an injected clock (no trio, no sockets), owned
 by the server and shared by its sessions; the numbers they enforce come
 from the config in service, so a reload changes them for the next
-connection or login.  Every refusal is counted by limit name in
-:class:`LimitCounters`, which the metrics endpoint exposes.
+connection or login.  Every refusal is counted by limit name in the
+``refd_limit_hits_total`` metric (``refd.metrics``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from refd.protocol.connection import ProtocolLimits
 
-__all__ = ["AuthThrottle", "ConnectionTracker", "LimitCounters", "Limits"]
+__all__ = ["AuthThrottle", "ConnectionTracker", "Limits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +43,6 @@ class Limits:
             max_command_bytes=self.max_command_bytes,
             bad_command_limit=self.bad_commands,
         )
-
-
-class LimitCounters:
-    """How often each named limit was hit (a bounded set of names)."""
-
-    def __init__(self) -> None:
-        self.hits: collections.Counter[str] = collections.Counter()
-
-    def hit(self, name: str) -> None:
-        self.hits[name] += 1
 
 
 class ConnectionTracker:

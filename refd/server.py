@@ -35,13 +35,14 @@ import trio
 
 from refd.config import DaemonConfig, ListenerConfig
 from refd.limits import Limits
+from refd.metrics import command_label
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
-from refd.protocol.responses import Bye, Response
+from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
 from refd.proxy_protocol import NEED_MORE, ProxyProtocolError, parse_proxy_header
-from refd.session import ClientInfo, DoorState, ServiceRef, Session, address_in
+from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
 
-__all__ = ["BoundListener", "handle_connection", "serve"]
+__all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
 
 log = logging.getLogger("refd.server")
 
@@ -112,15 +113,34 @@ async def handle_connection(
     limits = service.limits
     conn = Connection(limits.protocol())
     session = Session(ref, client, conn, door)
+    door = session.door
+    metrics = door.metrics
     started = time.monotonic()
+    first_byte: float | None = None  # when the command being answered began
 
     def encode(responses: list[Response]) -> bytes:
         return b"".join(conn.send(r) for r in responses)
 
+    def account(reply: Reply) -> None:
+        nonlocal first_byte
+        now = time.perf_counter()
+        label = command_label(reply.command)
+        for r in reply.responses:
+            if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
+                metrics.commands.labels(label, r.cond.value.lower()).inc()
+                if first_byte is not None:
+                    metrics.command_duration.labels(label).observe(now - first_byte)
+                first_byte = now if conn.buffered else None
+
+    door.sessions.add(session)
+    metrics.connections_active.labels(client.listener).inc()
     try:
         if client.tls:
             stream = await _tls_handshake(stream, service.tls_context, limits)
-        await _send(stream, encode(session.greeting().responses), limits)
+        greeting = session.greeting()
+        await _send(stream, encode(greeting.responses), limits)
+        if greeting.close:
+            return
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
@@ -129,22 +149,34 @@ async def handle_connection(
                 else:
                     timeout = limits.idle_timeout_s
                 data = None
-                with trio.move_on_after(timeout):
+                with trio.move_on_after(timeout) as waiting:
+                    session.waiting = waiting
+                    if door.stopping.is_set():
+                        waiting.cancel()
                     try:
                         data = await stream.receive_some(_RECEIVE_BYTES)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                         raise _Closed from exc
+                session.waiting = None
+                if door.stopping.is_set():
+                    session.outcome = "shutdown"
+                    bye = session.sibling_bye("Server shutting down.")
+                    await _send(stream, conn.send(bye), limits)
+                    return
                 if data is None:
                     session.outcome = "idle-timeout"
                     session.limit_hit("idle_timeout")
                     await _send(stream, conn.send(Bye("Autologout; idle for too long.")), limits)
                     return
+                if first_byte is None and data:
+                    first_byte = time.perf_counter()
                 conn.receive_data(data)
                 continue
             if event is CONNECTION_CLOSED:
                 return
             reply = await session.handle(event)
             await _send(stream, encode(reply.responses), limits)
+            account(reply)
             if reply.close:
                 return
             if reply.starttls:
@@ -165,7 +197,7 @@ async def handle_connection(
         pass
     except _HandshakeFailed as exc:
         session.outcome = "tls-failed"
-        session.door.counters.hit(f"tls_handshake:{client.listener}")
+        metrics.tls_failures.labels(client.listener).inc()
         log.info("tls handshake failed conn=%s addr=%s: %s", client.conn_id, client.address, exc)
     except Exception:
         session.outcome = "internal-error"
@@ -176,6 +208,8 @@ async def handle_connection(
         ):
             await stream.send_all(conn.send(Bye("Internal server error; closing.")))
     finally:
+        door.sessions.discard(session)
+        metrics.connections_active.labels(client.listener).dec()
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await stream.aclose()
         log.info(
@@ -255,7 +289,7 @@ async def _accept(
         try:
             source, leftover = await _read_proxy_header(stream, limits)
         except (ProxyProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-            door.counters.hit("proxy_header")
+            door.limit_hit("proxy_header")
             log.warning("proxy header refused conn=%s peer=%s: %s", conn_id, peer, exc)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
@@ -269,7 +303,7 @@ async def _accept(
         max_per_address=limits.max_connections_per_address,
     )
     if refused is not None:
-        door.counters.hit(refused)
+        door.limit_hit(refused)
         log.warning("limit hit conn=%s addr=%s limit=%s", conn_id, address, refused)
         bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
         with contextlib.suppress(_Closed):
@@ -298,12 +332,19 @@ async def serve(
     door: DoorState | None = None,
     task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Bind every listener, report them, and serve until cancelled."""
+    """Bind every listener, report them, and serve until ``door.stop()``.
+
+    Then: close the listeners, tell every idle session ``* BYE`` (with a
+    referral to the sibling door, if configured), give busy ones
+    ``shutdown_grace_s`` to finish, cancel what is left, and return.
+    """
     door = door or DoorState()
     bound: list[BoundListener] = []
     listeners: list[tuple[ListenerConfig, trio.SocketListener]] = []
     for lc in config.listeners:
-        for sock_listener in await trio.open_tcp_listeners(lc.port, host=lc.address):
+        for sock_listener in await open_listeners(
+            lc.address, lc.port, reuse_port=config.workers > 1
+        ):
             host, port = sock_listener.socket.getsockname()[:2]
             bound.append(BoundListener(lc, host, port))
             listeners.append((lc, sock_listener))
@@ -316,10 +357,46 @@ async def serve(
                 "yes" if lc.proxy_protocol else "no",
             )
 
-    async with trio.open_nursery() as nursery:
-        for lc, listener in listeners:
-            nursery.start_soon(_accept_loop, listener, lc, config, ref, door)
-        task_status.started(bound)
+    async with trio.open_nursery() as connections:
+        async with trio.open_nursery() as accepting:
+            for lc, listener in listeners:
+                accepting.start_soon(_accept_loop, listener, lc, config, ref, door, connections)
+            door.listening = True
+            task_status.started(bound)
+            await door.stopping.wait()
+            door.listening = False
+            accepting.cancel_scope.cancel()
+        door.stop()  # interrupt sessions that started waiting meanwhile
+        with trio.move_on_after(config.shutdown_grace_s):
+            while door.sessions:
+                await trio.sleep(0.05)
+        if door.sessions:
+            log.warning("shutdown grace over: closing %d sessions", len(door.sessions))
+        connections.cancel_scope.cancel()
+
+
+async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
+    """Listening sockets for ``host:port``; with ``reuse_port``, shareable.
+
+    trio's ``open_tcp_listeners`` cannot set SO_REUSEPORT, which lets several
+    worker processes bind the same port and have the kernel spread the
+    connections over them; so the socket is built here.
+    """
+    if not reuse_port:
+        return list(await trio.open_tcp_listeners(port, host=host))
+    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+        if family == trio.socket.AF_INET6:
+            sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
+        await sock.bind((host, port))
+        sock.listen(4096)
+    except BaseException:
+        sock.close()
+        raise
+    return [trio.SocketListener(sock)]
 
 
 async def _accept_loop(
@@ -328,9 +405,18 @@ async def _accept_loop(
     config: DaemonConfig,
     ref: ServiceRef,
     door: DoorState,
+    connections: trio.Nursery,
 ) -> None:
-    async def one(stream: trio.SocketStream) -> None:
-        await _accept(stream, lc, config, ref, door)
-
+    """Accept until cancelled; sessions run in ``connections``, not here."""
     async with listener:
-        await trio.serve_listeners(one, [listener])
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # EMFILE / ENFILE / ENOBUFS / ENOMEM: back off, as trio's own
+                # serve_listeners does, rather than spin.
+                log.error("accept failed on %s: %s", lc.name, exc)
+                await trio.sleep(0.1)
+                continue
+            door.metrics.connections.labels(lc.name).inc()
+            connections.start_soon(_accept, stream, lc, config, ref, door)

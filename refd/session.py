@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import re
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,8 @@ import trio
 
 from refd import __version__
 from refd.auth.base import AuthRequest, AuthSource, AuthStatus
-from refd.limits import AuthThrottle, ConnectionTracker, LimitCounters, Limits
+from refd.limits import AuthThrottle, ConnectionTracker, Limits
+from refd.metrics import Metrics
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
@@ -47,7 +49,7 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable
+from refd.routing import Referral, RoutingTable, door_url
 from refd.routing.model import LoginMode
 
 __all__ = [
@@ -96,6 +98,10 @@ class SessionPolicy:
     auth_failure_delay_s: float = 2.0
     auth_failure_delay_max_s: float = 15.0
     trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+    #: drain mode: new connections are sent to the sibling door at once
+    drain: bool = False
+    #: another door (host, port) to refer clients to when draining or stopping
+    sibling: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +118,26 @@ class Service:
 class DoorState:
     """What the door's sessions share across connections (not reloaded)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else Metrics()
         self.throttle = AuthThrottle(trio.current_time)
-        self.counters = LimitCounters()
         self.connections = ConnectionTracker()
         self.auth_in_flight = 0
+        self.sessions: set[Session] = set()
+        #: set by :meth:`stop`: listeners close and sessions are told BYE
+        self.stopping = trio.Event()
+        #: listeners bound (readiness also needs a table and no drain)
+        self.listening = False
+
+    def stop(self) -> None:
+        """Begin shutdown: stop accepting, interrupt every idle session."""
+        self.stopping.set()
+        for session in self.sessions:
+            if session.waiting is not None:
+                session.waiting.cancel()
+
+    def limit_hit(self, name: str) -> None:
+        self.metrics.limit_hits.labels(name).inc()
 
 
 class ServiceRef:
@@ -162,6 +183,8 @@ class Reply:
     responses: list[Response] = field(default_factory=list)
     close: bool = False
     starttls: bool = False
+    #: the command this answers (a label for metrics), when known
+    command: str | None = None
 
 
 class Session:
@@ -181,10 +204,12 @@ class Session:
         self.user: str | None = None
         self.outcome = "disconnected"
         self._limits_logged: set[str] = set()
+        #: the cancel scope of the read the server loop is waiting in, if any
+        self.waiting: trio.CancelScope | None = None
 
     def limit_hit(self, name: str) -> None:
         """Count a limit hit; log it once per connection with the address."""
-        self.door.counters.hit(name)
+        self.door.limit_hit(name)
         if name not in self._limits_logged:
             self._limits_logged.add(name)
             log.warning(
@@ -218,24 +243,48 @@ class Session:
         return " ".join(caps)
 
     def greeting(self) -> Reply:
-        host = self.service.policy.hostname
+        policy = self.service.policy
+        if policy.drain:
+            # RFC 2221 §4.2: "* BYE [REFERRAL ...]" in place of the greeting.
+            self.outcome = "drained"
+            return Reply([self.sibling_bye("Server not accepting connections.")], close=True)
         code = "CAPABILITY " + self.capabilities()
-        return Reply([UntaggedStatus(Cond.OK, f"{host} refd IMAP referral service ready.", code)])
+        text = f"{policy.hostname} refd IMAP referral service ready."
+        return Reply([UntaggedStatus(Cond.OK, text, code)])
+
+    def sibling_bye(self, text: str) -> Bye:
+        """``* BYE``, with a referral to the sibling door when there is one."""
+        sibling = self.service.policy.sibling
+        if sibling is None:
+            return Bye(text, "UNAVAILABLE")
+        host, port = sibling
+        url = door_url(host, port, self.user)
+        self.door.metrics.referrals.labels("greeting", "GREETING", "sibling").inc()
+        log.info(
+            "referral conn=%s kind=greeting command=GREETING server=sibling user=%s",
+            self.client.conn_id,
+            self.user or "-",
+        )
+        return Bye(f"{text} Try {host}.", referral_code([url]))
 
     # -- dispatch -----------------------------------------------------------
 
     async def handle(self, event: object) -> Reply:
         """Answer one event from the connection."""
+        name: str | None
         if isinstance(event, c.Command):
-            handler = HANDLERS[type(event)]
-            return await handler(self, event)
-        if isinstance(event, BadInput):
-            return self._bad_input(event)
-        if isinstance(event, LiteralRequest):
-            return self._literal(event)
-        if isinstance(event, SaslResponse):
-            return await self._sasl_response(event)
-        raise TypeError(f"unexpected event {event!r}")
+            reply = await HANDLERS[type(event)](self, event)
+            name = event.command if isinstance(event, c.Unselected) else event.name
+        elif isinstance(event, BadInput):
+            reply, name = self._bad_input(event), event.error.command
+        elif isinstance(event, LiteralRequest):
+            reply, name = self._literal(event), event.name
+        elif isinstance(event, SaslResponse):
+            reply, name = await self._sasl_response(event), "AUTHENTICATE"
+        else:
+            raise TypeError(f"unexpected event {event!r}")
+        reply.command = name
+        return reply
 
     def _bad_input(self, event: BadInput) -> Reply:
         err = event.error
@@ -285,10 +334,14 @@ class Session:
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         request = AuthRequest(user=user, password=password, client_address=self.client.address)
         door.auth_in_flight += 1
+        started = time.perf_counter()
         try:
             result = await service.auth.authenticate(request)
         finally:
             door.auth_in_flight -= 1
+        metrics = door.metrics
+        metrics.auth_duration.labels(service.auth.name).observe(time.perf_counter() - started)
+        metrics.auth.labels(service.auth.name, result.status.value).inc()
         if result.status is AuthStatus.UNAVAILABLE:
             log.warning(
                 "auth unavailable conn=%s source=%s reason=%s",
@@ -390,6 +443,7 @@ class Session:
         return Reply([Tagged(tag, Cond.NO, text, referral_code(referral.urls))])
 
     def _log_referral(self, kind: str, command: str, referral: Referral, user: str) -> None:
+        self.door.metrics.referrals.labels(kind, command, referral.servers[0].name).inc()
         log.info(
             "referral conn=%s kind=%s command=%s server=%s user=%s",
             self.client.conn_id,

@@ -24,9 +24,9 @@ from refd.session import ClientInfo, DoorState, Service, ServiceRef
 
 @pytest.fixture
 def clock() -> trio.testing.MockClock:
-    # Jump only after 50 ms of real idleness: password hashing runs in a
+    # Jump only after 200 ms of real idleness: password hashing runs in a
     # thread, and the clock must not leap ahead while a hash is computed.
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    return trio.testing.MockClock(autojump_threshold=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -102,3 +102,11 @@ def make_door(service: Service, policy: dict[str, Any] | None = None, **limits: 
             limits=dataclasses.replace(service.limits, **limits),
         )
     )
+
+
+def hits(door: object, limit: str) -> float:
+    """How often ``limit`` was hit, read from the metrics registry."""
+    value = door.metrics.registry.get_sample_value(  # type: ignore[attr-defined]
+        "refd_limit_hits_total", {"limit": limit}
+    )
+    return value or 0.0

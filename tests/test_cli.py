@@ -179,6 +179,7 @@ def demo_copy(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     for name in ("routing.yaml", "users.passwd"):
         shutil.copy(DEMO_CONFIG.parent / name, tmp_path / name)
     text = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
+    text = text.replace("port: 9143", f"port: {free_port()}")
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.1")
     (tmp_path / "refd.yaml").write_text(text)
     yield tmp_path / "refd.yaml", port

@@ -241,13 +241,21 @@ class CommandError(Exception):
     """
 
     def __init__(
-        self, tag: str | None, text: str, *, code: str | None = None, fatal: bool = False
+        self,
+        tag: str | None,
+        text: str,
+        *,
+        code: str | None = None,
+        fatal: bool = False,
+        command: str | None = None,
     ) -> None:
         super().__init__(text)
         self.tag = tag
         self.text = text
         self.code = code
         self.fatal = fatal
+        #: the command's name when it could be read (for metrics labels)
+        self.command = command
 
 
 # --- argument parsers ----------------------------------------------------------
@@ -582,7 +590,7 @@ def parse_command(data: bytes) -> Command:
     try:
         return parser(tag, r)
     except ParseError as exc:
-        raise CommandError(tag, exc.text) from exc
+        raise CommandError(tag, exc.text, command=name) from exc
 
 
 def parse_append_mailbox(prefix: bytes) -> str:

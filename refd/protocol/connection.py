@@ -302,10 +302,12 @@ class Connection:
         if self.state in ALLOWED[cls]:
             return
         if self.state is State.NOT_AUTHENTICATED:
-            raise CommandError(tag, f"{name} needs an authenticated session: log in first.")
-        if self.state is State.AUTHENTICATED:
-            raise CommandError(tag, f"{name} is not allowed: already authenticated.")
-        raise CommandError(tag, f"{name} is not allowed after LOGOUT.")
+            text = f"{name} needs an authenticated session: log in first."
+        elif self.state is State.AUTHENTICATED:
+            text = f"{name} is not allowed: already authenticated."
+        else:
+            text = f"{name} is not allowed after LOGOUT."
+        raise CommandError(tag, text, command=name)
 
     def _command(self, raw: bytes) -> Event:
         try:

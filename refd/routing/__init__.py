@@ -20,7 +20,7 @@ from refd.routing.model import (
     is_inbox,
     normalise_user,
 )
-from refd.routing.url import ImapUrl, imap_url, parse_imap_url
+from refd.routing.url import ImapUrl, door_url, imap_url, parse_imap_url
 
 __all__ = [
     "ImapUrl",
@@ -33,6 +33,7 @@ __all__ = [
     "RoutingTable",
     "Server",
     "UserRoute",
+    "door_url",
     "imap_url",
     "is_inbox",
     "load_table",

@@ -51,7 +51,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-__all__ = ["DEFAULT_PORT", "ImapUrl", "imap_url", "parse_imap_url", "url_host"]
+__all__ = ["DEFAULT_PORT", "ImapUrl", "door_url", "imap_url", "parse_imap_url", "url_host"]
 
 DEFAULT_PORT = 143  # RFC 5092 §1, RFC 3501 §2.1
 
@@ -104,6 +104,19 @@ def _enc_mailbox(name: str, delimiter: str) -> str:
     if encoded.startswith("/"):  # RFC 5092 §7.1: a leading "/"
         encoded = "%2F" + encoded[1:]
     return encoded
+
+
+def door_url(host: str, port: int, user: str | None = None) -> str:
+    """A server URL for another door, for ``* BYE [REFERRAL ...]``.
+
+    Without a user (a greeting, before login) the URL is ``imap://;AUTH=*@host/``:
+    RFC 5092's ``iuserinfo = enc-user [iauth] / [enc-user] iauth`` allows an
+    ``;AUTH=*`` with no user, which keeps clients off anonymous login.
+    """
+    if user:
+        return imap_url(user, host, port)
+    server = url_host(host) if port == DEFAULT_PORT else f"{url_host(host)}:{port}"
+    return f"imap://;AUTH=*@{server}/"
 
 
 def imap_url(
