@@ -1,0 +1,100 @@
+"""Fixtures for interop tests: private Dovecot backends and a test CA.
+
+- `dovecot_factory(**options) -> DovecotInstance` starts a private Dovecot
+  (options: see `start_dovecot`); every instance is stopped and its
+  directory removed at teardown. Call it several times for several backends.
+- `dovecot`: one plain-text instance with the users in `USERS`.
+- `tls_ca` (a trustme CA), `dovecot_cert` (a `ServerCert` from it for
+  127.0.0.1, 127.0.0.2 and localhost), `client_ssl_context` (trusts only
+  that CA).
+
+Without a dovecot binary the Dovecot fixtures skip on a developer machine
+and fail under CI=true; any other skip of an `interop` test under CI=true is
+turned into a failure too (`pytest_runtest_makereport` below).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import trustme
+
+from .dovecot import INSTALL_HINT, DovecotInstance, ServerCert, find_dovecot, start_dovecot
+
+USERS = {
+    "alice": "alice-password",
+    "bob": "bob-password",
+}
+
+DovecotFactory = Callable[..., DovecotInstance]
+
+
+def under_ci() -> bool:
+    return os.environ.get("CI") == "true"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.skipped and under_ci() and item.get_closest_marker("interop") is not None:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"interop test skipped under CI=true, which counts as a failure: {report.longrepr}"
+        )
+    return report
+
+
+@pytest.fixture(scope="session")
+def dovecot_binary() -> str:
+    binary = find_dovecot()
+    if binary is None:
+        if under_ci():
+            pytest.fail(f"{INSTALL_HINT} (CI=true: interop tests may not skip)")
+        pytest.skip(INSTALL_HINT)
+    return binary
+
+
+@pytest.fixture
+def dovecot_factory(dovecot_binary: str) -> Iterator[DovecotFactory]:
+    instances: list[DovecotInstance] = []
+
+    def start(**options: Any) -> DovecotInstance:
+        options.setdefault("users", USERS)
+        options.setdefault("name", f"backend{len(instances) + 1}")
+        instance = start_dovecot(dovecot_binary, **options)
+        instances.append(instance)
+        return instance
+
+    yield start
+    for instance in instances:
+        instance.stop()
+    for instance in instances:
+        shutil.rmtree(instance.directory, ignore_errors=True)
+
+
+@pytest.fixture
+def dovecot(dovecot_factory: DovecotFactory) -> DovecotInstance:
+    return dovecot_factory()
+
+
+@pytest.fixture(scope="session")
+def tls_ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def dovecot_cert(tls_ca: trustme.CA) -> ServerCert:
+    leaf = tls_ca.issue_cert("127.0.0.1", "127.0.0.2", "localhost")
+    chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
+    return ServerCert(chain_pem=chain, key_pem=leaf.private_key_pem.bytes())
+
+
+@pytest.fixture
+def client_ssl_context(tls_ca: trustme.CA) -> ssl.SSLContext:
+    # With cadata, the system CAs are not loaded: only the test CA is trusted.
+    return ssl.create_default_context(cadata=tls_ca.cert_pem.bytes().decode("ascii"))
