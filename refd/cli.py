@@ -8,17 +8,21 @@ exactly what ``refd serve`` accepts.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import trio
+
 from refd import __version__
-from refd.config import DEMO_CONFIG, load_config, load_routing, load_service
-from refd.daemon import run
+from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
+from refd.daemon import Daemon, run
+from refd.supervisor import Supervisor
 from refd.tree import TreeError
 from refd.yamltree import parse_yaml
 
@@ -37,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     s.add_argument("--log-format", choices=("text", "json"))
+    # Internal: how the supervisor starts a worker (bound ports: name=port,...).
+    s.add_argument("--worker", metavar="PORTS", help=argparse.SUPPRESS)
 
     c = sub.add_parser("check", help="validate a daemon config or a routing table")
     c.add_argument("files", type=Path, nargs="+", metavar="FILE")
@@ -92,13 +98,52 @@ def _serve(args: argparse.Namespace) -> int:
     path = args.config or DEMO_CONFIG
     config = load_config(path)
     setup_logging(args.log_level or config.log_level, args.log_format or config.log_format)
+    log = logging.getLogger("refd")
     if args.config is None:
-        logging.getLogger("refd").info(
-            "no -c given: serving the embedded demo config %s (demo users alice, bob)", path
+        log.info("no -c given: serving the embedded demo config %s (demo users alice, bob)", path)
+    if args.worker is not None:
+        return _worker(config, args.worker)
+    service = load_service(config)  # fail fast, before any worker starts
+    if config.workers > 1:
+        log_args = [f"--log-level={args.log_level or config.log_level}"]
+        log_args.append(f"--log-format={args.log_format or config.log_format}")
+        trio.run(Supervisor(config, log_args=log_args).run)
+        return 0
+    run(config, service)
+    return 0
+
+
+def _worker(config: DaemonConfig, ports: str) -> int:
+    """One worker under the supervisor: bound ports given, no metrics endpoint."""
+    given = dict(item.split("=", 1) for item in ports.split(",") if item)
+
+    def pin(config: DaemonConfig) -> DaemonConfig:
+        listeners = tuple(
+            dataclasses.replace(lc, port=int(given.get(lc.name, lc.port)))
+            for lc in config.listeners
         )
-    service = load_service(config)
-    with contextlib.suppress(KeyboardInterrupt):
-        run(config, service)
+        return dataclasses.replace(config, listeners=listeners, metrics_address=None)
+
+    config = pin(config)
+    daemon = Daemon(config, load_service(config), adjust=pin)
+
+    parent = os.getppid()
+
+    async def orphaned() -> None:
+        # A worker must not outlive its supervisor (kill -9 of the supervisor
+        # included): once re-parented, stop as on SIGTERM.
+        while os.getppid() == parent:
+            await trio.sleep(1)
+        logging.getLogger("refd").error("supervisor %d is gone: stopping", parent)
+        daemon.door.stop()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(daemon.run)
+            print("ready", flush=True)  # the supervisor waits for this line
+            await orphaned()
+
+    trio.run(main)
     return 0
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -37,9 +38,8 @@ __all__ = ["Daemon", "announce", "run"]
 log = logging.getLogger("refd.daemon")
 
 
-def _load(path: Path) -> tuple[DaemonConfig, Service]:
-    config = load_config(path)
-    return config, load_service(config)
+def _identity(config: DaemonConfig) -> DaemonConfig:
+    return config
 
 
 def announce(config: DaemonConfig) -> None:
@@ -83,7 +83,16 @@ def _fingerprint(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
 class Daemon:
     """One door process: its service reference, shared state and metrics."""
 
-    def __init__(self, config: DaemonConfig, service: Service, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        config: DaemonConfig,
+        service: Service,
+        metrics: Metrics | None = None,
+        *,
+        adjust: Callable[[DaemonConfig], DaemonConfig] = _identity,
+    ) -> None:
+        #: applied to every config loaded (a worker pins its bound ports)
+        self.adjust = adjust
         self.config = config
         self.ref = ServiceRef(service)
         self.metrics = metrics or Metrics()
@@ -98,11 +107,15 @@ class Daemon:
             and not self.ref.current.policy.drain
         )
 
+    def _load(self) -> tuple[DaemonConfig, Service]:
+        config = self.adjust(load_config(self.config.file))
+        return config, load_service(config)
+
     async def reload(self) -> bool:
         """Load everything afresh and swap it in; keep what is in service on error."""
         async with self._reload_lock:
             try:
-                new_config, service = await trio.to_thread.run_sync(_load, self.config.file)
+                new_config, service = await trio.to_thread.run_sync(self._load)
             except TreeError as exc:
                 self.metrics.reloads.labels("failure").inc()
                 log.error("reload failed, keeping the tables in service: %s", exc)

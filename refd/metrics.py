@@ -125,6 +125,9 @@ class Metrics:
     def config_loaded(self, sha256: str, when: float) -> None:
         """A table went into service (at start or by a reload)."""
         if self._sha256 is not None and self._sha256 != sha256:
+            # Zero first: in multiprocess mode the value file keeps the
+            # series after remove(), and 0 says "no longer in service".
+            self.config_info.labels(self._sha256).set(0)
             self.config_info.remove(self._sha256)
         self._sha256 = sha256
         self.config_info.labels(sha256).set(1)

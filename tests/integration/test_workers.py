@@ -1,0 +1,90 @@
+"""``workers: N``: real processes sharing the port, a supervisor, one endpoint.
+
+Kill -9 a worker: connections are still served, the supervisor restarts it,
+and the metrics endpoint still adds up every worker, the dead one included.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from refd.config import DEMO_CONFIG
+from tests.procs import Daemon, session
+
+REFERRAL = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"
+
+
+def metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    text = data.partition(b"\r\n\r\n")[2].decode()
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid")))
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def logins(port: int, n: int) -> list[bytes]:
+    return [session(port, b"a1 LOGIN alice secret")[1][: len(REFERRAL)] for _ in range(n)]
+
+
+def test_two_workers_kill_one(tmp_path: Path) -> None:
+    for name in ("routing.yaml", "users.passwd"):
+        shutil.copy(DEMO_CONFIG.parent / name, tmp_path / name)
+    text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
+    (tmp_path / "refd.yaml").write_text(text + "workers: 2\nshutdown_grace_s: 2\n")
+    daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
+    try:
+        ready = daemon.wait_log("supervisor ready workers=2", timeout=60)
+        port = int(re.search(r"'imap': (\d+)", ready).group(1))  # type: ignore[union-attr]
+        mport = int(re.search(r"metrics listening .* port=(\d+)", "".join(daemon.log)).group(1))  # type: ignore[union-attr]
+        pids = [int(p) for p in re.findall(r"worker \d started pid=(\d+)", "".join(daemon.log))]
+        assert len(pids) == 2
+
+        assert logins(port, 20) == [REFERRAL] * 20
+        os.kill(pids[0], signal.SIGKILL)
+        # Once the kernel has closed the dead worker's socket (connections
+        # queued on it at the moment of death are reset, as with any
+        # SO_REUSEPORT server), the other worker serves every new client.
+        daemon.wait_log(f"pid={pids[0]} died with -9")
+        assert logins(port, 10) == [REFERRAL] * 10
+        daemon.wait_log("worker 0 ready pid=", timeout=30)  # restarted
+        assert logins(port, 10) == [REFERRAL] * 10
+
+        key = (
+            "refd_referrals_total",
+            (("command", "LOGIN"), ("kind", "login"), ("server", "mail1")),
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            m = metrics(mport)
+            if (
+                m.get(key) == 40
+                and m.get(("refd_connections_active", (("listener", "imap"),))) == 0
+            ):
+                break
+            assert time.monotonic() < deadline, m.get(key)
+            time.sleep(0.1)
+        assert m[("refd_connections_total", (("listener", "imap"),))] == 40
+        assert m[("refd_build_info", (("version", "0.1.0"),))] == 1
+
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reload ok")
+        daemon.wait_log("reload ok")
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=30) == 0
+    finally:
+        daemon.stop()

@@ -1,0 +1,71 @@
+"""Helpers for tests that run refd as a real process and talk to it."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    def __init__(self, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "refd", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.pump.join(timeout=10)  # it ends at EOF, once the process is gone
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+    def _pump(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.put(line)
+
+    def wait_log(self, needle: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.log.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"{needle!r} not logged; got {self.log!r}")
+
+
+def session(port: int, *commands: bytes) -> list[bytes]:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        with sock.makefile("rb") as f:
+            out = [f.readline()]
+            for cmd in commands:
+                sock.sendall(cmd + b"\r\n")
+                tag = cmd.split(b" ")[0]
+                while True:
+                    line = f.readline()
+                    out.append(line)
+                    if line.startswith(tag + b" ") or not line:
+                        break
+        return out
