@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from refd.auth.base import AuthSource
+from refd.auth.imap_backend import ImapBackendSource, TlsMode
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
 from refd.auth.trust import TrustSource, public_networks
 from refd.limits import Limits
@@ -67,6 +68,7 @@ class DaemonConfig:
     passwd_file: Path | None
     passwd_file_line: int = 0
     auth_source: str = "passwd-file"
+    imap_auth: ImapAuthConfig | None = None
     trust_networks: tuple[IPNetwork, ...] = ()
     hostname: str = "localhost"
     auth_failure_delay_s: float = 2.0
@@ -127,13 +129,41 @@ _TOP = {
 _AUTH_KEYS = {
     "source",
     "passwd_file",
+    "imap",
     "trust_networks",
     "trust_allow_public",
     "failure_delay_s",
     "failure_delay_max_s",
     "advertise_plain",
 }
-AUTH_SOURCES = ("passwd-file", "trust")
+AUTH_SOURCES = ("passwd-file", "imap", "trust")
+_IMAP_KEYS = {
+    "server",
+    "tls",
+    "ca_file",
+    "verify_certificate",
+    "connect_timeout_s",
+    "response_timeout_s",
+    "max_concurrent_per_backend",
+    "cache_ttl_s",
+    "cache_max_entries",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImapAuthConfig:
+    """``auth.imap``: check passwords with one LOGIN on a backend."""
+
+    server: tuple[str, int] | None = None  # None: the user's home server
+    tls: str = "none"
+    ca_file: Path | None = None
+    verify_certificate: bool = True
+    connect_timeout_s: float = 5.0
+    response_timeout_s: float = 10.0
+    max_concurrent_per_backend: int = 16
+    cache_ttl_s: float = 0.0
+    cache_max_entries: int = 10000
+    line: int = 0
 
 
 def _read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
@@ -165,10 +195,13 @@ def load_config(path: Path) -> DaemonConfig:
     passwd: Path | None = None
     passwd_line = 0
     trust: tuple[IPNetwork, ...] = ()
+    imap_auth = None
     if source == "passwd-file":
         passwd_node = r.require(auth, "passwd_file", "auth")
         passwd = _path(path, r.as_str(passwd_node, "auth.passwd_file"))
         passwd_line = passwd_node.line
+    elif source == "imap":
+        imap_auth = _imap_auth(r, path, r.require(auth, "imap", "auth"))
     else:
         trust_node = r.require(auth, "trust_networks", "auth")
         trust = _networks(r, trust_node, "auth.trust_networks")
@@ -251,6 +284,7 @@ def load_config(path: Path) -> DaemonConfig:
         passwd_file=passwd,
         passwd_file_line=passwd_line,
         auth_source=source,
+        imap_auth=imap_auth,
         trust_networks=trust,
         hostname=hostname,
         auth_failure_delay_s=delay,
@@ -278,6 +312,53 @@ def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T
     if node is None:
         return default
     return conv(node, what)
+
+
+def _imap_auth(r: Reader, path: Path, node: Node) -> ImapAuthConfig:
+    m = r.as_map(node, "auth.imap")
+    r.reject_unknown(m, _IMAP_KEYS, "auth.imap")
+    server = None
+    if (srv := get(m, "server")) is not None:
+        server = _host_port(r, srv, "auth.imap.server", default_port=143)
+    ca_file = None
+    if (ca := get(m, "ca_file")) is not None:
+        ca_file = _path(path, r.as_str(ca, "auth.imap.ca_file"))
+    verify = _opt(r, m, "verify_certificate", r.as_bool, True, "verify_certificate")
+    if ca_file is not None and not verify:
+        raise r.error(m, "auth.imap: ca_file and verify_certificate: false exclude each other")
+
+    def seconds(key: str, default: float) -> float:
+        value = _opt(r, m, key, r.as_float_seconds, default, f"auth.imap.{key}")
+        if value <= 0 and key != "cache_ttl_s":
+            raise r.error(m, f"auth.imap.{key} must be more than 0")
+        return value
+
+    return ImapAuthConfig(
+        server=server,
+        tls=_choice(r, m, "tls", TLS_MODES, "none"),
+        ca_file=ca_file,
+        verify_certificate=verify,
+        connect_timeout_s=seconds("connect_timeout_s", 5.0),
+        response_timeout_s=seconds("response_timeout_s", 10.0),
+        max_concurrent_per_backend=_opt(
+            r,
+            m,
+            "max_concurrent_per_backend",
+            lambda n, w: r.as_int(n, w, 1, 10000),
+            16,
+            "auth.imap.max_concurrent_per_backend",
+        ),
+        cache_ttl_s=seconds("cache_ttl_s", 0.0),
+        cache_max_entries=_opt(
+            r,
+            m,
+            "cache_max_entries",
+            lambda n, w: r.as_int(n, w, 1, 10_000_000),
+            10000,
+            "auth.imap.cache_max_entries",
+        ),
+        line=m.line,
+    )
 
 
 def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
@@ -425,6 +506,9 @@ def load_service(config: DaemonConfig) -> Service:
     auth: AuthSource
     if config.auth_source == "trust":
         auth = TrustSource(config.trust_networks)
+    elif config.auth_source == "imap":
+        assert config.imap_auth is not None
+        auth = _imap_source(config, config.imap_auth, table)
     else:
         assert config.passwd_file is not None
         passwd_text = _read_text(
@@ -451,6 +535,37 @@ def load_service(config: DaemonConfig) -> Service:
         policy=config.policy(),
         limits=config.limits,
         tls_context=tls_context,
+    )
+
+
+def _imap_source(
+    config: DaemonConfig, ia: ImapAuthConfig, table: RoutingTable
+) -> ImapBackendSource:
+    """The imap source; with no fixed server it asks *this* table for the home."""
+    context = None
+    if ia.ca_file is not None:
+        try:
+            context = ssl.create_default_context(cafile=str(ia.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TreeError(
+                str(config.file), ia.line, f"cannot load {ia.ca_file}: {reason}"
+            ) from None
+
+    def home(user: str) -> tuple[str, int] | None:
+        route = table.route_user(user)
+        return None if route is None else (route.server.host, route.server.port)
+
+    return ImapBackendSource(
+        ia.server if ia.server is not None else home,
+        tls=TlsMode(ia.tls),
+        ssl_context=context,
+        verify_certificate=ia.verify_certificate,
+        connect_timeout_s=ia.connect_timeout_s,
+        response_timeout_s=ia.response_timeout_s,
+        max_concurrent_per_backend=ia.max_concurrent_per_backend,
+        cache_ttl_s=ia.cache_ttl_s,
+        cache_max_entries=ia.cache_max_entries,
     )
 
 

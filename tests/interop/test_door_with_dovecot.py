@@ -1,0 +1,88 @@
+"""The whole door, with the ``imap`` auth source checking passwords on Dovecot.
+
+refd runs in-process on 127.0.0.1:0 with a routing table whose home server
+is a private Dovecot; clients are plain sockets.  What the client sees is
+checked byte for byte: the referral only after Dovecot accepted the
+password, the same failure as a wrong password for an unknown user, and
+``NO [UNAVAILABLE]`` (never a referral, never a hang) with the backend gone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.daemon import Daemon
+
+from .conftest import DovecotFactory
+
+pytestmark = pytest.mark.interop
+
+
+def write_door(tmp: Path, host: str, port: int) -> Path:
+    (tmp / "routing.yaml").write_text(
+        "version: 1\n"
+        "servers:\n"
+        f"  home: {{host: {host}, port: {port}}}\n"
+        "users:\n"
+        "  - default: true\n"
+        "    server: home\n"
+    )
+    text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
+    text = text.replace(
+        "  source: passwd-file\n  passwd_file: users.passwd\n",
+        "  source: imap\n  imap:\n    connect_timeout_s: 1\n    response_timeout_s: 2\n",
+    )
+    text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.01")
+    (tmp / "refd.yaml").write_text(text)
+    shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp / "users.passwd")
+    return tmp / "refd.yaml"
+
+
+def login(port: int, user: str, password: str) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=20) as sock,
+        sock.makefile("rb") as f,
+    ):
+        f.readline()
+        sock.sendall(f'a1 LOGIN {user} "{password}"\r\n'.encode())
+        return f.readline()
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    with trio.fail_after(30):
+        return await trio.to_thread.run_sync(fn, *args)
+
+
+async def test_door_checks_passwords_on_dovecot(
+    nursery: trio.Nursery, tmp_path: Path, dovecot_factory: DovecotFactory
+) -> None:
+    backend = dovecot_factory(users={"alice": "alice-password"})
+    host, port = backend.address
+    config = load_config(write_door(tmp_path, host, port))
+    daemon = Daemon(config, load_service(config))
+    bound = await nursery.start(
+        lambda task_status: daemon.run(signals=False, task_status=task_status)
+    )
+    door = bound[0][0].port
+    where = f"imap://alice;AUTH=*@{host}:{port}/"
+
+    assert await in_thread(login, door, "alice", "alice-password") == (
+        f"a1 NO [REFERRAL {where}] Your mail is on {host}; connect there.\r\n".encode()
+    )
+    failed = b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+    assert await in_thread(login, door, "alice", "wrong") == failed
+    assert await in_thread(login, door, "mallory", "alice-password") == failed
+
+    backend.stop()
+    assert await in_thread(login, door, "alice", "alice-password") == (
+        b"a1 NO [UNAVAILABLE] Authentication is temporarily unavailable; try again later.\r\n"
+    )
+    daemon.door.stop()
