@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -181,3 +182,23 @@ def test_serve_without_config_runs_the_demo() -> None:
         assert daemon.proc.wait(timeout=20) == 0
     finally:
         daemon.stop()
+
+
+def test_json_logs(demo_copy: tuple[Path, int]) -> None:
+    cfg, port = demo_copy
+    daemon = Daemon(["serve", "-c", str(cfg), "--log-format", "json"])
+    try:
+        daemon.wait_log('"refd ready')
+        session(port, b"a1 LOGIN alice secret", b"a2 LOGIN alice wrong")
+        daemon.wait_log("session end")
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=20) == 0
+    finally:
+        daemon.stop()
+    lines = daemon.log + list(daemon.lines.queue)
+    records = [json.loads(line) for line in lines]
+    assert {"ts", "level", "logger", "msg"} <= set(records[0])
+    msgs = [r["msg"] for r in records]
+    assert any(m.startswith("referral conn=") and "kind=login" in m for m in msgs)
+    assert any(m.startswith("session end conn=") and "outcome=login-referral" in m for m in msgs)
+    assert not any("secret" in line or "wrong" in line for line in lines)

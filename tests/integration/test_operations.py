@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import trio
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from refd.config import DEMO_CONFIG, load_config, load_service
@@ -281,4 +282,32 @@ async def test_watch_reloads_on_configmap_symlink_swap(
             if b"mail7" in got[1]:
                 break
             await trio.sleep(0.05)
+    run.daemon.door.stop()
+
+
+async def test_tls_failures_on_the_endpoint(nursery: trio.Nursery, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.issue_cert("localhost").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    listeners = (
+        "listeners:\n  - name: imaps\n    address: 127.0.0.1\n    port: 0\n    tls: implicit\n"
+    )
+    cfg = write_config(
+        tmp_path,
+        "tls:\n  cert: server.pem\n  key: server.pem\nlimits:\n  tls_handshake_timeout_s: 0.5\n",
+    )
+    text = cfg.read_text()
+    cut, end = text.index("listeners:"), text.index("metrics:")
+    cfg.write_text(text[:cut] + listeners + text[end:])
+    run = await start(nursery, cfg)
+
+    def garbage() -> bytes:
+        with socket.create_connection(("127.0.0.1", run.port), timeout=10) as sock:
+            sock.sendall(b"a1 LOGIN alice secret\r\n")
+            return sock.recv(100)
+
+    assert await in_thread(garbage) == b""
+    m = await scrape(run.metrics_port)
+    assert value(m, "refd_tls_handshake_failures_total", listener="imaps") == 1
     run.daemon.door.stop()
