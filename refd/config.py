@@ -443,6 +443,8 @@ _LIMIT_INTS = {
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",
     "idle_timeout_s",
+    "login_timeout_s",
+    "command_timeout_s",
     "write_timeout_s",
     "tls_handshake_timeout_s",
     "proxy_header_timeout_s",

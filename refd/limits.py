@@ -32,6 +32,11 @@ class Limits:
     preauth_idle_timeout_s: float = 60.0
     # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
     idle_timeout_s: float = 1800.0
+    #: from connect to a successful login, however busy the client keeps it
+    #: (a client dribbling a byte at a time never goes idle)
+    login_timeout_s: float = 180.0
+    #: from a command's first byte to its last
+    command_timeout_s: float = 60.0
     write_timeout_s: float = 60.0
     tls_handshake_timeout_s: float = 10.0
     proxy_header_timeout_s: float = 5.0

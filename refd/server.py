@@ -60,6 +60,13 @@ class BoundListener:
     port: int
 
 
+_TIMEOUT_TEXT = {
+    "idle_timeout": "Autologout; idle for too long.",
+    "login_timeout": "Login timeout; log in sooner.",
+    "command_timeout": "Command not completed in time.",
+}
+
+
 class _Closed(Exception):
     """The peer went away or stopped reading."""
 
@@ -116,6 +123,8 @@ async def handle_connection(
     door = session.door
     metrics = door.metrics
     started = time.monotonic()
+    connected = trio.current_time()
+    command_started: float | None = None  # trio clock: the partial command's start
     first_byte: float | None = None  # when the command being answered began
 
     def encode(responses: list[Response]) -> bytes:
@@ -144,12 +153,34 @@ async def handle_connection(
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                if conn.state is State.NOT_AUTHENTICATED:
-                    timeout = limits.preauth_idle_timeout_s
+                # The nearest of three deadlines: idle (per read), the whole
+                # login phase, and the command under way.  A client that
+                # dribbles a byte at a time resets only the first.
+                now = trio.current_time()
+                if conn.in_command:
+                    command_started = command_started if command_started is not None else now
                 else:
-                    timeout = limits.idle_timeout_s
+                    command_started = None
+                deadlines = [
+                    (
+                        now
+                        + (
+                            limits.preauth_idle_timeout_s
+                            if conn.state is State.NOT_AUTHENTICATED
+                            else limits.idle_timeout_s
+                        ),
+                        "idle_timeout",
+                    )
+                ]
+                if conn.state is State.NOT_AUTHENTICATED:
+                    deadlines.append((connected + limits.login_timeout_s, "login_timeout"))
+                if command_started is not None:
+                    deadlines.append(
+                        (command_started + limits.command_timeout_s, "command_timeout")
+                    )
+                deadline, which = min(deadlines)
                 data = None
-                with trio.move_on_after(timeout) as waiting:
+                with trio.move_on_at(deadline) as waiting:
                     session.waiting = waiting
                     if door.stopping.is_set():
                         waiting.cancel()
@@ -164,9 +195,9 @@ async def handle_connection(
                     await _send(stream, conn.send(bye), limits)
                     return
                 if data is None:
-                    session.outcome = "idle-timeout"
-                    session.limit_hit("idle_timeout")
-                    await _send(stream, conn.send(Bye("Autologout; idle for too long.")), limits)
+                    session.outcome = which.replace("_", "-")
+                    session.limit_hit(which)
+                    await _send(stream, conn.send(Bye(_TIMEOUT_TEXT[which])), limits)
                     return
                 if first_byte is None and data:
                     first_byte = time.perf_counter()

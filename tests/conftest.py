@@ -1,7 +1,8 @@
 """Shared fixtures: the demo service, and an RFC-style transcript runner.
 
 ``door.transcript(...)`` plays a dialogue written the way the RFCs write
-them — ``C:`` lines are sent, ``S:`` lines must arrive byte for byte — over
+them — ``C:`` lines are sent, ``S:`` lines must arrive byte for byte; ``P:``
+sends part of a line and ``W:`` waits that many (mock) seconds — over
 an in-memory stream pair into the real per-connection loop.  Time is a
 MockClock that jumps when everything is idle, so delays and timeouts cost
 no real time.
@@ -73,13 +74,17 @@ class Door:
                 who, _, text = raw.lstrip().partition(": ")
                 if who == "C":
                     await client_stream.send_all(text.encode("utf-8") + b"\r\n")
+                elif who == "P":  # part of a line, no CRLF
+                    await client_stream.send_all(text.encode("utf-8"))
+                elif who == "W":  # wait (mock clock) seconds
+                    await trio.sleep(float(text))
                 elif who == "S":
                     got = await read_line()
                     want = b"<closed>" if text == "<closed>" else text.encode("utf-8") + b"\r\n"
                     assert got == want, f"line {n}: expected {want!r}, got {got!r}"
                     times.append(trio.current_time())
                 else:
-                    raise ValueError(f"line {n}: start with 'C: ' or 'S: ': {raw!r}")
+                    raise ValueError(f"line {n}: start with 'C: ', 'S: ', 'P: ' or 'W: ': {raw!r}")
             # Nothing more may have been said.
             with trio.move_on_after(5):
                 extra = await read_line()

@@ -73,7 +73,7 @@ BAD = [
     ),
     (
         BASE.replace("source: passwd-file\n  passwd_file: users.passwd", "source: kerberos"),
-        ":3: source must be one of passwd-file, trust, not 'kerberos'",
+        ":3: source must be one of passwd-file, imap, trust, not 'kerberos'",
     ),
     (
         BASE.replace(

@@ -160,6 +160,11 @@ class Connection:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_command(self) -> bool:
+        """Part of a command has arrived and its end has not (slowloris guard)."""
+        return bool(self._buf or self._parts or self._literal_left or self._skipping)
+
     def next_event(self) -> Event:
         """The next thing the server must act on, or NEED_DATA."""
         if self._pending is not None:

@@ -451,3 +451,43 @@ async def test_auth_in_flight_cap(demo_service: Service, clock: MockClock) -> No
         """)
         gated.release.set()
     assert hits(door.door, "auth_in_flight") == 1
+
+
+async def test_login_phase_is_bounded_even_for_busy_clients(door: Door, clock: MockClock) -> None:
+    # A client that never logs in but never goes idle either: one NOOP every
+    # 50 s (under the 60 s idle timeout) is cut off at the 180 s login limit.
+    start = trio.current_time()
+    await door.transcript(f"""
+        {GREETING}
+        W: 50
+        C: a1 NOOP
+        S: a1 OK NOOP completed.
+        W: 50
+        C: a2 NOOP
+        S: a2 OK NOOP completed.
+        W: 50
+        C: a3 NOOP
+        S: a3 OK NOOP completed.
+        S: * BYE Login timeout; log in sooner.
+        S: <closed>
+    """)
+    assert 180 <= trio.current_time() - start < 181
+    assert hits(door.door, "login_timeout") == 1
+
+
+async def test_slowloris_command_is_bounded(door: Door, clock: MockClock) -> None:
+    # A byte every 30 s never trips the 60 s idle timeout; the command
+    # deadline (60 s from its first byte) does.
+    start = trio.current_time()
+    await door.transcript(f"""
+        {GREETING}
+        P: a
+        W: 30
+        P: 1
+        W: 29
+        P: N
+        S: * BYE Command not completed in time.
+        S: <closed>
+    """)
+    assert 60 <= trio.current_time() - start < 61
+    assert hits(door.door, "command_timeout") == 1
