@@ -51,8 +51,11 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
         ready = daemon.wait_log("supervisor ready workers=2", timeout=60)
         port = int(re.search(r"'imap': (\d+)", ready).group(1))  # type: ignore[union-attr]
         mport = int(re.search(r"metrics listening .* port=(\d+)", "".join(daemon.log)).group(1))  # type: ignore[union-attr]
-        pids = [int(p) for p in re.findall(r"worker \d started pid=(\d+)", "".join(daemon.log))]
-        assert len(pids) == 2
+        pids = {
+            int(slot): int(pid)
+            for slot, pid in re.findall(r"worker (\d) started pid=(\d+)", "".join(daemon.log))
+        }
+        assert sorted(pids) == [0, 1]
 
         assert logins(port, 20) == [REFERRAL] * 20
         os.kill(pids[0], signal.SIGKILL)
