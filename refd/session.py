@@ -307,6 +307,13 @@ class Session:
             except CommandError as exc:
                 return Reply([_bad(exc)])
             return self._mailbox_referral(req.tag, "APPEND", mailbox)
+        if req.name == "LOGIN":
+            # Refuse before "+": a literal here would carry the password
+            # in clear to a door that is going to refuse it anyway.
+            refused = self._refuse_plaintext(req.tag)
+            if refused is not None:
+                self.conn.refuse_literal()
+                return refused
         if not req.within_limit:
             self.limit_hit("literal_size")
             self.conn.refuse_literal()
