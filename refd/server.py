@@ -153,32 +153,12 @@ async def handle_connection(
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                # The nearest of three deadlines: idle (per read), the whole
-                # login phase, and the command under way.  A client that
-                # dribbles a byte at a time resets only the first.
                 now = trio.current_time()
-                if conn.in_command:
-                    command_started = command_started if command_started is not None else now
-                else:
+                if not conn.in_command:
                     command_started = None
-                deadlines = [
-                    (
-                        now
-                        + (
-                            limits.preauth_idle_timeout_s
-                            if conn.state is State.NOT_AUTHENTICATED
-                            else limits.idle_timeout_s
-                        ),
-                        "idle_timeout",
-                    )
-                ]
-                if conn.state is State.NOT_AUTHENTICATED:
-                    deadlines.append((connected + limits.login_timeout_s, "login_timeout"))
-                if command_started is not None:
-                    deadlines.append(
-                        (command_started + limits.command_timeout_s, "command_timeout")
-                    )
-                deadline, which = min(deadlines)
+                elif command_started is None:
+                    command_started = now
+                deadline, which = _read_deadline(conn, limits, now, connected, command_started)
                 data = None
                 with trio.move_on_at(deadline) as waiting:
                     session.waiting = waiting
@@ -253,6 +233,30 @@ async def handle_connection(
             session.outcome,
             time.monotonic() - started,
         )
+
+
+def _read_deadline(
+    conn: Connection,
+    limits: Limits,
+    now: float,
+    connected: float,
+    command_started: float | None,
+) -> tuple[float, str]:
+    """The nearest of three deadlines, and its limit's name.
+
+    Idle (reset by every read), the whole login phase, and the command under
+    way: a client that dribbles a byte at a time resets only the first.
+    """
+    if conn.state is State.NOT_AUTHENTICATED:
+        deadlines = [
+            (now + limits.preauth_idle_timeout_s, "idle_timeout"),
+            (connected + limits.login_timeout_s, "login_timeout"),
+        ]
+    else:
+        deadlines = [(now + limits.idle_timeout_s, "idle_timeout")]
+    if command_started is not None:
+        deadlines.append((command_started + limits.command_timeout_s, "command_timeout"))
+    return min(deadlines)
 
 
 async def _tls_handshake(
