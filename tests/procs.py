@@ -1,4 +1,4 @@
-"""Helpers for tests that run refd as a real process and talk to it."""
+"""Helpers for tests that talk to refd over real sockets or run it as a process."""
 
 from __future__ import annotations
 
@@ -8,6 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
 
 
 def free_port() -> int:
@@ -69,3 +73,9 @@ def session(port: int, *commands: bytes) -> list[bytes]:
                     if line.startswith(tag + b" ") or not line:
                         break
         return out
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking client in a thread, so the server on the trio loop can answer."""
+    with trio.fail_after(60):
+        return await trio.to_thread.run_sync(fn, *args)

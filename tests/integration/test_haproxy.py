@@ -6,8 +6,6 @@ import dataclasses
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
-from typing import Any
 
 import pytest
 import trio
@@ -16,6 +14,7 @@ from refd.config import DaemonConfig, ListenerConfig
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
 from tests.haproxy_harness import haproxy_in_front
+from tests.procs import in_thread
 
 pytestmark = pytest.mark.interop
 
@@ -29,11 +28,6 @@ def login(port: int) -> list[bytes]:
         sock.sendall(b"a1 LOGIN alice secret\r\n")
         out.append(f.readline())
         return out
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])

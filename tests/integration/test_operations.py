@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from refd.config import DEMO_CONFIG, load_config, load_service
 from refd.daemon import Daemon
+from tests.procs import in_thread
 
 ALICE = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"
 
@@ -53,11 +53,6 @@ async def start(nursery: trio.Nursery, config_file: Path) -> Running:
         lambda task_status: daemon.run(signals=False, task_status=task_status)
     )
     return Running(daemon, bound[0][0].port, bound[1])
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(60):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 def imap(port: int, *commands: bytes) -> list[bytes]:

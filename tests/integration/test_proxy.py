@@ -11,7 +11,6 @@ import ipaddress
 import logging
 import socket
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,6 +20,7 @@ from refd.config import DaemonConfig, ListenerConfig
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
 from tests.conftest import hits
+from tests.procs import in_thread
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -61,11 +61,6 @@ async def start(
         lambda task_status: serve(config, ServiceRef(service), door=door, task_status=task_status)
     )
     return ProxyDoor(bound[0].port, door)
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 def exchange(port: int, payload: bytes, until: bytes = b"a1 ") -> bytes:

@@ -12,7 +12,6 @@ import dataclasses
 import imaplib
 import logging
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import imapclient
@@ -23,6 +22,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from refd.config import DaemonConfig, ListenerConfig
 from refd.server import serve
 from refd.session import Service, ServiceRef
+from tests.procs import in_thread
 
 ALICE_REFERRAL = (
     "[REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
@@ -45,11 +45,6 @@ async def port(nursery: trio.Nursery, demo_config: DaemonConfig, demo_service: S
     bound = await nursery.start(lambda task_status: serve(config, ref, task_status=task_status))
     assert bound[0].host == "127.0.0.1"
     return int(bound[0].port)
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 def imaplib_login(port: int, user: str, password: str) -> tuple[str, str]:

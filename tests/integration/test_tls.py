@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from refd.config import DaemonConfig, ListenerConfig, make_tls_context
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
+from tests.procs import in_thread
 
 ALICE = (
     "[REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
@@ -77,11 +77,6 @@ async def tls_door(
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
     return TlsDoor(bound[0].port, bound[1].port, client_ctx, door)
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 def read_until(sock: socket.socket | ssl.SSLSocket, needle: bytes) -> bytes:

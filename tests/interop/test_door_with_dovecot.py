@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import shutil
 import socket
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
 from refd.config import DEMO_CONFIG, load_config, load_service
 from refd.daemon import Daemon
+from tests.procs import in_thread
 
 from .conftest import DovecotFactory
 
@@ -54,11 +53,6 @@ def login(port: int, user: str, password: str) -> bytes:
         f.readline()
         sock.sendall(f'a1 LOGIN {user} "{password}"\r\n'.encode())
         return f.readline()
-
-
-async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
-    with trio.fail_after(30):
-        return await trio.to_thread.run_sync(fn, *args)
 
 
 async def test_door_checks_passwords_on_dovecot(
