@@ -166,7 +166,9 @@ class ClientInfo:
         return address_in(self.address, networks)
 
 
+@functools.lru_cache(maxsize=16384)
 def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+    """Whether ``address`` is in one of ``networks`` (cached: asked per command)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
