@@ -1,0 +1,542 @@
+"""Which real IMAP clients follow refd's referrals: measured, not assumed.
+
+Each test runs one client (the Debian package's binary) against a refd door
+running as a process (``python -m refd serve``) whose routing table points
+at two private Dovecot backends:
+
+- **home** holds alice's and bob's INBOX;
+- **shared** holds bob's ``Shared/Sales`` (the table's ``Shared/*`` rule);
+- alice is ``login: refer`` -> ``NO [REFERRAL imap://alice;AUTH=*@home/]``;
+- bob is ``login: accept`` -> ``OK [REFERRAL imap://bob;AUTH=*@home/]``,
+  and then gets ``NO [REFERRAL ...]`` per mailbox.
+
+Door and backends share the passwords, so a client that follows a referral
+can log in where it is sent. "Followed" means the backend logged the
+user's login (``DovecotInstance`` log) after the client started and the
+client shows that backend's mail; the door's log shows which referral the
+client received. Batch clients run as subprocesses; interactive ones
+(alpine, mutt, neomutt) in a private tmux server, read as the rendered
+screen, with passwords typed at their prompts.
+
+Results (Debian 12 packages; "login" = follows the login referral,
+"mailbox" = follows a mailbox referral):
+
+- alpine 2.26 (``alpine``): login yes, mailbox n/a. Follows ``NO`` and
+  ``OK [REFERRAL]`` after LOGIN alike: logs out of the door, asks for the
+  password again for the backend, logs in there and opens INBOX -- even
+  when the user asked the door for another mailbox (see below).
+- mutt 2.2.12 (``mutt``): no, no. Shows "Login failed." (not the referral
+  text) for the login referral, and the SELECT's text ("Remote mailbox.
+  Try ...") for the mailbox referral.
+- neomutt 20220429 (``neomutt``): no, no. Tries ``AUTHENTICATE PLAIN``
+  with SASL-IR first (not advertised, accepted), then LOGIN; shows "Login
+  failed", then "Unable to open mailbox ...".
+- curl 7.88.1 (``curl``): no, no. Exit 67 (CURLE_LOGIN_DENIED) for both.
+- fetchmail 6.4.37 (``fetchmail``): no, no. Exit 3 ("Authorization
+  failure"), exit 7 ("mailbox selection failed").
+- mbsync 1.4.4 (``isync``): no, no. Prints the NO text; exit 1.
+- offlineimap 8.0.0 (``offlineimap3`` 0.0~git20211018): no, n/a. Reports
+  the login referral's text as an authentication failure; a user accepted
+  at the door sees no folders (LIST there shows no remote mailbox, RFC 2193
+  §3), so offlineimap never SELECTs.
+- Python 3.11 imaplib: no, no. Raises / returns the NO text.
+
+"n/a" for alpine's mailbox referrals: c-client (alpine's IMAP library)
+treats ``OK [REFERRAL]`` after LOGIN as a login referral too (its
+``REFAUTH`` case) and leaves the door at once, so with refd's
+``login: accept`` it never sends SELECT or RLIST to the door and never
+meets a mailbox referral. The tests below pin that down.
+
+Observed by hand, not tested here:
+
+- With a door patched (in a scratch script) to answer bob's LOGIN with a
+  plain ``OK`` (no referral code), alpine 2.26 stays: it lists with
+  ``RLIST "" %``, sends ``SELECT Shared/Sales``, follows the
+  ``NO [REFERRAL ...]`` to the shared backend (asking the password again)
+  and shows that mailbox's mail.
+- A draining door's ``* BYE [REFERRAL imap://;AUTH=*@host:port/]``
+  greeting (RFC 2221 §4.2) is followed by neither alpine ("No folder is
+  currently open") nor curl (exit 8, "Got unexpected imap-server
+  response").
+"""
+
+from __future__ import annotations
+
+import imaplib
+import itertools
+import os
+import queue
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from refd.config import DEMO_CONFIG
+from tests.procs import Daemon, free_port
+
+from .conftest import DovecotFactory, under_ci
+from .dovecot import DovecotInstance
+
+pytestmark = pytest.mark.interop
+
+#: the demo passwd-file's password for alice and bob; the backends use it too
+PASSWORD = "secret"
+USERS = {"alice": PASSWORD, "bob": PASSWORD}
+CLIENT_TIMEOUT_S = 15.0
+
+HOME_ALICE = "alice INBOX on home"
+HOME_BOB = "bob INBOX on home"
+SHARED_SALES = "Sales on shared"
+
+
+def need(binary: str, package: str) -> str:
+    """The client's path; skip without it, but fail under CI=true."""
+    path = shutil.which(binary)
+    if path is None:
+        hint = f"{binary} not installed: apt-get install {package}"
+        if under_ci():
+            pytest.fail(f"{hint} (CI=true: interop tests may not skip)")
+        pytest.skip(hint)
+    return path
+
+
+# -- the door and its backends ----------------------------------------------------------
+
+
+@dataclass
+class Lab:
+    """A refd door process in front of the home and shared backends."""
+
+    port: int
+    home: DovecotInstance
+    shared: DovecotInstance
+    daemon: Daemon
+    directory: Path
+
+    def logins(self, backend: DovecotInstance, user: str) -> int:
+        return len(backend.wait_for_log(f"Login: user=<{user}>", timeout_s=0))
+
+    def logged_in_since(
+        self, backend: DovecotInstance, user: str, before: int, timeout_s: float = 2.0
+    ) -> bool:
+        """Whether ``backend`` logged a login of ``user`` beyond the first ``before``."""
+        lines = backend.wait_for_log(f"Login: user=<{user}>", before + 1, timeout_s)
+        return len(lines) > before
+
+    def door_log(self) -> str:
+        """What the door has logged so far."""
+        time.sleep(0.2)  # a client that just finished: let its last lines arrive
+        while True:
+            try:
+                self.daemon.log.append(self.daemon.lines.get_nowait())
+            except queue.Empty:
+                return "".join(self.daemon.log)
+
+    def door_said(self, needle: str) -> str:
+        """A line of the door's log containing ``needle`` (waiting for it)."""
+        for line in self.daemon.log:
+            if needle in line:
+                return line
+        return self.daemon.wait_log(needle, timeout=5)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
+    home = dovecot_factory(name="home", users=USERS)
+    shared = dovecot_factory(name="shared", users=USERS)
+    home.seed("alice", "INBOX", HOME_ALICE)
+    home.seed("bob", "INBOX", HOME_BOB)
+    shared.seed("bob", "Shared/Sales", SHARED_SALES)
+    # Dovecot logs asynchronously: count logins only once the seeds' are in.
+    for backend, user in ((home, "alice"), (home, "bob"), (shared, "bob")):
+        assert backend.wait_for_log(f"Login: user=<{user}>", 1)
+    port = free_port()
+    (tmp_path / "routing.yaml").write_text(
+        "version: 1\n"
+        "servers:\n"
+        f"  home: {{host: {home.host}, port: {home.port}}}\n"
+        f"  shared: {{host: {shared.host}, port: {shared.port}}}\n"
+        "users:\n"
+        "  - {user: alice, server: home, login: refer}\n"
+        "  - {user: bob, server: home, login: accept}\n"
+        "mailboxes:\n"
+        '  - {match: "Shared/*", servers: [shared]}\n'
+        "published:\n"
+        "  - Shared/Sales\n"
+    )
+    config = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
+    config = config.replace("port: 9143", "port: 0")
+    (tmp_path / "refd.yaml").write_text(config)
+    shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp_path / "users.passwd")
+    daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
+    try:
+        daemon.wait_log("refd ready")
+        yield Lab(port, home, shared, daemon, tmp_path)
+    finally:
+        daemon.stop()
+
+
+def run(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """Run a batch client with ``home`` as HOME (no user config leaks in)."""
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
+    return subprocess.run(
+        argv,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+# -- interactive clients in a private tmux server --------------------------------------------
+
+_sockets = itertools.count()
+
+
+class Terminal:
+    """One interactive client in its own tmux server, read as the rendered screen.
+
+    The server's socket name is private to this test (``-L``), and
+    :meth:`close` stops only that server.
+    """
+
+    def __init__(self, argv: list[str], home: Path) -> None:
+        need("tmux", "tmux")
+        self.socket = f"refd-test-{os.getpid()}-{next(_sockets)}"
+        command = " ".join(shlex.quote(a) for a in argv)
+        # The shell stays after the client exits, so its last screen can be read.
+        shell = f"env HOME={shlex.quote(str(home))} {command}; echo '[client exited]'; sleep 600"
+        self.tmux("new-session", "-d", "-s", "main", "-x", "200", "-y", "50", shell)
+
+    def tmux(self, *args: str) -> str:
+        argv = ["tmux", "-L", self.socket, "-f", "/dev/null", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
+        return done.stdout
+
+    def screen(self) -> str:
+        return self.tmux("capture-pane", "-p", "-t", "main")
+
+    def type(self, text: str) -> None:
+        self.tmux("send-keys", "-t", "main", "-l", text)
+        self.tmux("send-keys", "-t", "main", "Enter")
+
+    def wait(
+        self, done: Callable[[str], bool], *, password: str | None = None
+    ) -> tuple[str, list[str]]:
+        """Poll the screen until ``done``; type ``password`` at each new password prompt.
+
+        Returns the last screen and the prompts answered (alpine's
+        ``HOST: ... USER: ... ENTER PASSWORD:`` lines), in order.
+        """
+        answered: list[str] = []
+        deadline = time.monotonic() + CLIENT_TIMEOUT_S
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if done(screen):
+                return screen, answered
+            prompts = [line.strip() for line in screen.splitlines() if "ENTER PASSWORD" in line]
+            for prompt in prompts:
+                if password is not None and prompt not in answered:
+                    answered.append(prompt)
+                    self.type(password)
+            time.sleep(0.1)
+        raise AssertionError(f"timed out; prompts answered {answered}; last screen:\n{screen}")
+
+    def close(self) -> None:
+        subprocess.run(
+            ["tmux", "-L", self.socket, "-f", "/dev/null", "kill-server"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+
+
+@pytest.fixture
+def terminals() -> Iterator[Callable[[list[str], Path], Terminal]]:
+    opened: list[Terminal] = []
+
+    def open_terminal(argv: list[str], home: Path) -> Terminal:
+        terminal = Terminal(argv, home)
+        opened.append(terminal)
+        return terminal
+
+    yield open_terminal
+    for terminal in opened:
+        terminal.close()
+
+
+# -- alpine (c-client) ------------------------------------------------------------------------
+
+
+def alpine_home(lab: Lab, user: str) -> Path:
+    home = lab.directory / f"alpine-{user}"
+    home.mkdir()
+    # last-version-used skips the greeting screen; busy-cue-rate=0 and
+    # status-message-delay=-1 keep status messages from hiding or delaying
+    # the password prompts; no password file, so no "save it?" question.
+    (home / "pinerc").write_text(
+        "personal-name=Test\n"
+        "user-domain=example.org\n"
+        "last-version-used=6.26\n"
+        f"inbox-path={{127.0.0.1:{lab.port}/user={user}/norsh/notls}}INBOX\n"
+        "feature-list=quit-without-confirm,disable-password-file-saving\n"
+        "busy-cue-rate=0\n"
+        "status-message-delay=-1\n"
+    )
+    return home
+
+
+def alpine_trace(home: Path) -> str:
+    """alpine's IMAP protocol trace (``-d flush,imap=4``), passwords suppressed."""
+    lines = (home / ".pine-debug1").read_text(errors="replace").splitlines()
+    return "\n".join(line.partition(": ")[2] for line in lines if line.startswith("IMAP DEBUG"))
+
+
+def test_alpine_follows_login_referral(
+    lab: Lab, terminals: Callable[[list[str], Path], Terminal]
+) -> None:
+    alpine = need("alpine", "alpine")
+    home = alpine_home(lab, "alice")
+    before = lab.logins(lab.home, "alice")
+    terminal = terminals([alpine, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i"], home)
+
+    screen, prompts = terminal.wait(lambda s: "opened with" in s, password=PASSWORD)
+
+    # alice's INBOX on the home backend is on screen; home logged her in.
+    assert HOME_ALICE in screen
+    assert lab.logged_in_since(lab.home, "alice", before)
+    lab.door_said("kind=login command=LOGIN server=home user=alice")
+    # The password was asked twice: once for the door, once for home.
+    # ("HOST: localhost:PORT (INSECURE)  USER: alice  ENTER PASSWORD:")
+    ports = [p.split()[1].rpartition(":")[2] for p in prompts]
+    assert ports == [str(lab.port), str(lab.home.port)], prompts
+    referral = f"NO [REFERRAL imap://alice;AUTH=*@127.0.0.1:{lab.home.port}/]"
+    trace = alpine_trace(home)
+    assert referral in trace
+    assert trace.index("LOGOUT") > trace.index(referral)
+
+
+def test_alpine_follows_ok_login_referral_and_opens_home_inbox(
+    lab: Lab, terminals: Callable[[list[str], Path], Terminal]
+) -> None:
+    # bob asks the door for Shared/Sales. c-client takes the OK [REFERRAL]
+    # after LOGIN as a login referral (REFAUTH): it logs out of the door,
+    # logs in at home and opens INBOX there, still labelled Shared/Sales.
+    # No SELECT (so no mailbox referral) and no RLIST ever reach the door,
+    # and the shared backend is never contacted.
+    alpine = need("alpine", "alpine")
+    home = alpine_home(lab, "bob")
+    folder = f"{{127.0.0.1:{lab.port}/user=bob/norsh/notls}}Shared/Sales"
+    home_before = lab.logins(lab.home, "bob")
+    shared_before = lab.logins(lab.shared, "bob")
+    argv = [alpine, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", "-f", folder]
+    terminal = terminals(argv, home)
+
+    screen, _ = terminal.wait(lambda s: "opened with" in s, password=PASSWORD)
+
+    assert f'Folder "{folder}" opened' in screen
+    assert HOME_BOB in screen
+    assert SHARED_SALES not in screen
+    assert lab.logged_in_since(lab.home, "bob", home_before)
+    assert not lab.logged_in_since(lab.shared, "bob", shared_before, timeout_s=0.5)
+    lab.door_said("kind=login command=LOGIN server=home user=bob")
+    assert "kind=mailbox" not in lab.door_log()
+    trace = alpine_trace(home)
+    ok = f"OK [REFERRAL imap://bob;AUTH=*@127.0.0.1:{lab.home.port}/]"
+    assert ok in trace
+    at_door = trace[: trace.index("refd-test home ready")]
+    assert "SELECT" not in at_door
+    assert "RLIST" not in at_door
+    assert "LOGOUT" in at_door.partition(ok)[2]
+
+
+# -- mutt and neomutt -------------------------------------------------------------------
+
+
+def muttrc(lab: Lab, user: str) -> Path:
+    home = lab.directory / f"mutt-{user}"
+    home.mkdir(exist_ok=True)
+    rc = home / "muttrc"
+    rc.write_text(
+        f'set folder="imap://{user}@127.0.0.1:{lab.port}/"\n'
+        'set spoolfile="+INBOX"\n'
+        f'set imap_pass="{PASSWORD}"\n'
+        "set ssl_starttls=no\n"
+        "set ssl_force_tls=no\n"
+        'set header_cache=""\n'
+        'set message_cachedir=""\n'
+    )
+    return rc
+
+
+@pytest.mark.parametrize(
+    ("binary", "package", "user", "shown"),
+    [
+        pytest.param("mutt", "mutt", "alice", "Login failed.", id="mutt-login"),
+        pytest.param("mutt", "mutt", "bob", "Remote mailbox. Try 127.0.0.1.", id="mutt-mailbox"),
+        pytest.param("neomutt", "neomutt", "alice", "Unable to open mailbox", id="neomutt-login"),
+        pytest.param("neomutt", "neomutt", "bob", "Unable to open mailbox", id="neomutt-mailbox"),
+    ],
+)
+def test_mutt_does_not_follow_referrals(
+    lab: Lab,
+    terminals: Callable[[list[str], Path], Terminal],
+    binary: str,
+    package: str,
+    user: str,
+    shown: str,
+) -> None:
+    # alice: the login referral; bob: logged in at the door, the mailbox
+    # referral for INBOX. Neither client connects to the backend.
+    client = need(binary, package)
+    rc = muttrc(lab, user)
+    before = lab.logins(lab.home, user)
+    terminal = terminals([client, "-n", "-F", str(rc)], rc.parent)
+
+    screen, _ = terminal.wait(lambda s: shown in s)
+
+    if user == "alice":
+        lab.door_said("kind=login command=LOGIN server=home user=alice")
+    else:
+        lab.door_said("kind=mailbox command=SELECT server=home user=bob")
+    assert not lab.logged_in_since(lab.home, user, before, timeout_s=0.5), screen
+
+
+# -- batch clients ------------------------------------------------------------------------------
+
+
+def test_curl_does_not_follow_referrals(lab: Lab) -> None:
+    curl = need("curl", "curl")
+    url = f"imap://127.0.0.1:{lab.port}/INBOX?ALL"
+    before = {u: lab.logins(lab.home, u) for u in USERS}
+    login = run([curl, "-sv", "-u", f"alice:{PASSWORD}", url], lab.directory)
+    select = run([curl, "-sv", "-u", f"bob:{PASSWORD}", url], lab.directory)
+
+    # curl 7.88 answers both with exit 67 (CURLE_LOGIN_DENIED).
+    assert login.returncode == 67, login.stderr
+    assert f"NO [REFERRAL imap://alice;AUTH=*@127.0.0.1:{lab.home.port}/]" in login.stderr
+    assert select.returncode == 67, select.stderr
+    assert f"NO [REFERRAL imap://bob;AUTH=*@127.0.0.1:{lab.home.port}/INBOX]" in select.stderr
+    for user in USERS:
+        assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
+
+
+def fetchmailrc(lab: Lab, user: str) -> Path:
+    rc = lab.directory / f"fetchmailrc-{user}"
+    rc.write_text(
+        "set no syslog\n"
+        f"poll 127.0.0.1 service {lab.port} protocol imap auth password\n"
+        f"  user {user} password {PASSWORD} is root here\n"
+        "  sslproto '' no sslcertck keep\n"
+        '  mda "/bin/cat >/dev/null"\n'
+    )
+    rc.chmod(0o600)  # fetchmail refuses a readable rc file
+    return rc
+
+
+def test_fetchmail_does_not_follow_referrals(lab: Lab) -> None:
+    fetchmail = need("fetchmail", "fetchmail")
+    before = {u: lab.logins(lab.home, u) for u in USERS}
+    done = {}
+    for user in USERS:
+        argv = [fetchmail, "-v", "-f", str(fetchmailrc(lab, user))]
+        argv += ["--idfile", str(lab.directory / f"fetchids-{user}")]
+        done[user] = run(argv, lab.directory)
+
+    # Exit 3: authentication failed; exit 7: an error during the poll.
+    alice, bob = done["alice"], done["bob"]
+    assert alice.returncode == 3, alice.stdout + alice.stderr
+    assert "NO [REFERRAL imap://alice;AUTH=*@127.0.0.1:" in alice.stdout + alice.stderr
+    assert bob.returncode == 7, bob.stdout + bob.stderr
+    assert "mailbox selection failed" in bob.stdout + bob.stderr
+    lab.door_said("kind=mailbox command=SELECT server=home user=bob")
+    for user in USERS:
+        assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
+
+
+def mbsyncrc(lab: Lab, user: str) -> Path:
+    maildir = lab.directory / f"mbsync-{user}"
+    maildir.mkdir()
+    rc = lab.directory / f"mbsyncrc-{user}"
+    rc.write_text(
+        f"IMAPAccount door\nHost 127.0.0.1\nPort {lab.port}\nUser {user}\n"
+        f"Pass {PASSWORD}\nSSLType None\nAuthMechs LOGIN\n\n"
+        "IMAPStore remote\nAccount door\n\n"
+        f"MaildirStore local\nPath {maildir}/\nInbox {maildir}/INBOX\n\n"
+        "Channel door\nFar :remote:\nNear :local:\nPatterns INBOX\n"
+        "Create Near\nSyncState *\n"
+    )
+    return rc
+
+
+def test_mbsync_does_not_follow_referrals(lab: Lab) -> None:
+    mbsync = need("mbsync", "isync")
+    before = {u: lab.logins(lab.home, u) for u in USERS}
+    alice = run([mbsync, "-c", str(mbsyncrc(lab, "alice")), "-a"], lab.directory)
+    bob = run([mbsync, "-c", str(mbsyncrc(lab, "bob")), "-a"], lab.directory)
+
+    assert alice.returncode == 1
+    assert "NO [REFERRAL imap://alice;AUTH=*@127.0.0.1:" in alice.stderr
+    assert bob.returncode == 1
+    assert "far side box INBOX cannot be opened" in bob.stderr
+    lab.door_said("kind=mailbox command=SELECT server=home user=bob")
+    for user in USERS:
+        assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
+
+
+def offlineimaprc(lab: Lab, user: str) -> Path:
+    rc = lab.directory / f"offlineimaprc-{user}"
+    rc.write_text(
+        f"[general]\naccounts = door\nmetadata = {lab.directory}/offlineimap-{user}\n\n"
+        "[Account door]\nlocalrepository = local\nremoterepository = remote\n\n"
+        f"[Repository local]\ntype = Maildir\nlocalfolders = {lab.directory}/oi-mail-{user}\n\n"
+        f"[Repository remote]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {lab.port}\n"
+        f"remoteuser = {user}\nremotepass = {PASSWORD}\nssl = no\nstarttls = no\n"
+        "auth_mechanisms = LOGIN\n"
+    )
+    return rc
+
+
+def test_offlineimap_does_not_follow_referrals(lab: Lab) -> None:
+    offlineimap = need("offlineimap", "offlineimap3")
+    before = {u: lab.logins(lab.home, u) for u in USERS}
+    alice = run(
+        [offlineimap, "-c", str(offlineimaprc(lab, "alice")), "-o", "-u", "basic"], lab.directory
+    )
+    bob = run(
+        [offlineimap, "-c", str(offlineimaprc(lab, "bob")), "-o", "-u", "basic"], lab.directory
+    )
+
+    assert "[REFERRAL imap://alice;AUTH=*@127.0.0.1:" in alice.stdout + alice.stderr
+    # bob is logged in at the door; LIST there shows no remote mailbox
+    # (RFC 2193 §3), so offlineimap finds nothing to sync and never SELECTs.
+    assert "no folder to sync" in bob.stdout + bob.stderr
+    lab.door_said("kind=login command=LOGIN server=home user=bob")
+    assert "kind=mailbox" not in lab.door_log()
+    for user in USERS:
+        assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
+
+
+def test_python_imaplib_does_not_follow_referrals(lab: Lab) -> None:
+    before = {u: lab.logins(lab.home, u) for u in USERS}
+    referral = r"\[REFERRAL imap://alice;AUTH=\*@"
+    with (
+        imaplib.IMAP4("127.0.0.1", lab.port, timeout=10) as client,
+        pytest.raises(imaplib.IMAP4.error, match=referral),
+    ):
+        client.login("alice", PASSWORD)
+    with imaplib.IMAP4("127.0.0.1", lab.port, timeout=10) as client:
+        client.login("bob", PASSWORD)
+        status, data = client.select("INBOX")
+        assert status == "NO"
+        assert data[0].startswith(b"[REFERRAL imap://bob;AUTH=*@127.0.0.1:")
+    for user in USERS:
+        assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
