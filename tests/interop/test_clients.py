@@ -63,7 +63,6 @@ Observed by hand, not tested here:
 from __future__ import annotations
 
 import imaplib
-import itertools
 import os
 import queue
 import shlex
@@ -197,26 +196,24 @@ def run(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:
 
 # -- interactive clients in a private tmux server --------------------------------------------
 
-_sockets = itertools.count()
-
 
 class Terminal:
     """One interactive client in its own tmux server, read as the rendered screen.
 
-    The server's socket name is private to this test (``-L``), and
+    The server's socket is in ``home`` (``-S``), private to this test, and
     :meth:`close` stops only that server.
     """
 
     def __init__(self, argv: list[str], home: Path) -> None:
         need("tmux", "tmux")
-        self.socket = f"refd-test-{os.getpid()}-{next(_sockets)}"
+        self.socket = str(home / "tmux.sock")
         command = " ".join(shlex.quote(a) for a in argv)
         # The shell stays after the client exits, so its last screen can be read.
         shell = f"env HOME={shlex.quote(str(home))} {command}; echo '[client exited]'; sleep 600"
         self.tmux("new-session", "-d", "-s", "main", "-x", "200", "-y", "50", shell)
 
     def tmux(self, *args: str) -> str:
-        argv = ["tmux", "-L", self.socket, "-f", "/dev/null", *args]
+        argv = ["tmux", "-S", self.socket, "-f", "/dev/null", *args]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=True)
         return done.stdout
 
@@ -252,7 +249,7 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(
-            ["tmux", "-L", self.socket, "-f", "/dev/null", "kill-server"],
+            ["tmux", "-S", self.socket, "-f", "/dev/null", "kill-server"],
             capture_output=True,
             timeout=10,
             check=False,
