@@ -1,0 +1,695 @@
+"""refd vs Dovecot, side by side in one run: see bench/README.md.
+
+Run through ``bench/run`` (which builds the load generator and picks a
+Python that can import refd); ``bench/run --help`` lists the options.
+
+Parts, in order (each can be skipped):
+
+1. throughput: login-referral sessions per second and p50/p99 latency at
+   concurrency 1, 16, 64, 256 for PLAIN, SHA512-CRYPT, BLF-CRYPT (cost 10),
+   PLAIN over implicit TLS, and the mailbox flow; Dovecot, refd with
+   ``workers: nproc`` and refd with ``workers: 1`` all run at once, and each
+   cell is measured on the three back to back, so background load hits all
+   three alike;
+2. idle memory: RSS per idle pre-login connection at N connections,
+   plaintext and TLS, each on a freshly started server;
+3. routing: load time, memory and lookups per second for a 1,000,000-user
+   ``user_map`` and for 10,000 pattern rules (``bench/routing_bench.py``);
+4. reload: the longest gap between NOOP responses while a 1M-user table is
+   reloaded (SIGHUP) under login load, against a baseline without reloads.
+
+Writes ``RESULTS.md`` (or ``--out``) and ``results.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shlex
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import servers as S  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+
+CONCURRENCY = (1, 16, 64, 256)
+FLOWS = ("plain", "sha", "blf", "tls", "mailbox")
+FLOW_TITLES = {
+    "plain": "PLAIN",
+    "sha": "SHA512-CRYPT",
+    "blf": "BLF-CRYPT (cost 10)",
+    "tls": "PLAIN over implicit TLS",
+    "mailbox": "mailbox referral (LOGIN accept + SELECT)",
+}
+# Target ratios refd(workers=nproc) / Dovecot, sessions per second.
+RATIO_TARGETS = {"plain": 0.5, "sha": 1.0, "blf": 1.8, "tls": 1.0}
+MEM_TARGET_KIB = {"plain": 10.0, "tls": 40.0}
+KNOWN_DOVECOT = {"plain": 14700, "sha": 775, "blf": 22, "tls": 1600}
+# Login load during the reload test: paced well below capacity, so NOOP gaps
+# show event-loop stalls rather than queueing behind a saturated CPU.
+RELOAD_LOAD_RATE = 200
+
+
+@dataclass
+class Profile:
+    """How long and how big each part runs."""
+
+    name: str
+    window_s: float
+    warmup_s: float
+    cap_s: float
+    grace_s: float
+    min_samples: int
+    idle_conns: int
+    routing_users: int
+    routing_rules: int
+    reload_users: int
+    reloads: int
+    probe_s: float
+    slow_conc_max: int = 1 << 30  # highest concurrency for BLF-CRYPT cells
+
+
+FULL = Profile("full", 8.0, 1.0, 45.0, 15.0, 100, 5000, 1_000_000, 10_000, 1_000_000, 3, 8.0)
+# quick: BLF-CRYPT only at c <= 16 (at c=256 one session takes 10+ s on 2 cores)
+QUICK = Profile("quick", 1.5, 0.5, 6.0, 2.0, 20, 1000, 100_000, 1_000, 100_000, 1, 3.0, 16)
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def loadavg() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return (round(one, 2), round(five, 2), round(fifteen, 2))
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pct(hist: list[tuple[int, int]], q: float) -> float | None:
+    """Percentile (seconds) of a merged loadgen histogram (2 % log buckets, us)."""
+    total = sum(c for _, c in hist)
+    if not total:
+        return None
+    want = max(1, math.ceil(q * total))
+    acc = 0
+    for idx, count in sorted(hist):
+        acc += count
+        if acc >= want:
+            return float(1.02 ** (idx + 0.5) * 1e-6)
+    return None
+
+
+def quiesce(pids_of: Any, *, threshold: float = 0.05, max_s: float = 30.0) -> float:
+    """Wait until the server uses < threshold of a core over 0.3 s; return the wait."""
+    start = time.monotonic()
+    while time.monotonic() - start < max_s:
+        pids = pids_of()
+        a = S.cpu_seconds(pids)
+        time.sleep(0.3)
+        b = S.cpu_seconds(pids)
+        if (b - a) / 0.3 < threshold:
+            break
+    return time.monotonic() - start
+
+
+# -- load generator ------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    server: str
+    flow: str
+    conc: int
+    rate: float = 0.0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    max_ms: float | None = None
+    completed: int = 0
+    window_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+    first_bad: str = ""
+    gen_cpu_pct: float = 0.0  # of one core, over the generator's run
+    server_cpu_pct: float = 0.0  # of one core
+    server_cpu_us_per_session: float | None = None
+    other_cpu_pct: float = 0.0  # machine busy time not from server or generator, % of one core
+    elapsed_s: float = 0.0
+
+    @property
+    def error_count(self) -> int:
+        return sum(v for k, v in self.errors.items() if k != "cut_at_end")
+
+
+class LoadGen:
+    def __init__(self, binary: Path, procs: int) -> None:
+        self.binary = binary
+        self.procs = procs
+
+    def command(self, port: int, **o: Any) -> list[str]:
+        cmd = [str(self.binary), "-p", str(port)]
+        flags = {
+            "mode": "-m", "conc": "-c", "window": "-d", "warmup": "-w", "cap": "-T",
+            "grace": "-g", "min_samples": "-q", "prefix": "-u", "nusers": "-N",
+            "offset": "-o", "expect1": "-e", "expect2": "-E", "mailbox": "-b",
+            "max_sessions": "-n", "batch": "-B", "timeout": "-t", "rate": "-r",
+        }  # fmt: skip
+        for key, flag in flags.items():
+            if o.get(key) is not None:
+                cmd += [flag, str(o[key])]
+        if o.get("tls"):
+            cmd.append("-s")
+        if o.get("login"):
+            cmd.append("-L")
+        if o.get("stdin_stop"):
+            cmd.append("-S")
+        return cmd
+
+    def run_cell(self, cell: Cell, port: int, server_pids: Any, **o: Any) -> Cell:
+        """Run -procs generators at once; merge; account CPU on all sides."""
+        conc = cell.conc
+        nprocs = max(1, min(self.procs, conc))
+        shares = [conc // nprocs + (1 if i < conc % nprocs else 0) for i in range(nprocs)]
+        pids = server_pids()
+        srv0 = S.cpu_seconds(pids)
+        busy0, _ = S.machine_cpu()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.monotonic()
+        procs = []
+        offset = 0
+        for share in shares:
+            cmd = self.command(port, conc=share, offset=offset, min_samples=max(
+                1, o["min_samples"] // nprocs), **{k: v for k, v in o.items() if k != "min_samples"})
+            offset += o.get("nusers", 1000) // nprocs
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        outs = [p.communicate() for p in procs]
+        elapsed = time.monotonic() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        busy1, _ = S.machine_cpu()
+        srv1 = S.cpu_seconds(server_pids())
+        results = []
+        for p, (out, err) in zip(procs, outs, strict=True):
+            lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+            if p.returncode != 0 or not lines:
+                raise RuntimeError(f"loadgen failed ({p.returncode}): {err.decode()[-500:]}")
+            results.append(json.loads(lines[-1]))
+        hist: dict[int, int] = {}
+        for r in results:
+            for idx, count in r["hist"]:
+                hist[idx] = hist.get(idx, 0) + count
+        merged = list(hist.items())
+        cell.rate = sum(r["rate"] for r in results)
+        cell.completed = sum(r["window_completed"] for r in results)
+        cell.window_s = max(r["window_s"] for r in results)
+        for q, attr in ((0.5, "p50_ms"), (0.99, "p99_ms")):
+            v = pct(merged, q)
+            setattr(cell, attr, None if v is None else v * 1000)
+        cell.max_ms = max(r["max_s"] for r in results) * 1000
+        cell.errors = {}
+        for r in results:
+            for k, v in r["errors"].items():
+                cell.errors[k] = cell.errors.get(k, 0) + v
+        cell.first_bad = next((r["first_bad"] for r in results if r["first_bad"]), "")
+        gen_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        srv_cpu = srv1 - srv0
+        cell.elapsed_s = elapsed
+        cell.gen_cpu_pct = 100 * gen_cpu / elapsed
+        cell.server_cpu_pct = 100 * srv_cpu / elapsed
+        total_sessions = sum(r["completed"] for r in results)
+        if total_sessions:
+            cell.server_cpu_us_per_session = 1e6 * srv_cpu / total_sessions
+        cell.other_cpu_pct = max(0.0, 100 * ((busy1 - busy0) - gen_cpu - srv_cpu) / elapsed)
+        return cell
+
+    def idle(self, port: int, n: int, *, tls: bool, batch: int = 64) -> subprocess.Popen[bytes]:
+        cmd = self.command(port, mode="idle", conc=n, batch=batch, cap=600, tls=tls,
+                           timeout=120)  # fmt: skip
+        return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
+# -- part 1: throughput ----------------------------------------------------------------------
+
+
+def flow_options(flow: str, server: str, prof: Profile, nusers: int) -> dict[str, Any]:
+    o: dict[str, Any] = {
+        "window": prof.window_s, "warmup": prof.warmup_s, "cap": prof.cap_s,
+        "grace": prof.grace_s, "min_samples": prof.min_samples, "nusers": nusers,
+        "timeout": prof.cap_s + prof.grace_s,
+    }  # fmt: skip
+    if flow == "mailbox":
+        o.update(mode="mailbox", prefix="mbx-", expect1="a1 OK", mailbox="Shared/x")
+        o["expect2"] = "a2 NO [REFERRAL" if server.startswith("refd") else "a2 NO"
+    else:
+        o.update(mode="login", prefix={"plain": "plain-", "sha": "sha-", "blf": "blf-",
+                                       "tls": "plain-"}[flow], expect1="NO [REFERRAL")  # fmt: skip
+        o["tls"] = flow == "tls"
+    return o
+
+
+def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+                   routing: Path, work: Path, cores: int) -> list[Cell]:  # fmt: skip
+    servers: dict[str, Any] = {}
+    try:
+        if "dovecot" in args.servers:
+            servers["dovecot"] = S.start_dovecot(args.dovecot, fx, work / "tp-dovecot", cores=cores)
+        if "refd" in args.servers:
+            servers[f"refd-w{cores}"] = S.start_refd(
+                args.python, fx, work / "tp-refd-wN", workers=cores, routing=routing
+            )
+        if "refd1" in args.servers and cores != 1:
+            servers["refd-w1"] = S.start_refd(
+                args.python, fx, work / "tp-refd-w1", workers=1, routing=routing
+            )
+        cells = []
+        for flow in args.flows:
+            for conc in args.conc:
+                if flow == "blf" and conc > prof.slow_conc_max:
+                    continue
+                for name, srv in servers.items():
+                    port = srv.tls_port if flow == "tls" else srv.port
+                    o = flow_options(flow, name, prof, fx.nusers)
+                    cell = gen.run_cell(Cell(name, flow, conc), port, srv.pids, **o)
+                    cells.append(cell)
+                    log(
+                        f"{name:9} {flow:7} c={conc:<3} {cell.rate:9.1f}/s "
+                        f"p50={_ms(cell.p50_ms)} p99={_ms(cell.p99_ms)} err={cell.error_count} "
+                        f"gen={cell.gen_cpu_pct:.0f}% srv={cell.server_cpu_pct:.0f}% "
+                        f"other={cell.other_cpu_pct:.0f}% "
+                        f"{'' if not cell.first_bad else 'first_bad=' + cell.first_bad}"
+                    )
+                    quiesce(srv.pids)
+        return cells
+    finally:
+        for srv in servers.values():
+            srv.stop()
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.2f}ms" if v < 100 else f"{v:.0f}ms"
+
+
+# -- part 2: idle memory ------------------------------------------------------------------
+
+
+def run_idle_memory(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+                    routing: Path, work: Path, cores: int) -> list[dict[str, Any]]:  # fmt: skip
+    out = []
+    plan = []
+    if "dovecot" in args.servers:
+        plan.append("dovecot")
+    if "refd" in args.servers:
+        plan.append(f"refd-w{cores}")
+    if "refd1" in args.servers and cores != 1:
+        plan.append("refd-w1")
+    for name in plan:
+        for tls in (False, True):
+            d = work / f"mem-{name}-{'tls' if tls else 'plain'}"
+            if name == "dovecot":
+                srv: Any = S.start_dovecot(args.dovecot, fx, d, cores=cores)
+            else:
+                w = 1 if name == "refd-w1" else cores
+                srv = S.start_refd(args.python, fx, d, workers=w, routing=routing)
+            try:
+                port = srv.tls_port if tls else srv.port
+                # warm up: lazily built state (TLS context, imports, caches)
+                warm = flow_options("tls" if tls else "plain", name, prof, fx.nusers)
+                warm.update(window=0.5, warmup=0, cap=5, grace=2, min_samples=1, max_sessions=300)
+                gen.run_cell(Cell(name, "warm", 8), port, srv.pids, **warm)
+                quiesce(srv.pids)
+                time.sleep(1.0)
+                pids0 = srv.pids()
+                rss0 = S.rss_bytes(pids0)
+                p = gen.idle(port, prof.idle_conns, tls=tls)
+                assert p.stdout is not None and p.stdin is not None
+                first = json.loads(p.stdout.readline())
+                time.sleep(2.0)  # let late allocations and process spawns settle
+                pids1 = srv.pids()
+                rss1 = S.rss_bytes(pids1)
+                p.stdin.close()
+                last = json.loads(p.stdout.read().decode().strip().splitlines()[-1])
+                p.wait()
+                held = first["held"]
+                per = (rss1 - rss0) / held / 1024 if held else None
+                row = {
+                    "server": name, "tls": tls, "held": held, "failed": first["failed"],
+                    "open_s": first["open_s"], "rss_before_mib": rss0 / 2**20,
+                    "rss_after_mib": rss1 / 2**20, "processes_before": len(pids0),
+                    "processes_after": len(pids1), "kib_per_conn": per,
+                    "dropped_while_held": last.get("dropped", 0),
+                }  # fmt: skip
+                out.append(row)
+                log(
+                    f"idle {name:9} {'tls  ' if tls else 'plain'} held={held} "
+                    f"rss {rss0 / 2**20:.1f} -> {rss1 / 2**20:.1f} MiB "
+                    f"({len(pids0)}->{len(pids1)} procs) = "
+                    f"{'-' if per is None else f'{per:.1f}'} KiB/conn"
+                )
+            finally:
+                srv.stop()
+    return out
+
+
+# -- part 3: routing -----------------------------------------------------------------------
+
+
+def make_big_map(path: Path, n: int, servers: int = 10) -> None:
+    with path.open("w") as f:
+        for i in range(n):
+            f.write(f"u{i:07d}@d{i % 1000:03d}.example.org mail{1 + i % servers}\n")
+
+
+def run_routing(args: argparse.Namespace, prof: Profile, work: Path) -> dict[str, Any]:
+    d = work / "routing"
+    d.mkdir(exist_ok=True)
+    results: dict[str, Any] = {}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for kind, n in (("exact", prof.routing_users), ("patterns", prof.routing_rules)):
+        cmd = [args.python, str(BENCH / "routing_bench.py"), kind, str(n), str(d)]
+        log("routing: " + " ".join(shlex.quote(c) for c in cmd))
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if p.returncode != 0:
+            raise RuntimeError(f"routing_bench {kind} failed: {p.stderr[-2000:]}")
+        results[kind] = json.loads(p.stdout.strip().splitlines()[-1])
+        log(f"routing {kind}: {json.dumps(results[kind])}")
+    return results
+
+
+# -- part 4: reload stall ----------------------------------------------------------------------
+
+
+def _metric_hist(text: str, name: str, label: str) -> dict[str, float]:
+    """{le: cumulative count} of one histogram series, summed over workers."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(name + "_bucket{") and label in line:
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[le] = out.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _reloads_done(srv: S.Refd) -> int:
+    return srv.log_text().count("reload ok")
+
+
+def run_reload(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+               work: Path, cores: int) -> list[dict[str, Any]]:  # fmt: skip
+    d = work / "reload"
+    d.mkdir(exist_ok=True)
+    big = d / "big.map"
+    make_big_map(big, prof.reload_users)
+    routing = S.write_routing(d, fx.nusers, extra_map=big)
+    big.unlink()
+    rows = []
+    plan = [cores] + ([1] if cores != 1 and "refd1" in args.servers else [])
+    for workers in plan:
+        log(f"reload: starting refd workers={workers} with a {prof.reload_users}-user table")
+        t = time.monotonic()
+        srv = S.start_refd(args.python, fx, d / f"refd-w{workers}", workers=workers,
+                           routing=routing)  # fmt: skip
+        startup = time.monotonic() - t
+        try:
+            row: dict[str, Any] = {"workers": workers, "users": prof.reload_users,
+                                   "startup_s": startup}  # fmt: skip
+            for phase in ("baseline", "reload"):
+                probes = 2 * workers  # SO_REUSEPORT spreads them; most workers get one
+                load_o = flow_options("plain", "refd", prof, fx.nusers)
+                load_o.update(conc=16, rate=RELOAD_LOAD_RATE, window=1e6, warmup=0, cap=900,
+                              grace=1, min_samples=10**9, stdin_stop=True)  # fmt: skip
+                probe_o = {"mode": "noop", "conc": probes, "window": 900, "prefix": "mbx-",
+                           "nusers": fx.nusers, "login": True, "grace": 2, "stdin_stop": True}
+                m0 = srv.metrics()
+                done0 = _reloads_done(srv)
+                load = subprocess.Popen(gen.command(srv.port, **load_o), stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE)  # fmt: skip
+                probe = subprocess.Popen(gen.command(srv.port, **probe_o), stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE)  # fmt: skip
+                hups: list[tuple[float, float]] = []
+                time.sleep(1.0)
+                if phase == "baseline":
+                    time.sleep(prof.probe_s)
+                else:
+                    for _ in range(prof.reloads):
+                        sent = time.time()
+                        os.kill(srv.pid, signal.SIGHUP)
+                        want = done0 + workers * (len(hups) + 1)
+                        deadline = time.monotonic() + 120
+                        while _reloads_done(srv) < want and time.monotonic() < deadline:
+                            time.sleep(0.02)
+                        hups.append((sent, time.time() - sent))
+                        time.sleep(1.0)
+                for proc in (probe, load):
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                assert probe.stdout is not None and load.stdout is not None
+                pout, lout = probe.stdout.read(), load.stdout.read()
+                probe.wait(60)
+                load.wait(60)
+                m1 = srv.metrics()
+                pr = json.loads(pout.decode().strip().splitlines()[-1])
+                lr = json.loads(lout.decode().strip().splitlines()[-1])
+                h0 = _metric_hist(m0, "refd_command_duration_seconds", 'command="NOOP"')
+                h1 = _metric_hist(m1, "refd_command_duration_seconds", 'command="NOOP"')
+                slow = (h1.get("+Inf", 0) - h1.get("0.05", 0)) - (
+                    h0.get("+Inf", 0) - h0.get("0.05", 0)
+                )
+                slowest_bucket = None
+                for le in ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0"):
+                    above = (h1.get("+Inf", 0) - h1.get(le, 0)) - (h0.get("+Inf", 0) - h0.get(le, 0))
+                    if above > 0:
+                        slowest_bucket = f"> {le} s"
+                row[phase] = {
+                    "noops": pr["noops"], "gap_max_ms": pr["gap_max_s"] * 1000,
+                    "gap_p999_ms": pr["gap_p999_s"] * 1000, "gaps_over_50ms": pr["gaps_over_50ms"],
+                    "gaps_over_100ms": pr["gaps_over_100ms"],
+                    "reload_wall_s": [round(w, 2) for _, w in hups],
+                    "load_rate": lr["rate"], "load_p99_ms": lr["p99_s"] * 1000,
+                    "load_max_ms": lr["max_s"] * 1000,
+                    "refd_noops_over_50ms": slow, "refd_slowest_noop_bucket": slowest_bucket,
+                    "probe_errors": {k: v for k, v in pr["errors"].items() if v},
+                }  # fmt: skip
+                log(f"reload w{workers} {phase}: {json.dumps(row[phase])}")
+            rows.append(row)
+        finally:
+            srv.stop()
+    return rows
+
+
+# -- part 5 (optional): where refd's time goes ---------------------------------------------
+
+
+def find_pyspy(python: str) -> str | None:
+    beside = Path(python).parent / "py-spy"
+    if beside.exists():
+        return str(beside)
+    return shutil.which("py-spy")
+
+
+def run_profiles(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+                 routing: Path, work: Path, cores: int) -> dict[str, Any]:  # fmt: skip
+    """py-spy on refd under load: workers=1 (the whole server is one process)
+    for each flow, and one worker of workers=N for PLAIN."""
+    import profile_summary  # noqa: PLC0415
+
+    pyspy = find_pyspy(args.python)
+    if pyspy is None:
+        log("profile: py-spy not found (pip install py-spy into the refd Python): skipped")
+        return {"skipped": "py-spy not found"}
+    seconds = 8 if prof.name == "full" else 2
+    plan = [(1, f) for f in ("plain", "sha", "tls", "mailbox")]
+    if cores > 1:
+        plan.append((cores, "plain"))
+    out: dict[str, Any] = {"pyspy": pyspy, "seconds": seconds, "conc": 64, "runs": []}
+    servers: dict[int, S.Refd] = {}
+    try:
+        for workers, flow in plan:
+            if workers not in servers:
+                servers[workers] = S.start_refd(args.python, fx, work / f"prof-w{workers}",
+                                                workers=workers, routing=routing)  # fmt: skip
+            srv = servers[workers]
+            target = srv.pid if workers == 1 else sorted(srv.pids())[1]
+            o = flow_options(flow, "refd", prof, fx.nusers)
+            o.update(conc=64, window=seconds + 1.5, warmup=0.5, cap=seconds + 10, grace=2,
+                     min_samples=1)  # fmt: skip
+            port = srv.tls_port if flow == "tls" else srv.port
+            load = subprocess.Popen(gen.command(port, **o), stdout=subprocess.PIPE)
+            time.sleep(1.0)
+            raw = work / f"profile-w{workers}-{flow}.txt"
+            cmd = [pyspy, "record", "-p", str(target), "-d", str(seconds), "-r", "200",
+                   "-f", "raw", "-o", str(raw), "--nonblocking"]  # fmt: skip
+            subprocess.run(cmd, capture_output=True, timeout=seconds + 60, check=False)
+            lout, _ = load.communicate(timeout=300)
+            rate = json.loads(lout.decode().strip().splitlines()[-1])["rate"]
+            quiesce(srv.pids)
+            if not raw.exists():
+                log(f"profile w{workers} {flow}: py-spy wrote nothing")
+                continue
+            summary = profile_summary.analyse(raw, top=12, focus="refd/")
+            if args.keep:
+                summary["raw"] = str(raw)
+            out["runs"].append({"workers": workers, "flow": flow, "rate": rate, **summary})
+            cats = ", ".join(f"{n} {v}%" for n, v in summary["categories"][:5])
+            log(f"profile w{workers} {flow} ({rate:.0f}/s under py-spy): {cats}")
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    return out
+
+
+# -- environment and report -------------------------------------------------------------------
+
+
+def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+
+    def out(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    versions = out(
+        ["env", f"PYTHONPATH={REPO}", args.python, "-c", "import refd, trio, sys, ssl; "
+         "print(refd.__version__, trio.__version__, sys.version.split()[0], ssl.OPENSSL_VERSION,"
+         " sep='|')"])  # fmt: skip
+    parts = (versions.split("|") + ["?"] * 4)[:4]
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_kib = int(line.split()[1])
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu,
+        "mem_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "refd_version": parts[0],
+        "refd_commit": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
+        "refd_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "refd"])),
+        "trio": parts[1],
+        "python": parts[2],
+        "python_openssl": parts[3],
+        "dovecot": S.dovecot_version(args.dovecot) if args.dovecot else "not found",
+        "openssl": out(["openssl", "version"]),
+        "cc": out(["cc", "--version"]).splitlines()[0] if out(["cc", "--version"]) else "?",
+        "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "loadgen_build": loadgen_cmd,
+        "bench_command": " ".join(shlex.quote(a) for a in sys.argv),
+        "harness_ssl": ssl.OPENSSL_VERSION,
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="refd vs Dovecot benchmark (see bench/README.md)")
+    p.add_argument("--quick", action="store_true", help="a few seconds per cell (smoke)")
+    p.add_argument("--out", type=Path, help="default: bench/RESULTS.md (full), "
+                   "bench/RESULTS.quick.md (--quick)")
+    p.add_argument("--python", default=sys.executable, help="Python that runs refd")
+    p.add_argument("--dovecot", default=S.find_dovecot())
+    p.add_argument("--loadgen", type=Path, required=True, help="the built loadgen binary")
+    p.add_argument("--loadgen-build", default="", help="how it was built (for RESULTS.md)")
+    p.add_argument("--gen-procs", type=int, default=1, help="load generator processes per cell")
+    p.add_argument("--parts", default="throughput,memory,routing,reload")
+    p.add_argument("--flows", default=",".join(FLOWS))
+    p.add_argument("--conc", default=",".join(map(str, CONCURRENCY)))
+    p.add_argument("--servers", default="dovecot,refd,refd1",
+                   help="dovecot, refd (workers=nproc), refd1 (workers=1)")  # fmt: skip
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument("--profile", action="store_true",
+                   help="also py-spy refd under load (needs py-spy beside --python or on PATH)")
+    p.add_argument("--notes", type=Path, default=BENCH / "NOTES.md",
+                   help="hand-written analysis appended to the report if the file exists")
+    args = p.parse_args()
+    args.flows = [f for f in args.flows.split(",") if f]
+    args.conc = [int(c) for c in args.conc.split(",") if c]
+    args.servers = [s for s in args.servers.split(",") if s]
+    parts = set(args.parts.split(","))
+    if "dovecot" in args.servers and not args.dovecot:
+        print("dovecot not found: apt-get install dovecot-imapd (or --servers refd,refd1)")
+        return 2
+    if os.geteuid() != 0 and "dovecot" in args.servers:
+        print("warning: Dovecot as non-root is untested here (run as root, as CI does)")
+    prof = QUICK if args.quick else FULL
+    if args.out is None:
+        args.out = BENCH / ("RESULTS.quick.md" if args.quick else "RESULTS.md")
+    fd_limit = raise_fd_limit()
+    if prof.idle_conns + 100 > fd_limit:
+        prof.idle_conns = fd_limit - 100
+    cores = args.workers
+    started = time.monotonic()
+    load_start = loadavg()
+    env = environment(args, args.loadgen_build)
+    log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
+    work = Path(tempfile.mkdtemp(prefix="refd-bench-", dir="/tmp"))
+    work.chmod(0o755)
+    gen = LoadGen(args.loadgen, args.gen_procs)
+    results: dict[str, Any] = {"profile": asdict(prof), "env": env, "load_start": load_start}
+    try:
+        fx = S.make_fixture(work / "fixture", 1000)
+        routing = S.write_routing(work / "fixture", fx.nusers)
+        if "throughput" in parts:
+            cells = run_throughput(args, prof, fx, gen, routing, work, cores)
+            results["throughput"] = [asdict(c) for c in cells]
+        if "memory" in parts:
+            results["memory"] = run_idle_memory(args, prof, fx, gen, routing, work, cores)
+        if "routing" in parts:
+            results["routing"] = run_routing(args, prof, work)
+        if "reload" in parts:
+            results["reload"] = run_reload(args, prof, fx, gen, work, cores)
+        if args.profile:
+            results["profiles"] = run_profiles(args, prof, fx, gen, routing, work, cores)
+    finally:
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(work)], check=False)
+        else:
+            log(f"work directory kept: {work}")
+    results["load_end"] = loadavg()
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    results["cores"] = cores
+    if args.notes and args.notes.exists():
+        results["notes"] = args.notes.read_text()
+    import report  # noqa: PLC0415
+
+    text = report.render(results)
+    args.out.write_text(text)
+    args.out.with_name(args.out.stem + ".json").write_text(json.dumps(results, indent=1) + "\n")
+    print()
+    print(report.console_table(results))
+    log(f"done in {results['duration_s']} s; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    random.seed(1)
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""Render bench results (the dict harness.py builds) as RESULTS.md and a console table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLOW_TITLES = {
+    "plain": "PLAIN",
+    "sha": "SHA512-CRYPT",
+    "blf": "BLF-CRYPT cost 10",
+    "tls": "PLAIN, implicit TLS",
+    "mailbox": "mailbox referral",
+}
+RATIO_TARGETS = {"plain": 0.5, "sha": 1.0, "blf": 1.8, "tls": 1.0}
+MEM_TARGET_KIB = {False: 10.0, True: 40.0}
+KNOWN_DOVECOT = {"plain": 14700, "sha": 775, "blf": 22, "tls": 1600}
+
+
+def _f(v: float | None, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.{digits}f}"
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}"
+
+
+def _ok(flag: bool | None) -> str:
+    return "-" if flag is None else ("met" if flag else "**missed**")
+
+
+def _cells(results: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    return {(c["server"], c["flow"], c["conc"]): c for c in results.get("throughput", [])}
+
+
+def _servers(results: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    names = {c["server"] for c in results.get("throughput", [])}
+    main = next((n for n in sorted(names) if n.startswith("refd-w") and n != "refd-w1"), None)
+    if main is None and "refd-w1" in names:
+        main = "refd-w1"
+    one = "refd-w1" if "refd-w1" in names and main != "refd-w1" else None
+    dove = "dovecot" if "dovecot" in names else None
+    return dove, main, one
+
+
+def peak(results: dict[str, Any], server: str, flow: str) -> tuple[float, int] | None:
+    rows = [c for c in results.get("throughput", []) if c["server"] == server and c["flow"] == flow]
+    if not rows:
+        return None
+    best = max(rows, key=lambda c: c["rate"])
+    return best["rate"], best["conc"]
+
+
+def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, note, met) rows for the summary."""
+    out: list[tuple[str, str, str, bool | None]] = []
+    dove, main, _ = _servers(results)
+    cells = _cells(results)
+    if dove and main:
+        for flow, target in RATIO_TARGETS.items():
+            d, r = peak(results, dove, flow), peak(results, main, flow)
+            if d is None or r is None or d[0] <= 0:
+                continue
+            ratio = r[0] / d[0]
+            out.append((
+                f"{FLOW_TITLES[flow]}: peak sessions/s ≥ {target}× Dovecot",
+                f"{ratio:.2f}× ({_f(r[0])}/s at c={r[1]} vs {_f(d[0])}/s at c={d[1]})",
+                "",
+                ratio >= target,
+            ))  # fmt: skip
+        concs = sorted({k[2] for k in cells})
+        for flow in ("plain", "sha", "blf", "tls"):
+            worse = []
+            seen = False
+            for c in concs:
+                a, b = cells.get((main, flow, c)), cells.get((dove, flow, c))
+                if a and b and a["p99_ms"] is not None and b["p99_ms"] is not None:
+                    seen = True
+                    if a["p99_ms"] > b["p99_ms"]:
+                        worse.append(f"c={c}: {_ms(a['p99_ms'])} vs {_ms(b['p99_ms'])} ms")
+            if seen:
+                out.append((
+                    f"{FLOW_TITLES[flow]}: p99 ≤ Dovecot's at each concurrency",
+                    "all met" if not worse else "; ".join(worse),
+                    "", not worse,
+                ))  # fmt: skip
+    for row in results.get("memory", []):
+        if row["server"] != main or row["kib_per_conn"] is None:
+            continue
+        target = MEM_TARGET_KIB[row["tls"]]
+        out.append((
+            f"memory per idle {'TLS' if row['tls'] else 'plaintext'} connection ≤ {target:.0f} KiB",
+            f"{row['kib_per_conn']:.1f} KiB (at {row['held']} connections)",
+            "", row["kib_per_conn"] <= target,
+        ))  # fmt: skip
+    ex = results.get("routing", {}).get("exact")
+    if ex:
+        out.append((f"{ex['n']:,}-user table loads in ≤ 5 s", f"{ex['load_s']:.2f} s", "",
+                    ex["load_s"] <= 5))  # fmt: skip
+        out.append(("exact-user lookup ≤ 2 µs", f"{ex['lookup_us']:.2f} µs", "",
+                    ex["lookup_us"] <= 2))  # fmt: skip
+    for row in results.get("reload", []):
+        if f"refd-w{row['workers']}" != main and not (main == "refd-w1" and row["workers"] == 1):
+            continue
+        rl = row.get("reload")
+        if rl:
+            out.append((
+                "no event-loop stall > 50 ms during reload",
+                f"max NOOP gap {rl['gap_max_ms']:.0f} ms (baseline {row['baseline']['gap_max_ms']:.0f} ms)",
+                "", rl["gap_max_ms"] <= 50,
+            ))  # fmt: skip
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    env = results["env"]
+    prof = results["profile"]
+    dove, main, one = _servers(results)
+    cells = _cells(results)
+    L: list[str] = []
+    L.append("# refd vs Dovecot: benchmark results\n")
+    if prof["name"] != "full":
+        L.append(
+            f"> **{prof['name']} run** (smoke: {prof['window_s']} s windows, "
+            f"{prof['idle_conns']} idle connections, {prof['routing_users']:,}-user table): "
+            "numbers are indicative only.\n"
+        )
+    L.append("Written by `bench/run` (see `bench/README.md` for the method). Everything ran on")
+    L.append("this one machine, on 127.0.0.1, in one run; the three servers were up at the same")
+    L.append("time and every cell was measured on each of them back to back.\n")
+    L.append("## Machine and versions\n")
+    L.append("| | |\n|---|---|")
+    rows = [
+        ("date", env["date"]),
+        ("nproc", env["nproc"]),
+        ("CPU", env["cpu_model"]),
+        ("memory", f"{env['mem_gib']} GiB"),
+        ("kernel", env["kernel"]),
+        ("load average at start / end (1, 5, 15 min)",
+         f"{results['load_start']} / {results.get('load_end')}"),
+        ("refd", f"{env['refd_version']} (commit {env['refd_commit']}"
+                 f"{', refd/ modified' if env['refd_dirty'] else ''}), "
+                 f"workers: {results.get('cores')} and 1"),
+        ("Python / trio / Python's OpenSSL", f"{env['python']} / {env['trio']} / {env['python_openssl']}"),
+        ("Dovecot", env["dovecot"]),
+        ("openssl (Dovecot, load generator)", env["openssl"]),
+        ("C compiler", env["cc"]),
+        ("fd limit", env["fd_limit"]),
+        ("run time", f"{results.get('duration_s')} s"),
+    ]  # fmt: skip
+    for k, v in rows:
+        L.append(f"| {k} | {v} |")
+    L.append("\nExact commands:\n")
+    L.append("```")
+    L.append(f"bench/run{' --quick' if prof['name'] == 'quick' else ''}")
+    L.append(f"# which ran: {env['bench_command']}")
+    L.append(f"# load generator: {env['loadgen_build']}")
+    L.append("# refd: python -m refd serve -c <work>/tp-refd-wN/refd.yaml   (config in bench/servers.py)")
+    L.append("# Dovecot: dovecot -F -c <work>/tp-dovecot/dovecot.conf        (config in bench/servers.py)")
+    L.append("```\n")
+
+    L.append("## Targets\n")
+    L.append(f"Ratios are refd with `workers: {results.get('cores')}` over Dovecot, both measured in this run.\n")
+    L.append("| target | measured | verdict |\n|---|---|---|")
+    for target, measured, _note, met in verdicts(results):
+        L.append(f"| {target} | {measured} | {_ok(met)} |")
+    L.append("")
+
+    if results.get("throughput"):
+        L.append("## Login-referral sessions\n")
+        L.append(
+            "One session = connect, greeting, `LOGIN`, tagged answer, `LOGOUT`, server's close; "
+            "closed loop with *c* concurrent clients. Latency is per whole session. "
+            "`gen` is the load generator's CPU, `other` is CPU used on the machine by anything "
+            "but the server and the generator (other people's jobs), both in % of one core over "
+            "the cell; `µs/sess` is the server's CPU time per completed session (all its "
+            "processes).\n"
+        )
+        concs = sorted({k[2] for k in cells})
+        flows = [f for f in FLOW_TITLES if any(k[1] == f for k in cells)]
+        for flow in flows:
+            L.append(f"### {FLOW_TITLES[flow]}\n")
+            if flow == "mailbox":
+                L.append(
+                    "refd: `LOGIN` → `OK [REFERRAL …]` (login: accept), `SELECT Shared/x` → "
+                    "`NO [REFERRAL imap://…@shared1…/Shared/x]`, `LOGOUT`. Dovecot cannot send "
+                    "mailbox referrals; its column is the nearest flow it has: a real login "
+                    "(passdb `host=` without `nologin`; Dovecot 2.3.19 answers a plain "
+                    "`OK [CAPABILITY …] Logged in`, no referral) with an imap process, then "
+                    "`SELECT Shared/x` → `NO Mailbox doesn't exist`. Not a like-for-like "
+                    "comparison, so no target; shown for scale.\n"
+                )
+            head = "| c |"
+            sep = "|---|"
+            for name in (dove, main, one):
+                if name:
+                    head += f" {name} /s | p50 ms | p99 ms | µs/sess |"
+                    sep += "---|---|---|---|"
+            if dove and main:
+                head += " ratio |"
+                sep += "---|"
+            head += " errors | gen % | other % |"
+            sep += "---|---|---|"
+            L.append(head)
+            L.append(sep)
+            for c in concs:
+                line = f"| {c} |"
+                errs, gen, other = [], [], []
+                for name in (dove, main, one):
+                    if not name:
+                        continue
+                    x = cells.get((name, flow, c))
+                    if x is None:
+                        line += " - | - | - | - |"
+                        continue
+                    line += (f" {_f(x['rate'])} | {_ms(x['p50_ms'])} | {_ms(x['p99_ms'])} |"
+                             f" {_f(x['server_cpu_us_per_session'], 0)} |")  # fmt: skip
+                    e = sum(v for k, v in x["errors"].items() if k != "cut_at_end")
+                    errs.append(str(e))
+                    gen.append(f"{x['gen_cpu_pct']:.0f}")
+                    other.append(f"{x['other_cpu_pct']:.0f}")
+                if dove and main:
+                    a, b = cells.get((main, flow, c)), cells.get((dove, flow, c))
+                    line += f" {a['rate'] / b['rate']:.2f}× |" if a and b and b["rate"] else " - |"
+                line += f" {'/'.join(errs)} | {'/'.join(gen)} | {'/'.join(other)} |"
+                L.append(line)
+            target = RATIO_TARGETS.get(flow)
+            if target:
+                L.append(f"\nTarget: refd ≥ {target}× Dovecot. Reference figure for tuned Dovecot on "
+                         f"a machine like this: about {KNOWN_DOVECOT[flow]:,}/s.\n")  # fmt: skip
+            else:
+                L.append("")
+            bad = [x for x in cells.values() if x["flow"] == flow and x["first_bad"]]
+            if bad:
+                L.append("First unexpected answers: " + "; ".join(
+                    f"{x['server']} c={x['conc']}: `{x['first_bad']}`" for x in bad[:4]) + "\n")  # fmt: skip
+
+    if results.get("memory"):
+        L.append("## Memory per idle pre-login connection\n")
+        L.append(
+            "A fresh server per row; 300 warm-up sessions; RSS summed over all the server's "
+            "processes; then N connections that read the greeting and stay idle; RSS again 2 s "
+            "later; (after − before) / N. Dovecot's imap-login has `client_limit` 1000, so it "
+            "starts more login processes for N > 1000: their whole RSS is part of its cost.\n"
+        )
+        L.append("| server | TLS | connections | RSS before MiB | RSS after MiB | processes | KiB per connection | target |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for r in results["memory"]:
+            L.append(
+                f"| {r['server']} | {'yes' if r['tls'] else 'no'} | {r['held']} | "
+                f"{r['rss_before_mib']:.1f} | {r['rss_after_mib']:.1f} | "
+                f"{r['processes_before']} → {r['processes_after']} | "
+                f"{_f(r['kib_per_conn'])} | ≤ {MEM_TARGET_KIB[r['tls']]:.0f} KiB (refd) |"
+            )
+        L.append("")
+
+    rt = results.get("routing")
+    if rt:
+        L.append("## Routing table\n")
+        L.append(
+            "`bench/routing_bench.py`, one fresh process per table: `refd.config.load_routing` "
+            "(what the daemon calls), then `RoutingTable.route_user` on random users (best of 3 "
+            "passes). Memory is RSS after the load minus before (after `gc.collect()`); the "
+            "peak is the process's maximum RSS.\n"
+        )
+        L.append("| table | file MiB | load s | table MiB | bytes/entry | peak RSS MiB | lookup µs | lookups/s | notes |")
+        L.append("|---|---|---|---|---|---|---|---|---|")
+        ex = rt.get("exact")
+        if ex:
+            L.append(
+                f"| {ex['n']:,} exact users (`user_map`) | {ex['file_mib']} | {ex['load_s']:.2f} | "
+                f"{ex['table_mib']} | {ex['bytes_per_entry']} | {ex['peak_rss_mib']} | "
+                f"{ex['lookup_us']:.2f} | {ex['lookups_per_s']:,} | miss {ex['miss_us']:.2f} µs; "
+                f"upper-case domain {ex['lookup_upper_domain_us']:.2f} µs; `login_referral` "
+                f"(lookup + URL) {ex['login_referral_us']:.2f} µs |"
+            )
+        pt = rt.get("patterns")
+        if pt:
+            L.append(
+                f"| {pt['n']:,} pattern rules (globs + regexes) | {pt['file_mib']} | "
+                f"{pt['load_s']:.2f} | {pt['table_mib']} | {pt['bytes_per_entry']} | "
+                f"{pt['peak_rss_mib']} | {pt['lookup_us']:.1f} | {pt['lookups_per_s']:,} | "
+                f"first rule {pt['first_rule_us']:.2f} µs; no match (default) "
+                f"{pt['default_rule_us']:.0f} µs: first match wins, a linear scan |"
+            )
+        L.append("\nTargets: 1M-user table loads in ≤ 5 s, lookups ≤ 2 µs.\n")
+
+    rl = results.get("reload")
+    if rl:
+        L.append("## Event-loop stall during reload\n")
+        L.append(
+            "refd with a table of the bench users plus a large `user_map`; login-referral load "
+            "(PLAIN, c=16) and 2×workers NOOP probes (logged-in sessions sending `NOOP` in a "
+            "tight loop). *baseline*: the same without reloads; *reload*: SIGHUP, wait until "
+            "every worker logged `reload ok`, repeat. The client's view is the longest gap "
+            "between two NOOP answers on one connection; refd's own view is the number of "
+            "NOOPs its `refd_command_duration_seconds` histogram put above 50 ms.\n"
+        )
+        L.append("| workers | users | start s | phase | NOOPs | max gap ms | p99.9 gap ms | gaps > 50 ms | reload wall s | refd: NOOPs > 50 ms | load /s | load p99 ms | load max ms |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in rl:
+            for phase in ("baseline", "reload"):
+                x = r.get(phase)
+                if not x:
+                    continue
+                L.append(
+                    f"| {r['workers']} | {r['users']:,} | {r['startup_s']:.1f} | {phase} | "
+                    f"{x['noops']:,} | {x['gap_max_ms']:.1f} | {x['gap_p999_ms']:.1f} | "
+                    f"{x['gaps_over_50ms']} | {', '.join(map(str, x['reload_wall_s'])) or '-'} | "
+                    f"{x['refd_noops_over_50ms']:.0f}"
+                    f"{' (' + x['refd_slowest_noop_bucket'] + ')' if x['refd_slowest_noop_bucket'] else ''} | "
+                    f"{_f(x['load_rate'])} | {_ms(x['load_p99_ms'])} | {_ms(x['load_max_ms'])} |"
+                )
+        L.append("\nTarget: no event-loop stall over 50 ms during reload.\n")
+    pr = results.get("profiles")
+    if pr and pr.get("runs"):
+        L.append("## Where refd's time goes (py-spy)\n")
+        L.append(
+            f"`py-spy record -r 200 --nonblocking -f raw` for {pr['seconds']} s on refd under "
+            f"load at c={pr['conc']} (workers=1: the whole server; workers=N: one worker). "
+            "Samples of running threads (the event loop and hashing threads); time in C "
+            "(syscalls, OpenSSL, bcrypt) is charged to the Python frame that called it. "
+            "Summarised by `bench/profile_summary.py`; shares are of all samples.\n"
+        )
+        for run in pr["runs"]:
+            L.append(f"**{FLOW_TITLES.get(run['flow'], run['flow'])}, workers={run['workers']}** "
+                     f"({_f(run['rate'])} sessions/s while profiled, {run['samples']} samples)\n")  # fmt: skip
+            L.append("| by category | % | hottest functions (self) | % | charged to refd code | % |")
+            L.append("|---|---|---|---|---|---|")
+            rows = max(len(run["categories"][:8]), 8)
+            for i in range(rows):
+                cells_ = []
+                for key in ("categories", "self", "self_in_focus"):
+                    items = run[key]
+                    if i < len(items):
+                        cells_ += [f"`{items[i][0]}`" if key != "categories" else items[i][0],
+                                   f"{items[i][1]}"]
+                    else:
+                        cells_ += ["", ""]
+                L.append("| " + " | ".join(cells_) + " |")
+            L.append("")
+    notes = results.get("notes")
+    if notes:
+        L.append("## Notes\n")
+        L.append(notes)
+    return "\n".join(L) + "\n"
+
+
+def console_table(results: dict[str, Any]) -> str:
+    dove, main, one = _servers(results)
+    cells = _cells(results)
+    out = []
+    if cells:
+        names = [n for n in (dove, main, one) if n]
+        out.append(f"{'flow':8} {'c':>4} " + " ".join(f"{n + ' /s':>12} {'p99ms':>8}" for n in names)
+                   + ("   ratio" if dove and main else ""))  # fmt: skip
+        for flow in FLOW_TITLES:
+            for c in sorted({k[2] for k in cells}):
+                row = [cells.get((n, flow, c)) for n in names]
+                if not any(row):
+                    continue
+                line = f"{flow:8} {c:>4} "
+                line += " ".join(
+                    f"{x['rate']:12.1f} {_ms(x['p99_ms']):>8}" if x else f"{'-':>12} {'-':>8}"
+                    for x in row
+                )
+                if dove and main:
+                    a, b = cells.get((main, flow, c)), cells.get((dove, flow, c))
+                    line += f"  {a['rate'] / b['rate']:5.2f}x" if a and b and b["rate"] else "      -"
+                out.append(line)
+    for target, measured, _n, met in verdicts(results):
+        out.append(f"[{'ok  ' if met else 'MISS' if met is not None else '    '}] {target}: {measured}")
+    return "\n".join(out)

@@ -1,0 +1,524 @@
+"""The servers under test: a tuned private Dovecot and refd, plus /proc probes.
+
+Both read the *same* passwd-file (Dovecot's format; refd reads the first two
+fields and ignores Dovecot's extra fields), so both check the same hashes:
+
+    plain-000000:{PLAIN}secret::::::host=mail1.example.org nologin=y
+    sha-000000:{SHA512-CRYPT}$6$...::::::host=mail1.example.org nologin=y
+    blf-000000:{BLF-CRYPT}$2b$10$...::::::host=mail1.example.org nologin=y
+    mbx-000000:{PLAIN}secret::::::host=mail2.example.org
+
+Dovecot (docs: "Login referrals", passdb extra fields ``host`` and
+``nologin``) answers the first three with ``NO [REFERRAL imap://...]`` and
+the ``mbx-`` users with ``OK [REFERRAL ...] Logged in, but you should use
+this server instead.`` - and then really logs them in (an imap process).
+refd routes ``plain-``/``sha-``/``blf-`` through an exact ``user_map`` (login:
+refer) and ``mbx-*`` through a glob rule with ``login: accept``; ``Shared/*``
+mailboxes go to ``shared1``.
+
+Everything binds 127.0.0.1; every directory is under /tmp with mode 0755 so
+Dovecot's unprivileged helpers (dovecot, dovenull) can read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HOST = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+# -- /proc probes ---------------------------------------------------------------------
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # pid (comm) state ppid ...; comm may hold spaces and ")".
+    return text.rpartition(")")[2].split()
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every live process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = _stat_fields(int(entry))
+        if fields is None or fields[0] == "Z":
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, ()))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime+stime (+ waited-for children's) of ``pids``, in seconds."""
+    total = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # fields[11..14] = utime stime cutime cstime (stat fields 14..17)
+            total += sum(int(x) for x in fields[11:15])
+    return total / CLK_TCK
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Sum of VmRSS over ``pids`` (shared pages counted once per process)."""
+    total = 0
+    for pid in pids:
+        try:
+            statm = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            continue
+        total += int(statm[1]) * PAGE
+    return total
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat, in seconds."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A free port *below* the ephemeral range: ports from bind(0) are the
+    same ones client sockets (ours at tens of thousands per second, and other
+    jobs') use, and a client's TIME_WAIT there makes a later listen() fail."""
+    low = _ephemeral_low()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
+def wait_greeting(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with socket.create_connection((HOST, port), timeout=2) as s:
+                s.settimeout(5)
+                if s.recv(4096).startswith(b"* OK"):
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"no greeting on {HOST}:{port} within {timeout_s}s")
+
+
+def kill_tree(pid: int, proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the leader (refd's supervisor forwards it; Dovecot's master stops
+    its helpers), then SIGKILL whatever is left of the group after 3 s. We
+    start servers as session leaders, so the group id is the leader's pid."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(3)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+# -- the fixture: users, certificate, routing ----------------------------------------------
+
+SCHEMES = {"plain": "PLAIN", "sha": "SHA512-CRYPT", "blf": "BLF-CRYPT"}
+PASSWORD = "secret"
+
+
+@dataclass
+class Fixture:
+    directory: Path
+    nusers: int
+    cert: Path = field(init=False)
+    key: Path = field(init=False)
+    passwd: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cert = self.directory / "cert.pem"
+        self.key = self.directory / "key.pem"
+        self.passwd = self.directory / "users.passwd"
+
+
+def make_fixture(directory: Path, nusers: int) -> Fixture:
+    sys.path.insert(0, str(REPO))
+    from refd.auth.schemes import hash_password
+
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    fx = Fixture(directory, nusers)
+    # RSA-2048, self-signed; the client does not verify (both servers alike).
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
+         "-keyout", str(fx.key), "-out", str(fx.cert), "-days", "7", "-subj", "/CN=localhost"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    fx.key.chmod(0o644)  # Dovecot reads it as root at start; refd as root too
+    lines = []
+    # One hash per scheme, shared by all users of that scheme: hashing 1000
+    # bcrypt cost-10 passwords would take a minute, and sharing a hash
+    # changes nothing for verification (neither server caches).
+    hashes = {
+        "plain": hash_password("PLAIN", PASSWORD),
+        "sha": hash_password("SHA512-CRYPT", PASSWORD),  # 5000 rounds, as doveadm pw
+        "blf": "{BLF-CRYPT}" + _bcrypt10(PASSWORD),
+    }
+    for prefix, stored in hashes.items():
+        for i in range(nusers):
+            lines.append(f"{prefix}-{i:06d}:{stored}::::::host=mail1.example.org nologin=y\n")
+    for i in range(nusers):
+        lines.append(f"mbx-{i:06d}:{hashes['plain']}::::::host=mail2.example.org\n")
+    fx.passwd.write_text("".join(lines))
+    fx.passwd.chmod(0o644)
+    return fx
+
+
+def _bcrypt10(password: str) -> str:
+    import bcrypt
+
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()
+
+
+def write_routing(directory: Path, nusers: int, *, extra_map: Path | None = None) -> Path:
+    """routing.yaml + users.map for the bench users (and optionally a big map)."""
+    umap = directory / "users.map"
+    with umap.open("w") as f:
+        for prefix in SCHEMES:
+            for i in range(nusers):
+                f.write(f"{prefix}-{i:06d} mail1\n")
+        if extra_map is not None:
+            with extra_map.open() as big:
+                shutil.copyfileobj(big, f)
+    routing = directory / "routing.yaml"
+    servers = "".join(f"  mail{i}: {{host: mail{i}.example.org}}\n" for i in range(1, 11))
+    routing.write_text(
+        """version: 1
+servers:
+MAILSERVERS  shared1: {host: shared1.example.org}
+user_map: users.map
+users:
+  - glob: "mbx-*"
+    server: mail2
+    login: accept
+mailboxes:
+  - match: "Shared/*"
+    servers: [shared1]
+""".replace("MAILSERVERS", servers)
+    )
+    return routing
+
+
+# -- refd ---------------------------------------------------------------------------
+
+
+@dataclass
+class Refd:
+    name: str
+    directory: Path
+    port: int
+    tls_port: int
+    metrics_port: int
+    proc: subprocess.Popen[bytes]
+    workers: int
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+    def metrics(self) -> str:
+        url = f"http://{HOST}:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback
+            return r.read().decode()
+
+    def stop(self) -> None:
+        kill_tree(self.proc.pid, self.proc)
+
+    def log_text(self) -> str:
+        return (self.directory / "refd.log").read_text(errors="replace")
+
+
+def _retry_port_clash(start: Any, directory: Path, logs: tuple[str, ...]) -> Any:
+    """Start; if a freshly picked port was taken meanwhile (other jobs on the
+    machine pick ports too), try again with new ones."""
+    for attempt in range(4):
+        try:
+            return start()
+        except RuntimeError:
+            text = ""
+            for name in logs:
+                with contextlib.suppress(OSError):
+                    text += (directory / name).read_text(errors="replace")
+            if attempt == 3 or "Address already in use" not in text:
+                raise
+            for name in logs:
+                with contextlib.suppress(OSError):
+                    (directory / name).unlink()
+    raise AssertionError("unreachable")
+
+
+def free_ports(n: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < n:
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+    return ports
+
+
+def start_refd(
+    python: str,
+    fx: Fixture,
+    directory: Path,
+    *,
+    workers: int,
+    routing: Path,
+    name: str = "refd",
+    log_level: str = "info",
+) -> Refd:
+    return _retry_port_clash(
+        lambda: _start_refd(python, fx, directory, workers=workers, routing=routing, name=name,
+                            log_level=log_level),
+        directory, ("refd.log",),
+    )  # fmt: skip
+
+
+def _start_refd(
+    python: str,
+    fx: Fixture,
+    directory: Path,
+    *,
+    workers: int,
+    routing: Path,
+    name: str = "refd",
+    log_level: str = "info",
+) -> Refd:
+    directory.mkdir(parents=True, exist_ok=True)
+    port, tls_port, mport = free_ports(3)
+    config = directory / "refd.yaml"
+    config.write_text(
+        f"""# written by bench/servers.py
+hostname: bench.refd.invalid
+routing: {routing}
+auth:
+  source: passwd-file
+  passwd_file: {fx.passwd}
+  failure_delay_s: 2          # irrelevant: every login in the bench succeeds
+listeners:
+  - {{name: imap, address: {HOST}, port: {port}, tls: none}}
+  - {{name: imaps, address: {HOST}, port: {tls_port}, tls: implicit}}
+tls:
+  cert: {fx.cert}
+  key: {fx.key}
+limits:
+  max_connections: 1000000
+  max_connections_per_address: 1000000   # every bench client is 127.0.0.1
+  max_auth_in_flight: 100000             # Dovecot queues without a cap: so do we
+  preauth_idle_timeout_s: 900            # idle-memory test holds connections
+  tls_handshake_timeout_s: 60
+metrics:
+  address: {HOST}
+  port: {mport}
+workers: {workers}
+log:
+  level: {log_level}
+  format: text
+"""
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(directory / "refd.log", "ab") as logf:
+        proc = subprocess.Popen(
+            [python, "-m", "refd", "serve", "-c", str(config)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True, env=env, cwd=str(directory),
+        )  # fmt: skip
+    server = Refd(name, directory, port, tls_port, mport, proc, workers)
+    try:
+        wait_greeting(port, 120, proc)
+        # with N workers, wait until each has bound (the supervisor says ready)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = server.log_text()
+            if workers == 1 or "supervisor ready" in text:
+                break
+            time.sleep(0.1)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# -- Dovecot --------------------------------------------------------------------------
+
+
+@dataclass
+class Dovecot:
+    name: str
+    directory: Path
+    port: int
+    tls_port: int
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def pids(self) -> list[int]:
+        return descendants(self.proc.pid)
+
+    def stop(self) -> None:
+        kill_tree(self.proc.pid, self.proc)
+
+
+def find_dovecot() -> str | None:
+    found = shutil.which("dovecot")
+    if found:
+        return found
+    return "/usr/sbin/dovecot" if os.access("/usr/sbin/dovecot", os.X_OK) else None
+
+
+def dovecot_version(binary: str) -> str:
+    return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
+
+
+def start_dovecot(binary: str, fx: Fixture, directory: Path, *, cores: int) -> Dovecot:
+    return _retry_port_clash(
+        lambda: _start_dovecot(binary, fx, directory, cores=cores),
+        directory, ("dovecot.log", "dovecot.stderr"),
+    )  # fmt: skip
+
+
+def _start_dovecot(binary: str, fx: Fixture, directory: Path, *, cores: int) -> Dovecot:
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    nobody = pwd.getpwnam("nobody")
+    home = directory / "home"
+    home.mkdir(exist_ok=True)
+    os.chown(home, nobody.pw_uid, nobody.pw_gid)
+    port, tls_port = free_ports(2)
+    conf = directory / "dovecot.conf"
+    conf.write_text(
+        f"""# written by bench/servers.py: login referrals, tuned for throughput
+base_dir = {directory}/run
+state_dir = {directory}/state
+instance_name = refd-bench-{port}
+protocols = imap
+listen = {HOST}
+log_path = {directory}/dovecot.log
+ssl = yes
+ssl_cert = <{fx.cert}
+ssl_key = <{fx.key}
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+# no auth cache on either side (Dovecot's default, stated here)
+auth_cache_size = 0
+mail_max_userip_connections = 100000
+first_valid_uid = 1
+first_valid_gid = 1
+mail_location = maildir:~/Maildir
+namespace inbox {{
+  inbox = yes
+  separator = /
+}}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {fx.passwd}
+}}
+userdb {{
+  driver = static
+  args = uid={nobody.pw_uid} gid={nobody.pw_gid} home={home}/%u
+}}
+# High-performance login mode: long-lived imap-login processes, one per core.
+service imap-login {{
+  inet_listener imap {{
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = {tls_port}
+    ssl = yes
+  }}
+  service_count = 0
+  process_min_avail = {cores}
+}}
+# For the mailbox flow (a real login): keep imap processes warm and reuse them.
+service imap {{
+  process_min_avail = {cores}
+  service_count = 1000
+}}
+"""
+    )
+    with open(directory / "dovecot.stderr", "ab") as err:
+        proc = subprocess.Popen(
+            [binary, "-F", "-c", str(conf)],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True,
+        )  # fmt: skip
+    server = Dovecot("dovecot", directory, port, tls_port, proc)
+    try:
+        wait_greeting(port, 30, proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+__all__ = [
+    "HOST",
+    "Dovecot",
+    "Fixture",
+    "Refd",
+    "cpu_seconds",
+    "descendants",
+    "dovecot_version",
+    "find_dovecot",
+    "machine_cpu",
+    "make_fixture",
+    "rss_bytes",
+    "start_dovecot",
+    "start_refd",
+    "write_routing",
+]
