@@ -396,9 +396,17 @@ class Session:
             log.warning("no route conn=%s user=%s", self.client.conn_id, user)
             text = "No mail server is configured for this account."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        self._log_referral("login", command, referral, user)
         hosts = _hosts(referral)
         code = referral_code(referral.urls)
+        if route.login is not LoginMode.STAY:
+            self._log_referral("login", command, referral, user)
+        if route.login is LoginMode.STAY:
+            # Logged in here with a plain OK; mailbox referrals do the rest.
+            self.user = user
+            self.conn.state = State.AUTHENTICATED
+            self.outcome = "accepted"
+            caps = "CAPABILITY " + self.capabilities()
+            return Reply([Tagged(tag, Cond.OK, f"Logged in. Your mail is on {hosts}.", caps)])
         if route.login is LoginMode.ACCEPT:
             # RFC 2221 §4.1: OK [REFERRAL] — logged in here; the user's
             # personal mailboxes are on the home server.

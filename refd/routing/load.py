@@ -514,7 +514,7 @@ class _Loader:
                 login = LoginMode(value)
             except ValueError:
                 raise r.error(
-                    login_node, f'{what}.login must be refer or accept, got "{value}"'
+                    login_node, f'{what}.login must be refer, accept or stay, got "{value}"'
                 ) from None
         if server is None:
             return None

@@ -61,7 +61,12 @@ class LoginMode(enum.Enum):
     """What a successful login gets (RFC 2221 §4.1 and §4.2)."""
 
     REFER = "refer"  # tagged NO [REFERRAL url]: the client must go there
-    ACCEPT = "accept"  # tagged OK [REFERRAL url]: stay here, home is there
+    ACCEPT = "accept"  # tagged OK [REFERRAL url]: logged in here, home is there
+    # tagged OK, no referral: logged in here; every mailbox, INBOX included,
+    # gets its own mailbox referral.  c-client (alpine, pine) treats the
+    # OK [REFERRAL] of "accept" as a login referral and leaves; with "stay"
+    # it remains, lists with RLIST and follows each mailbox referral.
+    STAY = "stay"
 
 
 @dataclass(frozen=True, slots=True)

@@ -495,3 +495,19 @@ async def test_slowloris_command_is_bounded(door: Door, clock: MockClock) -> Non
     """)
     assert 60 <= trio.current_time() - start < 61
     assert hits(door.door, "command_timeout") == 1
+
+
+async def test_stay_mode_plain_ok_then_mailbox_referrals(door: Door, clock: MockClock) -> None:
+    # login: stay: a plain OK (c-client clients stay, then use RLIST and
+    # follow each mailbox referral); INBOX too is referred to the home.
+    await door.transcript(f"""
+        {GREETING}
+        C: c1 LOGIN carol secret
+        S: c1 OK [CAPABILITY {CAPS}] Logged in. Your mail is on mail2.example.org.
+        C: c2 SELECT INBOX
+        S: c2 NO [REFERRAL imap://carol;AUTH=*@mail2.example.org:10143/INBOX] Remote mailbox. Try mail2.example.org.
+        C: c3 RLIST "" "%"
+        S: * LIST () "/" INBOX
+        S: * LIST (\\Noselect \\HasChildren) "/" Shared
+        S: c3 OK LIST completed.
+    """)

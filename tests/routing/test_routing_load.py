@@ -187,7 +187,7 @@ ERRORS = [
     ),
     (
         doc(*SERVERS, "users:", "  - user: a@example.org", "    server: mail1", "    login: no"),
-        'routing.yaml:9: users[1].login must be refer or accept, got "no"',
+        'routing.yaml:9: users[1].login must be refer, accept or stay, got "no"',
     ),
     (
         doc(*SERVERS, "users:", '  - regex: "(a"', "    server: mail1"),
@@ -316,7 +316,7 @@ def test_several_errors_are_reported_together() -> None:
     assert str(err).splitlines() == [
         "routing.yaml:3: servers.mail1.port: write 143, leading zeros are not allowed "
         "(YAML 1.1 would read 0143 as octal)",
-        'routing.yaml:8: users[1].login must be refer or accept, got "no"',
+        'routing.yaml:8: users[1].login must be refer, accept or stay, got "no"',
         'routing.yaml:13: mailboxes[1].servers: unknown server "mail9" (servers: mail2)',
     ]
     assert (err.file, err.line) == ("routing.yaml", 3)
