@@ -405,8 +405,8 @@ class Session:
             self.user = user
             self.conn.state = State.AUTHENTICATED
             self.outcome = "accepted"
-            caps = "CAPABILITY " + self.capabilities()
-            return Reply([Tagged(tag, Cond.OK, f"Logged in. Your mail is on {hosts}.", caps)])
+            text = f"Logged in. Your mail is on {hosts}."
+            return Reply([Tagged(tag, Cond.OK, text, "CAPABILITY " + self.capabilities())])
         if route.login is LoginMode.ACCEPT:
             # RFC 2221 §4.1: OK [REFERRAL] — logged in here; the user's
             # personal mailboxes are on the home server.
