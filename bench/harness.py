@@ -387,7 +387,7 @@ def run_routing(args: argparse.Namespace, prof: Profile, work: Path) -> dict[str
     d = work / "routing"
     d.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(S.SOURCE["path"])}
     for kind, n in (("exact", prof.routing_users), ("patterns", prof.routing_rules)):
         cmd = [args.python, str(BENCH / "routing_bench.py"), kind, str(n), str(d)]
         log("routing: " + " ".join(shlex.quote(c) for c in cmd))
@@ -578,7 +578,7 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
             return "?"
 
     versions = out(
-        ["env", f"PYTHONPATH={REPO}", args.python, "-c", "import refd, trio, sys, ssl; "
+        ["env", f"PYTHONPATH={S.SOURCE['path']}", args.python, "-c", "import refd, trio, sys, ssl; "
          "print(refd.__version__, trio.__version__, sys.version.split()[0], ssl.OPENSSL_VERSION,"
          " sep='|')"])  # fmt: skip
     parts = (versions.split("|") + ["?"] * 4)[:4]
@@ -595,7 +595,8 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "refd_version": parts[0],
         "refd_commit": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "refd_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain", "refd"])),
+        "refd_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no", "refd"])),  # fmt: skip
         "trio": parts[1],
         "python": parts[2],
         "python_openssl": parts[3],
@@ -616,7 +617,7 @@ def main() -> int:
                    "bench/RESULTS.quick.md (--quick)")
     p.add_argument("--python", default=sys.executable, help="Python that runs refd")
     p.add_argument("--dovecot", default=S.find_dovecot())
-    p.add_argument("--loadgen", type=Path, required=True, help="the built loadgen binary")
+    p.add_argument("--loadgen", type=Path, help="the built loadgen binary (bench/run passes it)")
     p.add_argument("--loadgen-build", default="", help="how it was built (for RESULTS.md)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes per cell")
     p.add_argument("--parts", default="throughput,memory,routing,reload")
@@ -630,16 +631,31 @@ def main() -> int:
                    help="also py-spy refd under load (needs py-spy beside --python or on PATH)")
     p.add_argument("--notes", type=Path, default=BENCH / "NOTES.md",
                    help="hand-written analysis appended to the report if the file exists")
+    p.add_argument("--render-only", type=Path, metavar="RESULTS.json",
+                   help="no run: re-render --out from a results file (and --notes)")
     args = p.parse_args()
     args.flows = [f for f in args.flows.split(",") if f]
     args.conc = [int(c) for c in args.conc.split(",") if c]
     args.servers = [s for s in args.servers.split(",") if s]
     parts = set(args.parts.split(","))
+    if args.render_only is None and args.loadgen is None:
+        p.error("--loadgen is required (run through bench/run)")
     if "dovecot" in args.servers and not args.dovecot:
         print("dovecot not found: apt-get install dovecot-imapd (or --servers refd,refd1)")
         return 2
     if os.geteuid() != 0 and "dovecot" in args.servers:
         print("warning: Dovecot as non-root is untested here (run as root, as CI does)")
+    if args.render_only is not None:
+        import report  # noqa: PLC0415
+
+        results = json.loads(args.render_only.read_text())
+        results.pop("notes", None)
+        if args.notes and args.notes.exists():
+            results["notes"] = args.notes.read_text()
+        out = args.out or args.render_only.with_suffix(".md")
+        out.write_text(report.render(results))
+        print(report.console_table(results))
+        return 0
     prof = QUICK if args.quick else FULL
     if args.out is None:
         args.out = BENCH / ("RESULTS.quick.md" if args.quick else "RESULTS.md")
@@ -649,10 +665,16 @@ def main() -> int:
     cores = args.workers
     started = time.monotonic()
     load_start = loadavg()
-    env = environment(args, args.loadgen_build)
-    log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
     work = Path(tempfile.mkdtemp(prefix="refd-bench-", dir="/tmp"))
     work.chmod(0o755)
+    (work / "src").mkdir()
+    shutil.copytree(REPO / "refd", work / "src" / "refd",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    S.SOURCE["path"] = work / "src"
+    env = environment(args, args.loadgen_build)
+    log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
+    log(f"refd {env['refd_version']} from commit {env['refd_commit']}"
+        f"{' (+ uncommitted changes)' if env['refd_dirty'] else ''}, snapshot in {work}/src")
     gen = LoadGen(args.loadgen, args.gen_procs)
     results: dict[str, Any] = {"profile": asdict(prof), "env": env, "load_start": load_start}
     try:

@@ -39,6 +39,10 @@ from typing import Any
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
+#: Where refd is imported from (PYTHONPATH); the harness points it at a
+#: snapshot of refd/ taken at the start of the run, so commits landing in
+#: the checkout during a 20-minute run cannot mix two versions.
+SOURCE = {"path": REPO}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -184,7 +188,7 @@ class Fixture:
 
 
 def make_fixture(directory: Path, nusers: int) -> Fixture:
-    sys.path.insert(0, str(REPO))
+    sys.path.insert(0, str(SOURCE["path"]))
     from refd.auth.schemes import hash_password
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -370,7 +374,7 @@ log:
   format: text
 """
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(SOURCE["path"])}
     with open(directory / "refd.log", "ab") as logf:
         proc = subprocess.Popen(
             [python, "-m", "refd", "serve", "-c", str(config)],
