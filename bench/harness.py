@@ -158,6 +158,7 @@ class Cell:
     server_cpu_us_per_session: float | None = None
     other_cpu_pct: float = 0.0  # machine busy time not from server or generator, % of one core
     elapsed_s: float = 0.0
+    command: str = ""  # the (first) load generator command line
 
     @property
     def error_count(self) -> int:
@@ -204,6 +205,8 @@ class LoadGen:
             cmd = self.command(port, conc=share, offset=offset, min_samples=max(
                 1, o["min_samples"] // nprocs), **{k: v for k, v in o.items() if k != "min_samples"})
             offset += o.get("nusers", 1000) // nprocs
+            if not procs:
+                cell.command = " ".join(shlex.quote(str(a)) for a in cmd)
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         outs = [p.communicate() for p in procs]
         elapsed = time.monotonic() - t0
@@ -283,6 +286,18 @@ def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: 
             servers["refd-w1"] = S.start_refd(
                 args.python, fx, work / "tp-refd-w1", workers=1, routing=routing
             )
+        configs = {}
+        for name, srv in servers.items():
+            f = "dovecot.conf" if name == "dovecot" else "refd.yaml"
+            if f in configs:
+                continue
+            configs[f] = (srv.directory / f).read_text().replace(str(work), "<work>")
+        configs["routing.yaml"] = routing.read_text().replace(str(work), "<work>")
+        configs["users.passwd (first line of each kind)"] = "".join(
+            next(ln for ln in fx.passwd.read_text().splitlines(keepends=True) if ln.startswith(k))
+            for k in ("plain-", "sha-", "blf-", "mbx-")
+        )
+        args.configs = configs
         cells = []
         for flow in args.flows:
             for conc in args.conc:
@@ -683,6 +698,7 @@ def main() -> int:
         if "throughput" in parts:
             cells = run_throughput(args, prof, fx, gen, routing, work, cores)
             results["throughput"] = [asdict(c) for c in cells]
+            results["configs"] = getattr(args, "configs", {})
         if "memory" in parts:
             results["memory"] = run_idle_memory(args, prof, fx, gen, routing, work, cores)
         if "routing" in parts:

@@ -348,8 +348,26 @@ def render(results: dict[str, Any]) -> str:
             L.append("")
     notes = results.get("notes")
     if notes:
-        L.append("## Notes\n")
-        L.append(notes)
+        L.append(notes.rstrip() + "\n")
+    configs = results.get("configs")
+    if configs:
+        L.append("## Appendix: configurations and commands\n")
+        L.append("As written by `bench/servers.py` for the throughput part (`<work>` is the run's "
+                 "temporary directory).\n")  # fmt: skip
+        for name, text in configs.items():
+            L.append(f"<details><summary>{name}</summary>\n\n```\n{text.rstrip()}\n```\n</details>\n")
+        examples = {}
+        for c in results.get("throughput", []):
+            key = (c["flow"], c["server"].startswith("refd"))
+            if c.get("command") and key not in examples and c["conc"] == 64:
+                examples[key] = c["command"]
+        if examples:
+            L.append("Load generator, one cell per flow at c=64 (`-p` is the server's port):\n")
+            L.append("```")
+            for (flow, is_refd), cmd in examples.items():
+                L.append(f"# {flow}, {'refd' if is_refd else 'dovecot'}")
+                L.append(cmd.replace(str(results.get('work', '')), '<work>'))
+            L.append("```\n")
     return "\n".join(L) + "\n"
 
 
