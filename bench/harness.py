@@ -208,7 +208,13 @@ class LoadGen:
             if not procs:
                 cell.command = " ".join(shlex.quote(str(a)) for a in cmd)
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-        outs = [p.communicate() for p in procs]
+        try:
+            outs = [p.communicate() for p in procs]
+        except BaseException:
+            for p in procs:
+                p.kill()
+                p.wait()
+            raise
         elapsed = time.monotonic() - t0
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy1, _ = S.machine_cpu()
@@ -610,8 +616,9 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "refd_version": parts[0],
         "refd_commit": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "refd_dirty": bool(out(["git", "-C", str(REPO), "status", "--porcelain",
-                                "--untracked-files=no", "refd"])),  # fmt: skip
+        "refd_dirty": args.refd_source == "worktree" and bool(out(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "refd"])),
+        "refd_source": args.refd_source,
         "trio": parts[1],
         "python": parts[2],
         "python_openssl": parts[3],
@@ -623,6 +630,27 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "bench_command": " ".join(shlex.quote(a) for a in sys.argv),
         "harness_ssl": ssl.OPENSSL_VERSION,
     }
+
+
+def snapshot_refd(source: str, dest: Path) -> None:
+    """refd/ as committed (HEAD, the default) or as on disk (worktree)."""
+    if source == "head":
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "HEAD", "refd"],
+                                 capture_output=True, check=True).stdout  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    else:
+        shutil.copytree(REPO / "refd", dest / "refd", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM and SIGINT unwind (so the servers are stopped by the finally
+    blocks), also when started in the background where SIGINT is ignored."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def main() -> int:
@@ -646,6 +674,8 @@ def main() -> int:
                    help="also py-spy refd under load (needs py-spy beside --python or on PATH)")
     p.add_argument("--notes", type=Path, default=BENCH / "NOTES.md",
                    help="hand-written analysis appended to the report if the file exists")
+    p.add_argument("--refd-source", choices=("head", "worktree"), default="head",
+                   help="benchmark refd/ as committed (default) or as on disk")
     p.add_argument("--render-only", type=Path, metavar="RESULTS.json",
                    help="no run: re-render --out from a results file (and --notes)")
     args = p.parse_args()
@@ -677,14 +707,14 @@ def main() -> int:
     fd_limit = raise_fd_limit()
     if prof.idle_conns + 100 > fd_limit:
         prof.idle_conns = fd_limit - 100
+    _stop_on_sigterm()
     cores = args.workers
     started = time.monotonic()
     load_start = loadavg()
     work = Path(tempfile.mkdtemp(prefix="refd-bench-", dir="/tmp"))
     work.chmod(0o755)
     (work / "src").mkdir()
-    shutil.copytree(REPO / "refd", work / "src" / "refd",
-                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    snapshot_refd(args.refd_source, work / "src")
     S.SOURCE["path"] = work / "src"
     env = environment(args, args.loadgen_build)
     log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
