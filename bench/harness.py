@@ -628,8 +628,23 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "loadgen_build": loadgen_cmd,
         "bench_command": " ".join(shlex.quote(a) for a in sys.argv),
+        "user_args": " ".join(shlex.quote(a) for a in _user_args(sys.argv[1:])),
+        "python_path": args.python,
         "harness_ssl": ssl.OPENSSL_VERSION,
     }
+
+
+def _user_args(argv: list[str]) -> list[str]:
+    """The arguments given to bench/run (without the ones it adds itself)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--python", "--loadgen", "--loadgen-build"):
+            skip = True
+        else:
+            out.append(a)
+    return out
 
 
 def snapshot_refd(source: str, dest: Path) -> None:

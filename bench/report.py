@@ -159,7 +159,8 @@ def render(results: dict[str, Any]) -> str:
         L.append(f"| {k} | {v} |")
     L.append("\nExact commands:\n")
     L.append("```")
-    L.append(f"bench/run{' --quick' if prof['name'] == 'quick' else ''}")
+    user_args = env.get("user_args", "--quick" if prof["name"] == "quick" else "")
+    L.append(f"REFD_BENCH_PYTHON={env.get('python_path', 'python3')} bench/run {user_args}".rstrip())
     L.append(f"# which ran: {env['bench_command']}")
     L.append(f"# load generator: {env['loadgen_build']}")
     L.append("# refd: python -m refd serve -c <work>/tp-refd-wN/refd.yaml   (config in bench/servers.py)")
@@ -257,7 +258,8 @@ def render(results: dict[str, Any]) -> str:
                 f"| {r['server']} | {'yes' if r['tls'] else 'no'} | {r['held']} | "
                 f"{r['rss_before_mib']:.1f} | {r['rss_after_mib']:.1f} | "
                 f"{r['processes_before']} → {r['processes_after']} | "
-                f"{_f(r['kib_per_conn'])} | ≤ {MEM_TARGET_KIB[r['tls']]:.0f} KiB (refd) |"
+                f"{_f(r['kib_per_conn'])} | "
+                f"{'≤ ' + format(MEM_TARGET_KIB[r['tls']], '.0f') + ' KiB' if r['server'] != 'dovecot' else '-'} |"
             )
         L.append("")
 
@@ -297,7 +299,8 @@ def render(results: dict[str, Any]) -> str:
         L.append("## Event-loop stall during reload\n")
         L.append(
             "refd with a table of the bench users plus a large `user_map`; login-referral load "
-            "(PLAIN, c=16) and 2×workers NOOP probes (logged-in sessions sending `NOOP` in a "
+            "(PLAIN, paced at 200 sessions/s, at most 16 at once: far below capacity, so gaps "
+            "show stalls, not queueing) and 2×workers NOOP probes (logged-in sessions sending `NOOP` in a "
             "tight loop). *baseline*: the same without reloads; *reload*: SIGHUP, wait until "
             "every worker logged `reload ok`, repeat. The client's view is the longest gap "
             "between two NOOP answers on one connection; refd's own view is the number of "
