@@ -760,7 +760,7 @@ def main() -> int:
     results["load_end"] = loadavg()
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["cores"] = cores
-    if args.notes and args.notes.exists():
+    if args.notes and args.notes.exists() and not args.quick:  # written for a full run
         results["notes"] = args.notes.read_text()
     import report  # noqa: PLC0415
 
