@@ -120,6 +120,11 @@ class Daemon:
                 self.metrics.reloads.labels("failure").inc()
                 log.error("reload failed, keeping the tables in service: %s", exc)
                 return False
+            except Exception:
+                # A bug in a loader must not take the door down with it.
+                self.metrics.reloads.labels("failure").inc()
+                log.exception("reload failed unexpectedly, keeping the tables in service")
+                return False
             if new_config.listeners != self.config.listeners:
                 log.warning("reload: listener changes take effect only after a restart")
             self.ref.current = service
@@ -139,8 +144,12 @@ class Daemon:
             if now != seen:
                 log.info("a configuration file changed: reloading")
                 await self.reload()
-                files = watched_files(self.config, self.ref.current)
-                seen = _fingerprint(files)
+                # Compare the next poll with what was seen *before* this
+                # reload read the files: a change made while it was reading
+                # then triggers another one.
+                new_files = watched_files(self.config, self.ref.current)
+                seen = now if new_files == files else _fingerprint(new_files)
+                files = new_files
 
     async def run(
         self,

@@ -19,7 +19,6 @@ import dataclasses
 import functools
 import ipaddress
 import logging
-import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -36,6 +35,7 @@ from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
 from refd.protocol.grammar import ParseError
+from refd.protocol.listing import list_match
 from refd.protocol.responses import (
     Bye,
     Cond,
@@ -319,7 +319,11 @@ class Session:
         if not req.within_limit:
             self.limit_hit("literal_size")
             self.conn.refuse_literal()
-            text = f"Literal of {req.size} octets is over the limit."
+            text = (
+                f"Literal of {req.size} octets is over the limit."
+                if req.size < 1 << 62
+                else "Literal size out of range."
+            )
             return Reply([Tagged(req.tag, Cond.NO, text, "TOOBIG")])
         self.conn.accept_literal()
         return Reply([Continuation("Ready for literal data")])
@@ -499,9 +503,9 @@ class Session:
                     parents.append(parent)
         out: list[Response] = []
         for pattern in patterns:
-            rx = _pattern_regex(reference + pattern, delim)
+            full = reference + pattern
             for name in names:
-                if rx.fullmatch(name):
+                if list_match(full, name, delim):
                     flags = []
                     if children:
                         has = any(o.startswith(name + delim) for o in present)
@@ -513,7 +517,7 @@ class Session:
                     out.append(list_response(kind, flags, delim, name))
             if pattern.endswith("%"):
                 for name in parents:
-                    if rx.fullmatch(name):
+                    if list_match(full, name, delim):
                         flag = "\\NonExistent" if remote_flag else "\\Noselect"
                         out.append(list_response(kind, [flag, "\\HasChildren"], delim, name))
         return Reply([*out, Tagged(tag, Cond.OK, f"{kind} completed.")])
@@ -528,20 +532,6 @@ def _bad(err: CommandError) -> Response:
 def _hosts(referral: Referral) -> str:
     hosts = list(dict.fromkeys(s.host for s in referral.servers))
     return " or ".join(hosts)
-
-
-@functools.lru_cache(maxsize=1024)
-def _pattern_regex(pattern: str, delimiter: str) -> re.Pattern[str]:
-    """A LIST pattern as a regex: ``*`` any text, ``%`` any text but the delimiter."""
-    out = []
-    for ch in pattern:
-        if ch == "*":
-            out.append(".*")
-        elif ch == "%":
-            out.append(f"[^{re.escape(delimiter)}]*")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
 
 
 # --- handlers: one per command type ----------------------------------------------

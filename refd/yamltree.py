@@ -32,6 +32,8 @@ from refd.tree import Map, Node, Scalar, Seq, TreeError, is_null
 __all__ = ["parse_yaml"]
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: How deep sequences and mappings may nest in a refd file.
+MAX_DEPTH = 64
 _QUOTED_STYLES = frozenset({"'", '"', "|", ">"})
 
 
@@ -70,6 +72,7 @@ class _Builder:
     def __init__(self, file: str, events: Iterator[yaml.Event]) -> None:
         self.file = file
         self.events = events
+        self.depth = 0
 
     def _next(self) -> yaml.Event:
         return next(self.events)
@@ -115,12 +118,20 @@ class _Builder:
         if isinstance(event, yaml.ScalarEvent):
             self._check_tag(event)
             return Scalar(event.value, _line(event), event.style in _QUOTED_STYLES)
-        if isinstance(event, yaml.SequenceStartEvent):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
             self._check_tag(event)
-            return self._seq(_line(event))
-        if isinstance(event, yaml.MappingStartEvent):
-            self._check_tag(event)
-            return self._map(_line(event))
+            if self.depth >= MAX_DEPTH:
+                # No refd file needs more; and the builder recurses per level.
+                raise self._error(
+                    _line(event), f"nesting deeper than {MAX_DEPTH} levels is not supported"
+                )
+            self.depth += 1
+            try:
+                if isinstance(event, yaml.SequenceStartEvent):
+                    return self._seq(_line(event))
+                return self._map(_line(event))
+            finally:
+                self.depth -= 1
         raise self._error(_line(event), "unexpected YAML event")  # pragma: no cover
 
     def _seq(self, line: int) -> Seq:

@@ -401,7 +401,18 @@ class _Dialogue:
         raise _Unavailable(f"sending {what} took over {self.response_timeout_s:g}s")
 
     async def command(self, tag: str, chunks: tuple[bytes, ...], what: str) -> Response:
-        """Send a command (waiting for "+" between chunks); return its tagged answer."""
+        """Send a command (waiting for "+" between chunks); return its tagged answer.
+
+        ``response_timeout_s`` bounds the whole exchange, not only each line:
+        a backend that chatters untagged lines forever cannot hold a login.
+        """
+        with trio.move_on_after(self.response_timeout_s):
+            return await self._command(tag, chunks, what)
+        raise _Unavailable(
+            f"timed out after {self.response_timeout_s:g}s waiting for the answer to {what}"
+        )
+
+    async def _command(self, tag: str, chunks: tuple[bytes, ...], what: str) -> Response:
         for index, chunk in enumerate(chunks):
             await self.send(chunk, what)
             last = index == len(chunks) - 1
@@ -420,6 +431,13 @@ class _Dialogue:
         raise AssertionError("unreachable: the last chunk returns or raises")
 
     async def capabilities(self, tag: str) -> frozenset[str]:
+        with trio.move_on_after(self.response_timeout_s):
+            return await self._capabilities(tag)
+        raise _Unavailable(
+            f"timed out after {self.response_timeout_s:g}s waiting for the answer to CAPABILITY"
+        )
+
+    async def _capabilities(self, tag: str) -> frozenset[str]:
         await self.send(tag.encode() + b" CAPABILITY\r\n", "CAPABILITY")
         caps: frozenset[str] = frozenset()
         while True:

@@ -337,11 +337,11 @@ def _parse_id(tag: str, r: Reader) -> Command:
     while True:
         field = r.string("ID field")
         if len(field) > _ID_MAX_FIELD:
-            raise ParseError("ID field longer than 30 octets (RFC 2971 §3.3).")
+            raise ParseError("ID field longer than 30 octets (RFC 2971 section 3.3).")
         r.sp("ID value")
         value = r.nstring_or_nil("ID value")
         if value is not None and len(value) > _ID_MAX_VALUE:
-            raise ParseError("ID value longer than 1024 octets (RFC 2971 §3.3).")
+            raise ParseError("ID value longer than 1024 octets (RFC 2971 section 3.3).")
         params.append(
             (
                 field.decode("utf-8", "replace"),
@@ -349,7 +349,7 @@ def _parse_id(tag: str, r: Reader) -> Command:
             )
         )
         if len(params) > _ID_MAX_PAIRS:
-            raise ParseError("More than 30 ID field-value pairs (RFC 2971 §3.3).")
+            raise ParseError("More than 30 ID field-value pairs (RFC 2971 section 3.3).")
         if r.peek() == 0x29:
             r.pos += 1
             break

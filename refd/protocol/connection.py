@@ -185,7 +185,7 @@ class Connection:
                 if self._skipping:
                     self._buf.clear()
                     self._scan = 0
-                elif len(self._buf) > self.limits.max_line_bytes:
+                elif len(self._buf) > self.limits.max_line_bytes + 1:  # + a CR
                     self._start_skipping()
                     continue
                 else:
@@ -196,15 +196,8 @@ class Connection:
             self._scan = 0
             if line.endswith(b"\r"):
                 line = line[:-1]
-            if self._skipping:
-                self._skipping = False
-                return self._bad(
-                    self._skip_tag, "Command line too long.", code="TOOBIG", limit="line_length"
-                )
-            if len(line) > self.limits.max_line_bytes:
-                tag = self._tag_of(line)
-                self._reset()
-                return self._bad(tag, "Command line too long.", code="TOOBIG", limit="line_length")
+            if self._skipping or len(line) > self.limits.max_line_bytes:
+                return self._overlong(line)
             if self._sasl_tag is not None:
                 tag, self._sasl_tag = self._sasl_tag, None
                 return SaslResponse(tag, None if line == b"*" else line)
@@ -222,6 +215,22 @@ class Connection:
         self._skipping = True
         self._buf.clear()
         self._scan = 0
+
+    def _overlong(self, line: bytes) -> BadInput:
+        """Answer a line over the limit, however it was split into packets."""
+        if self._skipping:
+            self._skipping = False
+            tag = self._skip_tag
+        else:
+            tag = self._tag_of(self._parts[0] if self._parts else line)
+            self._reset()
+        if self._sasl_tag is not None:
+            # An AUTHENTICATE response: it ends the exchange, with its tag.
+            tag, self._sasl_tag = self._sasl_tag, None
+            return self._bad(
+                tag, "Authentication response too long.", code="TOOBIG", limit="line_length"
+            )
+        return self._bad(tag, "Command line too long.", code="TOOBIG", limit="line_length")
 
     @staticmethod
     def _tag_of(data: bytes) -> str | None:

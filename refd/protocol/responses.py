@@ -105,7 +105,9 @@ def to_bytes(response: Response) -> bytes:
             line = f"* {data.translate(_SAFE_TEXT)}"
         case Continuation(text):
             line = f"+ {text.translate(_SAFE_TEXT)}" if text else "+ "
-    return line.encode("utf-8") + b"\r\n"
+    # IMAP4rev1 response text is 7-bit (RFC 3501 §9: TEXT-CHAR); anything
+    # else (a host name from a config, say) is replaced, never sent raw.
+    return line.encode("ascii", "replace") + b"\r\n"
 
 
 def quote(value: str) -> str:

@@ -203,7 +203,16 @@ async def test_unknown_and_locked_users_verify_the_dummy(user: str) -> None:
     result = await source.authenticate(request(user, "Hello world!"))
     assert result.status is AuthStatus.FAILURE
     assert spy.calls == [source.dummy]
-    assert spy.threads != [threading.get_ident()]  # off the event loop thread
+
+
+@pytest.mark.parametrize(("user", "off_loop"), [("carol", True), ("alice", True), ("Bob", False)])
+async def test_slow_schemes_verify_off_the_loop(user: str, off_loop: bool) -> None:
+    # bcrypt and SHA-crypt go to a worker thread; a single digest (PLAIN,
+    # SSHA...) costs microseconds, less than the hop, and stays on the loop.
+    spy = SpyVerify()
+    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
+    await source.authenticate(request(user, "wrong"))
+    assert (spy.threads != [threading.get_ident()]) is off_loop
 
 
 async def test_known_user_verifies_its_own_hash_once() -> None:
@@ -247,16 +256,18 @@ async def test_limiter_bounds_concurrent_verifications() -> None:
         return check_password(hashed, password)
 
     limiter = trio.CapacityLimiter(1)
+    # SHA512-CRYPT only: slow schemes are the ones verified in threads.
+    text = f"alice:{{SHA512-CRYPT}}{SHA512_CRYPT_5000}\n"
     source = PasswdFileSource.from_text(
-        USERS, "users.passwd", limiter=limiter, verify=blocking_verify
+        text, "users.passwd", limiter=limiter, verify=blocking_verify
     )
     results: list[AuthResult] = []
 
     async def login(user: str) -> None:
-        results.append(await source.authenticate(request(user, "hunter2")))
+        results.append(await source.authenticate(request(user, "Hello world!")))
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(login, "bob")
+        nursery.start_soon(login, "alice")
         nursery.start_soon(login, "mallory")
         await trio.testing.wait_all_tasks_blocked()
         stats = limiter.statistics()

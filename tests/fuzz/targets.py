@@ -35,7 +35,6 @@ from typing import Any
 
 import trio
 import trio.testing
-from hypothesis import assume
 from hypothesis import strategies as st
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
@@ -171,7 +170,8 @@ def frame(limits: ProtocolLimits, chunks: list[bytes], *, eof: bool = True) -> l
             event = conn.next_event()
             if event is NEED_DATA:
                 assert chunk, "NEED_DATA after EOF"
-                assert conn.buffered <= limits.max_line_bytes, conn.buffered
+                # a line of max_line_bytes may wait for its LF with its CR
+                assert conn.buffered <= limits.max_line_bytes + 1, conn.buffered
                 held = sum(len(p) for p in conn._parts)
                 assert held <= held_max, held
                 break
@@ -197,14 +197,6 @@ def chunking_input(draw: st.DrawFn) -> tuple[ProtocolLimits, bytes, list[bytes]]
     limits = draw(st.sampled_from(LIMIT_PRESETS))
     data = draw(client_bytes)
     return limits, data, draw(chunkings(data))
-
-
-def check_chunking_away_from_limit(item: tuple[ProtocolLimits, bytes, list[bytes]]) -> None:
-    limits, data, chunks = item
-    # Near max_line_bytes the answer does depend on segmentation (see the
-    # xfail tests in test_framing.py); everywhere else it must not.
-    assume(all(len(piece) < limits.max_line_bytes - 1 for piece in data.split(b"\n")))
-    assert frame(limits, [data]) == frame(limits, chunks)
 
 
 def check_chunking(item: tuple[ProtocolLimits, bytes, list[bytes]]) -> None:
@@ -244,7 +236,6 @@ SESSION_LIMITS = [
 #: timeout plus the longest failure delays of what was pipelined before.
 SILENCE_LIMIT_S = 1800 + 15 * 40 + 60
 
-_KNOWN_8BIT = "RFC 2971 \u00a73.3".encode()
 _RESPONSE = re.compile(
     rb"(\* (OK|NO|BAD|BYE|PREAUTH|CAPABILITY|LIST|LSUB|NAMESPACE|ID) .*"
     rb"|\+ .*|\+ "
@@ -338,10 +329,7 @@ def check_session(item: dict[str, Any]) -> None:
     assert lines[-1] == b"", f"unterminated last line {lines[-1]!r}"
     lines = [line + b"\r\n" for line in lines[:-1]]
     for line in lines:
-        # Known: the ID limits' texts say "RFC 2971 §3.3" in UTF-8 (see
-        # tests/robustness/test_hostile_input.py::test_response_text_is_7bit).
-        seven_bit = line[:-2].replace(_KNOWN_8BIT, b"")
-        assert all(0x20 <= b <= 0x7E for b in seven_bit), f"not printable ASCII: {line!r}"
+        assert all(0x20 <= b <= 0x7E for b in line[:-2]), f"not printable ASCII: {line!r}"
         assert _RESPONSE.fullmatch(line), f"not an IMAP response: {line!r}"
     assert b"Internal server error" not in out
     # The session ended with a BYE: the last line, or LOGOUT's tagged OK after it.
@@ -367,7 +355,7 @@ TARGETS = {
         Target("mutf7", mutf7_input, check_mutf7),
         Target("mailbox_round_trip", mailbox_names, check_mailbox_round_trip),
         Target("framing", framing_input(), check_framing),
-        Target("framing_chunking", chunking_input(), check_chunking_away_from_limit),
+        Target("framing_chunking", chunking_input(), check_chunking),
         Target("session", session_input(), check_session),
     ]
 }

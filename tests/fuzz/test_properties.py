@@ -7,7 +7,6 @@ tests.fuzz.run --minutes N`` runs the same targets for as long as you like.
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from refd.protocol import commands as c
@@ -62,11 +61,6 @@ def test_session_ends_with_bye_and_never_fails_internally(item: dict[str, object
 LIMITS = ProtocolLimits(max_line_bytes=512)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a line of exactly max_line_bytes is refused as too long when a segment "
-    "ends between its CR and LF (the CR is counted while the LF is not there yet)",
-)
 def test_line_of_exactly_the_limit_split_between_cr_and_lf() -> None:
     head = b'a LOGIN alice "'
     line = head + b"x" * (512 - len(head) - 1) + b'"'
@@ -77,11 +71,6 @@ def test_line_of_exactly_the_limit_split_between_cr_and_lf() -> None:
     assert split == whole
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an overlong line after a literal is answered 'a1 BAD [TOOBIG]' or "
-    "'* BAD [TOOBIG]' depending on whether its LF came in the same segment",
-)
 def test_overlong_line_after_a_literal_same_answer_in_any_segmentation() -> None:
     data = b"a1 LOGIN {3}\r\nabc " + b"x" * 600 + b"\r\n"
     whole = frame(LIMITS, [data], eof=False)

@@ -88,6 +88,11 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
         daemon.wait_log("reload ok")
         daemon.wait_log("reload ok")
         daemon.proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
         assert daemon.proc.wait(timeout=30) == 0
+        # Idle workers stop at once (well within shutdown_grace_s), on their own.
+        assert time.monotonic() - stopping < 2
+        daemon.wait_log("exited with 0")
+        daemon.wait_log("exited with 0")
     finally:
         daemon.stop()

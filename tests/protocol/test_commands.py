@@ -116,7 +116,11 @@ BAD = [
     (b'a LIST "" * FOO (BAR)', "a", "Expected RETURN after the LIST patterns."),
     (b"a ID", "a", "Missing ID parameter list."),
     (b'a ID ("a")', "a", "Expected a space before the ID value."),
-    (b'a ID ("' + b"f" * 31 + b'" "v")', "a", "ID field longer than 30 octets (RFC 2971 §3.3)."),
+    (
+        b'a ID ("' + b"f" * 31 + b'" "v")',
+        "a",
+        "ID field longer than 30 octets (RFC 2971 section 3.3).",
+    ),
     (b"a AUTHENTICATE", "a", "Missing authentication mechanism."),
     (b"a AUTHENTICATE PLAIN ***", "a", "Invalid character '*' in initial response."),
     (b"a AUTHENTICATE PLAIN AGFsaWNl=x", "a", "Invalid base64 in initial response."),

@@ -266,11 +266,6 @@ async def test_a_flood_of_logins_to_a_black_hole(
     daemon.door.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a backend that keeps sending untagged lines (each within response_timeout_s) "
-    "holds the login forever: _Dialogue.command has no overall deadline",
-)
 async def test_backend_chattering_untagged_lines_forever(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:

@@ -160,11 +160,6 @@ async def test_watch_survives_a_removed_file(nursery: trio.Nursery, tmp_path: Pa
     daemon.door.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the watcher fingerprints the files after a reload has finished, so a change "
-    "written while the reload was reading them is never loaded (until some later change)",
-)
 async def test_watch_sees_a_change_made_during_a_reload(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
@@ -192,11 +187,6 @@ async def test_watch_sees_a_change_made_during_a_reload(
     daemon.door.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a deeply nested (valid) YAML file raises RecursionError in yamltree, which "
-    "Daemon.reload does not catch: SIGHUP kills the daemon instead of keeping the table",
-)
 def test_sighup_with_a_deeply_nested_routing_file(tmp_path: Path) -> None:
     with RefdProcess(tmp_path) as refd:
         (tmp_path / "routing.yaml").write_text(NESTED_YAML)
@@ -211,11 +201,6 @@ def test_sighup_with_a_deeply_nested_routing_file(tmp_path: Path) -> None:
         assert lines[1] == ALICE_REFERRAL
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: refd check crashes with a RecursionError traceback on a deeply nested file "
-    "instead of reporting file:line",
-)
 def test_refd_check_reports_a_deeply_nested_file(tmp_path: Path) -> None:
     (tmp_path / "routing.yaml").write_text(NESTED_YAML)
     done = subprocess.run(
