@@ -138,10 +138,12 @@ def _worker(config: DaemonConfig, ports: str) -> int:
         daemon.door.stop()
 
     async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(daemon.run)
-            print("ready", flush=True)  # the supervisor waits for this line
-            await orphaned()
+        async with trio.open_nursery() as watch:
+            watch.start_soon(orphaned)
+            async with trio.open_nursery() as serving:
+                await serving.start(daemon.run)
+                print("ready", flush=True)  # the supervisor waits for this line
+            watch.cancel_scope.cancel()  # the daemon has stopped: so does the worker
 
     trio.run(main)
     return 0
