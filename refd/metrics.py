@@ -13,6 +13,8 @@ says how workers' values combine (``multiprocess_mode``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from refd import __version__
@@ -119,8 +121,17 @@ class Metrics:
         )
         self.build_info.labels(__version__).set(1)
         self._sha256: str | None = None
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (label sets are bounded)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def config_loaded(self, sha256: str, when: float) -> None:
         """A table went into service (at start or by a reload)."""

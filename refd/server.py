@@ -136,13 +136,13 @@ async def handle_connection(
         label = command_label(reply.command)
         for r in reply.responses:
             if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
-                metrics.commands.labels(label, r.cond.value.lower()).inc()
+                metrics.child(metrics.commands, label, r.cond.value.lower()).inc()
                 if first_byte is not None:
-                    metrics.command_duration.labels(label).observe(now - first_byte)
+                    metrics.child(metrics.command_duration, label).observe(now - first_byte)
                 first_byte = now if conn.buffered else None
 
     door.sessions.add(session)
-    metrics.connections_active.labels(client.listener).inc()
+    metrics.child(metrics.connections_active, client.listener).inc()
     try:
         if client.tls:
             stream = await _tls_handshake(stream, service.tls_context, limits)
@@ -220,7 +220,7 @@ async def handle_connection(
             await stream.send_all(conn.send(Bye("Internal server error; closing.")))
     finally:
         door.sessions.discard(session)
-        metrics.connections_active.labels(client.listener).dec()
+        metrics.child(metrics.connections_active, client.listener).dec()
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await stream.aclose()
         log.info(
@@ -453,5 +453,5 @@ async def _accept_loop(
                 log.error("accept failed on %s: %s", lc.name, exc)
                 await trio.sleep(0.1)
                 continue
-            door.metrics.connections.labels(lc.name).inc()
+            door.metrics.child(door.metrics.connections, lc.name).inc()
             connections.start_soon(_accept, stream, lc, config, ref, door)

@@ -137,7 +137,7 @@ class DoorState:
                 session.waiting.cancel()
 
     def limit_hit(self, name: str) -> None:
-        self.metrics.limit_hits.labels(name).inc()
+        self.metrics.child(self.metrics.limit_hits, name).inc()
 
 
 class ServiceRef:
@@ -261,7 +261,9 @@ class Session:
             return Bye(text, "UNAVAILABLE")
         host, port = sibling
         url = door_url(host, port, self.user)
-        self.door.metrics.referrals.labels("greeting", "GREETING", "sibling").inc()
+        self.door.metrics.child(
+            self.door.metrics.referrals, "greeting", "GREETING", "sibling"
+        ).inc()
         log.info(
             "referral conn=%s kind=greeting command=GREETING server=sibling user=%s",
             self.client.conn_id,
@@ -353,8 +355,10 @@ class Session:
         finally:
             door.auth_in_flight -= 1
         metrics = door.metrics
-        metrics.auth_duration.labels(service.auth.name).observe(time.perf_counter() - started)
-        metrics.auth.labels(service.auth.name, result.status.value).inc()
+        metrics.child(metrics.auth_duration, service.auth.name).observe(
+            time.perf_counter() - started
+        )
+        metrics.child(metrics.auth, service.auth.name, result.status.value).inc()
         if result.status is AuthStatus.UNAVAILABLE:
             log.warning(
                 "auth unavailable conn=%s source=%s reason=%s",
@@ -464,7 +468,9 @@ class Session:
         return Reply([Tagged(tag, Cond.NO, text, referral_code(referral.urls))])
 
     def _log_referral(self, kind: str, command: str, referral: Referral, user: str) -> None:
-        self.door.metrics.referrals.labels(kind, command, referral.servers[0].name).inc()
+        self.door.metrics.child(
+            self.door.metrics.referrals, kind, command, referral.servers[0].name
+        ).inc()
         log.info(
             "referral conn=%s kind=%s command=%s server=%s user=%s",
             self.client.conn_id,
