@@ -1,4 +1,4 @@
-"""The ``refd`` command: serve, check, explain.
+"""The ``refd`` command: serve, check, explain, probe.
 
 ``main(argv=None) -> int`` is the entry point; every subcommand goes through
 the same loaders as the daemon (``refd.config``), so ``refd check`` accepts
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import trio
 
-from refd import __version__
+from refd import __version__, probe
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
 from refd.supervisor import Supervisor
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         description="IMAP front door that answers with login and mailbox referrals.",
     )
     p.add_argument("--version", action="version", version=f"refd {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the daemon")
     s.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="validate a daemon config or a routing table")
     c.add_argument("files", type=Path, nargs="+", metavar="FILE")
+
+    pr = sub.add_parser(
+        "probe",
+        help="log in at a door and follow its referrals like a client",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    probe.add_arguments(pr)
 
     e = sub.add_parser("explain", help="show which rules match and the referral sent")
     src = e.add_mutually_exclusive_group()
@@ -59,10 +66,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "serve":
+        if args.subcommand == "serve":
             return _serve(args)
-        if args.command == "check":
+        if args.subcommand == "check":
             return _check(args.files)
+        if args.subcommand == "probe":
+            return probe.run(args)
         return _explain(args)
     except TreeError as exc:
         print(f"refd: {exc}", file=sys.stderr)
@@ -84,6 +93,10 @@ class _JsonFormatter(logging.Formatter):
 
 
 def setup_logging(level: str, fmt: str) -> None:
+    # The formats print none of these: don't pay for them on every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())

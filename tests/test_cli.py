@@ -202,3 +202,16 @@ def test_json_logs(demo_copy: tuple[Path, int]) -> None:
     assert any(m.startswith("referral conn=") and "kind=login" in m for m in msgs)
     assert any(m.startswith("session end conn=") and "outcome=login-referral" in m for m in msgs)
     assert not any("secret" in line or "wrong" in line for line in lines)
+
+
+def test_probe_is_dispatched(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe's own --command option must not clash with the subcommand.
+    assert main(["probe", "--door", "127.0.0.1:1", "--user", "x", "--password-env", "NOPE"]) == 2
+    assert "the variable NOPE is not set" in capsys.readouterr().err
+    monkeypatch.setenv("PW", "x")
+    port = free_port()  # nobody listens there
+    args = ["probe", "--door", f"127.0.0.1:{port}", "--user", "x", "--password-env", "PW"]
+    assert main([*args, "--command", "EXAMINE", "--timeout", "2"]) == 8
+    assert f"door 127.0.0.1:{port}: connection refused" in capsys.readouterr().out
