@@ -1032,28 +1032,28 @@ class _Prober:
             greeting, _ = conn.read()
             self.step(hop, target, "connect", render(greeting))
             if greeting.tag != "*" or greeting.condition not in ("OK", "PREAUTH", "BYE"):
-                return self.failed(hop, f"not an IMAP greeting: {render(greeting)}")
+                raise ProtocolError(f"not an IMAP greeting: {render(greeting)}")
             if greeting.condition == "BYE":
                 if greeting.code == "REFERRAL":  # RFC 2221 §4.2
                     return _Referred(tuple(greeting.code_args.split()))
-                return self.failed(hop, f"the server said {render(greeting)}")
+                raise ProtocolError(f"the server said {render(greeting)}")
             caps = capabilities(greeting)
             if o.tls is TlsMode.STARTTLS:
                 stage = "STARTTLS"
                 if greeting.condition == "PREAUTH":
-                    return self.failed(hop, "PREAUTH greeting: STARTTLS is no longer possible")
+                    raise ProtocolError("PREAUTH greeting: STARTTLS is no longer possible")
                 if caps is None:
                     caps = conn.capability()
                 if "STARTTLS" not in caps:
-                    return self.failed(hop, "the server does not offer STARTTLS")
+                    raise ProtocolError("the server does not offer STARTTLS")
                 tag = conn.tag()
                 answer = conn.command(tag, [f"{tag} STARTTLS\r\n".encode()])
                 self.step(hop, target, "STARTTLS", render(answer.tagged))
                 if answer.tagged.condition != "OK":
-                    return self.failed(hop, f"STARTTLS refused: {render(answer.tagged)}")
+                    raise ProtocolError(f"STARTTLS refused: {render(answer.tagged)}")
                 if conn.reader.buffered:
                     # Bytes before the handshake would be trusted as if under TLS.
-                    return self.failed(hop, "data after the STARTTLS answer (injection?)")
+                    raise ProtocolError("data after the STARTTLS answer (injection?)")
                 assert self.context is not None
                 conn.sock.settimeout(o.timeout_s)  # not what the last read left of its deadline
                 conn.sock = self.context.wrap_socket(conn.sock, server_hostname=target.host)
@@ -1083,7 +1083,8 @@ class _Prober:
                 caps = capabilities(tagged) or caps
             return self.run_command(conn, hop, target, caps or frozenset(), at_door)
         except (OSError, UnicodeError, BackendProtocolError, ProtocolError) as exc:
-            # UnicodeError: a host name IDNA cannot encode ("a..b").
+            # ProtocolError: raised above for an answer the probe cannot go on
+            # with; UnicodeError: a host name IDNA cannot encode ("a..b").
             broken = True  # no LOGOUT on a connection that failed
             reason = _describe(exc, o.timeout_s)
             self.step(hop, target, stage, f"failed: {reason}")
@@ -1096,10 +1097,6 @@ class _Prober:
                 if not broken:
                     conn.logout()
                 conn.close()
-
-    def failed(self, hop: Hop, reason: str) -> _Failed:
-        hop.error = reason
-        return _Failed(reason)
 
     def run_command(
         self, conn: _Connection, hop: Hop, target: Target, caps: frozenset[str], at_door: bool

@@ -604,9 +604,16 @@ def test_bytes_after_starttls_ok_are_refused(
         conn.sendall(tag + b" OK Begin TLS\r\n* OK [REFERRAL imap://evil/] injected\r\n")
         lines.line()
 
-    code, doc = run_json(monkeypatch, fake(injecting), "--starttls", "--insecure")
+    port = fake(injecting)
+    code, doc = run_json(monkeypatch, port, "--starttls", "--insecure")
     assert code == 8
-    assert doc["result"]["message"].endswith("data after the STARTTLS answer (injection?)")
+    assert doc["result"]["message"] == (
+        f"door 127.0.0.1:{port}: data after the STARTTLS answer (injection?) (at STARTTLS)"
+    )
+    assert doc["hops"][0]["steps"][-1] == {
+        "command": "STARTTLS",
+        "response": "failed: data after the STARTTLS answer (injection?)",
+    }
 
 
 def test_append_sends_no_body_when_refused_before_continuation(
