@@ -72,7 +72,7 @@ class _Closed(Exception):
 
 
 class _HandshakeFailed(Exception):
-    pass
+    """A TLS handshake failed or timed out (counted per listener)."""
 
 
 class _PrefixedStream(trio.abc.Stream):
