@@ -79,3 +79,16 @@ async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """Run a blocking client in a thread, so the server on the trio loop can answer."""
     with trio.fail_after(60):
         return await trio.to_thread.run_sync(fn, *args)
+
+
+def exchange(port: int, payload: bytes, until: bytes = b"a1 ") -> bytes:
+    """Send ``payload`` on a fresh connection; read until ``until`` or EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload)
+        got = b""
+        while until not in got:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+        return got

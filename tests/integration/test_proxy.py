@@ -20,7 +20,7 @@ from refd.config import DaemonConfig, ListenerConfig
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
 from tests.conftest import hits
-from tests.procs import in_thread
+from tests.procs import exchange, in_thread
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -61,18 +61,6 @@ async def start(
         lambda task_status: serve(config, ServiceRef(service), door=door, task_status=task_status)
     )
     return ProxyDoor(bound[0].port, door)
-
-
-def exchange(port: int, payload: bytes, until: bytes = b"a1 ") -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        got = b""
-        while until not in got:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got
 
 
 GREETING_UNTRUSTED = (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import imaplib
 import logging
-import socket
 from typing import Any
 
 import imapclient
@@ -22,7 +21,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from refd.config import DaemonConfig, ListenerConfig
 from refd.server import serve
 from refd.session import Service, ServiceRef
-from tests.procs import in_thread
+from tests.procs import exchange, in_thread
 
 ALICE_REFERRAL = (
     "[REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
@@ -153,28 +152,16 @@ async def test_imapclient(port: int) -> None:
     assert out["folders"] == []
 
 
-def raw_session(port: int, payload: bytes, *, read_until: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload)
-        got = b""
-        while read_until not in got:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-        return got
-
-
 async def test_hostile_input_then_daemon_still_serves(port: int) -> None:
     garbage = b"\x00\xff\xfe garbage\r\n" + b"x" * 20000 + b"\r\n" + b"a1 LOGIN {4097+}\r\n"
-    got = await in_thread(lambda: raw_session(port, garbage, read_until=b"* BYE"))
+    got = await in_thread(lambda: exchange(port, garbage, until=b"* BYE"))
     lines = got.split(b"\r\n")
     assert lines[1] == b"* BAD Invalid tag: NUL character where tag was expected."
     assert lines[2] == b"* BAD [TOOBIG] Command line too long."
     assert lines[3] == b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-)."
     assert lines[4] == b"* BYE Non-synchronizing literal too large."
     # A client that vanishes mid-literal does not disturb anyone either.
-    await in_thread(lambda: raw_session(port, b"a1 LOGIN {5}\r\n", read_until=b"+ "))
+    await in_thread(lambda: exchange(port, b"a1 LOGIN {5}\r\n", until=b"+ "))
     assert await in_thread(imaplib_login, port, "alice", "secret") == (
         "NO",
         repr(ALICE_REFERRAL.encode()),
@@ -203,9 +190,7 @@ async def test_internal_error_is_contained(
     bound = await nursery.start(lambda task_status: serve(config, ref, task_status=task_status))
     port = bound[0].port
     with caplog.at_level(logging.ERROR, logger="refd.server"):
-        got = await in_thread(
-            lambda: raw_session(port, b"a1 LOGIN alice secret\r\n", read_until=b"* BYE")
-        )
+        got = await in_thread(lambda: exchange(port, b"a1 LOGIN alice secret\r\n", until=b"* BYE"))
     assert got.endswith(b"\r\n* BYE Internal server error; closing.\r\n")
     assert b"Traceback" not in got and b"injected" not in got
     [record] = [r for r in caplog.records if r.message.startswith("internal error conn=")]
