@@ -399,7 +399,7 @@ class Session:
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
         route = service.table.route_user(user)
-        referral = service.table.login_referral(user)
+        referral = None if route is None else service.table.login_referral(user, route)
         if route is None or referral is None:
             log.warning("no route conn=%s user=%s", self.client.conn_id, user)
             text = "No mail server is configured for this account."

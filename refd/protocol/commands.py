@@ -50,6 +50,7 @@ __all__ = [
     "Unselected",
     "Unsubscribe",
     "parse_append_mailbox",
+    "parse_arguments",
     "parse_command",
     "parse_tag_and_name",
 ]
@@ -581,8 +582,13 @@ def parse_tag_and_name(data: bytes) -> tuple[str, str]:
 
 def parse_command(data: bytes) -> Command:
     """Parse one complete command; raise :class:`CommandError` if it is bad."""
-    r = Reader(data)
     tag, name = parse_tag_and_name(data)
+    return parse_arguments(data, tag, name)
+
+
+def parse_arguments(data: bytes, tag: str, name: str) -> Command:
+    """The rest of :func:`parse_command`, once ``tag`` and ``name`` are read."""
+    r = Reader(data)
     parser = PARSERS.get(name)
     if parser is None:
         raise CommandError(tag, f"Unknown command {name[:32]}.")

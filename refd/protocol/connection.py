@@ -26,7 +26,7 @@ from refd.protocol.commands import (
     CommandError,
     State,
     Unselected,
-    parse_command,
+    parse_arguments,
     parse_tag_and_name,
 )
 from refd.protocol.responses import Bye, Response, to_bytes
@@ -327,7 +327,7 @@ class Connection:
         try:
             tag, name = parse_tag_and_name(raw)
             self._check_legal(tag, name)
-            return parse_command(raw)
+            return parse_arguments(raw, tag, name)
         except CommandError as exc:
             return self._bad_from(exc)
 

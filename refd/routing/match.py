@@ -77,9 +77,12 @@ class RoutingTable:
                 return UserRoute(rule.server, rule.login, rule.description)
         return None
 
-    def login_referral(self, user: str) -> Referral | None:
-        """RFC 2221 login referral: server URLs, home server then replicas."""
-        route = self.route_user(user)
+    def login_referral(self, user: str, route: UserRoute | None = None) -> Referral | None:
+        """RFC 2221 login referral: server URLs, home server then replicas.
+
+        ``route`` is ``route_user(user)`` when the caller already has it.
+        """
+        route = route if route is not None else self.route_user(user)
         if route is None:
             return None
         return self._referral(user, self.chains[route.server.name], None, route.rule)
