@@ -16,7 +16,9 @@ user's login (``DovecotInstance`` log) after the client started and the
 client shows that backend's mail; the door's log shows which referral the
 client received. Batch clients run as subprocesses; interactive ones
 (alpine, mutt, neomutt) in a private tmux server, read as the rendered
-screen, with passwords typed at their prompts.
+screen, with passwords typed at their prompts. Every wait is for durable
+state (a message list, a status bar, a log line), never for a status-line
+message, which the client replaces at its next event.
 
 Results (Debian 12 packages; "login" = follows the login referral,
 "mailbox" = follows a mailbox referral):
@@ -65,6 +67,7 @@ from __future__ import annotations
 import imaplib
 import os
 import queue
+import re
 import shlex
 import shutil
 import subprocess
@@ -127,15 +130,6 @@ class Lab:
         lines = backend.wait_for_log(f"Login: user=<{user}>", before + 1, timeout_s)
         return len(lines) > before
 
-    def door_log(self) -> str:
-        """What the door has logged so far."""
-        time.sleep(0.2)  # a client that just finished: let its last lines arrive
-        while True:
-            try:
-                self.daemon.log.append(self.daemon.lines.get_nowait())
-            except queue.Empty:
-                return "".join(self.daemon.log)
-
     def door_said(self, needle: str) -> str:
         """A line of the door's log containing ``needle`` (waiting for it)."""
         for line in self.daemon.log:
@@ -143,17 +137,50 @@ class Lab:
                 return line
         return self.daemon.wait_log(needle, timeout=5)
 
+    def door_session(self, needle: str) -> str:
+        """Every door log line of the connection that logged ``needle``, once it has ended.
+
+        The door logs ``session end conn=ID`` last for each connection, so
+        what a finished session did not log, it never will.
+        """
+        found = re.search(r" conn=(\S+) ", self.door_said(needle))
+        assert found is not None, needle
+        ended = f"session end conn={found[1]} "
+        self.door_said(ended)
+        return "".join(line for line in self.daemon.log if f" conn={found[1]} " in line)
+
+    def logs(self, lines: int = 12) -> str:
+        """The last ``lines`` of the door's and each backend's log, for a failure message."""
+        while True:
+            try:
+                self.daemon.log.append(self.daemon.lines.get_nowait())
+            except queue.Empty:
+                break
+        parts = [f"--- door log ---\n{''.join(self.daemon.log[-lines:])}"]
+        for backend in (self.home, self.shared):
+            tail = backend.log().splitlines()[-lines:]
+            parts.append(f"--- {backend.name} log ---\n" + "\n".join(tail))
+        return "\n".join(parts)
+
+
+def seed(backend: DovecotInstance, user: str, mailbox: str, subject: str) -> None:
+    """APPEND a message as ``user``; return once ``backend`` has logged that login.
+
+    Dovecot logs asynchronously: logins counted afterwards are the client's.
+    """
+    needle = f"Login: user=<{user}>"
+    before = len(backend.wait_for_log(needle, timeout_s=0))
+    backend.seed(user, mailbox, subject)
+    assert len(backend.wait_for_log(needle, before + 1)) > before, backend.log()
+
 
 @pytest.fixture
 def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
     home = dovecot_factory(name="home", users=USERS)
     shared = dovecot_factory(name="shared", users=USERS)
-    home.seed("alice", "INBOX", HOME_ALICE)
-    home.seed("bob", "INBOX", HOME_BOB)
-    shared.seed("bob", "Shared/Sales", SHARED_SALES)
-    # Dovecot logs asynchronously: count logins only once the seeds' are in.
-    for backend, user in ((home, "alice"), (home, "bob"), (shared, "bob")):
-        assert backend.wait_for_log(f"Login: user=<{user}>", 1)
+    seed(home, "alice", "INBOX", HOME_ALICE)
+    seed(home, "bob", "INBOX", HOME_BOB)
+    seed(shared, "bob", "Shared/Sales", SHARED_SALES)
     port = free_port()
     (tmp_path / "routing.yaml").write_text(
         "version: 1\n"
@@ -197,16 +224,25 @@ def run(argv: list[str], home: Path) -> subprocess.CompletedProcess[str]:
 # -- interactive clients in a private tmux server --------------------------------------------
 
 
+#: how alpine (c-client) ends a password prompt; the echo of what was typed follows it
+PASSWORD_PROMPT = "ENTER PASSWORD:"
+
+
 class Terminal:
     """One interactive client in its own tmux server, read as the rendered screen.
 
     The server's socket is in ``home`` (``-S``), private to this test, and
-    :meth:`close` stops only that server.
+    :meth:`close` stops only that server. ``context`` adds the logs that
+    matter (the door's and the backends') to a timeout's message.
     """
 
-    def __init__(self, argv: list[str], home: Path) -> None:
+    def __init__(self, argv: list[str], home: Path, context: Callable[[], str]) -> None:
         need("tmux", "tmux")
         self.socket = str(home / "tmux.sock")
+        self.context = context
+        #: the password prompts answered, in order (alpine's
+        #: ``HOST: ... USER: ... ENTER PASSWORD:`` lines, without the echo)
+        self.prompts: list[str] = []
         command = " ".join(shlex.quote(a) for a in argv)
         # The shell stays after the client exits, so its last screen can be read.
         shell = f"env HOME={shlex.quote(str(home))} {command}; echo '[client exited]'; sleep 600"
@@ -220,32 +256,45 @@ class Terminal:
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "main")
 
+    def keys(self, *keys: str) -> None:
+        """Press ``keys`` (tmux key names: ``L``, ``Enter``)."""
+        self.tmux("send-keys", "-t", "main", *keys)
+
     def type(self, text: str) -> None:
         self.tmux("send-keys", "-t", "main", "-l", text)
-        self.tmux("send-keys", "-t", "main", "Enter")
+        self.keys("Enter")
 
-    def wait(
-        self, done: Callable[[str], bool], *, password: str | None = None
-    ) -> tuple[str, list[str]]:
-        """Poll the screen until ``done``; type ``password`` at each new password prompt.
+    def wait(self, done: Callable[[str], bool], *, password: str | None = None) -> str:
+        """Poll the screen until ``done(screen)``; return that screen.
 
-        Returns the last screen and the prompts answered (alpine's
-        ``HOST: ... USER: ... ENTER PASSWORD:`` lines), in order.
+        ``done`` must test durable state: the message list, a title or status
+        bar, a backend's log. A status-line message ("opened with ...",
+        "Found on line 1") lasts only until the client's next event or key.
+
+        With ``password``, each new password prompt is answered once. A
+        prompt is known by its text up to ``ENTER PASSWORD:``, without the
+        echo: a screen polled after the password was typed but before the
+        client took the Enter shows ``ENTER PASSWORD: ******``, and answering
+        that again sends the password as keystrokes into the next screen
+        (in alpine's message index, ``s`` opens "Save to folder").
         """
-        answered: list[str] = []
         deadline = time.monotonic() + CLIENT_TIMEOUT_S
-        screen = ""
-        while time.monotonic() < deadline:
+        while True:
             screen = self.screen()
             if done(screen):
-                return screen, answered
-            prompts = [line.strip() for line in screen.splitlines() if "ENTER PASSWORD" in line]
-            for prompt in prompts:
-                if password is not None and prompt not in answered:
-                    answered.append(prompt)
+                return screen
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {CLIENT_TIMEOUT_S} s; prompts answered {self.prompts}; "
+                    f"last screen:\n{screen.rstrip()}\n{self.context()}"
+                )
+            for line in screen.splitlines():
+                head, found, _ = line.partition(PASSWORD_PROMPT)
+                prompt = (head + found).strip()
+                if found and password is not None and prompt not in self.prompts:
+                    self.prompts.append(prompt)
                     self.type(password)
             time.sleep(0.1)
-        raise AssertionError(f"timed out; prompts answered {answered}; last screen:\n{screen}")
 
     def close(self) -> None:
         subprocess.run(
@@ -257,11 +306,11 @@ class Terminal:
 
 
 @pytest.fixture
-def terminals() -> Iterator[Callable[[list[str], Path], Terminal]]:
+def terminals(lab: Lab) -> Iterator[Callable[[list[str], Path], Terminal]]:
     opened: list[Terminal] = []
 
     def open_terminal(argv: list[str], home: Path) -> Terminal:
-        terminal = Terminal(argv, home)
+        terminal = Terminal(argv, home, context=lab.logs)
         opened.append(terminal)
         return terminal
 
@@ -274,21 +323,34 @@ def terminals() -> Iterator[Callable[[list[str], Path], Terminal]]:
 
 
 def alpine_home(lab: Lab, user: str) -> Path:
+    """A HOME with a pinerc whose INBOX is ``user``'s INBOX at the door."""
     home = lab.directory / f"alpine-{user}"
     home.mkdir()
+    # An existing ~/mail spares the "Creating subdirectory" message, which
+    # holds the start for 4 s.
+    (home / "mail").mkdir()
+    door = f"{{127.0.0.1:{lab.port}/user={user}/norsh/notls}}"
     # last-version-used skips the greeting screen; busy-cue-rate=0 and
     # status-message-delay=-1 keep status messages from hiding or delaying
     # the password prompts; no password file, so no "save it?" question.
-    (home / "pinerc").write_text(
-        "personal-name=Test\n"
-        "user-domain=example.org\n"
-        "last-version-used=6.26\n"
-        f"inbox-path={{127.0.0.1:{lab.port}/user={user}/norsh/notls}}INBOX\n"
-        "feature-list=quit-without-confirm,disable-password-file-saving\n"
-        "busy-cue-rate=0\n"
-        "status-message-delay=-1\n"
-    )
+    lines = [
+        "personal-name=Test",
+        "user-domain=example.org",
+        "last-version-used=6.26",
+        f"inbox-path={door}INBOX",
+        "feature-list=quit-without-confirm,disable-password-file-saving",
+        "busy-cue-rate=0",
+        "status-message-delay=-1",
+    ]
+    (home / "pinerc").write_text("".join(f"{line}\n" for line in lines))
     return home
+
+
+def alpine(terminals: Callable[[list[str], Path], Terminal], home: Path, *args: str) -> Terminal:
+    """alpine in ``home``, tracing IMAP (``-d flush,imap=4``), at the index (``-i``)."""
+    binary = need("alpine", "alpine")
+    argv = [binary, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", *args]
+    return terminals(argv, home)
 
 
 def alpine_trace(home: Path) -> str:
@@ -297,24 +359,30 @@ def alpine_trace(home: Path) -> str:
     return "\n".join(line.partition(": ")[2] for line in lines if line.startswith("IMAP DEBUG"))
 
 
+def prompt_ports(terminal: Terminal) -> list[str]:
+    """The port of each password prompt answered
+    ("HOST: localhost:PORT (INSECURE)  USER: alice  ENTER PASSWORD:")."""
+    return [p.split()[1].rpartition(":")[2] for p in terminal.prompts]
+
+
 def test_alpine_follows_login_referral(
     lab: Lab, terminals: Callable[[list[str], Path], Terminal]
 ) -> None:
-    alpine = need("alpine", "alpine")
     home = alpine_home(lab, "alice")
     before = lab.logins(lab.home, "alice")
-    terminal = terminals([alpine, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i"], home)
+    terminal = alpine(terminals, home)
 
-    screen, prompts = terminal.wait(lambda s: "opened with" in s, password=PASSWORD)
+    # Durable proof of the follow: home logged alice in, and her INBOX's
+    # message list is on screen.
+    screen = terminal.wait(
+        lambda s: HOME_ALICE in s and lab.logins(lab.home, "alice") > before,
+        password=PASSWORD,
+    )
 
-    # alice's INBOX on the home backend is on screen; home logged her in.
-    assert HOME_ALICE in screen
-    assert lab.logged_in_since(lab.home, "alice", before)
+    assert "Folder: INBOX" in screen
     lab.door_said("kind=login command=LOGIN server=home user=alice")
     # The password was asked twice: once for the door, once for home.
-    # ("HOST: localhost:PORT (INSECURE)  USER: alice  ENTER PASSWORD:")
-    ports = [p.split()[1].rpartition(":")[2] for p in prompts]
-    assert ports == [str(lab.port), str(lab.home.port)], prompts
+    assert prompt_ports(terminal) == [str(lab.port), str(lab.home.port)], terminal.prompts
     referral = f"NO [REFERRAL imap://alice;AUTH=*@127.0.0.1:{lab.home.port}/]"
     trace = alpine_trace(home)
     assert referral in trace
@@ -329,23 +397,22 @@ def test_alpine_follows_ok_login_referral_and_opens_home_inbox(
     # logs in at home and opens INBOX there, still labelled Shared/Sales.
     # No SELECT (so no mailbox referral) and no RLIST ever reach the door,
     # and the shared backend is never contacted.
-    alpine = need("alpine", "alpine")
     home = alpine_home(lab, "bob")
     folder = f"{{127.0.0.1:{lab.port}/user=bob/norsh/notls}}Shared/Sales"
     home_before = lab.logins(lab.home, "bob")
     shared_before = lab.logins(lab.shared, "bob")
-    argv = [alpine, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", "-f", folder]
-    terminal = terminals(argv, home)
+    terminal = alpine(terminals, home, "-f", folder)
 
-    screen, _ = terminal.wait(lambda s: "opened with" in s, password=PASSWORD)
+    screen = terminal.wait(
+        lambda s: HOME_BOB in s and lab.logins(lab.home, "bob") > home_before,
+        password=PASSWORD,
+    )
 
-    assert f'Folder "{folder}" opened' in screen
-    assert HOME_BOB in screen
+    assert f"Folder: {folder}" in screen  # the title bar
     assert SHARED_SALES not in screen
-    assert lab.logged_in_since(lab.home, "bob", home_before)
     assert not lab.logged_in_since(lab.shared, "bob", shared_before, timeout_s=0.5)
-    lab.door_said("kind=login command=LOGIN server=home user=bob")
-    assert "kind=mailbox" not in lab.door_log()
+    door = lab.door_session("kind=login command=LOGIN server=home user=bob")
+    assert "kind=mailbox" not in door
     trace = alpine_trace(home)
     ok = f"OK [REFERRAL imap://bob;AUTH=*@127.0.0.1:{lab.home.port}/]"
     assert ok in trace
@@ -398,7 +465,9 @@ def test_mutt_does_not_follow_referrals(
     before = lab.logins(lab.home, user)
     terminal = terminals([client, "-n", "-F", str(rc)], rc.parent)
 
-    screen, _ = terminal.wait(lambda s: shown in s)
+    # The status bar says the client has given up ("Mutt: (no mailbox)");
+    # the message line keeps its last message until a key is pressed.
+    screen = terminal.wait(lambda s: "(no mailbox) [Msgs:0]" in s and shown in s)
 
     if user == "alice":
         lab.door_said("kind=login command=LOGIN server=home user=alice")
@@ -516,8 +585,8 @@ def test_offlineimap_does_not_follow_referrals(lab: Lab) -> None:
     # bob is logged in at the door; LIST there shows no remote mailbox
     # (RFC 2193 §3), so offlineimap finds nothing to sync and never SELECTs.
     assert "no folder to sync" in bob.stdout + bob.stderr
-    lab.door_said("kind=login command=LOGIN server=home user=bob")
-    assert "kind=mailbox" not in lab.door_log()
+    door = lab.door_session("kind=login command=LOGIN server=home user=bob")
+    assert "kind=mailbox" not in door
     for user in USERS:
         assert not lab.logged_in_since(lab.home, user, before[user], timeout_s=0.5)
 
