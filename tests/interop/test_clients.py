@@ -8,7 +8,10 @@ at two private Dovecot backends:
 - **shared** holds bob's ``Shared/Sales`` (the table's ``Shared/*`` rule);
 - alice is ``login: refer`` -> ``NO [REFERRAL imap://alice;AUTH=*@home/]``;
 - bob is ``login: accept`` -> ``OK [REFERRAL imap://bob;AUTH=*@home/]``,
-  and then gets ``NO [REFERRAL ...]`` per mailbox.
+  and then gets ``NO [REFERRAL ...]`` per mailbox;
+- carol (tried with alpine only, her mail seeded by that test) is
+  ``login: stay`` -> a plain ``OK``, and then ``NO [REFERRAL ...]`` per
+  mailbox.
 
 Door and backends share the passwords, so a client that follows a referral
 can log in where it is sent. "Followed" means the backend logged the
@@ -23,10 +26,13 @@ message, which the client replaces at its next event.
 Results (Debian 12 packages; "login" = follows the login referral,
 "mailbox" = follows a mailbox referral):
 
-- alpine 2.26 (``alpine``): login yes, mailbox n/a. Follows ``NO`` and
-  ``OK [REFERRAL]`` after LOGIN alike: logs out of the door, asks for the
-  password again for the backend, logs in there and opens INBOX -- even
-  when the user asked the door for another mailbox (see below).
+- alpine 2.26 (``alpine``): login yes; mailbox yes with ``login: stay``,
+  n/a with ``login: accept``. Follows ``NO`` and ``OK [REFERRAL]`` after
+  LOGIN alike: logs out of the door, asks for the password again for the
+  backend, logs in there and opens INBOX -- even when the user asked the
+  door for another mailbox (see below). After a plain ``OK`` it stays,
+  lists the door's folders with ``RLIST`` and follows each ``SELECT``
+  referral the same way.
 - mutt 2.2.12 (``mutt``): no, no. Shows "Login failed." (not the referral
   text) for the login referral, and the SELECT's text ("Remote mailbox.
   Try ...") for the mailbox referral.
@@ -47,15 +53,11 @@ Results (Debian 12 packages; "login" = follows the login referral,
 treats ``OK [REFERRAL]`` after LOGIN as a login referral too (its
 ``REFAUTH`` case) and leaves the door at once, so with refd's
 ``login: accept`` it never sends SELECT or RLIST to the door and never
-meets a mailbox referral. The tests below pin that down.
+meets a mailbox referral; ``login: stay`` (a plain ``OK``) is for it. The
+tests below pin both down.
 
 Observed by hand, not tested here:
 
-- With a door patched (in a scratch script) to answer bob's LOGIN with a
-  plain ``OK`` (no referral code), alpine 2.26 stays: it lists with
-  ``RLIST "" %``, sends ``SELECT Shared/Sales``, follows the
-  ``NO [REFERRAL ...]`` to the shared backend (asking the password again)
-  and shows that mailbox's mail.
 - A draining door's ``* BYE [REFERRAL imap://;AUTH=*@host:port/]``
   greeting (RFC 2221 §4.2) is followed by neither alpine ("No folder is
   currently open") nor curl (exit 8, "Got unexpected imap-server
@@ -86,13 +88,16 @@ from .dovecot import DovecotInstance
 
 pytestmark = pytest.mark.interop
 
-#: the demo passwd-file's password for alice and bob; the backends use it too
+#: the demo passwd-file's password for alice, bob and carol; the backends use it too
 PASSWORD = "secret"
 USERS = {"alice": PASSWORD, "bob": PASSWORD}
+#: carol (``login: stay``) only meets alpine, the one client that stays and follows
+BACKEND_USERS = {**USERS, "carol": PASSWORD}
 CLIENT_TIMEOUT_S = 15.0
 
 HOME_ALICE = "alice INBOX on home"
 HOME_BOB = "bob INBOX on home"
+HOME_CAROL = "carol INBOX on home"
 SHARED_SALES = "Sales on shared"
 
 
@@ -176,8 +181,8 @@ def seed(backend: DovecotInstance, user: str, mailbox: str, subject: str) -> Non
 
 @pytest.fixture
 def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
-    home = dovecot_factory(name="home", users=USERS)
-    shared = dovecot_factory(name="shared", users=USERS)
+    home = dovecot_factory(name="home", users=BACKEND_USERS)
+    shared = dovecot_factory(name="shared", users=BACKEND_USERS)
     seed(home, "alice", "INBOX", HOME_ALICE)
     seed(home, "bob", "INBOX", HOME_BOB)
     seed(shared, "bob", "Shared/Sales", SHARED_SALES)
@@ -190,6 +195,7 @@ def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
         "users:\n"
         "  - {user: alice, server: home, login: refer}\n"
         "  - {user: bob, server: home, login: accept}\n"
+        "  - {user: carol, server: home, login: stay}\n"
         "mailboxes:\n"
         '  - {match: "Shared/*", servers: [shared]}\n'
         "published:\n"
@@ -322,8 +328,12 @@ def terminals(lab: Lab) -> Iterator[Callable[[list[str], Path], Terminal]]:
 # -- alpine (c-client) ------------------------------------------------------------------------
 
 
-def alpine_home(lab: Lab, user: str) -> Path:
-    """A HOME with a pinerc whose INBOX is ``user``'s INBOX at the door."""
+def alpine_home(lab: Lab, user: str, *, door_folders: bool = False) -> Path:
+    """A HOME with a pinerc whose INBOX is ``user``'s INBOX at the door.
+
+    ``door_folders``: the folder list (``L``) is the door's, listed there
+    with RLIST.
+    """
     home = lab.directory / f"alpine-{user}"
     home.mkdir()
     # An existing ~/mail spares the "Creating subdirectory" message, which
@@ -342,6 +352,8 @@ def alpine_home(lab: Lab, user: str) -> Path:
         "busy-cue-rate=0",
         "status-message-delay=-1",
     ]
+    if door_folders:
+        lines.append(f"folder-collections=Door {door}[]")
     (home / "pinerc").write_text("".join(f"{line}\n" for line in lines))
     return home
 
@@ -420,6 +432,65 @@ def test_alpine_follows_ok_login_referral_and_opens_home_inbox(
     assert "SELECT" not in at_door
     assert "RLIST" not in at_door
     assert "LOGOUT" in at_door.partition(ok)[2]
+
+
+def test_alpine_stays_and_follows_mailbox_referrals(
+    lab: Lab, terminals: Callable[[list[str], Path], Terminal]
+) -> None:
+    # carol is login: stay: a plain OK at LOGIN, so c-client stays at the
+    # door. Its INBOX's SELECT is referred to home; the folder list is the
+    # door's RLIST; opening Shared/Sales there is referred to shared. Each
+    # referral is followed, with the password asked again at the backend.
+    seed(lab.home, "carol", "INBOX", HOME_CAROL)
+    seed(lab.shared, "carol", "Shared/Sales", SHARED_SALES)
+    home = alpine_home(lab, "carol", door_folders=True)
+    home_before = lab.logins(lab.home, "carol")
+    shared_before = lab.logins(lab.shared, "carol")
+    terminal = alpine(terminals, home)
+
+    terminal.wait(
+        lambda s: HOME_CAROL in s and lab.logins(lab.home, "carol") > home_before,
+        password=PASSWORD,
+    )
+    terminal.keys("L")  # the folder list: RLIST "" % at the door
+    terminal.wait(lambda s: "FOLDER LIST" in s and "Shared/" in s)
+    terminal.keys("W")  # whereis: put the cursor on Shared/
+    terminal.wait(lambda s: "Word to search for" in s)
+    terminal.type("Shared")
+    terminal.wait(lambda s: "Word to search for" not in s)
+    terminal.keys("Enter")  # into Shared/: RLIST Shared/ %
+    terminal.wait(lambda s: "Dir: Shared/" in s and "Sales" in s)
+    terminal.keys("Enter")  # open Shared/Sales, the one folder there
+    screen = terminal.wait(
+        lambda s: SHARED_SALES in s and lab.logins(lab.shared, "carol") > shared_before,
+        password=PASSWORD,
+    )
+
+    assert "Folder: Shared/Sales" in screen  # the title bar
+    # The door once (its password is kept for the RLIST connection), then
+    # each backend a referral led to.
+    ports = [str(lab.port), str(lab.home.port), str(lab.shared.port)]
+    assert prompt_ports(terminal) == ports, terminal.prompts
+    first = lab.door_session("kind=mailbox command=SELECT server=home user=carol")
+    assert "kind=login" not in first  # a plain OK: no login referral
+    lab.door_said("kind=mailbox command=SELECT server=shared user=carol")
+    trace = alpine_trace(home)
+    inbox = f"NO [REFERRAL imap://carol;AUTH=*@127.0.0.1:{lab.home.port}/INBOX]"
+    sales = f"NO [REFERRAL imap://carol;AUTH=*@127.0.0.1:{lab.shared.port}/Shared/Sales]"
+    order = [
+        "SELECT INBOX",
+        inbox,
+        "refd-test home ready",
+        'RLIST "" %',
+        '* LIST (\\Noselect \\HasChildren) "/" Shared',
+        "RLIST Shared/ %",
+        '* LIST () "/" Shared/Sales',
+        "SELECT Shared/Sales",
+        sales,
+        "refd-test shared ready",
+    ]
+    at = [trace.find(step) for step in order]
+    assert -1 not in at and at == sorted(at), dict(zip(order, at, strict=True))
 
 
 # -- mutt and neomutt -------------------------------------------------------------------
