@@ -136,8 +136,21 @@ class DoorState:
             if session.waiting is not None:
                 session.waiting.cancel()
 
-    def limit_hit(self, name: str) -> None:
+    def limit_hit(
+        self, name: str, reason: str, *, conn_id: str, address: str, log_it: bool = True
+    ) -> None:
+        """Count a hit of limit ``name``; with ``log_it``, log it with its reason.
+
+        The one place every limit is reported: ``refd_limit_hits_total`` by
+        name, and one ``limit hit`` line (connections log it once each, see
+        :meth:`Session.limit_hit`).  ``reason`` is for the admin: what the
+        client did and the setting it ran into; never a password.
+        """
         self.metrics.child(self.metrics.limit_hits, name).inc()
+        if log_it:
+            log.warning(
+                "limit hit conn=%s addr=%s limit=%s reason=%s", conn_id, address, name, reason
+            )
 
 
 class ServiceRef:
@@ -209,14 +222,13 @@ class Session:
         #: the cancel scope of the read the server loop is waiting in, if any
         self.waiting: trio.CancelScope | None = None
 
-    def limit_hit(self, name: str) -> None:
-        """Count a limit hit; log it once per connection with the address."""
-        self.door.limit_hit(name)
-        if name not in self._limits_logged:
-            self._limits_logged.add(name)
-            log.warning(
-                "limit hit conn=%s addr=%s limit=%s", self.client.conn_id, self.client.address, name
-            )
+    def limit_hit(self, name: str, reason: str) -> None:
+        """Count every hit of a limit; log the first one per connection."""
+        first = name not in self._limits_logged
+        self._limits_logged.add(name)
+        self.door.limit_hit(
+            name, reason, conn_id=self.client.conn_id, address=self.client.address, log_it=first
+        )
 
     # -- helpers ----------------------------------------------------------
 
@@ -294,7 +306,8 @@ class Session:
         err = event.error
         reply = Reply([_bad(err)])
         if event.limit is not None:
-            self.limit_hit(event.limit)
+            # What the client is told is the reason: the BYE, else the BAD.
+            self.limit_hit(event.limit, event.bye or err.text)
         if event.bye is not None:
             reply.responses.append(Bye(event.bye))
             reply.close = True
@@ -319,7 +332,11 @@ class Session:
                 self.conn.refuse_literal()
                 return refused
         if not req.within_limit:
-            self.limit_hit("literal_size")
+            self.limit_hit(
+                "literal_size",
+                f"a literal of {req.size} octets; limits.max_literal_bytes is "
+                f"{self.conn.limits.max_literal_bytes}",
+            )
             self.conn.refuse_literal()
             text = (
                 f"Literal of {req.size} octets is over the limit."
@@ -344,7 +361,11 @@ class Session:
         trusted = self.client.in_networks(service.policy.trusted_networks)
         if door.auth_in_flight >= service.limits.max_auth_in_flight:
             # A flood of logins must not queue without bound behind the hashes.
-            self.limit_hit("auth_in_flight")
+            self.limit_hit(
+                "auth_in_flight",
+                f"{door.auth_in_flight} logins in progress; limits.max_auth_in_flight is "
+                f"{service.limits.max_auth_in_flight}",
+            )
             text = "Too many logins in progress; try again shortly."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         request = AuthRequest(user=user, password=password, client_address=self.client.address)
@@ -383,7 +404,7 @@ class Session:
                     max_s=policy.auth_failure_delay_max_s,
                 )
                 if delay > policy.auth_failure_delay_s:
-                    self.limit_hit("auth_failures")
+                    self.limit_hit("auth_failures", f"recent failures: answer delayed {delay:g}s")
             log.info(
                 "auth failed conn=%s addr=%s source=%s reason=%s delay=%.1f",
                 self.client.conn_id,
