@@ -27,6 +27,7 @@ from typing import TypeVar
 from refd.auth.base import AuthSource
 from refd.auth.imap_backend import ImapBackendSource, TlsMode
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
+from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.auth.trust import TrustSource, public_networks
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
@@ -439,6 +440,7 @@ _LIMIT_INTS = {
     "max_connections": (1, 10_000_000),
     "max_connections_per_address": (1, 10_000_000),
     "max_auth_in_flight": (1, 1_000_000),
+    "max_password_bytes": (1, MAX_PASSWORD_BYTES),
 }
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",

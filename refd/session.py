@@ -28,7 +28,7 @@ from typing import Any
 import trio
 
 from refd import __version__
-from refd.auth.base import AuthRequest, AuthSource, AuthStatus
+from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
 from refd.limits import AuthThrottle, ConnectionTracker, Limits
 from refd.metrics import Metrics
 from refd.protocol import commands as c
@@ -355,6 +355,22 @@ class Session:
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
         return Reply([Tagged(tag, Cond.NO, text, "PRIVACYREQUIRED")])
 
+    async def _check_password(self, service: Service, request: AuthRequest) -> AuthResult:
+        """Ask the source, unless the password is over ``limits.max_password_bytes``.
+
+        An over-long password is never hashed (SHA-crypt's cost grows with
+        the length, and libxcrypt refuses 512 bytes and more); it fails like
+        a wrong one, so the throttle, the delay and the answer are the same.
+        """
+        size = len(request.password.encode("utf-8", "surrogatepass"))
+        limit = service.limits.max_password_bytes
+        if size <= limit:
+            return await service.auth.authenticate(request)
+        self.limit_hit(
+            "password_length", f"a password of {size} bytes; limits.max_password_bytes is {limit}"
+        )
+        return AuthResult(AuthStatus.FAILURE, request.user, "password too long")
+
     async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
         service = self.service  # one snapshot for the whole login
         door = self.door
@@ -372,7 +388,7 @@ class Session:
         door.auth_in_flight += 1
         started = time.perf_counter()
         try:
-            result = await service.auth.authenticate(request)
+            result = await self._check_password(service, request)
         finally:
             door.auth_in_flight -= 1
         metrics = door.metrics

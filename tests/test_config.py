@@ -48,8 +48,10 @@ def test_limits_and_proxy(cfgdir: Path) -> None:
     text = BASE.replace("port: 1143}", "port: 1143, proxy_protocol: true}") + (
         "proxy_networks: [10.0.0.0/8]\n"
         "limits:\n  max_connections_per_address: 5\n  preauth_idle_timeout_s: 30\n"
+        "  max_password_bytes: 4096\n"
     )
     config = load_config(write(cfgdir, text))
+    assert config.limits.max_password_bytes == 4096
     assert config.listeners[0].proxy_protocol
     assert config.limits.max_connections_per_address == 5
     assert config.limits.preauth_idle_timeout_s == 30.0
@@ -59,6 +61,8 @@ BAD = [
     (BASE + "limits:\n  max_connections: 0143\n", ":8: "),
     (BASE + "limits:\n  bogus: 1\n", ":8: "),
     (BASE + "limits:\n  idle_timeout_s: 0\n", ":8: limits.idle_timeout_s must be more than 0"),
+    (BASE + "limits:\n  max_password_bytes: 0\n", ":8: limits.max_password_bytes"),
+    (BASE + "limits:\n  max_password_bytes: 4097\n", ":8: limits.max_password_bytes"),
     (
         BASE.replace("port: 1143}", "port: 1143, proxy_protocol: true}"),
         ":6: listener imap0 accepts PROXY headers but proxy_networks is empty",

@@ -11,6 +11,7 @@ varies), and ``refd_limit_hits_total`` scraped from the real ``/metrics``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 import logging
@@ -26,6 +27,8 @@ from tests.integration.test_operations import scrape, start, value, write_config
 from tests.robustness.helpers import LineClient
 
 LIMIT_HIT = re.compile(r"limit hit conn=[0-9a-f]+-[0-9a-f]+ addr=(\S+) limit=(\S+) reason=(.*)")
+AUTH_FAILED = b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+LONG_PASSWORD = "p" * 4096
 
 Client = Callable[[int], Awaitable[bytes]]
 
@@ -119,6 +122,45 @@ async def never_reads(port: int) -> bytes:
     return b""
 
 
+def login_literal(password: str) -> Client:
+    """LOGIN alice with the password as a synchronizing literal."""
+
+    async def run(port: int) -> bytes:
+        client = await greeted(port)
+        data = password.encode()
+        await client.send(b"a1 LOGIN alice {%d}\r\n" % len(data))
+        assert await client.line() == b"+ Ready for literal data\r\n"
+        await client.send(data + b"\r\n")
+        got = await client.line()
+        await client.send(b"z LOGOUT\r\n")
+        got += await client.rest()
+        await client.aclose()
+        return got
+
+    return run
+
+
+def plain(password: str, *, initial: bool) -> Client:
+    """AUTHENTICATE PLAIN as alice, with SASL-IR or after the continuation."""
+    message = base64.b64encode(b"\0alice\0" + password.encode())
+
+    async def run(port: int) -> bytes:
+        client = await greeted(port)
+        if initial:
+            await client.send(b"a1 AUTHENTICATE PLAIN " + message + b"\r\n")
+        else:
+            await client.send(b"a1 AUTHENTICATE PLAIN\r\n")
+            assert await client.line() == b"+ \r\n"
+            await client.send(message + b"\r\n")
+        got = await client.line()
+        await client.send(b"z LOGOUT\r\n")
+        got += await client.rest()
+        await client.aclose()
+        return got
+
+    return run
+
+
 async def second_connection(port: int) -> bytes:
     first = await greeted(port)
     try:
@@ -131,6 +173,7 @@ async def second_connection(port: int) -> bytes:
 
 
 BYE_LOGOUT = b"* BYE Logging out.\r\nz OK LOGOUT completed.\r\n"
+PASSWORD_REASON = "a password of 4096 bytes; limits.max_password_bytes is 511"
 
 CASES = [
     Case(
@@ -250,6 +293,24 @@ CASES = [
         limits={"proxy_header_timeout_s": 0.5},
         listener="proxy",
     ),
+    Case(
+        "password_length_login",
+        login_literal(LONG_PASSWORD),
+        AUTH_FAILED + BYE_LOGOUT,
+        [("password_length", PASSWORD_REASON)],
+    ),
+    Case(
+        "password_length_plain_initial_response",
+        plain(LONG_PASSWORD, initial=True),
+        AUTH_FAILED + BYE_LOGOUT,
+        [("password_length", PASSWORD_REASON)],
+    ),
+    Case(
+        "password_length_plain_continuation",
+        plain(LONG_PASSWORD, initial=False),
+        AUTH_FAILED + BYE_LOGOUT,
+        [("password_length", PASSWORD_REASON)],
+    ),
 ]
 
 
@@ -289,4 +350,8 @@ async def test_limit_is_logged_counted_and_explained(
     m = await scrape(run.metrics_port)
     limit = c.logged[0][0]
     assert value(m, "refd_limit_hits_total", limit=limit) == c.count
+    if limit == "password_length":
+        # Answered as a wrong password: a failure for the source's metric.
+        assert value(m, "refd_auth_total", source="passwd-file", result="failure") == 1
+        assert not [r for r in caplog.records if LONG_PASSWORD[:64] in r.getMessage()]
     run.daemon.door.stop()
