@@ -39,7 +39,7 @@ from refd.metrics import command_label
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
-from refd.proxy_protocol import NEED_MORE, ProxyProtocolError, parse_proxy_header
+from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
 from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
 
 __all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
@@ -316,23 +316,26 @@ async def _tls_handshake(
     return tls
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, int | None]:
+    """The peer's (or with ``local``, this side's) address and port."""
     try:
-        addr = stream.socket.getpeername()
+        addr = stream.socket.getsockname() if local else stream.socket.getpeername()
     except OSError:
-        return "unknown"
-    host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        return "unknown", None
+    if not isinstance(addr, tuple):
+        return str(addr), None
+    host, port = str(addr[0]), int(addr[1])
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return host
+        return host, port
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return host
+        return str(ip.ipv4_mapped), port
+    return host, port
 
 
-async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[str | None, bytes]:
-    """Read a PROXY v1/v2 header; return (client address or None, leftover bytes).
+async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[ProxyInfo, bytes]:
+    """Read a PROXY v1/v2 header; return what it says and the bytes after it.
 
     Raises ProxyProtocolError, whose text says what went wrong, for every
     way of not getting one: malformed, closed, reset or too slow.
@@ -351,8 +354,7 @@ async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[s
             if parsed is NEED_MORE:
                 continue
             info, used = parsed
-            source = info.source[0] if info.source is not None else None
-            return source, bytes(buf[used:])
+            return info, bytes(buf[used:])
     raise ProxyProtocolError(
         f"no complete PROXY header within {limits.proxy_header_timeout_s:g}s, "
         f"{len(buf)} octets received (limits.proxy_header_timeout_s)"
@@ -368,13 +370,14 @@ async def _accept(
 ) -> None:
     """Take one accepted socket from PROXY header to session end."""
     conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
-    peer = _peer(stream)
+    peer, port = _endpoint(stream)
     address = peer
+    local, local_port = _endpoint(stream, local=True)
     limits = ref.current.limits
     io: trio.abc.Stream = stream
     if lc.proxy_protocol and address_in(peer, config.proxy_networks):
         try:
-            source, leftover = await _read_proxy_header(stream, limits)
+            info, leftover = await _read_proxy_header(stream, limits)
         except ProxyProtocolError as exc:
             # No BYE: the peer is the load balancer, which did not keep to
             # the PROXY protocol; nothing it forwards can be trusted.
@@ -382,7 +385,11 @@ async def _accept(
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
             return
-        address = source or peer
+        # None: a LOCAL or UNKNOWN header; the connection's own endpoints stand.
+        if info.source is not None:
+            address, port = info.source
+        if info.destination is not None:
+            local, local_port = info.destination
         if leftover:
             io = _PrefixedStream(stream, leftover)
     refused = door.connections.try_open(
@@ -415,6 +422,9 @@ async def _accept(
             listener=lc.name,
             tls=lc.tls == "implicit",
             starttls_available=lc.tls == "starttls",
+            port=port,
+            local_address=local,
+            local_port=local_port,
         )
         await handle_connection(io, client, ref, door)
     finally:

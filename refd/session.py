@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -174,6 +175,10 @@ class ClientInfo:
     #: the trusted peer (a webmail, a proxy) that named ``address`` with
     #: ``ID ("x-originating-ip" ...)``; the connection is as safe as that peer's
     forwarded_by: str | None = None
+    #: the client's port, and the address and port it connected to, when known
+    port: int | None = None
+    local_address: str | None = None
+    local_port: int | None = None
 
     def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
         return address_in(self.address, networks)
@@ -355,6 +360,18 @@ class Session:
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
         return Reply([Tagged(tag, Cond.NO, text, "PRIVACYREQUIRED")])
 
+    def _auth_request(self, user: str, password: str) -> AuthRequest:
+        client = self.client
+        return AuthRequest(
+            user=user,
+            password=password,
+            client_address=client.address,
+            client_port=client.port,
+            local_address=client.local_address,
+            local_port=client.local_port,
+            session_id=client.conn_id,
+        )
+
     async def _check_password(self, service: Service, request: AuthRequest) -> AuthResult:
         """Ask the source, unless the password is over ``limits.max_password_bytes``.
 
@@ -384,7 +401,7 @@ class Session:
             )
             text = "Too many logins in progress; try again shortly."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        request = AuthRequest(user=user, password=password, client_address=self.client.address)
+        request = self._auth_request(user, password)
         door.auth_in_flight += 1
         started = time.perf_counter()
         try:
@@ -596,29 +613,34 @@ async def _logout(s: Session, cmd: c.Logout) -> Reply:
 
 async def _id(s: Session, cmd: c.Id) -> Reply:
     # A trusted peer (webmail, proxy) may name the real client, as Dovecot
-    # accepts: ID ("x-originating-ip" "203.0.113.7").  Logs, limits and the
-    # login throttle then see that address.  Anyone else's claim is ignored.
+    # accepts: ID ("x-originating-ip" "203.0.113.7" "x-originating-port"
+    # "51234").  Logs, limits and the login throttle then see that address.
+    # Anyone else's claim is ignored.
     if (
         cmd.params
         and s.client.forwarded_by is None
         and s.client.in_networks(s.service.policy.trusted_networks)
     ):
-        for key, value in cmd.params:
-            if key.lower() == "x-originating-ip" and value:
-                try:
-                    real = str(ipaddress.ip_address(value.strip("[]")))
-                except ValueError:
-                    break
-                log.info(
-                    "client address conn=%s addr=%s forwarded_by=%s",
-                    s.client.conn_id,
-                    real,
-                    s.client.address,
-                )
-                s.client = dataclasses.replace(
-                    s.client, address=real, forwarded_by=s.client.address
-                )
-                break
+        params = {key.lower(): value for key, value in cmd.params}
+        try:
+            real = str(ipaddress.ip_address((params.get("x-originating-ip") or "").strip("[]")))
+        except ValueError:
+            real = None
+        if real is not None:
+            port_text = params.get("x-originating-port") or ""
+            port = int(port_text) if re.fullmatch(r"[0-9]{1,5}", port_text) else None
+            if port is not None and port > 65535:
+                port = None
+            log.info(
+                "client address conn=%s addr=%s forwarded_by=%s",
+                s.client.conn_id,
+                real,
+                s.client.address,
+            )
+            # The peer's own port is not the client's: unknown unless named.
+            s.client = dataclasses.replace(
+                s.client, address=real, port=port, forwarded_by=s.client.address
+            )
     # RFC 2971 §3.1: the server answers with its own identification.
     fields = [("name", "refd"), ("version", __version__)]
     return Reply([id_response(fields), _ok(cmd, "ID completed.")])

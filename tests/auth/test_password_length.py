@@ -42,17 +42,22 @@ OVER = "p" * (LIMIT + 1)
 
 @dataclasses.dataclass
 class Recorder:
-    """An AuthSource that notes the length of every password it is asked about."""
+    """An AuthSource that keeps every request it is asked about, then asks ``inner``."""
 
     inner: AuthSource
-    lengths: list[int] = dataclasses.field(default_factory=list)
+    requests: list[AuthRequest] = dataclasses.field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.inner.name
 
+    @property
+    def lengths(self) -> list[int]:
+        """The length in bytes of each password asked about."""
+        return [len(r.password.encode("utf-8")) for r in self.requests]
+
     async def authenticate(self, request: AuthRequest) -> AuthResult:
-        self.lengths.append(len(request.password.encode("utf-8")))
+        self.requests.append(request)
         return await self.inner.authenticate(request)
 
 
