@@ -228,6 +228,28 @@ CASES = [
         limits={"max_literal_bytes": 100},
     ),
     Case(
+        "command_size",
+        scripted(b"a1 NOOP " + b"x" * 1100 + b"\r\n", b"z LOGOUT\r\n"),
+        b"a1 BAD [TOOBIG] Command too long.\r\n" + BYE_LOGOUT,
+        [("command_size", "Command too long.")],
+        limits={"max_command_bytes": 1024},
+    ),
+    Case(
+        # RFC 7888 §4: the stream after an over-large {n+} cannot be trusted.
+        "literal_size_non_synchronizing",
+        scripted(b"a1 LOGIN alice {5000+}\r\n"),
+        b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n"
+        b"* BYE Non-synchronizing literal too large.\r\n",
+        [("literal_size", "Non-synchronizing literal too large.")],
+    ),
+    Case(
+        "connections_total",
+        second_connection,
+        b"(greeting) * BYE [UNAVAILABLE] Too many connections; try again later.\r\n",
+        [("connections_total", "1 open; limits.max_connections is 1")],
+        limits={"max_connections": 1},
+    ),
+    Case(
         "connections_per_address",
         second_connection,
         b"(greeting) * BYE [UNAVAILABLE] Too many connections; try again later.\r\n",
