@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from refd.auth.base import AuthSource
-from refd.auth.imap_backend import ImapBackendSource, TlsMode
+from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, TlsMode
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
+from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.auth.trust import TrustSource, public_networks
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
-from refd.tree import Map, Node, Reader, Scalar, TreeError, get
+from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get
 from refd.yamltree import parse_yaml
 
 __all__ = [
@@ -147,6 +148,7 @@ _IMAP_KEYS = {
     "max_concurrent_per_backend",
     "cache_ttl_s",
     "cache_max_entries",
+    "send_id",
 }
 
 
@@ -163,6 +165,8 @@ class ImapAuthConfig:
     max_concurrent_per_backend: int = 16
     cache_ttl_s: float = 0.0
     cache_max_entries: int = 10000
+    #: RFC 2971 ID fields sent before LOGIN (``imap_backend.ID_FIELDS``)
+    send_id: tuple[str, ...] = ()
     line: int = 0
 
 
@@ -357,8 +361,27 @@ def _imap_auth(r: Reader, path: Path, node: Node) -> ImapAuthConfig:
             10000,
             "auth.imap.cache_max_entries",
         ),
+        send_id=_send_id(r, get(m, "send_id")),
         line=m.line,
     )
+
+
+def _send_id(r: Reader, node: Node | None) -> tuple[str, ...]:
+    """``auth.imap.send_id``: false (default), true (every field) or a list of fields."""
+    if node is None:
+        return ()
+    if not isinstance(node, Seq):
+        return ID_FIELDS if r.as_bool(node, "auth.imap.send_id") else ()
+    fields = tuple(f.lower() for f in r.as_str_list(node, "auth.imap.send_id"))
+    for field_name in fields:
+        if field_name not in ID_FIELDS:
+            raise r.error(
+                node,
+                f"auth.imap.send_id: unknown field {field_name!r} (known: {', '.join(ID_FIELDS)})",
+            )
+    if len(set(fields)) != len(fields):
+        raise r.error(node, "auth.imap.send_id: a field is named twice (RFC 2971 §3.3)")
+    return fields
 
 
 def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
@@ -439,6 +462,7 @@ _LIMIT_INTS = {
     "max_connections": (1, 10_000_000),
     "max_connections_per_address": (1, 10_000_000),
     "max_auth_in_flight": (1, 1_000_000),
+    "max_password_bytes": (1, MAX_PASSWORD_BYTES),
 }
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",
@@ -568,6 +592,7 @@ def _imap_source(
         max_concurrent_per_backend=ia.max_concurrent_per_backend,
         cache_ttl_s=ia.cache_ttl_s,
         cache_max_entries=ia.cache_max_entries,
+        send_id=ia.send_id,
     )
 
 

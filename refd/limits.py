@@ -29,6 +29,10 @@ class Limits:
     max_connections: int = 10000
     max_connections_per_address: int = 50
     max_auth_in_flight: int = 256
+    #: longer passwords fail like wrong ones, unhashed.  511 is the longest
+    #: that libxcrypt's crypt(3) takes (CRYPT_MAX_PASSPHRASE_SIZE is 512,
+    #: NUL included), so SHA-crypt never leaves C; Dovecot's own cap is 4096.
+    max_password_bytes: int = 511
     preauth_idle_timeout_s: float = 60.0
     # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
     idle_timeout_s: float = 1800.0

@@ -39,7 +39,7 @@ from refd.metrics import command_label
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
-from refd.proxy_protocol import NEED_MORE, ProxyProtocolError, parse_proxy_header
+from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
 from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
 
 __all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
@@ -71,8 +71,16 @@ class _Closed(Exception):
     """The peer went away or stopped reading."""
 
 
+class _WriteTimeout(_Closed):
+    """The peer took none of an answer within ``write_timeout_s`` (a limit)."""
+
+
 class _HandshakeFailed(Exception):
     """A TLS handshake failed or timed out (counted per listener)."""
+
+
+class _HandshakeTimeout(_HandshakeFailed):
+    """A TLS handshake not done within ``tls_handshake_timeout_s`` (a limit)."""
 
 
 class _PrefixedStream(trio.abc.Stream):
@@ -106,7 +114,7 @@ async def _send(stream: trio.abc.Stream, data: bytes, limits: Limits) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise _Closed from exc
     if scope.cancelled_caught:
-        raise _Closed
+        raise _WriteTimeout
 
 
 async def handle_connection(
@@ -176,7 +184,7 @@ async def handle_connection(
                     return
                 if data is None:
                     session.outcome = which.replace("_", "-")
-                    session.limit_hit(which)
+                    session.limit_hit(which, _timeout_reason(which, conn, limits))
                     await _send(stream, conn.send(Bye(_TIMEOUT_TEXT[which])), limits)
                     return
                 if first_byte is None and data:
@@ -204,12 +212,26 @@ async def handle_connection(
                     )
                 stream = await _tls_handshake(stream, ref.current.tls_context, limits)
                 session.client = replace(session.client, tls=True)
+    except _WriteTimeout:
+        # No BYE: the client is not reading, so it could not be told.
+        session.outcome = "write-timeout"
+        session.limit_hit(
+            "write_timeout",
+            f"the client read none of an answer within {limits.write_timeout_s:g}s "
+            "(limits.write_timeout_s)",
+        )
     except _Closed:
         pass
     except _HandshakeFailed as exc:
         session.outcome = "tls-failed"
         metrics.tls_failures.labels(client.listener).inc()
-        log.info("tls handshake failed conn=%s addr=%s: %s", client.conn_id, client.address, exc)
+        if isinstance(exc, _HandshakeTimeout):
+            # No BYE: without TLS there is no way to say anything.
+            session.limit_hit("tls_handshake_timeout", str(exc))
+        else:
+            log.info(
+                "tls handshake failed conn=%s addr=%s: %s", client.conn_id, client.address, exc
+            )
     except Exception:
         session.outcome = "internal-error"
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)
@@ -233,6 +255,22 @@ async def handle_connection(
             session.outcome,
             time.monotonic() - started,
         )
+
+
+def _timeout_reason(which: str, conn: Connection, limits: Limits) -> str:
+    """Why ``which`` (from :func:`_read_deadline`) ended the session, naming its setting."""
+    if which == "login_timeout":
+        return (
+            f"not logged in {limits.login_timeout_s:g}s after connecting (limits.login_timeout_s)"
+        )
+    if which == "command_timeout":
+        return (
+            f"a command not complete {limits.command_timeout_s:g}s after its first byte "
+            "(limits.command_timeout_s)"
+        )
+    if conn.state is State.NOT_AUTHENTICATED:
+        return f"no input for {limits.preauth_idle_timeout_s:g}s (limits.preauth_idle_timeout_s)"
+    return f"no input for {limits.idle_timeout_s:g}s (limits.idle_timeout_s)"
 
 
 def _read_deadline(
@@ -271,31 +309,44 @@ async def _tls_handshake(
         except (trio.BrokenResourceError, ssl.SSLError) as exc:
             raise _HandshakeFailed(str(exc.__cause__ or exc)) from exc
     if scope.cancelled_caught:
-        raise _HandshakeFailed("handshake timed out")
+        raise _HandshakeTimeout(
+            f"TLS handshake not done within {limits.tls_handshake_timeout_s:g}s "
+            "(limits.tls_handshake_timeout_s)"
+        )
     return tls
 
 
-def _peer(stream: trio.SocketStream) -> str:
+def _endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, int | None]:
+    """The peer's (or with ``local``, this side's) address and port."""
     try:
-        addr = stream.socket.getpeername()
+        addr = stream.socket.getsockname() if local else stream.socket.getpeername()
     except OSError:
-        return "unknown"
-    host = str(addr[0]) if isinstance(addr, tuple) else str(addr)
+        return "unknown", None
+    if not isinstance(addr, tuple):
+        return str(addr), None
+    host, port = str(addr[0]), int(addr[1])
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return host
+        return host, port
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return host
+        return str(ip.ipv4_mapped), port
+    return host, port
 
 
-async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[str | None, bytes]:
-    """Read a PROXY v1/v2 header; return (client address or None, leftover bytes)."""
+async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[ProxyInfo, bytes]:
+    """Read a PROXY v1/v2 header; return what it says and the bytes after it.
+
+    Raises ProxyProtocolError, whose text says what went wrong, for every
+    way of not getting one: malformed, closed, reset or too slow.
+    """
     buf = bytearray()
-    with trio.fail_after(limits.proxy_header_timeout_s):
+    with trio.move_on_after(limits.proxy_header_timeout_s):
         while True:
-            data = await stream.receive_some(_RECEIVE_BYTES)
+            try:
+                data = await stream.receive_some(_RECEIVE_BYTES)
+            except trio.BrokenResourceError:
+                raise ProxyProtocolError("connection reset before the PROXY header") from None
             if not data:
                 raise ProxyProtocolError("connection closed before the PROXY header")
             buf += data
@@ -303,8 +354,11 @@ async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[s
             if parsed is NEED_MORE:
                 continue
             info, used = parsed
-            source = info.source[0] if info.source is not None else None
-            return source, bytes(buf[used:])
+            return info, bytes(buf[used:])
+    raise ProxyProtocolError(
+        f"no complete PROXY header within {limits.proxy_header_timeout_s:g}s, "
+        f"{len(buf)} octets received (limits.proxy_header_timeout_s)"
+    )
 
 
 async def _accept(
@@ -316,20 +370,26 @@ async def _accept(
 ) -> None:
     """Take one accepted socket from PROXY header to session end."""
     conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
-    peer = _peer(stream)
+    peer, port = _endpoint(stream)
     address = peer
+    local, local_port = _endpoint(stream, local=True)
     limits = ref.current.limits
     io: trio.abc.Stream = stream
     if lc.proxy_protocol and address_in(peer, config.proxy_networks):
         try:
-            source, leftover = await _read_proxy_header(stream, limits)
-        except (ProxyProtocolError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-            door.limit_hit("proxy_header")
-            log.warning("proxy header refused conn=%s peer=%s: %s", conn_id, peer, exc)
+            info, leftover = await _read_proxy_header(stream, limits)
+        except ProxyProtocolError as exc:
+            # No BYE: the peer is the load balancer, which did not keep to
+            # the PROXY protocol; nothing it forwards can be trusted.
+            door.limit_hit("proxy_header", str(exc), conn_id=conn_id, address=peer)
             with trio.CancelScope(shield=True), trio.move_on_after(1):
                 await stream.aclose()
             return
-        address = source or peer
+        # None: a LOCAL or UNKNOWN header; the connection's own endpoints stand.
+        if info.source is not None:
+            address, port = info.source
+        if info.destination is not None:
+            local, local_port = info.destination
         if leftover:
             io = _PrefixedStream(stream, leftover)
     refused = door.connections.try_open(
@@ -338,8 +398,16 @@ async def _accept(
         max_per_address=limits.max_connections_per_address,
     )
     if refused is not None:
-        door.limit_hit(refused)
-        log.warning("limit hit conn=%s addr=%s limit=%s", conn_id, address, refused)
+        if refused == "connections_total":
+            reason = (
+                f"{door.connections.total} open; limits.max_connections is {limits.max_connections}"
+            )
+        else:
+            reason = (
+                f"{door.connections.per_address.get(address, 0)} open from this address; "
+                f"limits.max_connections_per_address is {limits.max_connections_per_address}"
+            )
+        door.limit_hit(refused, reason, conn_id=conn_id, address=address)
         bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
         with contextlib.suppress(_Closed):
             if lc.tls != "implicit":
@@ -354,6 +422,9 @@ async def _accept(
             listener=lc.name,
             tls=lc.tls == "implicit",
             starttls_available=lc.tls == "starttls",
+            port=port,
+            local_address=local,
+            local_port=local_port,
         )
         await handle_connection(io, client, ref, door)
     finally:

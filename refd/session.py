@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import ipaddress
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ from typing import Any
 import trio
 
 from refd import __version__
-from refd.auth.base import AuthRequest, AuthSource, AuthStatus
+from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
 from refd.limits import AuthThrottle, ConnectionTracker, Limits
 from refd.metrics import Metrics
 from refd.protocol import commands as c
@@ -136,8 +137,21 @@ class DoorState:
             if session.waiting is not None:
                 session.waiting.cancel()
 
-    def limit_hit(self, name: str) -> None:
+    def limit_hit(
+        self, name: str, reason: str, *, conn_id: str, address: str, log_it: bool = True
+    ) -> None:
+        """Count a hit of limit ``name``; with ``log_it``, log it with its reason.
+
+        The one place every limit is reported: ``refd_limit_hits_total`` by
+        name, and one ``limit hit`` line (connections log it once each, see
+        :meth:`Session.limit_hit`).  ``reason`` is for the admin: what the
+        client did and the setting it ran into; never a password.
+        """
         self.metrics.child(self.metrics.limit_hits, name).inc()
+        if log_it:
+            log.warning(
+                "limit hit conn=%s addr=%s limit=%s reason=%s", conn_id, address, name, reason
+            )
 
 
 class ServiceRef:
@@ -161,6 +175,10 @@ class ClientInfo:
     #: the trusted peer (a webmail, a proxy) that named ``address`` with
     #: ``ID ("x-originating-ip" ...)``; the connection is as safe as that peer's
     forwarded_by: str | None = None
+    #: the client's port, and the address and port it connected to, when known
+    port: int | None = None
+    local_address: str | None = None
+    local_port: int | None = None
 
     def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
         return address_in(self.address, networks)
@@ -209,14 +227,13 @@ class Session:
         #: the cancel scope of the read the server loop is waiting in, if any
         self.waiting: trio.CancelScope | None = None
 
-    def limit_hit(self, name: str) -> None:
-        """Count a limit hit; log it once per connection with the address."""
-        self.door.limit_hit(name)
-        if name not in self._limits_logged:
-            self._limits_logged.add(name)
-            log.warning(
-                "limit hit conn=%s addr=%s limit=%s", self.client.conn_id, self.client.address, name
-            )
+    def limit_hit(self, name: str, reason: str) -> None:
+        """Count every hit of a limit; log the first one per connection."""
+        first = name not in self._limits_logged
+        self._limits_logged.add(name)
+        self.door.limit_hit(
+            name, reason, conn_id=self.client.conn_id, address=self.client.address, log_it=first
+        )
 
     # -- helpers ----------------------------------------------------------
 
@@ -294,7 +311,8 @@ class Session:
         err = event.error
         reply = Reply([_bad(err)])
         if event.limit is not None:
-            self.limit_hit(event.limit)
+            # What the client is told is the reason: the BYE, else the BAD.
+            self.limit_hit(event.limit, event.bye or err.text)
         if event.bye is not None:
             reply.responses.append(Bye(event.bye))
             reply.close = True
@@ -319,7 +337,11 @@ class Session:
                 self.conn.refuse_literal()
                 return refused
         if not req.within_limit:
-            self.limit_hit("literal_size")
+            self.limit_hit(
+                "literal_size",
+                f"a literal of {req.size} octets; limits.max_literal_bytes is "
+                f"{self.conn.limits.max_literal_bytes}",
+            )
             self.conn.refuse_literal()
             text = (
                 f"Literal of {req.size} octets is over the limit."
@@ -338,20 +360,52 @@ class Session:
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
         return Reply([Tagged(tag, Cond.NO, text, "PRIVACYREQUIRED")])
 
+    def _auth_request(self, user: str, password: str) -> AuthRequest:
+        client = self.client
+        return AuthRequest(
+            user=user,
+            password=password,
+            client_address=client.address,
+            client_port=client.port,
+            local_address=client.local_address,
+            local_port=client.local_port,
+            session_id=client.conn_id,
+        )
+
+    async def _check_password(self, service: Service, request: AuthRequest) -> AuthResult:
+        """Ask the source, unless the password is over ``limits.max_password_bytes``.
+
+        An over-long password is never hashed (SHA-crypt's cost grows with
+        the length, and libxcrypt refuses 512 bytes and more); it fails like
+        a wrong one, so the throttle, the delay and the answer are the same.
+        """
+        size = len(request.password.encode("utf-8", "surrogatepass"))
+        limit = service.limits.max_password_bytes
+        if size <= limit:
+            return await service.auth.authenticate(request)
+        self.limit_hit(
+            "password_length", f"a password of {size} bytes; limits.max_password_bytes is {limit}"
+        )
+        return AuthResult(AuthStatus.FAILURE, request.user, "password too long")
+
     async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
         service = self.service  # one snapshot for the whole login
         door = self.door
         trusted = self.client.in_networks(service.policy.trusted_networks)
         if door.auth_in_flight >= service.limits.max_auth_in_flight:
             # A flood of logins must not queue without bound behind the hashes.
-            self.limit_hit("auth_in_flight")
+            self.limit_hit(
+                "auth_in_flight",
+                f"{door.auth_in_flight} logins in progress; limits.max_auth_in_flight is "
+                f"{service.limits.max_auth_in_flight}",
+            )
             text = "Too many logins in progress; try again shortly."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        request = AuthRequest(user=user, password=password, client_address=self.client.address)
+        request = self._auth_request(user, password)
         door.auth_in_flight += 1
         started = time.perf_counter()
         try:
-            result = await service.auth.authenticate(request)
+            result = await self._check_password(service, request)
         finally:
             door.auth_in_flight -= 1
         metrics = door.metrics
@@ -383,7 +437,7 @@ class Session:
                     max_s=policy.auth_failure_delay_max_s,
                 )
                 if delay > policy.auth_failure_delay_s:
-                    self.limit_hit("auth_failures")
+                    self.limit_hit("auth_failures", f"recent failures: answer delayed {delay:g}s")
             log.info(
                 "auth failed conn=%s addr=%s source=%s reason=%s delay=%.1f",
                 self.client.conn_id,
@@ -559,29 +613,34 @@ async def _logout(s: Session, cmd: c.Logout) -> Reply:
 
 async def _id(s: Session, cmd: c.Id) -> Reply:
     # A trusted peer (webmail, proxy) may name the real client, as Dovecot
-    # accepts: ID ("x-originating-ip" "203.0.113.7").  Logs, limits and the
-    # login throttle then see that address.  Anyone else's claim is ignored.
+    # accepts: ID ("x-originating-ip" "203.0.113.7" "x-originating-port"
+    # "51234").  Logs, limits and the login throttle then see that address.
+    # Anyone else's claim is ignored.
     if (
         cmd.params
         and s.client.forwarded_by is None
         and s.client.in_networks(s.service.policy.trusted_networks)
     ):
-        for key, value in cmd.params:
-            if key.lower() == "x-originating-ip" and value:
-                try:
-                    real = str(ipaddress.ip_address(value.strip("[]")))
-                except ValueError:
-                    break
-                log.info(
-                    "client address conn=%s addr=%s forwarded_by=%s",
-                    s.client.conn_id,
-                    real,
-                    s.client.address,
-                )
-                s.client = dataclasses.replace(
-                    s.client, address=real, forwarded_by=s.client.address
-                )
-                break
+        params = {key.lower(): value for key, value in cmd.params}
+        try:
+            real = str(ipaddress.ip_address((params.get("x-originating-ip") or "").strip("[]")))
+        except ValueError:
+            real = None
+        if real is not None:
+            port_text = params.get("x-originating-port") or ""
+            port = int(port_text) if re.fullmatch(r"[0-9]{1,5}", port_text) else None
+            if port is not None and port > 65535:
+                port = None
+            log.info(
+                "client address conn=%s addr=%s forwarded_by=%s",
+                s.client.conn_id,
+                real,
+                s.client.address,
+            )
+            # The peer's own port is not the client's: unknown unless named.
+            s.client = dataclasses.replace(
+                s.client, address=real, port=port, forwarded_by=s.client.address
+            )
     # RFC 2971 §3.1: the server answers with its own identification.
     fields = [("name", "refd"), ("version", __version__)]
     return Reply([id_response(fields), _ok(cmd, "ID completed.")])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource
 from refd.auth.trust import TrustSource
 from refd.config import DEMO_CONFIG, load_config, load_service
 from refd.limits import Limits
@@ -48,8 +49,10 @@ def test_limits_and_proxy(cfgdir: Path) -> None:
     text = BASE.replace("port: 1143}", "port: 1143, proxy_protocol: true}") + (
         "proxy_networks: [10.0.0.0/8]\n"
         "limits:\n  max_connections_per_address: 5\n  preauth_idle_timeout_s: 30\n"
+        "  max_password_bytes: 4096\n"
     )
     config = load_config(write(cfgdir, text))
+    assert config.limits.max_password_bytes == 4096
     assert config.listeners[0].proxy_protocol
     assert config.limits.max_connections_per_address == 5
     assert config.limits.preauth_idle_timeout_s == 30.0
@@ -59,6 +62,8 @@ BAD = [
     (BASE + "limits:\n  max_connections: 0143\n", ":8: "),
     (BASE + "limits:\n  bogus: 1\n", ":8: "),
     (BASE + "limits:\n  idle_timeout_s: 0\n", ":8: limits.idle_timeout_s must be more than 0"),
+    (BASE + "limits:\n  max_password_bytes: 0\n", ":8: limits.max_password_bytes"),
+    (BASE + "limits:\n  max_password_bytes: 4097\n", ":8: limits.max_password_bytes"),
     (
         BASE.replace("port: 1143}", "port: 1143, proxy_protocol: true}"),
         ":6: listener imap0 accepts PROXY headers but proxy_networks is empty",
@@ -111,3 +116,45 @@ def test_bad_tls_files(cfgdir: Path) -> None:
     with pytest.raises(TreeError) as info:
         load_service(config)
     assert str(info.value).startswith(f"{cfgdir / 'refd.yaml'}:8: cannot load TLS certificate")
+
+
+IMAP = BASE.replace(
+    "source: passwd-file\n  passwd_file: users.passwd",
+    "source: imap\n  imap:\n    server: 127.0.0.1:143",
+)
+
+
+@pytest.mark.parametrize(
+    ("setting", "fields"),
+    [
+        ("", ()),  # off by default: the backend must trust refd first
+        ("    send_id: false\n", ()),
+        ("    send_id: true\n", ID_FIELDS),
+        (
+            "    send_id: [x-originating-ip, X-Session-ID]\n",
+            ("x-originating-ip", "x-session-id"),
+        ),
+    ],
+)
+def test_imap_send_id(cfgdir: Path, setting: str, fields: tuple[str, ...]) -> None:
+    text = IMAP.replace("    server: 127.0.0.1:143\n", "    server: 127.0.0.1:143\n" + setting)
+    config = load_config(write(cfgdir, text))
+    assert config.imap_auth is not None and config.imap_auth.send_id == fields
+    source = load_service(config).auth
+    assert isinstance(source, ImapBackendSource) and source.send_id == fields
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ("[x-originating-ip, x-forward-user]", ":6: auth.imap.send_id: unknown field"),
+        ("[x-session-id, x-session-id]", ":6: auth.imap.send_id: a field is named twice"),
+        ("yes", ":6: "),
+    ],
+)
+def test_imap_send_id_errors(cfgdir: Path, setting: str, error: str) -> None:
+    text = IMAP.replace("127.0.0.1:143\n", f"127.0.0.1:143\n    send_id: {setting}\n")
+    path = write(cfgdir, text)
+    with pytest.raises(TreeError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}{error}"), str(info.value)

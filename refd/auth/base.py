@@ -38,6 +38,14 @@ class AuthRequest:
     password: str = field(repr=False)
     # For logs and for later per-address policies.
     client_address: str
+    # Where the client is and what it connected to, when known (after a
+    # PROXY header, the header's endpoints); the imap source can tell the
+    # backend (RFC 2971 ID, Dovecot's x-originating-* and x-connected-*).
+    client_port: int | None = None
+    local_address: str | None = None
+    local_port: int | None = None
+    # The door's connection id, to match the backend's log to the door's.
+    session_id: str | None = None
 
 
 class AuthSource(Protocol):

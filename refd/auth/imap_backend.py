@@ -29,6 +29,22 @@ LITERAL- and n <= 4096, RFC 7888), else synchronizing `{n}`, waiting for the
 `+` continuation. NUL, CR and LF cannot be sent in any form IMAP servers
 accept for LOGIN: such a request is a FAILURE without contacting anyone.
 
+Telling the backend who the client is (`send_id`, off by default): the
+backend sees every check come from refd's address, so its own failed-login
+penalties (Dovecot's auth_penalty, keyed by the remote IP) would punish
+refd for everybody. With `send_id`, the source sends RFC 2971 `ID` before
+LOGIN with Dovecot's fields, e.g. `ID ("x-originating-ip" "203.0.113.7"
+"x-originating-port" "51234" "x-connected-ip" "192.0.2.1" "x-connected-port"
+"143" "x-session-id" "3d3a-2")`, and the backend then counts, logs (rip=,
+lip=, session=) and penalises the real client. RFC 2971 §2 lets a client
+send ID when the server advertises it, and only then is it sent; values are
+IMAP strings (`_astring`), unknown ones are left out ("Implementations MAY
+send less information than they have available", §2), never invented
+("MUST NOT send false information"). Dovecot only believes these fields
+from `login_trusted_networks`, which must hold refd's address; from
+elsewhere it ignores them. An `ID` answered with anything but OK does not
+stop the LOGIN.
+
 Every wait has a deadline: the wait for a free slot and the TCP connect
 share `connect_timeout_s`; the greeting, the TLS handshake and each answer
 get `response_timeout_s` each. `authenticate` never raises (except trio's
@@ -52,13 +68,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
 import secrets
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
@@ -67,6 +84,7 @@ import trio
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 
 __all__ = [
+    "ID_FIELDS",
     "MAX_LINE_BYTES",
     "Backend",
     "BackendProtocolError",
@@ -76,6 +94,8 @@ __all__ = [
     "Response",
     "TlsMode",
     "capabilities",
+    "id_chunks",
+    "id_params",
     "login_chunks",
     "parse_response",
 ]
@@ -107,6 +127,17 @@ _TAG = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~\]]+")
 # A server line that ends in a literal announcement: "{" number "}" CRLF.
 _LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})\}\r?\n\Z")
 _UNSENDABLE = frozenset("\x00\r\n")
+
+#: What `send_id` can tell the backend, in Dovecot's names (its imap-login
+#: takes them from login_trusted_networks): the client's address and port,
+#: the address and port it connected to, and the door's connection id.
+ID_FIELDS = (
+    "x-originating-ip",
+    "x-originating-port",
+    "x-connected-ip",
+    "x-connected-port",
+    "x-session-id",
+)
 
 
 class TlsMode(enum.Enum):
@@ -259,6 +290,27 @@ def _astring(value: str, caps: frozenset[str]) -> tuple[bytes, bool]:
     return b"{%d}\r\n" % size + data, True
 
 
+def _command_chunks(
+    tag: str, parts: Sequence[bytes | str], caps: frozenset[str]
+) -> tuple[bytes, ...]:
+    """`tag` and `parts` (bytes as they are, str as IMAP strings) CRLF, cut at sync literals."""
+    chunks: list[bytes] = []
+    current = tag.encode("ascii")
+    for part in parts:
+        if isinstance(part, bytes):
+            current += part
+            continue
+        encoded, sync = _astring(part, caps)
+        if sync:
+            header, _, data = encoded.partition(b"\r\n")
+            chunks.append(current + header + b"\r\n")
+            current = data
+        else:
+            current += encoded
+    chunks.append(current + b"\r\n")
+    return tuple(chunks)
+
+
 def login_chunks(tag: str, user: str, password: str, caps: frozenset[str]) -> tuple[bytes, ...]:
     """`tag LOGIN user password` CRLF, cut where a synchronizing literal must wait.
 
@@ -268,18 +320,53 @@ def login_chunks(tag: str, user: str, password: str, caps: frozenset[str]) -> tu
     """
     if _UNSENDABLE & set(user) or _UNSENDABLE & set(password):
         raise ValueError("user name or password contains NUL, CR or LF")
-    chunks: list[bytes] = []
-    current = tag.encode("ascii") + b" LOGIN"
-    for value in (user, password):
-        encoded, sync = _astring(value, caps)
-        if sync:
-            header, _, data = encoded.partition(b"\r\n")
-            chunks.append(current + b" " + header + b"\r\n")
-            current = data
-        else:
-            current += b" " + encoded
-    chunks.append(current + b"\r\n")
-    return tuple(chunks)
+    return _command_chunks(tag, (b" LOGIN ", user, b" ", password), caps)
+
+
+def id_params(request: AuthRequest, fields: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The (field, value) pairs of `fields` that `request` knows, in `fields` order.
+
+    An address that is not an IP address, a port out of range or a value
+    that no IMAP string can carry is left out, never guessed.
+    """
+    known: dict[str, object] = {
+        "x-originating-ip": request.client_address,
+        "x-originating-port": request.client_port,
+        "x-connected-ip": request.local_address,
+        "x-connected-port": request.local_port,
+        "x-session-id": request.session_id,
+    }
+    out = []
+    for name in fields:
+        value = known[name]
+        if value is None:
+            continue
+        if name.endswith("-ip"):
+            try:
+                value = ipaddress.ip_address(str(value))
+            except ValueError:
+                continue
+        elif name.endswith("-port") and not (isinstance(value, int) and 0 < value < 65536):
+            continue
+        text = str(value)
+        # RFC 2971 §3.3: a value is at most 1024 octets.
+        if _UNSENDABLE & set(text) or len(text.encode("utf-8")) > 1024:
+            continue
+        out.append((name, text))
+    return tuple(out)
+
+
+def id_chunks(
+    tag: str, params: Sequence[tuple[str, str]], caps: frozenset[str]
+) -> tuple[bytes, ...]:
+    """`tag ID (field value ...)` CRLF (RFC 2971 §3.1), cut as `login_chunks`."""
+    parts: list[bytes | str] = [b" ID ("]
+    for index, (name, value) in enumerate(params):
+        if _UNSENDABLE & set(name) or _UNSENDABLE & set(value):
+            raise ValueError("ID field or value contains NUL, CR or LF")
+        parts += [b" " if index else b"", name, b" ", value]
+    parts.append(b")")
+    return _command_chunks(tag, parts, caps)
 
 
 def _show(data: bytes | str) -> str:
@@ -474,6 +561,9 @@ class ImapBackendSource:
     `verify_certificate=False` builds a context that checks nothing, for labs
     only (logged as a warning); it cannot be combined with `ssl_context`.
 
+    `send_id` names the `ID_FIELDS` to send before LOGIN (see the module
+    docstring); empty, nothing is sent.
+
     `open_tcp_stream` opens the TCP connection; tests pass in-memory streams.
     """
 
@@ -489,6 +579,7 @@ class ImapBackendSource:
         max_concurrent_per_backend: int = 16,
         cache_ttl_s: float = 0.0,
         cache_max_entries: int = 10_000,
+        send_id: Sequence[str] = (),
         name: str = "imap",
         open_tcp_stream: OpenStream | None = None,
     ) -> None:
@@ -502,6 +593,11 @@ class ImapBackendSource:
             raise ValueError("ssl_context and verify_certificate need tls starttls or implicit")
         if ssl_context is not None and not verify_certificate:
             raise ValueError("pass either ssl_context or verify_certificate=False, not both")
+        unknown = [f for f in send_id if f not in ID_FIELDS]
+        if unknown or len(set(send_id)) != len(send_id):
+            raise ValueError(f"send_id: fields from {', '.join(ID_FIELDS)}, each once")
+        self.send_id = tuple(send_id)
+        self._id_refused: set[Backend] = set()  # backends already warned about
         if callable(backend):
             self._resolve: Resolve = backend
         else:
@@ -539,7 +635,7 @@ class ImapBackendSource:
         user, password = request.user, request.password
         started = trio.current_time()
         try:
-            result = await self._authenticate(user, password)
+            result = await self._authenticate(user, password, id_params(request, self.send_id))
         except Exception as exc:  # a bug: still an answer, never an exception
             log.exception("auth source %s: internal error checking user=%s", self.name, user)
             result = AuthResult(
@@ -556,7 +652,9 @@ class ImapBackendSource:
         )
         return result
 
-    async def _authenticate(self, user: str, password: str) -> AuthResult:
+    async def _authenticate(
+        self, user: str, password: str, ident: tuple[tuple[str, str], ...] = ()
+    ) -> AuthResult:
         if _UNSENDABLE & set(user) or _UNSENDABLE & set(password):
             reason = "user name or password contains NUL, CR or LF"
             return AuthResult(AuthStatus.FAILURE, user, reason)
@@ -575,14 +673,16 @@ class ImapBackendSource:
             if self._cache.hit(key, trio.current_time()):
                 return AuthResult(AuthStatus.SUCCESS, user, f"cached success ({_where(backend)})")
         try:
-            status, reason = await self._check(backend, user, password)
+            status, reason = await self._check(backend, user, password, ident)
         except _Unavailable as exc:
             status, reason = AuthStatus.UNAVAILABLE, f"{_where(backend)}: {exc.reason}"
         if status is AuthStatus.SUCCESS and self._cache is not None and key is not None:
             self._cache.store(key, trio.current_time())
         return AuthResult(status, user, reason)
 
-    async def _check(self, backend: Backend, user: str, password: str) -> tuple[AuthStatus, str]:
+    async def _check(
+        self, backend: Backend, user: str, password: str, ident: tuple[tuple[str, str], ...]
+    ) -> tuple[AuthStatus, str]:
         host, port = backend
         limiter = self.limiter(backend)
         # The wait for a slot and the connect share one deadline.
@@ -597,7 +697,7 @@ class ImapBackendSource:
         try:
             stream = await self._connect(host, port, deadline)
             try:
-                return await self._dialogue(stream, host, user, password)
+                return await self._dialogue(stream, backend, user, password, ident)
             finally:
                 await trio.aclose_forcefully(stream)
         finally:
@@ -621,8 +721,14 @@ class ImapBackendSource:
         raise _Unavailable(f"TLS handshake took over {self.response_timeout_s:g}s")
 
     async def _dialogue(
-        self, stream: trio.abc.Stream, host: str, user: str, password: str
+        self,
+        stream: trio.abc.Stream,
+        backend: Backend,
+        user: str,
+        password: str,
+        ident: tuple[tuple[str, str], ...],
     ) -> tuple[AuthStatus, str]:
+        host = backend[0]
         if self.tls is TlsMode.IMPLICIT:
             stream = await self._start_tls(stream, host)
         talk = _Dialogue(stream, self.response_timeout_s)
@@ -652,12 +758,39 @@ class ImapBackendSource:
             caps = await talk.capabilities("r3")
         if "LOGINDISABLED" in caps:
             raise _Unavailable("backend advertises LOGINDISABLED: it wants TLS before LOGIN")
+        if ident:
+            await self._send_id(talk, backend, ident, caps)
         answer = await talk.command("r4", login_chunks("r4", user, password, caps), "LOGIN")
         status, reason = _decide(answer)
         await talk.logout("r5")
         if status is AuthStatus.UNAVAILABLE:
             raise _Unavailable(reason)
         return status, reason
+
+    async def _send_id(
+        self,
+        talk: _Dialogue,
+        backend: Backend,
+        ident: tuple[tuple[str, str], ...],
+        caps: frozenset[str],
+    ) -> None:
+        """RFC 2971 ID with the client's identity, if the backend advertises ID."""
+        answer = None
+        if "ID" in caps:
+            answer = await talk.command("r6", id_chunks("r6", ident, caps), "ID")
+            if answer.condition == "OK":
+                return
+        # Once per backend: the checks go on, penalised as refd's own.
+        if backend not in self._id_refused:
+            self._id_refused.add(backend)
+            log.warning(
+                "auth source %s: backend %s %s; it cannot tell clients apart (send_id)",
+                self.name,
+                _where(backend),
+                "does not advertise ID"
+                if answer is None
+                else f"answered ID with {answer.condition}: {_show(answer.text)}",
+            )
 
 
 def _decide(answer: Response) -> tuple[AuthStatus, str]:

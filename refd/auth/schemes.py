@@ -38,9 +38,15 @@ accepts, so both implementations agree on every accepted entry.
 
 Passwords are encoded as UTF-8 (with surrogateescape, so undecodable bytes
 from the wire round-trip). A password containing NUL never verifies (Dovecot
-passwords are C strings), nor does one longer than MAX_PASSWORD_BYTES (the
-SHA-crypt cost grows with the password length). Comparisons are
-constant-time. No error message ever contains password data.
+passwords are C strings), nor does one longer than MAX_PASSWORD_BYTES
+(Dovecot's own cap), nor a SHA-crypt one longer than
+SHA_CRYPT_MAX_PASSWORD_BYTES: libxcrypt's crypt(3) refuses those, so a
+Dovecot that verifies SHA-crypt through it refuses them too, and here they
+would need the pure-Python path (its cost grows with the length, and it
+holds the GIL). So with libxcrypt present every verification runs in C:
+SHA-crypt in libxcrypt, bcrypt (72 bytes used) and argon2 in their C
+libraries, the digests in hashlib. Comparisons are constant-time. No error
+message ever contains password data.
 """
 
 from __future__ import annotations
@@ -63,8 +69,12 @@ import argon2.exceptions
 import argon2.low_level
 import bcrypt
 
-# Longer passwords never verify: a bound on the work one login can cause.
+# Longer passwords never verify: a bound on the work one login can cause
+# (Dovecot's cap on a password, too).
 MAX_PASSWORD_BYTES = 4096
+# libxcrypt's crypt(3) refuses a phrase of CRYPT_MAX_PASSPHRASE_SIZE (512)
+# bytes or more; so does SHA-crypt verification here (see the module docstring).
+SHA_CRYPT_MAX_PASSWORD_BYTES = 511
 
 # For generated hashes: SHA-crypt rounds as `doveadm pw`; bcrypt cost and
 # argon2 time and memory as the Python libraries' defaults, but argon2
@@ -401,6 +411,8 @@ def _verify_ssha512(value: bytes, secret: bytes) -> bool:
 
 
 def _verify_sha_crypt(value: bytes, secret: bytes) -> bool:
+    if len(secret) > SHA_CRYPT_MAX_PASSWORD_BYTES:
+        return False  # never hashed: libxcrypt would refuse it
     computed = _any_sha_crypt(secret, value.decode("ascii"))
     return hmac.compare_digest(computed.encode("ascii"), value)
 
@@ -693,6 +705,11 @@ def hash_password(scheme: str, password: str, *, rounds: int | None = None) -> s
         digest = _sha256 if name == "SSHA256" else _sha512
         return "{" + name + "}" + _b64(digest(secret + salt) + salt)
     if name in ("SHA256-CRYPT", "SHA512-CRYPT"):
+        if len(secret) > SHA_CRYPT_MAX_PASSWORD_BYTES:
+            raise ValueError(
+                f"SHA-crypt takes at most {SHA_CRYPT_MAX_PASSWORD_BYTES} bytes of password "
+                "(as crypt(3) in libxcrypt)"
+            )
         head = "$5$" if name == "SHA256-CRYPT" else "$6$"
         if rounds is not None:
             if not SHA_CRYPT_ROUNDS_MIN <= rounds <= SHA_CRYPT_ROUNDS_MAX:

@@ -12,9 +12,15 @@ from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 
 
 def test_request_repr_hides_the_password() -> None:
-    request = AuthRequest(user="alice", password="hunter2-s3cret", client_address="192.0.2.7")
-    assert repr(request) == "AuthRequest(user='alice', client_address='192.0.2.7')"
-    assert str(request) == "AuthRequest(user='alice', client_address='192.0.2.7')"
+    request = AuthRequest(
+        user="alice", password="hunter2-s3cret", client_address="192.0.2.7", client_port=51234
+    )
+    shown = (
+        "AuthRequest(user='alice', client_address='192.0.2.7', client_port=51234, "
+        "local_address=None, local_port=None, session_id=None)"
+    )
+    assert repr(request) == shown
+    assert str(request) == shown
     assert request.password == "hunter2-s3cret"
 
 

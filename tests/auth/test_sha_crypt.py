@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from refd.auth import schemes
 from refd.auth.schemes import (
     CRYPT_ALPHABET,
+    SHA_CRYPT_MAX_PASSWORD_BYTES,
+    hash_password,
     native_sha_crypt,
     native_sha_crypt_available,
     sha_crypt,
@@ -111,15 +113,44 @@ def test_native_sha_crypt_refuses_what_libxcrypt_refuses(password: bytes, settin
     assert native_sha_crypt(password, setting) is None
 
 
-def test_pure_path_serves_when_native_refuses_or_is_missing(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    long_password = "p" * 600  # libxcrypt refuses 512 bytes and more
-    stored = "{SHA512-CRYPT}" + sha_crypt(long_password.encode(), "$6$saltsalt")
-    assert verify_password(stored, long_password) is True
+def test_pure_path_serves_when_libxcrypt_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(schemes, "native_sha_crypt", lambda password, setting: None)
     assert verify_password("{SHA256-CRYPT}" + DREPPER_VECTORS[0][2], "Hello world!") is True
     assert verify_password("{SHA256-CRYPT}" + DREPPER_VECTORS[0][2], "Hello world?") is False
+
+
+def never(password: bytes, setting: str) -> str:
+    raise AssertionError("hashed")
+
+
+@pytest.mark.parametrize("variant", ["5", "6"])
+def test_over_511_bytes_never_verifies_and_is_never_hashed(
+    monkeypatch: pytest.MonkeyPatch, variant: str
+) -> None:
+    # As crypt(3) in libxcrypt, which Dovecot verifies SHA-crypt with: a
+    # phrase of 512 bytes or more is refused.  The pure path would take it
+    # (and spend ~0.1 s holding the GIL), so it is refused before hashing.
+    long_password = "p" * (SHA_CRYPT_MAX_PASSWORD_BYTES + 1)
+    stored = "{CRYPT}" + sha_crypt(long_password.encode(), f"${variant}$saltsalt")
+    monkeypatch.setattr(schemes, "native_sha_crypt", never)
+    monkeypatch.setattr(schemes, "sha_crypt", never)
+    assert verify_password(stored, long_password) is False
+    with pytest.raises(ValueError, match=r"^SHA-crypt takes at most 511 bytes of password"):
+        hash_password(f"SHA{256 if variant == '5' else 512}-CRYPT", long_password)
+
+
+@needs_native
+@pytest.mark.parametrize("length", [1, 72, 256, SHA_CRYPT_MAX_PASSWORD_BYTES])
+@pytest.mark.parametrize("variant", ["5", "6"])
+def test_every_accepted_length_is_verified_in_libxcrypt(
+    monkeypatch: pytest.MonkeyPatch, length: int, variant: str
+) -> None:
+    password = "é" * (length // 2) + "p" * (length % 2)  # bytes, not characters, count
+    assert len(password.encode()) == length
+    stored = "{CRYPT}" + sha_crypt(password.encode(), f"${variant}$rounds=1000$saltsalt")
+    monkeypatch.setattr(schemes, "sha_crypt", never)  # the pure path would fail the test
+    assert verify_password(stored, password) is True
+    assert verify_password(stored, password[:-1] + "q") is False
 
 
 @pytest.mark.parametrize("setting", ["$1$abc", "$7$abc", "6$abc", "", "$5"])

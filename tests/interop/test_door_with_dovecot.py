@@ -9,6 +9,8 @@ password, the same failure as a wrong password for an unknown user, and
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -18,7 +20,7 @@ import trio
 
 from refd.config import DEMO_CONFIG, load_config, load_service
 from refd.daemon import Daemon
-from tests.procs import in_thread
+from tests.procs import exchange, in_thread
 
 from .conftest import DovecotFactory
 
@@ -79,4 +81,64 @@ async def test_door_checks_passwords_on_dovecot(
     assert await in_thread(login, door, "alice", "alice-password") == (
         b"a1 NO [UNAVAILABLE] Authentication is temporarily unavailable; try again later.\r\n"
     )
+    daemon.door.stop()
+
+
+@pytest.mark.parametrize(
+    ("listener", "hello", "lip"),
+    [
+        # A load balancer on loopback names the client in a PROXY header ...
+        (
+            "    proxy_protocol: true\n",
+            b"PROXY TCP4 203.0.113.7 192.0.2.1 51234 143\r\n",
+            "192.0.2.1",
+        ),
+        # ... or a webmail on loopback with ID, as Dovecot accepts it.
+        (
+            "",
+            b'i1 ID ("x-originating-ip" "203.0.113.7" "x-originating-port" "51234")\r\n',
+            "127.0.0.1",
+        ),
+    ],
+    ids=["proxy-header", "id-from-trusted-peer"],
+)
+async def test_dovecot_sees_the_real_client_with_send_id(
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    dovecot_factory: DovecotFactory,
+    caplog: pytest.LogCaptureFixture,
+    listener: str,
+    hello: bytes,
+    lip: str,
+) -> None:
+    # Dovecot takes x-originating-ip from login_trusted_networks only.
+    backend = dovecot_factory(
+        users={"alice": "alice-password"}, extra_config="login_trusted_networks = 127.0.0.0/8\n"
+    )
+    host, port = backend.address
+    cfg = write_door(tmp_path, host, port)
+    timeouts = "    response_timeout_s: 2\n"
+    text = cfg.read_text().replace(timeouts, timeouts + "    send_id: true\n")
+    text = text.replace("    tls: none\n", "    tls: none\n" + listener)
+    # The proxied client may log in without TLS here (it stands for a webmail network).
+    text += "proxy_networks: [127.0.0.0/8]\ntrusted_networks: [127.0.0.0/8, 203.0.113.0/24]\n"
+    cfg.write_text(text)
+    config = load_config(cfg)
+    daemon = Daemon(config, load_service(config))
+    bound = await nursery.start(
+        lambda task_status: daemon.run(signals=False, task_status=task_status)
+    )
+    door = bound[0][0].port
+    caplog.set_level(logging.INFO)
+    got = await in_thread(exchange, door, hello + b"a1 LOGIN alice alice-password\r\n")
+    assert f"a1 NO [REFERRAL imap://alice;AUTH=*@{host}:{port}/]".encode() in got
+    await trio.sleep(0.1)
+    (conn,) = [
+        m.group(1)
+        for r in caplog.records
+        if (m := re.match(r"session end conn=(\S+) addr=203\.0\.113\.7 ", r.getMessage()))
+    ]
+    (line,) = backend.wait_for_log("imap-login: Info: Login:")
+    assert f"user=<alice>, method=PLAIN, rip=203.0.113.7, lip={lip}, " in line
+    assert line.endswith(f"session=<{conn}>")
     daemon.door.stop()

@@ -19,7 +19,7 @@ import trio
 import trustme
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
-from refd.auth.imap_backend import ImapBackendSource, TlsMode
+from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, TlsMode
 
 from .conftest import USERS, DovecotFactory
 from .dovecot import DovecotInstance, ServerCert
@@ -107,6 +107,72 @@ async def test_hashed_passwd_file(dovecot_factory: DovecotFactory) -> None:
     assert "{SHA512-CRYPT}$6$" in (backend.directory / "users.passwd").read_text()
     source = ImapBackendSource(backend.address)
     assert (await check(source, "alice", "s3cret")).status is AuthStatus.SUCCESS
+
+
+# -- send_id: Dovecot sees, logs and penalises the real client ---------------------------
+
+# Dovecot believes x-originating-* and x-connected-* only from these.
+TRUSTS_REFD = "login_trusted_networks = 127.0.0.0/8\n"
+# The fixture hides anvil's auth-penalty socket; these tests put it back.
+PENALTY_ON = """service anvil {
+  unix_listener anvil-auth-penalty {
+    path = anvil-auth-penalty
+  }
+}
+"""
+
+
+def client(address: str, user: str, password: str, session: str) -> AuthRequest:
+    return AuthRequest(
+        user,
+        password,
+        client_address=address,
+        client_port=51234,
+        local_address="192.0.2.1",
+        local_port=143,
+        session_id=session,
+    )
+
+
+async def test_send_id_makes_dovecot_log_the_real_client(
+    dovecot_factory: DovecotFactory,
+) -> None:
+    backend = dovecot_factory(extra_config=TRUSTS_REFD)
+    source = ImapBackendSource(backend.address, send_id=ID_FIELDS)
+    ok = await source.authenticate(client("203.0.113.7", "alice", USERS["alice"], "3d3a-2"))
+    bad = await source.authenticate(client("2001:db8::7", "alice", "wrong", "3d3a-3"))
+    assert (ok.status, bad.status) == (AuthStatus.SUCCESS, AuthStatus.FAILURE)
+    (login,) = login_lines(backend)
+    assert login.endswith(
+        "imap-login: Info: Login: user=<alice>, method=PLAIN, rip=203.0.113.7, "
+        f"lip=192.0.2.1, mpid={login.split('mpid=')[1].split(',')[0]}, secured, "
+        "session=<3d3a-2>"
+    )
+    (failed,) = backend.wait_for_log("(auth failed, 1 attempts")
+    assert failed.endswith(
+        "user=<alice>, method=PLAIN, rip=2001:db8::7, lip=192.0.2.1, secured, session=<3d3a-3>"
+    )
+
+
+@pytest.mark.parametrize("send_id", [ID_FIELDS, ()], ids=["send_id", "default"])
+async def test_send_id_makes_dovecot_penalise_the_attacker_not_everybody(
+    dovecot_factory: DovecotFactory, send_id: tuple[str, ...]
+) -> None:
+    # One wrong password from an attacker, then bob from elsewhere. Dovecot's
+    # auth penalty (per remote IP, 2 s and more after a failure) falls on
+    # bob too when both come from refd's address: what send_id prevents.
+    backend = dovecot_factory(extra_config=TRUSTS_REFD + PENALTY_ON)
+    source = ImapBackendSource(backend.address, send_id=send_id, response_timeout_s=10)
+    attack = await source.authenticate(client("203.0.113.66", "alice", "guess", "a-1"))
+    assert attack.status is AuthStatus.FAILURE
+    started = time.monotonic()
+    bob = await source.authenticate(client("198.51.100.9", "bob", USERS["bob"], "b-1"))
+    waited = time.monotonic() - started
+    assert bob.status is AuthStatus.SUCCESS
+    if send_id:
+        assert waited < 1.0, f"bob waited {waited:.2f} s for the attacker's penalty"
+    else:
+        assert waited > 1.5, f"penalty not active in this Dovecot ({waited:.2f} s)"
 
 
 # -- backend down, silent ---------------------------------------------------------------
