@@ -439,6 +439,7 @@ _LIMIT_INTS = {
     "max_connections": (1, 10_000_000),
     "max_connections_per_address": (1, 10_000_000),
     "max_auth_in_flight": (1, 1_000_000),
+    "max_list_patterns": (1, 100_000),
 }
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",

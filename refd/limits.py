@@ -29,6 +29,8 @@ class Limits:
     max_connections: int = 10000
     max_connections_per_address: int = 50
     max_auth_in_flight: int = 256
+    #: patterns in one LIST (RFC 5258 §3 allows a list); more: NO [LIMIT]
+    max_list_patterns: int = 100
     preauth_idle_timeout_s: float = 60.0
     # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
     idle_timeout_s: float = 1800.0
@@ -47,6 +49,7 @@ class Limits:
             max_literal_bytes=self.max_literal_bytes,
             max_command_bytes=self.max_command_bytes,
             bad_command_limit=self.bad_commands,
+            max_list_patterns=self.max_list_patterns,
         )
 
 
