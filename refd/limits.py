@@ -33,6 +33,8 @@ class Limits:
     #: that libxcrypt's crypt(3) takes (CRYPT_MAX_PASSPHRASE_SIZE is 512,
     #: NUL included), so SHA-crypt never leaves C; Dovecot's own cap is 4096.
     max_password_bytes: int = 511
+    #: patterns in one LIST (RFC 5258 §3 allows a list); more: NO [LIMIT]
+    max_list_patterns: int = 100
     preauth_idle_timeout_s: float = 60.0
     # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
     idle_timeout_s: float = 1800.0
@@ -51,6 +53,7 @@ class Limits:
             max_literal_bytes=self.max_literal_bytes,
             max_command_bytes=self.max_command_bytes,
             bad_command_limit=self.bad_commands,
+            max_list_patterns=self.max_list_patterns,
         )
 
 

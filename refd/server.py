@@ -47,6 +47,8 @@ __all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
 log = logging.getLogger("refd.server")
 
 _RECEIVE_BYTES = 16384
+#: a streamed answer (``Reply.stream``) is sent in chunks of about this size
+_SEND_CHUNK_BYTES = 16384
 _conn_ids = itertools.count(1)
 _PID_TAG = f"{os.getpid():x}"
 
@@ -115,6 +117,30 @@ async def _send(stream: trio.abc.Stream, data: bytes, limits: Limits) -> None:
             raise _Closed from exc
     if scope.cancelled_caught:
         raise _WriteTimeout
+
+
+async def _send_stream(
+    stream: trio.abc.Stream, conn: Connection, reply: Reply, limits: Limits
+) -> None:
+    """Send ``reply.stream`` in chunks as it is produced, then ``reply.responses``.
+
+    Each chunk waits for the client under the write timeout, so a client
+    that stops reading holds one chunk and one batch, and is dropped when
+    the timeout ends; after each batch, sent or not, the other connections
+    get their turn.
+    """
+    assert reply.stream is not None
+    chunk = bytearray()
+    for batch in reply.stream:
+        for response in batch:
+            chunk += conn.send(response)
+            if len(chunk) >= _SEND_CHUNK_BYTES:
+                await _send(stream, bytes(chunk), limits)
+                chunk.clear()
+        await trio.lowlevel.checkpoint()
+    for response in reply.responses:
+        chunk += conn.send(response)
+    await _send(stream, bytes(chunk), limits)
 
 
 async def handle_connection(
@@ -194,7 +220,10 @@ async def handle_connection(
             if event is CONNECTION_CLOSED:
                 return
             reply = await session.handle(event)
-            await _send(stream, encode(reply.responses), limits)
+            if reply.stream is None:
+                await _send(stream, encode(reply.responses), limits)
+            else:
+                await _send_stream(stream, conn, reply, limits)
             account(reply)
             if reply.close:
                 return

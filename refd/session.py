@@ -22,7 +22,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,7 @@ from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
 from refd.protocol.grammar import ParseError
-from refd.protocol.listing import list_match
+from refd.protocol.listing import ListPattern, compile_patterns, hierarchy, select
 from refd.protocol.responses import (
     Bye,
     Cond,
@@ -198,13 +198,22 @@ def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
 
 @dataclass(slots=True)
 class Reply:
-    """What the server loop must do after one event."""
+    """What the server loop must do after one event.
+
+    Most answers are a line or two in ``responses``.  An answer whose size
+    depends on the tables (LIST) puts its untagged lines in ``stream``
+    instead: batches produced lazily, each after a bounded amount of work,
+    which the server sends in bounded chunks before ``responses``, so a
+    client that does not read holds one chunk, not the whole answer.
+    """
 
     responses: list[Response] = field(default_factory=list)
     close: bool = False
     starttls: bool = False
     #: the command this answers (a label for metrics), when known
     command: str | None = None
+    #: untagged lines to send before ``responses``, produced while they are sent
+    stream: Iterable[Sequence[Response]] | None = None
 
 
 class Session:
@@ -545,42 +554,77 @@ class Session:
         subscribed_flag: bool = False,
         children: bool = False,
     ) -> Reply:
-        """RLIST / RLSUB / LIST (REMOTE): what the table publishes for the user."""
+        """RLIST / RLSUB / LIST (REMOTE): what the table publishes for the user.
+
+        Each name is answered once however many patterns match it (RFC 5258
+        §3), so the answer is bounded by the table, not by the command; the
+        lines are produced in bounded steps while the server sends them.
+        """
         assert self.user is not None
-        table = self.service.table
-        delim = table.delimiter
-        names = [m.name for m in table.remote_mailboxes(self.user)]
-        present = set(names)
-        # Hierarchy levels above published names exist only as \Noselect
-        # (RFC 3501 §6.3.8: a "%" pattern returns the levels it matches).
-        parents: list[str] = []
-        for name in names:
-            parts = name.split(delim)
-            for i in range(1, len(parts)):
-                parent = delim.join(parts[:i])
-                if parent not in present:
-                    present.add(parent)
-                    parents.append(parent)
+        service = self.service
+        # The parser stopped one past the connection's limit (the limits
+        # in service may have changed since the connection began).
+        limit = self.conn.limits.max_list_patterns
+        if len(patterns) > limit:
+            # RFC 5530 §3: LIMIT, "an implementation limit of some kind".
+            text = f"Too many patterns: at most {limit} in one {kind}."
+            self.limit_hit(
+                "list_patterns",
+                f"{len(patterns)} patterns or more in one {kind} (max_list_patterns)",
+            )
+            return Reply([Tagged(tag, Cond.NO, text, "LIMIT")])
+        table = service.table
+        flags = (["\\Subscribed"] if subscribed_flag else []) + (
+            ["\\Remote"] if remote_flag else []
+        )
+        lines = _list_lines(
+            kind,
+            compile_patterns(reference, patterns, table.delimiter),
+            table.remote_names(self.user),
+            table.delimiter,
+            flags,
+            children=children,
+            level_flag="\\NonExistent" if remote_flag else "\\Noselect",
+        )
+        return Reply([Tagged(tag, Cond.OK, f"{kind} completed.")], stream=lines)
+
+
+#: the work between two pauses of a LIST (see ``protocol.listing.select``):
+#: about a millisecond
+_LIST_STEP = 10_000
+#: the names a LIST may return are the same until a reload: their hierarchy
+#: is worked out once per table
+_hierarchy = functools.lru_cache(maxsize=2)(hierarchy)
+
+
+def _list_lines(
+    kind: str,
+    patterns: tuple[ListPattern, ...],
+    names: tuple[str, ...],
+    delim: str,
+    flags: list[str],
+    *,
+    children: bool,
+    level_flag: str,
+) -> Iterator[list[Response]]:
+    """The LIST lines for ``names``, in batches of bounded work."""
+    levels = _hierarchy(names, delim) if children or any(p.lists_levels for p in patterns) else None
+    for batch in select(patterns, names, step=_LIST_STEP):
         out: list[Response] = []
-        for pattern in patterns:
-            full = reference + pattern
-            for name in names:
-                if list_match(full, name, delim):
-                    flags = []
-                    if children:
-                        has = any(o.startswith(name + delim) for o in present)
-                        flags.append("\\HasChildren" if has else "\\HasNoChildren")
-                    if subscribed_flag:
-                        flags.append("\\Subscribed")
-                    if remote_flag:
-                        flags.append("\\Remote")
-                    out.append(list_response(kind, flags, delim, name))
-            if pattern.endswith("%"):
-                for name in parents:
-                    if list_match(full, name, delim):
-                        flag = "\\NonExistent" if remote_flag else "\\Noselect"
-                        out.append(list_response(kind, [flag, "\\HasChildren"], delim, name))
-        return Reply([*out, Tagged(tag, Cond.OK, f"{kind} completed.")])
+        for name in batch:
+            these = flags
+            if levels is not None and children:
+                has = "\\HasChildren" if name in levels.with_children else "\\HasNoChildren"
+                these = [has, *flags]
+            out.append(list_response(kind, these, delim, name))
+        yield out
+    # RFC 3501 §6.3.8: a pattern ending in "%" also returns the hierarchy
+    # levels it matches; those that are not mailboxes cannot be selected.
+    by_level = tuple(p for p in patterns if p.lists_levels)
+    if levels is not None and by_level:
+        level_flags = [level_flag, "\\HasChildren"]
+        for batch in select(by_level, levels.parents, step=_LIST_STEP):
+            yield [list_response(kind, level_flags, delim, name) for name in batch]
 
 
 def _bad(err: CommandError) -> Response:

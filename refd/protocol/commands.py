@@ -194,6 +194,8 @@ class List(Command):
 
     name = "LIST"
     reference: str
+    #: read up to one past the connection's ``max_list_patterns``: a LIST
+    #: with more is refused whatever follows its patterns
     patterns: tuple[str, ...]
     selection: frozenset[str] = frozenset()
     returns: frozenset[str] = frozenset()
@@ -428,7 +430,7 @@ _LIST_SELECTION = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH"})
 _LIST_RETURN = frozenset({"SUBSCRIBED", "CHILDREN"})
 
 
-def _parse_list(tag: str, r: Reader) -> Command:
+def _parse_list(tag: str, r: Reader, max_patterns: int | None = None) -> Command:
     # list = "LIST" [SP list-select-opts] SP mailbox SP mbox-or-pat
     #        [SP list-return-opts]                       (RFC 5258 §6)
     r.sp("reference name")
@@ -448,6 +450,10 @@ def _parse_list(tag: str, r: Reader) -> Command:
         r.pos += 1
         pats = [r.list_mailbox()]
         while r.peek() == 0x20:
+            if max_patterns is not None and len(pats) > max_patterns:
+                # Over the limit: the rest is not worth reading (each
+                # pattern costs microseconds, and there may be 128,000).
+                return List(tag, reference, tuple(pats), selection)
             r.sp("mailbox pattern")
             pats.append(r.list_mailbox())
         r.expect(b")", "')' to close the pattern list")
@@ -586,14 +592,22 @@ def parse_command(data: bytes) -> Command:
     return parse_arguments(data, tag, name)
 
 
-def parse_arguments(data: bytes, tag: str, name: str) -> Command:
-    """The rest of :func:`parse_command`, once ``tag`` and ``name`` are read."""
+def parse_arguments(
+    data: bytes, tag: str, name: str, max_list_patterns: int | None = None
+) -> Command:
+    """The rest of :func:`parse_command`, once ``tag`` and ``name`` are read.
+
+    With ``max_list_patterns``, a LIST stops being read one pattern past it
+    (see :class:`List`).
+    """
     r = Reader(data)
     parser = PARSERS.get(name)
     if parser is None:
         raise CommandError(tag, f"Unknown command {name[:32]}.")
     r.pos = len(tag) + 1 + len(name)
     try:
+        if parser is _parse_list and max_list_patterns is not None:
+            return _parse_list(tag, r, max_list_patterns)
         return parser(tag, r)
     except ParseError as exc:
         raise CommandError(tag, exc.text, command=name) from exc

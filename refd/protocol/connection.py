@@ -54,6 +54,9 @@ class ProtocolLimits:
     max_literal_bytes: int = 65536
     max_command_bytes: int = 262144
     bad_command_limit: int = 10
+    #: the parser reads one pattern more than this, then stops (the session
+    #: answers NO [LIMIT]); a LIST of 256 KiB could carry 128,000
+    max_list_patterns: int = 100
 
 
 class _Sentinel:
@@ -327,7 +330,7 @@ class Connection:
         try:
             tag, name = parse_tag_and_name(raw)
             self._check_legal(tag, name)
-            return parse_arguments(raw, tag, name)
+            return parse_arguments(raw, tag, name, self.limits.max_list_patterns)
         except CommandError as exc:
             return self._bad_from(exc)
 

@@ -12,6 +12,7 @@ no stray bits.
 from __future__ import annotations
 
 import binascii
+import re
 
 __all__ = ["MUTF7Error", "decode", "encode"]
 
@@ -24,9 +25,13 @@ def _printable(c: str) -> bool:
     return "\x20" <= c <= "\x7e"
 
 
+#: printable US-ASCII but "&": what stands for itself
+_PLAIN = re.compile("[\x20-\x25\x27-\x7e]*")
+
+
 def encode(name: str) -> str:
     """Encode a mailbox name for the wire."""
-    if name.isascii() and "&" not in name and all(_printable(c) for c in name):
+    if _PLAIN.fullmatch(name):
         return name  # the common case: nothing to shift
     out: list[str] = []
     run: list[str] = []

@@ -10,6 +10,7 @@ grammar lives here and nowhere else.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -115,13 +116,15 @@ def quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_ATOM_STR = frozenset(chr(c) for c in ATOM_CHARS)
+# one pass in C, not a loop per character: a LIST may answer with every
+# published name
+_ATOM = re.compile("[" + "".join(re.escape(chr(c)) for c in sorted(ATOM_CHARS)) + "]+")
 
 
 def wire_mailbox(name: str) -> str:
     """A mailbox name as the wire wants it: modified UTF-7, atom or quoted."""
     encoded = mutf7.encode(name)
-    if encoded and all(c in _ATOM_STR for c in encoded) and encoded.upper() != "NIL":
+    if _ATOM.fullmatch(encoded) and encoded.upper() != "NIL":
         return encoded
     return quote(encoded)
 

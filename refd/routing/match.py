@@ -134,12 +134,16 @@ class RoutingTable:
             old_ref, new_ref, ((old_ref.urls[0], new_ref.urls[0]),), cross_server=True
         )
 
-    def remote_mailboxes(self, user: str) -> tuple[RemoteMailbox, ...]:
-        """Mailboxes for RLIST / RLSUB: INBOX first, then ``published`` in file order."""
+    def remote_names(self, user: str) -> tuple[str, ...]:
+        """Names for RLIST / RLSUB: INBOX first, then ``published`` in file order."""
         if self.route_user(user) is None:
             return ()
+        return ("INBOX", *self.published)
+
+    def remote_mailboxes(self, user: str) -> tuple[RemoteMailbox, ...]:
+        """`remote_names` with the referral of each."""
         found = []
-        for name in ("INBOX", *self.published):
+        for name in self.remote_names(user):
             referral = self.mailbox_referral(user, name)
             assert referral is not None  # the user has a route
             found.append(RemoteMailbox(name, referral))

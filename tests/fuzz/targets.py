@@ -230,7 +230,13 @@ def fuzz_service() -> Service:
 
 SESSION_LIMITS = [
     Limits(),
-    Limits(max_line_bytes=512, max_literal_bytes=64, max_command_bytes=1024, bad_commands=3),
+    Limits(
+        max_line_bytes=512,
+        max_literal_bytes=64,
+        max_command_bytes=1024,
+        bad_commands=3,
+        max_list_patterns=2,
+    ),
 ]
 #: Longest silence the door may take to end a session: the post-login idle
 #: timeout plus the longest failure delays of what was pipelined before.

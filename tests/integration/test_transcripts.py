@@ -197,6 +197,50 @@ async def test_list_hides_remote_and_rlist_shows_them(door: Door, clock: MockClo
     """)
 
 
+async def test_list_answers_each_mailbox_once(door: Door, clock: MockClock) -> None:
+    # RFC 5258 §3: "If a mailbox name matches multiple mailbox patterns from
+    # the list, the server SHOULD return only a single LIST response."
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 LIST (REMOTE) "" ("*" "%" Shared/* INBOX "*" Shared/% *Sales)
+        S: * LIST (\\Remote) "/" INBOX
+        S: * LIST (\\Remote) "/" Shared/Sales
+        S: * LIST (\\Remote) "/" "Shared/Caf&AOk- Menu"
+        S: * LIST (\\NonExistent \\HasChildren) "/" Shared
+        S: b2 OK LIST completed.
+        C: b3 RLIST "" "*"
+        S: * LIST () "/" INBOX
+        S: * LIST () "/" Shared/Sales
+        S: * LIST () "/" "Shared/Caf&AOk- Menu"
+        S: b3 OK LIST completed.
+    """)
+
+
+async def test_list_over_the_pattern_limit_is_refused(
+    demo_service: Service, clock: MockClock
+) -> None:
+    # RFC 5530 §3 LIMIT: "The operation ran up against an implementation
+    # limit of some kind"; the command is valid, so NO, not BAD.
+    door = make_door(demo_service, max_list_patterns=3)
+    many = " ".join(["*"] * 1000)
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 LIST (REMOTE) "" (INBOX Nothing Shared/Sales)
+        S: * LIST (\\Remote) "/" INBOX
+        S: * LIST (\\Remote) "/" Shared/Sales
+        S: b2 OK LIST completed.
+        C: b3 LIST (REMOTE) "" (INBOX Nothing Shared/Sales Other)
+        S: b3 NO [LIMIT] Too many patterns: at most 3 in one LIST.
+        C: b4 LIST (REMOTE) "" ({many}) RETURN (CHILDREN)
+        S: b4 NO [LIMIT] Too many patterns: at most 3 in one LIST.
+        C: b5 NOOP
+        S: b5 OK NOOP completed.
+    """)
+    assert hits(door.door, "list_patterns") == 2
+
+
 async def test_namespace(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}

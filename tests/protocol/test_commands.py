@@ -3,7 +3,12 @@
 import pytest
 
 from refd.protocol import commands as c
-from refd.protocol.commands import CommandError, parse_append_mailbox, parse_command
+from refd.protocol.commands import (
+    CommandError,
+    parse_append_mailbox,
+    parse_arguments,
+    parse_command,
+)
 
 GOOD = [
     (b"a1 CAPABILITY", c.Capability("a1")),
@@ -160,3 +165,28 @@ def test_dispatch_tables_cover_the_same_commands() -> None:
     # Every wire name has a state rule, and every state rule a handler.
     assert set(_BY_NAME) == set(c.PARSERS)
     assert set(HANDLERS) == set(c.ALLOWED) == set(_BY_NAME.values())
+
+
+@pytest.mark.parametrize(
+    ("wire", "patterns"),
+    [
+        # At the limit: read whole, RETURN options included.
+        (b'a LIST (REMOTE) "" (a b) RETURN (CHILDREN)', ("a", "b")),
+        # One over: read whole too (the session refuses it).
+        (b'a LIST (REMOTE) "" (a b c)', ("a", "b", "c")),
+        # Further over: reading stops one past the limit, whatever follows.
+        (b'a LIST (REMOTE) "" (a b c d e f) RETURN (CHILDREN)', ("a", "b", "c")),
+        (b'a LIST (REMOTE) "" (a b c "d" {1+}\r\ne \x00garbage', ("a", "b", "c")),
+    ],
+)
+def test_list_patterns_are_read_one_past_the_limit(wire: bytes, patterns: tuple[str, ...]) -> None:
+    cmd = parse_arguments(wire + b"\r\n", "a", "LIST", 2)
+    assert isinstance(cmd, c.List)
+    assert cmd.patterns == patterns
+
+
+def test_without_a_limit_every_list_pattern_is_read() -> None:
+    wire = b'a LIST "" (' + b" ".join(b"p%d" % i for i in range(500)) + b")\r\n"
+    cmd = parse_command(wire)
+    assert isinstance(cmd, c.List)
+    assert len(cmd.patterns) == 500

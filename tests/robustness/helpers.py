@@ -215,6 +215,13 @@ def http_get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
     return int(head.split(b" ")[1]), body
 
 
+async def scrape(port: int) -> bytes:
+    """The metrics endpoint's text, fetched from a thread (the door may be in-process)."""
+    status, body = await trio.to_thread.run_sync(http_get, port, "/metrics")
+    assert status == 200
+    return body
+
+
 def metric(text: bytes, name: str, **labels: str) -> float:
     """One sample from Prometheus text, 0 when absent."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -30,8 +30,8 @@ from tests.robustness.helpers import (
     LineClient,
     LoginProber,
     RefdProcess,
-    http_get,
     metric,
+    scrape,
 )
 
 IDLE = 10_000
@@ -67,12 +67,6 @@ async def connect_from(address: str, port: int) -> LineClient:
         sock.close()
         raise
     return LineClient(trio.SocketStream(sock))
-
-
-async def scrape(port: int) -> bytes:
-    status, body = await trio.to_thread.run_sync(http_get, port, "/metrics")
-    assert status == 200
-    return body
 
 
 async def test_ten_thousand_idle_connections_while_logins_are_referred(
