@@ -321,12 +321,37 @@ async def test_bad_input_table_and_budget(door: Door, clock: MockClock) -> None:
     """)
 
 
+async def test_refused_command_with_nonsync_literal_closes(door: Door, clock: MockClock) -> None:
+    # RFC 7888 §4: the {n+} literal's octets follow at once; once its command
+    # is refused they would run as commands, so the door says BYE instead.
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {"x" * 9000} {{23+}}
+        C: a2 LOGIN alice secret
+        S: a1 BAD [TOOBIG] Command line too long.
+        S: * BYE Cannot resynchronize after a refused non-synchronizing literal.
+        S: <closed>
+    """)
+
+
+async def test_refused_command_with_sync_literal_goes_on(door: Door, clock: MockClock) -> None:
+    # RFC 3501 §7.5: a tagged answer instead of "+", so the client sends no
+    # literal and the stream stays in step.
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {"x" * 9000} {{23}}
+        S: a1 BAD [TOOBIG] Command line too long.
+        C: a2 NOOP
+        S: a2 OK NOOP completed.
+    """)
+
+
 async def test_nonsync_literal_too_big_closes(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 LOGIN {{5000+}}
         S: a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).
-        S: * BYE Non-synchronizing literal too large.
+        S: * BYE Cannot resynchronize after a refused non-synchronizing literal.
         S: <closed>
     """)
 

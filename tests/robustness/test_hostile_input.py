@@ -157,7 +157,7 @@ CASES = [
             b"a1 LOGIN {2147483648+}\r\n",
             [
                 b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n",
-                b"* BYE Non-synchronizing literal too large.\r\n",
+                b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
             ],
         ),
         end="closed",
