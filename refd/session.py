@@ -277,7 +277,11 @@ class Session:
         """Answer one event from the connection."""
         name: str | None
         if isinstance(event, c.Command):
-            reply = await HANDLERS[type(event)](self, event)
+            reply = None
+            if type(event) in c.CARRIES_CREDENTIALS:
+                reply = self._refuse_plaintext(event.tag)
+            if reply is None:
+                reply = await HANDLERS[type(event)](self, event)
             name = event.command if isinstance(event, c.Unselected) else event.name
         elif isinstance(event, BadInput):
             reply, name = self._bad_input(event), event.error.command
@@ -311,7 +315,7 @@ class Session:
             except CommandError as exc:
                 return Reply([_bad(exc)])
             return self._mailbox_referral(req.tag, "APPEND", mailbox)
-        if req.name == "LOGIN":
+        if req.credentials:
             # Refuse before "+": a literal here would carry the password
             # in clear to a door that is going to refuse it anyway.
             refused = self._refuse_plaintext(req.tag)
@@ -333,6 +337,8 @@ class Session:
     # -- authentication ----------------------------------------------------------
 
     def _refuse_plaintext(self, tag: str) -> Reply | None:
+        """The answer to a command in ``CARRIES_CREDENTIALS`` (or its literal)
+        that must not be sent here in clear; None when it may."""
         if self.plaintext_auth_allowed():
             return None
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
@@ -596,18 +602,13 @@ async def _starttls(s: Session, cmd: c.Starttls) -> Reply:
 
 
 async def _login(s: Session, cmd: c.Login) -> Reply:
-    refused = s._refuse_plaintext(cmd.tag)
-    if refused is not None:
-        return refused
+    # Session.handle has refused it already if it may not come in clear.
     return await s._authenticate(cmd.tag, "LOGIN", cmd.user, cmd.password)
 
 
 async def _authenticate(s: Session, cmd: c.Authenticate) -> Reply:
     if cmd.mechanism != "PLAIN":
         return Reply([Tagged(cmd.tag, Cond.NO, "Unsupported authentication mechanism.", "CANNOT")])
-    refused = s._refuse_plaintext(cmd.tag)
-    if refused is not None:
-        return refused
     if cmd.initial is None:
         s.conn.expect_sasl_response(cmd.tag)
         return Reply([Continuation()])

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from refd.protocol.commands import (
     ALLOWED,
+    CARRIES_CREDENTIALS,
     SELECTED_STATE_COMMANDS,
     Command,
     CommandError,
@@ -101,6 +102,8 @@ class LiteralRequest:
 
     ``prefix`` is the command so far, ``{n}`` CRLF included, for a caller
     that needs the arguments before the literal (APPEND's mailbox).
+    ``credentials`` says the literal would carry a password
+    (``CARRIES_CREDENTIALS``).
     """
 
     tag: str
@@ -108,6 +111,7 @@ class LiteralRequest:
     size: int
     prefix: bytes
     within_limit: bool
+    credentials: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +310,12 @@ class Connection:
             self._literal_left = size
             return None
         self._pending = LiteralRequest(
-            tag, name, size, prefix, size <= self.limits.max_literal_bytes
+            tag,
+            name,
+            size,
+            prefix,
+            size <= self.limits.max_literal_bytes,
+            _BY_NAME[name] in CARRIES_CREDENTIALS,
         )
         return self._pending
 

@@ -282,8 +282,12 @@ async def test_plaintext_login_refused_outside_trusted_networks(
         S: a3 NO STARTTLS is not available on this listener.
         C: a4 LOGIN {{5}}
         S: a4 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
-        C: a5 NOOP
-        S: a5 OK NOOP completed.
+        C: a5 AUTHENTICATE PLAIN {{20}}
+        S: a5 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a6 AUTHENTICATE PLAIN
+        S: a6 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a7 NOOP
+        S: a7 OK NOOP completed.
         """,
         address="192.0.2.7",
     )

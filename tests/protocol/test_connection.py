@@ -51,7 +51,7 @@ def test_synchronizing_literal_waits_for_a_decision() -> None:
     conn = Connection()
     conn.receive_data(b"a LOGIN {5}\r\n")
     req = conn.next_event()
-    assert req == LiteralRequest("a", "LOGIN", 5, b"a LOGIN {5}\r\n", True)
+    assert req == LiteralRequest("a", "LOGIN", 5, b"a LOGIN {5}\r\n", True, credentials=True)
     with pytest.raises(RuntimeError):
         conn.next_event()
     conn.accept_literal()
@@ -351,7 +351,7 @@ TOOBIG_COMMAND = ("a", "Command too long.", "TOOBIG")
         ),
         pytest.param(
             [b"a LOGIN {70000}\r\nb NOOP\r\n"],
-            [LiteralRequest("a", "LOGIN", 70000, b"a LOGIN {70000}\r\n", False), c.Noop("b")],
+            [LiteralRequest("a", "LOGIN", 70000, b"a LOGIN {70000}\r\n", False, True), c.Noop("b")],
             id="literal-size-sync-refused-before-plus",
         ),
     ],
@@ -377,3 +377,15 @@ def test_skipped_line_keeps_a_few_octets_of_its_end() -> None:
     conn.receive_data(LONG + b" {" + b"9" * 100_000)
     assert conn.next_event() is NEED_DATA
     assert conn.buffered == 0 and len(conn._skip_tail) <= 5
+
+
+def test_literal_request_says_whether_it_carries_credentials() -> None:
+    conn = Connection()
+    conn.receive_data(b"a AUTHENTICATE PLAIN {20}\r\n")
+    req = conn.next_event()
+    assert isinstance(req, LiteralRequest) and req.credentials
+    conn.refuse_literal()
+    conn.state = State.AUTHENTICATED
+    conn.receive_data(b"b APPEND INBOX {20}\r\n")
+    req = conn.next_event()
+    assert isinstance(req, LiteralRequest) and not req.credentials
