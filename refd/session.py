@@ -49,7 +49,7 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable, door_url
+from refd.routing import Referral, RoutingTable, door_url, url_can_name
 from refd.routing.model import LoginMode
 
 __all__ = [
@@ -459,8 +459,29 @@ class Session:
 
     # -- mailbox referrals -----------------------------------------------------------
 
+    def _unroutable(self, tag: str, mailbox: str, *, new: bool) -> Reply | None:
+        """The answer for a mailbox name no referral can carry; None if it can.
+
+        The empty name is a valid astring (RFC 3501 §9), but RFC 5092 §11's
+        ``enc-mailbox = 1*bchar`` means no URL names it, so no server can be
+        referred to for it.  That is policy, not grammar, hence NO, with the
+        RFC 5530 §3 codes: NONEXISTENT where an existing mailbox is meant
+        (SELECT, STATUS, DELETE, RENAME's source, APPEND ...), CANNOT where a
+        new name is asked for (CREATE, RENAME's target): it can never succeed.
+        """
+        if url_can_name(mailbox):
+            return None
+        if new:
+            return Reply([Tagged(tag, Cond.NO, "A mailbox name cannot be empty.", "CANNOT")])
+        return Reply(
+            [Tagged(tag, Cond.NO, "There is no mailbox with an empty name.", "NONEXISTENT")]
+        )
+
     def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
         assert self.user is not None
+        refused = self._unroutable(tag, mailbox, new=command == "CREATE")
+        if refused is not None:
+            return refused
         referral = self.service.table.mailbox_referral(self.user, mailbox)
         if referral is None:
             text = "No mail server is configured for this mailbox."
@@ -633,6 +654,11 @@ async def _append(s: Session, cmd: c.Append) -> Reply:
 async def _rename(s: Session, cmd: c.Rename) -> Reply:
     # RFC 2193 §4.3: answer pairs of URLs, existing name then new name.
     assert s.user is not None
+    refused = s._unroutable(cmd.tag, cmd.mailbox, new=False) or s._unroutable(
+        cmd.tag, cmd.new_name, new=True
+    )
+    if refused is not None:
+        return refused
     table = s.service.table
     rename = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
     if rename is None:
