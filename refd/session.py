@@ -459,27 +459,24 @@ class Session:
 
     # -- mailbox referrals -----------------------------------------------------------
 
-    def _unroutable(self, tag: str, mailbox: str, *, new: bool) -> Reply | None:
+    def _unroutable(self, tag: str, mailbox: str) -> Reply | None:
         """The answer for a mailbox name no referral can carry; None if it can.
 
         The empty name is a valid astring (RFC 3501 §9), but RFC 5092 §11's
         ``enc-mailbox = 1*bchar`` means no URL names it, so no server can be
-        referred to for it.  That is policy, not grammar, hence NO, with the
-        RFC 5530 §3 codes: NONEXISTENT where an existing mailbox is meant
-        (SELECT, STATUS, DELETE, RENAME's source, APPEND ...), CANNOT where a
-        new name is asked for (CREATE, RENAME's target): it can never succeed.
+        referred to for it.  That is policy, not grammar, hence NO, and
+        RFC 5530 §3's CANNOT ("violates some invariant of the server and can
+        never succeed") for every command: the name is invalid, not merely
+        absent (NONEXISTENT).  Dovecot answers the same, so a client sees
+        one answer from the door and from its backend.
         """
         if url_can_name(mailbox):
             return None
-        if new:
-            return Reply([Tagged(tag, Cond.NO, "A mailbox name cannot be empty.", "CANNOT")])
-        return Reply(
-            [Tagged(tag, Cond.NO, "There is no mailbox with an empty name.", "NONEXISTENT")]
-        )
+        return Reply([Tagged(tag, Cond.NO, "A mailbox name cannot be empty.", "CANNOT")])
 
     def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
         assert self.user is not None
-        refused = self._unroutable(tag, mailbox, new=command == "CREATE")
+        refused = self._unroutable(tag, mailbox)
         if refused is not None:
             return refused
         referral = self.service.table.mailbox_referral(self.user, mailbox)
@@ -654,9 +651,7 @@ async def _append(s: Session, cmd: c.Append) -> Reply:
 async def _rename(s: Session, cmd: c.Rename) -> Reply:
     # RFC 2193 §4.3: answer pairs of URLs, existing name then new name.
     assert s.user is not None
-    refused = s._unroutable(cmd.tag, cmd.mailbox, new=False) or s._unroutable(
-        cmd.tag, cmd.new_name, new=True
-    )
+    refused = s._unroutable(cmd.tag, cmd.mailbox) or s._unroutable(cmd.tag, cmd.new_name)
     if refused is not None:
         return refused
     table = s.service.table

@@ -70,7 +70,7 @@ def test_mailbox_commands_with_edge_names_never_fail_internally(item: dict[str, 
 @pytest.mark.parametrize(
     ("script", "answer"),
     [
-        (b'l1 LOGIN bob secret\r\n! SELECT ""\n', b"! NO [NONEXISTENT] "),
+        (b'l1 LOGIN bob secret\r\n! SELECT ""\n', b"! NO [CANNOT] "),
         (b"l1 LOGIN carol secret\r\nx RENAME INBOX {0+}\r\n\r\n", b"x NO [CANNOT] "),
     ],
     ids=["select-empty-name", "rename-to-empty-literal"],

@@ -148,26 +148,25 @@ async def test_rename_referral_pairs_rfc2193_4_3(door: Door, clock: MockClock) -
 
 async def test_empty_mailbox_name_rfc5530(door: Door, clock: MockClock) -> None:
     # "" is a valid astring but no URL names it (RFC 5092 §11: enc-mailbox =
-    # 1*bchar): NONEXISTENT where a mailbox is looked for, CANNOT where one
-    # would be created (RFC 5530 §3); the session goes on.
-    none = "NO [NONEXISTENT] There is no mailbox with an empty name."
+    # 1*bchar): NO [CANNOT] (RFC 5530 §3) for every command, as Dovecot
+    # answers; the session goes on.
     cannot = "NO [CANNOT] A mailbox name cannot be empty."
     await door.transcript(f"""
         {GREETING}
         {BOB_IN}
         C: b2 SELECT ""
-        S: b2 {none}
+        S: b2 {cannot}
         C: b3 CREATE ""
         S: b3 {cannot}
         C: b4 RENAME "" Archive
-        S: b4 {none}
+        S: b4 {cannot}
         C: b5 RENAME Archive ""
         S: b5 {cannot}
         C: b6 APPEND "" {{310}}
-        S: b6 {none}
+        S: b6 {cannot}
         C: b7 STATUS {{0+}}
         C:  (MESSAGES)
-        S: b7 {none}
+        S: b7 {cannot}
         C: b8 NOOP
         S: b8 OK NOOP completed.
     """)
