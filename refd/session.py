@@ -50,7 +50,7 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable, door_url
+from refd.routing import Referral, RoutingTable, door_url, url_can_name
 from refd.routing.model import LoginMode
 
 __all__ = [
@@ -303,7 +303,11 @@ class Session:
         """Answer one event from the connection."""
         name: str | None
         if isinstance(event, c.Command):
-            reply = await HANDLERS[type(event)](self, event)
+            reply = None
+            if type(event) in c.CARRIES_CREDENTIALS:
+                reply = self._refuse_plaintext(event.tag)
+            if reply is None:
+                reply = await HANDLERS[type(event)](self, event)
             name = event.command if isinstance(event, c.Unselected) else event.name
         elif isinstance(event, BadInput):
             reply, name = self._bad_input(event), event.error.command
@@ -338,7 +342,7 @@ class Session:
             except CommandError as exc:
                 return Reply([_bad(exc)])
             return self._mailbox_referral(req.tag, "APPEND", mailbox)
-        if req.name == "LOGIN":
+        if req.credentials:
             # Refuse before "+": a literal here would carry the password
             # in clear to a door that is going to refuse it anyway.
             refused = self._refuse_plaintext(req.tag)
@@ -364,6 +368,8 @@ class Session:
     # -- authentication ----------------------------------------------------------
 
     def _refuse_plaintext(self, tag: str) -> Reply | None:
+        """The answer to a command in ``CARRIES_CREDENTIALS`` (or its literal)
+        that must not be sent here in clear; None when it may."""
         if self.plaintext_auth_allowed():
             return None
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
@@ -516,8 +522,26 @@ class Session:
 
     # -- mailbox referrals -----------------------------------------------------------
 
+    def _unroutable(self, tag: str, mailbox: str) -> Reply | None:
+        """The answer for a mailbox name no referral can carry; None if it can.
+
+        The empty name is a valid astring (RFC 3501 §9), but RFC 5092 §11's
+        ``enc-mailbox = 1*bchar`` means no URL names it, so no server can be
+        referred to for it.  That is policy, not grammar, hence NO, and
+        RFC 5530 §3's CANNOT ("violates some invariant of the server and can
+        never succeed") for every command: the name is invalid, not merely
+        absent (NONEXISTENT).  Dovecot answers the same, so a client sees
+        one answer from the door and from its backend.
+        """
+        if url_can_name(mailbox):
+            return None
+        return Reply([Tagged(tag, Cond.NO, "A mailbox name cannot be empty.", "CANNOT")])
+
     def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
         assert self.user is not None
+        refused = self._unroutable(tag, mailbox)
+        if refused is not None:
+            return refused
         referral = self.service.table.mailbox_referral(self.user, mailbox)
         if referral is None:
             text = "No mail server is configured for this mailbox."
@@ -699,18 +723,13 @@ async def _starttls(s: Session, cmd: c.Starttls) -> Reply:
 
 
 async def _login(s: Session, cmd: c.Login) -> Reply:
-    refused = s._refuse_plaintext(cmd.tag)
-    if refused is not None:
-        return refused
+    # Session.handle has refused it already if it may not come in clear.
     return await s._authenticate(cmd.tag, "LOGIN", cmd.user, cmd.password)
 
 
 async def _authenticate(s: Session, cmd: c.Authenticate) -> Reply:
     if cmd.mechanism != "PLAIN":
         return Reply([Tagged(cmd.tag, Cond.NO, "Unsupported authentication mechanism.", "CANNOT")])
-    refused = s._refuse_plaintext(cmd.tag)
-    if refused is not None:
-        return refused
     if cmd.initial is None:
         s.conn.expect_sasl_response(cmd.tag)
         return Reply([Continuation()])
@@ -735,6 +754,9 @@ async def _append(s: Session, cmd: c.Append) -> Reply:
 async def _rename(s: Session, cmd: c.Rename) -> Reply:
     # RFC 2193 §4.3: answer pairs of URLs, existing name then new name.
     assert s.user is not None
+    refused = s._unroutable(cmd.tag, cmd.mailbox) or s._unroutable(cmd.tag, cmd.new_name)
+    if refused is not None:
+        return refused
     table = s.service.table
     rename = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
     if rename is None:

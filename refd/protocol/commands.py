@@ -22,6 +22,7 @@ from refd.protocol.grammar import ParseError, Reader
 
 __all__ = [
     "ALLOWED",
+    "CARRIES_CREDENTIALS",
     "PARSERS",
     "SELECTED_STATE_COMMANDS",
     "Append",
@@ -563,6 +564,14 @@ ALLOWED: dict[type[Command], frozenset[State]] = {
     Namespace: _AUTH,
     Unselected: _AUTH,
 }
+
+
+#: Commands that carry a password (LOGIN's argument, AUTHENTICATE's SASL
+#: exchange).  Before TLS and outside trusted networks the session refuses
+#: them whole, and refuses their literals before the "+" (RFC 3501 §6.2.3:
+#: LOGINDISABLED; §7.5: a tagged answer instead of "+" and no literal is sent),
+#: so no password crosses the wire in clear.
+CARRIES_CREDENTIALS: frozenset[type[Command]] = frozenset({Login, Authenticate})
 
 
 def parse_tag_and_name(data: bytes) -> tuple[str, str]:

@@ -12,6 +12,15 @@ returns a :class:`LiteralRequest` and the caller decides, with
 :meth:`accept_literal` (send ``+``) or :meth:`refuse_literal` (send a tagged
 answer instead; the client then sends no literal, RFC 3501 §7.5).  That is
 how APPEND gets its referral before the message body is ever sent.
+
+A non-synchronizing literal (``{n+}``, RFC 7888) gives no such chance: its
+octets follow without waiting.  When the command that announced it is
+refused (unknown, illegal here, over a size limit, or a literal over 4096
+octets), those octets would be read as commands, so the stream cannot be
+resynchronised: the answer is the BAD and then :data:`LOST_SYNC_BYE`, and
+the connection closes (:meth:`Connection._lost`).  Every refusal that leaves
+the stream readable (a synchronizing literal refused before ``+``, an
+overlong line without a literal) is a BAD, and the connection goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from dataclasses import dataclass
 
 from refd.protocol.commands import (
     ALLOWED,
+    CARRIES_CREDENTIALS,
     SELECTED_STATE_COMMANDS,
     Command,
     CommandError,
@@ -33,6 +43,7 @@ from refd.protocol.responses import Bye, Response, to_bytes
 
 __all__ = [
     "CONNECTION_CLOSED",
+    "LOST_SYNC_BYE",
     "NEED_DATA",
     "NONSYNC_LITERAL_MAX",
     "BadInput",
@@ -44,6 +55,9 @@ __all__ = [
 
 #: RFC 7888 §4: with LITERAL- a non-synchronizing literal is at most 4096 octets.
 NONSYNC_LITERAL_MAX = 4096
+
+#: The one ``* BYE`` text for every framing path that cannot resynchronise.
+LOST_SYNC_BYE = "Cannot resynchronize after a refused non-synchronizing literal."
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +105,8 @@ class LiteralRequest:
 
     ``prefix`` is the command so far, ``{n}`` CRLF included, for a caller
     that needs the arguments before the literal (APPEND's mailbox).
+    ``credentials`` says the literal would carry a password
+    (``CARRIES_CREDENTIALS``).
     """
 
     tag: str
@@ -98,6 +114,7 @@ class LiteralRequest:
     size: int
     prefix: bytes
     within_limit: bool
+    credentials: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +132,9 @@ Event = Command | BadInput | LiteralRequest | SaslResponse | _Sentinel
 
 # A line that ends in a literal announcement: {n} or {n+} (RFC 7888).
 _LITERAL_AT_END = re.compile(rb"\{([0-9]+)(\+?)\}\Z")
+# What may still become the end of such a line (CR included): kept while an
+# overlong line is skipped, so its end can be judged whatever the segments.
+_ANNOUNCEMENT_SO_FAR = re.compile(rb"\{([0-9]*)(\+?\}?\r?)")
 
 # The longest tag echoed back for a command that is answered unread.
 _MAX_ECHOED_TAG = 64
@@ -140,6 +160,7 @@ class Connection:
         self._pending: LiteralRequest | None = None
         self._skipping = False  # discarding an overlong line up to its LF
         self._skip_tag: str | None = None
+        self._skip_tail = b""  # the skipped line's end, if it may announce a literal
         self._sasl_tag: str | None = None
         self._eof = False
 
@@ -186,6 +207,7 @@ class Connection:
             nl = self._buf.find(b"\n", self._scan)
             if nl < 0:
                 if self._skipping:
+                    self._skip_tail = _announcement_tail(self._skip_tail, self._buf)
                     self._buf.clear()
                     self._scan = 0
                 elif len(self._buf) > self.limits.max_line_bytes + 1:  # + a CR
@@ -197,6 +219,8 @@ class Connection:
             line = bytes(self._buf[:nl])
             del self._buf[: nl + 1]
             self._scan = 0
+            if self._skipping:
+                line, self._skip_tail = self._skip_tail + line, b""
             if line.endswith(b"\r"):
                 line = line[:-1]
             if self._skipping or len(line) > self.limits.max_line_bytes:
@@ -216,6 +240,7 @@ class Connection:
         self._skip_tag = self._tag_of(head)
         self._reset()
         self._skipping = True
+        self._skip_tail = _announcement_tail(b"", self._buf)
         self._buf.clear()
         self._scan = 0
 
@@ -233,7 +258,8 @@ class Connection:
             return self._bad(
                 tag, "Authentication response too long.", code="TOOBIG", limit="line_length"
             )
-        return self._bad(tag, "Command line too long.", code="TOOBIG", limit="line_length")
+        refuse = self._lost if _nonsync_at_end(line) else self._bad
+        return refuse(tag, "Command line too long.", code="TOOBIG", limit="line_length")
 
     @staticmethod
     def _tag_of(data: bytes) -> str | None:
@@ -254,11 +280,12 @@ class Connection:
     def _line(self, line: bytes) -> Event | None:
         self._parts.append(line + b"\r\n")
         self._size += len(line) + 2
+        m = _LITERAL_AT_END.search(line)
         if self._size > self.limits.max_command_bytes:
             tag = self._tag_of(self._parts[0])
             self._reset()
-            return self._bad(tag, "Command too long.", code="TOOBIG", limit="command_size")
-        m = _LITERAL_AT_END.search(line)
+            refuse = self._lost if m is not None and m.group(2) else self._bad
+            return refuse(tag, "Command too long.", code="TOOBIG", limit="command_size")
         if m is None:
             raw = b"".join(self._parts)
             self._reset()
@@ -270,27 +297,28 @@ class Connection:
             self._check_legal(tag, name)
         except CommandError as exc:
             self._reset()
-            if m.group(2):
-                # The literal's octets are already on their way and would be
-                # read as commands: the stream is lost (RFC 7888 §4).
-                return self._bad(exc.tag, exc.text, bye="Cannot resynchronize after a bad literal.")
-            return self._bad(exc.tag, exc.text)
+            refuse = self._lost if m.group(2) else self._bad
+            return refuse(exc.tag, exc.text)
         if m.group(2):
             # RFC 7888 §4 (LITERAL-): a non-synchronizing literal over 4096
             # octets is an error, and the stream after it cannot be trusted.
             if size > NONSYNC_LITERAL_MAX:
                 self._reset()
-                return self._bad(
+                return self._lost(
                     tag,
                     "Non-synchronizing literal over 4096 octets (LITERAL-).",
                     code="TOOBIG",
-                    bye="Non-synchronizing literal too large.",
                     limit="literal_size",
                 )
             self._literal_left = size
             return None
         self._pending = LiteralRequest(
-            tag, name, size, prefix, size <= self.limits.max_literal_bytes
+            tag,
+            name,
+            size,
+            prefix,
+            size <= self.limits.max_literal_bytes,
+            _BY_NAME[name] in CARRIES_CREDENTIALS,
         )
         return self._pending
 
@@ -345,6 +373,14 @@ class Connection:
     ) -> BadInput:
         return self._bad_from(CommandError(tag, text, code=code), bye=bye, limit=limit)
 
+    def _lost(
+        self, tag: str | None, text: str, *, code: str | None = None, limit: str | None = None
+    ) -> BadInput:
+        """Refuse a command whose non-synchronizing literal is already on its
+        way: its octets would be read as commands (RFC 7888 §4), so BAD, then
+        :data:`LOST_SYNC_BYE` and close.  The one exit for every such path."""
+        return self._bad(tag, text, code=code, bye=LOST_SYNC_BYE, limit=limit)
+
     def _bad_from(
         self, error: CommandError, *, bye: str | None = None, limit: str | None = None
     ) -> BadInput:
@@ -361,3 +397,24 @@ class Connection:
         if isinstance(response, Bye):
             self.state = State.LOGOUT
         return to_bytes(response)
+
+
+def _nonsync_at_end(line: bytes) -> bool:
+    """Whether ``line`` ends by announcing a non-synchronizing literal ``{n+}``."""
+    m = _LITERAL_AT_END.search(line)
+    return m is not None and bool(m.group(2))
+
+
+def _announcement_tail(tail: bytes, data: bytes | bytearray) -> bytes:
+    """The end of skipped ``tail + data`` that may yet end a line in ``{n}``/``{n+}``.
+
+    Only a suffix from the last ``{`` can, and the digits' value does not
+    matter once the line is refused, so one digit is kept: a few octets
+    at most, however many digits (or leading zeros) the client sends.
+    """
+    start = data.rfind(b"{")
+    text = bytes(data[start:]) if start >= 0 else tail + bytes(data) if tail else b""
+    m = _ANNOUNCEMENT_SO_FAR.fullmatch(text)
+    if m is None:
+        return b""
+    return b"{" + m.group(1)[:1] + m.group(2)

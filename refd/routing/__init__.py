@@ -20,7 +20,7 @@ from refd.routing.model import (
     is_inbox,
     normalise_user,
 )
-from refd.routing.url import ImapUrl, door_url, imap_url, parse_imap_url
+from refd.routing.url import ImapUrl, door_url, imap_url, parse_imap_url, url_can_name
 
 __all__ = [
     "ImapUrl",
@@ -41,4 +41,5 @@ __all__ = [
     "parse_imap_url",
     "parse_user_map",
     "read_user_map_name",
+    "url_can_name",
 ]

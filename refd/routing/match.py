@@ -36,7 +36,7 @@ from refd.routing.model import (
     is_inbox,
     normalise_user,
 )
-from refd.routing.url import imap_url
+from refd.routing.url import imap_url, url_can_name
 
 __all__ = ["RoutingTable"]
 
@@ -67,7 +67,13 @@ class RoutingTable:
     # -- users ----------------------------------------------------------------
 
     def route_user(self, user: str) -> UserRoute | None:
-        """The user's home server and login mode; None when no rule matches."""
+        """The user's home server and login mode; None when no rule matches.
+
+        An empty name (``LOGIN "" ...`` is valid IMAP) has no route: no
+        referral URL can name it (`url_can_name`), whatever ``default`` says.
+        """
+        if not url_can_name(user):
+            return None
         key = normalise_user(user)
         server = self.user_map.get(key)
         if server is not None:
@@ -90,9 +96,10 @@ class RoutingTable:
     # -- mailboxes --------------------------------------------------------------
 
     def mailbox_referral(self, user: str, mailbox: str) -> Referral | None:
-        """RFC 2193 mailbox referral for ``mailbox`` (a decoded, non-empty name).
+        """RFC 2193 mailbox referral for ``mailbox`` (a decoded name).
 
-        None only when the user has no route at all.
+        None only when the user has no route at all.  The caller first asks
+        `url_can_name` (the empty name has no referral); ValueError if not.
         """
         route = self.route_user(user)
         if route is None:
@@ -164,10 +171,8 @@ class RoutingTable:
         shown = f'user "{user}"' + (f' (looked up as "{key}")' if key != user else "")
         route = self.route_user(user)
         if route is None:
-            return [
-                f"{shown}: no rule matched",
-                "no referral: the user has no home server in this table",
-            ]
+            why = "no rule matched" if url_can_name(user) else "an IMAP URL cannot name it"
+            return [f"{shown}: {why}", "no referral: the user has no home server in this table"]
         lines = [
             f"{shown} -> {route.rule}",
             "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
@@ -177,6 +182,9 @@ class RoutingTable:
         verdict = "NO" if route.login is LoginMode.REFER else "OK"
         lines.append(f"login: {route.login.value} -> {verdict} [REFERRAL {' '.join(login.urls)}]")
         if mailbox is None:
+            return lines
+        if not url_can_name(mailbox):
+            lines.append(f'mailbox "{mailbox}": no referral, an IMAP URL cannot name it')
             return lines
         servers, remote, rule = self._mailbox_target(route, mailbox)
         lines.append(f'mailbox "{mailbox}" -> {rule}')

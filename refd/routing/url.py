@@ -51,7 +51,15 @@ import re
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
-__all__ = ["DEFAULT_PORT", "ImapUrl", "door_url", "imap_url", "parse_imap_url", "url_host"]
+__all__ = [
+    "DEFAULT_PORT",
+    "ImapUrl",
+    "door_url",
+    "imap_url",
+    "parse_imap_url",
+    "url_can_name",
+    "url_host",
+]
 
 DEFAULT_PORT = 143  # RFC 5092 §1, RFC 3501 §2.1
 
@@ -89,6 +97,16 @@ def url_host(host: str) -> str:
     """``host`` as it appears in a URL authority: IPv6 literals in brackets."""
     bare = host.removeprefix("[").removesuffix("]")
     return f"[{bare}]" if ":" in bare else host
+
+
+def url_can_name(text: str) -> bool:
+    """Whether a URL can carry ``text`` as its user or mailbox name.
+
+    RFC 5092 §11: ``enc-user = 1*achar`` and ``enc-mailbox = 1*bchar``, and
+    every other character is percent-encoded, so only the empty name has no
+    URL.  Callers ask this before routing; `imap_url` refuses the rest.
+    """
+    return bool(text)
 
 
 def _enc_mailbox(name: str, delimiter: str) -> str:
@@ -129,13 +147,13 @@ def imap_url(
     module docstring for how it affects ``/``. Raises ValueError for an
     empty user or mailbox (``enc-user`` and ``enc-mailbox`` are ``1*``).
     """
-    if not user:
+    if not url_can_name(user):
         raise ValueError("an IMAP URL needs a user name")
     server = url_host(host) if port == DEFAULT_PORT else f"{url_host(host)}:{port}"
     base = f"imap://{quote(user, safe=_ACHAR_EXTRA)};AUTH=*@{server}/"
     if mailbox is None:
         return base
-    if not mailbox:
+    if not url_can_name(mailbox):
         raise ValueError("an IMAP URL cannot name an empty mailbox")
     return base + _enc_mailbox(mailbox, delimiter)
 

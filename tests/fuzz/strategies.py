@@ -46,10 +46,40 @@ unicode_names = st.text(max_size=12).map(mutf7.encode)
 broken_mutf7 = st.sampled_from(
     [b"&", b"&Jjo", b"&AGE-", b"&AOk-&AOk-", b"&AOl-", b"&AOkA-", b"&2D0-", b"&AO/k-", b"&=-"]
 )
+#: Names at the edges of what routing and URLs take (issue 9: "" ended in an
+#: internal error): empty as quoted string and as literal, the delimiter
+#: alone, INBOX in other cases and as a parent, control characters through
+#: modified UTF-7 (NUL, CR, LF), dot-segments, names the length of a line.
+edge_mailboxes = st.one_of(
+    st.sampled_from(
+        [
+            b'""',
+            b'""',
+            b"{0+}\r\n",
+            b"{0}\r\n",
+            b"/",
+            b"//",
+            b'"/"',
+            b"Shared/",
+            b"InBoX",
+            b"inbox/Sub",
+            b"INBOX/",
+            b"&AAA-",
+            b"&AA0-",
+            b"&AAoADQ-",
+            b"..",
+            b"./..",
+            b"%",
+            b"*",
+        ]
+    ),
+    st.sampled_from([200, 1000, 4000, 8150]).map(lambda n: b"L" * n),
+)
 mailboxes = st.one_of(
     st.sampled_from([b"INBOX", b"inbox", b"Shared/Sales", b"Shared/Caf&AOk- Menu", b"Public"]),
     unicode_names.map(lambda s: s.encode("ascii")),
     broken_mutf7,
+    edge_mailboxes,
 )
 
 
@@ -92,6 +122,41 @@ arguments = st.recursive(
 
 
 @st.composite
+def mailbox_command(draw: st.DrawFn) -> bytes:
+    """A well-formed command whose arguments are mailbox names (edge ones often)."""
+    name = draw(st.sampled_from(MAILBOX_COMMANDS))
+    names = edge_mailboxes | mailboxes
+    if name == "RENAME":
+        args = draw(names) + b" " + draw(names)
+    elif name == "STATUS":
+        args = draw(names) + b" (MESSAGES)"
+    elif name == "APPEND":
+        args = draw(names) + b" " + draw(literal())
+    elif name in ("LIST", "LSUB", "RLIST", "RLSUB"):
+        args = draw(names) + b" " + draw(names | atoms.map(str.encode))
+    else:
+        args = draw(names)
+    return draw(tags).encode() + b" " + name.encode() + b" " + args + b"\r\n"
+
+
+MAILBOX_COMMANDS = [
+    "SELECT",
+    "EXAMINE",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "STATUS",
+    "APPEND",
+    "LIST",
+    "LSUB",
+    "RLIST",
+    "RLSUB",
+]
+
+
+@st.composite
 def command_line(draw: st.DrawFn) -> bytes:
     """One command, more or less well formed, with its line end (or not)."""
     name = draw(names)
@@ -114,11 +179,28 @@ client_items = st.one_of(
     command_line(),
     command_line(),
     command_line(),
+    mailbox_command(),
+    mailbox_command(),
     st.binary(max_size=64),
     st.sampled_from([b"\r\n", b"*\r\n", b"\x00", b"{5}\r\n", b"+ \r\n", b"\xff\xfe"]),
     st.builds(lambda n, b: b * n, st.integers(0, 9000), st.sampled_from([b"x", b"(", b"\n"])),
 )
 client_bytes = st.lists(client_items, max_size=12).map(b"".join)
+
+#: What a session starts with: often a login that works (bob: accept, carol:
+#: stay; FakeAuth takes "secret" for any name, "" included), so the commands
+#: after it reach the authenticated state's handlers.
+logins = st.sampled_from(
+    [
+        b"",
+        b"l1 LOGIN bob secret\r\n",
+        b"l1 LOGIN carol secret\r\n",
+        b'l1 LOGIN "" secret\r\n',
+        b"l1 LOGIN {0+}\r\n secret\r\n",
+        b"l1 AUTHENTICATE PLAIN " + base64.b64encode(b"\x00carol\x00secret") + b"\r\n",
+    ]
+)
+session_bytes = st.tuples(logins, client_bytes).map(b"".join)
 
 
 @st.composite

@@ -18,9 +18,16 @@ anything else) when the property fails; hypothesis shrinks the input.
 - ``framing_chunking``: away from the line limit, the events do not depend
   on how the bytes were split into segments.
 - ``session``: the real per-connection loop (:func:`handle_connection`) on
-  memory streams with a MockClock, fed chunks and pauses: no internal
-  error, every line printable ASCII in the shape of an IMAP response, and
-  once the client falls silent the door ends the session with a BYE.
+  memory streams with a MockClock, fed chunks and pauses, often after a
+  login that works (so mailbox commands with edge names reach their
+  handlers): no internal error (no error logged, the session's outcome is
+  not ``internal-error``, no ``* BYE Internal server error``), every line
+  printable ASCII in the shape of an IMAP response, and once the client
+  falls silent the door ends the session with a BYE.
+- ``mailbox_session``: the same checks on a login that works followed by
+  well-formed mailbox commands (SELECT ... RLSUB) whose names are drawn
+  from the edges: empty, the delimiter alone, INBOX cased oddly, control
+  characters through modified UTF-7, names as long as a line.
 """
 
 from __future__ import annotations
@@ -55,9 +62,18 @@ from refd.protocol.connection import (
 )
 from refd.protocol.grammar import canonical_mailbox
 from refd.protocol.responses import wire_mailbox
+from refd.routing import load_table
 from refd.server import handle_connection
 from refd.session import ClientInfo, DoorState, Service, ServiceRef
-from tests.fuzz.strategies import chunkings, client_bytes, command_line
+from refd.yamltree import parse_yaml
+from tests.fuzz.strategies import (
+    chunkings,
+    client_bytes,
+    command_line,
+    logins,
+    mailbox_command,
+    session_bytes,
+)
 
 # -- parser -------------------------------------------------------------------
 
@@ -222,9 +238,21 @@ class FakeAuth:
         return AuthResult(AuthStatus.FAILURE, request.user, "wrong")
 
 
+#: The demo table plus a ``default`` user rule, so that any name that logs
+#: in (FakeAuth takes "secret" for every name, "" too) has a route to try.
+_DEFAULT_RULE = "  - default: true\n    server: mail1\n    login: stay\nmailboxes:"
+
+
 @cache
-def fuzz_service() -> Service:
+def fuzz_service(table: str = "demo") -> Service:
     service = load_service(load_config(DEMO_CONFIG))
+    if table == "default":
+        text = (DEMO_CONFIG.parent / "routing.yaml").read_text(encoding="utf-8")
+        text = text.replace("mailboxes:", _DEFAULT_RULE, 1)
+        root = parse_yaml(text, "routing.yaml")
+        service = dataclasses.replace(
+            service, table=load_table(root, "routing.yaml", source_text=text)
+        )
     return dataclasses.replace(service, auth=FakeAuth())
 
 
@@ -251,7 +279,7 @@ _RESPONSE = re.compile(
 
 @st.composite
 def session_input(draw: st.DrawFn) -> dict[str, Any]:
-    data = draw(client_bytes)
+    data = draw(session_bytes)
     chunks = draw(chunkings(data))
     pauses = draw(
         st.lists(
@@ -264,21 +292,28 @@ def session_input(draw: st.DrawFn) -> dict[str, Any]:
         "plan": list(zip(chunks, pauses, strict=True)),
         "address": draw(st.sampled_from(["127.0.0.1", "203.0.113.9"])),
         "limits": draw(st.sampled_from(SESSION_LIMITS)),
+        "table": draw(st.sampled_from(["demo", "default"])),
     }
 
 
 class _Errors(logging.Handler):
+    """Error records, and each session's outcome from its "session end" line."""
+
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.INFO)
         self.records: list[logging.LogRecord] = []
+        self.outcomes: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+        elif isinstance(record.msg, str) and record.msg.startswith("session end "):
+            self.outcomes.append(record.getMessage().split(" outcome=")[1].split()[0])
 
 
 def run_session(item: dict[str, Any]) -> bytes:
     """Play ``item`` into the per-connection loop; return what the door said."""
-    service = dataclasses.replace(fuzz_service(), limits=item["limits"])
+    service = dataclasses.replace(fuzz_service(item.get("table", "demo")), limits=item["limits"])
     out = bytearray()
 
     async def main() -> None:
@@ -320,12 +355,19 @@ def run_session(item: dict[str, Any]) -> bytes:
 
     errors = _Errors()
     logger = logging.getLogger("refd")
+    # "session end" is an INFO line of refd.server; let it through for the outcome.
+    server_log = logging.getLogger("refd.server")
+    level = server_log.level
+    server_log.setLevel(logging.INFO)
     logger.addHandler(errors)
     try:
         trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         logger.removeHandler(errors)
+        server_log.setLevel(level)
     assert not errors.records, [r.getMessage() for r in errors.records]
+    assert len(errors.outcomes) == 1, errors.outcomes
+    assert errors.outcomes[0] != "internal-error", errors.outcomes
     return bytes(out)
 
 
@@ -347,6 +389,19 @@ def check_session(item: dict[str, Any]) -> None:
     )
 
 
+@st.composite
+def mailbox_session_input(draw: st.DrawFn) -> dict[str, Any]:
+    """A login that works, then well-formed mailbox commands with edge names."""
+    login = draw(logins.filter(bool))
+    commands = draw(st.lists(mailbox_command(), min_size=1, max_size=6))
+    return {
+        "plan": [(login + b"".join(commands), 0.0)],
+        "address": "127.0.0.1",
+        "limits": Limits(),
+        "table": draw(st.sampled_from(["demo", "default"])),
+    }
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -363,5 +418,6 @@ TARGETS = {
         Target("framing", framing_input(), check_framing),
         Target("framing_chunking", chunking_input(), check_chunking),
         Target("session", session_input(), check_session),
+        Target("mailbox_session", mailbox_session_input(), check_session),
     ]
 }

@@ -7,11 +7,13 @@ tests.fuzz.run --minutes N`` runs the same targets for as long as you like.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 
+from refd.limits import Limits
 from refd.protocol import commands as c
 from refd.protocol.connection import LiteralRequest, ProtocolLimits
-from tests.fuzz.targets import TARGETS, frame
+from tests.fuzz.targets import TARGETS, frame, run_session
 
 CI = settings(
     max_examples=300,
@@ -54,6 +56,36 @@ def test_framing_does_not_depend_on_segmentation(item: object) -> None:
 @given(TARGETS["session"].strategy)
 def test_session_ends_with_bye_and_never_fails_internally(item: dict[str, object]) -> None:
     TARGETS["session"].check(item)
+
+
+@settings(CI, max_examples=150)
+@given(TARGETS["mailbox_session"].strategy)
+def test_mailbox_commands_with_edge_names_never_fail_internally(item: dict[str, object]) -> None:
+    TARGETS["mailbox_session"].check(item)
+
+
+# -- what the session properties found (issue 9), kept as named regressions --------------
+
+
+@pytest.mark.parametrize(
+    ("script", "answer"),
+    [
+        (b'l1 LOGIN bob secret\r\n! SELECT ""\n', b"! NO [CANNOT] "),
+        (b"l1 LOGIN carol secret\r\nx RENAME INBOX {0+}\r\n\r\n", b"x NO [CANNOT] "),
+    ],
+    ids=["select-empty-name", "rename-to-empty-literal"],
+)
+def test_empty_mailbox_name_found_by_the_session_fuzzer(script: bytes, answer: bytes) -> None:
+    out = run_session({"plan": [(script, 0.0)], "address": "127.0.0.1", "limits": Limits()})
+    assert answer in out
+
+
+def test_empty_user_name_found_by_the_session_fuzzer() -> None:
+    # With a default user rule, LOGIN "" succeeded (FakeAuth) and then had
+    # no URL to refer to: an internal error.
+    item = {"plan": [(b'l1 LOGIN "" secret\r\n', 0.0)], "address": "127.0.0.1"}
+    out = run_session({**item, "limits": Limits(), "table": "default"})
+    assert b"l1 NO [UNAVAILABLE] No mail server is configured for this account.\r\n" in out
 
 
 # -- what the chunking property found near the line limit --------------------------------

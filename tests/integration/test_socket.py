@@ -159,7 +159,7 @@ async def test_hostile_input_then_daemon_still_serves(port: int) -> None:
     assert lines[1] == b"* BAD Invalid tag: NUL character where tag was expected."
     assert lines[2] == b"* BAD [TOOBIG] Command line too long."
     assert lines[3] == b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-)."
-    assert lines[4] == b"* BYE Non-synchronizing literal too large."
+    assert lines[4] == b"* BYE Cannot resynchronize after a refused non-synchronizing literal."
     # A client that vanishes mid-literal does not disturb anyone either.
     await in_thread(lambda: exchange(port, b"a1 LOGIN {5}\r\n", until=b"+ "))
     assert await in_thread(imaplib_login, port, "alice", "secret") == (

@@ -8,12 +8,16 @@ mail2:10143, ``Shared/*`` is on shared1 with replica shared2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import itertools
 
 import trio
 from trio.testing import MockClock
 
+from refd.auth.trust import TrustSource
+from refd.routing import load_table
 from refd.session import Service
+from refd.yamltree import parse_yaml
 from tests.conftest import Door, hits, make_door
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"
@@ -140,6 +144,61 @@ async def test_rename_referral_pairs_rfc2193_4_3(door: Door, clock: MockClock) -
         C: A003 RENAME Shared/A Shared/B
         S: A003 NO [REFERRAL {s1}Shared/A {s1}Shared/B {s2}Shared/A {s2}Shared/B] Unable to rename mailbox located on shared1.example.org or shared2.example.org; rename it there.
     """)
+
+
+async def test_empty_mailbox_name_rfc5530(door: Door, clock: MockClock) -> None:
+    # "" is a valid astring but no URL names it (RFC 5092 §11: enc-mailbox =
+    # 1*bchar): NO [CANNOT] (RFC 5530 §3) for every command, as Dovecot
+    # answers; the session goes on.
+    cannot = "NO [CANNOT] A mailbox name cannot be empty."
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 SELECT ""
+        S: b2 {cannot}
+        C: b3 CREATE ""
+        S: b3 {cannot}
+        C: b4 RENAME "" Archive
+        S: b4 {cannot}
+        C: b5 RENAME Archive ""
+        S: b5 {cannot}
+        C: b6 APPEND "" {{310}}
+        S: b6 {cannot}
+        C: b7 STATUS {{0+}}
+        C:  (MESSAGES)
+        S: b7 {cannot}
+        C: b8 NOOP
+        S: b8 OK NOOP completed.
+    """)
+
+
+async def test_empty_user_name_has_no_referral(demo_service: Service, clock: MockClock) -> None:
+    # An authenticating proxy in front (the trust source) may vouch for any
+    # name, even "": no URL can name it (RFC 5092 §11), so no referral.
+    table = load_table(
+        parse_yaml(EVERYONE_HOME, "routing.yaml"), "routing.yaml", source_text=EVERYONE_HOME
+    )
+    trusting = dataclasses.replace(
+        demo_service, table=table, auth=TrustSource((ipaddress.ip_network("127.0.0.0/8"),))
+    )
+    await Door(trusting).transcript(f"""
+        {GREETING}
+        C: a1 LOGIN "" anything
+        S: a1 NO [UNAVAILABLE] No mail server is configured for this account.
+        C: a2 LOGIN zoe anything
+        S: a2 NO [REFERRAL imap://zoe;AUTH=*@home.example.org/] Your mail is on home.example.org; connect there.
+    """)
+
+
+EVERYONE_HOME = """\
+version: 1
+servers:
+  home:
+    host: home.example.org
+users:
+  - default: true
+    server: home
+"""
 
 
 async def test_append_sync_literal_is_answered_with_referral(door: Door, clock: MockClock) -> None:
@@ -326,8 +385,12 @@ async def test_plaintext_login_refused_outside_trusted_networks(
         S: a3 NO STARTTLS is not available on this listener.
         C: a4 LOGIN {{5}}
         S: a4 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
-        C: a5 NOOP
-        S: a5 OK NOOP completed.
+        C: a5 AUTHENTICATE PLAIN {{20}}
+        S: a5 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a6 AUTHENTICATE PLAIN
+        S: a6 NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.
+        C: a7 NOOP
+        S: a7 OK NOOP completed.
         """,
         address="192.0.2.7",
     )
@@ -365,12 +428,37 @@ async def test_bad_input_table_and_budget(door: Door, clock: MockClock) -> None:
     """)
 
 
+async def test_refused_command_with_nonsync_literal_closes(door: Door, clock: MockClock) -> None:
+    # RFC 7888 §4: the {n+} literal's octets follow at once; once its command
+    # is refused they would run as commands, so the door says BYE instead.
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {"x" * 9000} {{23+}}
+        C: a2 LOGIN alice secret
+        S: a1 BAD [TOOBIG] Command line too long.
+        S: * BYE Cannot resynchronize after a refused non-synchronizing literal.
+        S: <closed>
+    """)
+
+
+async def test_refused_command_with_sync_literal_goes_on(door: Door, clock: MockClock) -> None:
+    # RFC 3501 §7.5: a tagged answer instead of "+", so the client sends no
+    # literal and the stream stays in step.
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN {"x" * 9000} {{23}}
+        S: a1 BAD [TOOBIG] Command line too long.
+        C: a2 NOOP
+        S: a2 OK NOOP completed.
+    """)
+
+
 async def test_nonsync_literal_too_big_closes(door: Door, clock: MockClock) -> None:
     await door.transcript(f"""
         {GREETING}
         C: a1 LOGIN {{5000+}}
         S: a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).
-        S: * BYE Non-synchronizing literal too large.
+        S: * BYE Cannot resynchronize after a refused non-synchronizing literal.
         S: <closed>
     """)
 

@@ -27,7 +27,7 @@ from .conftest import DovecotFactory
 pytestmark = pytest.mark.interop
 
 
-def write_door(tmp: Path, host: str, port: int) -> Path:
+def write_door(tmp: Path, host: str, port: int, login: str = "refer") -> Path:
     (tmp / "routing.yaml").write_text(
         "version: 1\n"
         "servers:\n"
@@ -35,6 +35,7 @@ def write_door(tmp: Path, host: str, port: int) -> Path:
         "users:\n"
         "  - default: true\n"
         "    server: home\n"
+        f"    login: {login}\n"
     )
     text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
     text = text.replace(
@@ -141,4 +142,57 @@ async def test_dovecot_sees_the_real_client_with_send_id(
     (line,) = backend.wait_for_log("imap-login: Info: Login:")
     assert f"user=<alice>, method=PLAIN, rip=203.0.113.7, lip={lip}, " in line
     assert line.endswith(f"session=<{conn}>")
+    daemon.door.stop()
+
+
+EMPTY_NAME_COMMANDS = [
+    b'SELECT ""',
+    b'EXAMINE ""',
+    b'CREATE ""',
+    b'DELETE ""',
+    b'RENAME "" Archive',
+    b'RENAME INBOX ""',
+    b'STATUS "" (MESSAGES)',
+    b'APPEND "" {1+}\r\nx',
+]
+
+
+def empty_name_answers(port: int) -> list[bytes]:
+    """The tagged answers to EMPTY_NAME_COMMANDS, logged in as alice."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=20) as sock,
+        sock.makefile("rb") as f,
+    ):
+        f.readline()
+        sock.sendall(b'a1 LOGIN alice "alice-password"\r\n')
+        while not f.readline().startswith(b"a1 OK"):
+            pass
+        answers = []
+        for n, command in enumerate(EMPTY_NAME_COMMANDS, 2):
+            tag = f"a{n}".encode()
+            sock.sendall(tag + b" " + command + b"\r\n")
+            while not (line := f.readline()).startswith(tag + b" "):
+                assert line, "connection closed"
+            answers.append(line)
+        return answers
+
+
+async def test_empty_mailbox_name_is_answered_as_dovecot_answers(
+    nursery: trio.Nursery, tmp_path: Path, dovecot_factory: DovecotFactory
+) -> None:
+    # Issue 9: the door ended these sessions with an internal error.  Now
+    # the response code is the backend's own: NO [CANNOT], never NONEXISTENT
+    # (SUBSCRIBE is left out: Dovecot answers it without a code).
+    backend = dovecot_factory(users={"alice": "alice-password"})
+    host, port = backend.address
+    config = load_config(write_door(tmp_path, host, port, login="stay"))
+    daemon = Daemon(config, load_service(config))
+    bound = await nursery.start(
+        lambda task_status: daemon.run(signals=False, task_status=task_status)
+    )
+    from_door = await in_thread(empty_name_answers, bound[0][0].port)
+    from_dovecot = await in_thread(empty_name_answers, port)
+    for n, (door_line, dovecot_line) in enumerate(zip(from_door, from_dovecot, strict=True), 2):
+        assert door_line == f"a{n} NO [CANNOT] A mailbox name cannot be empty.\r\n".encode()
+        assert dovecot_line.startswith(f"a{n} NO [CANNOT] ".encode()), dovecot_line
     daemon.door.stop()

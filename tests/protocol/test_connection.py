@@ -6,6 +6,7 @@ from refd.protocol import commands as c
 from refd.protocol.commands import State
 from refd.protocol.connection import (
     CONNECTION_CLOSED,
+    LOST_SYNC_BYE,
     NEED_DATA,
     BadInput,
     Connection,
@@ -50,7 +51,7 @@ def test_synchronizing_literal_waits_for_a_decision() -> None:
     conn = Connection()
     conn.receive_data(b"a LOGIN {5}\r\n")
     req = conn.next_event()
-    assert req == LiteralRequest("a", "LOGIN", 5, b"a LOGIN {5}\r\n", True)
+    assert req == LiteralRequest("a", "LOGIN", 5, b"a LOGIN {5}\r\n", True, credentials=True)
     with pytest.raises(RuntimeError):
         conn.next_event()
     conn.accept_literal()
@@ -99,7 +100,7 @@ def test_nonsync_literal_over_4096_closes() -> None:
     assert bad(conn.next_event()) == (
         "a",
         "Non-synchronizing literal over 4096 octets (LITERAL-).",
-        "Non-synchronizing literal too large.",
+        LOST_SYNC_BYE,
     )
 
 
@@ -142,7 +143,8 @@ def test_overlong_complete_line() -> None:
 def test_command_size_limit_counts_literals() -> None:
     conn = Connection(ProtocolLimits(max_command_bytes=1024))
     conn.receive_data(b"a LOGIN {1000+}\r\n" + b"u" * 1000 + b" {100+}\r\n")
-    assert bad(conn.next_event()) == ("a", "Command too long.", None)
+    # The {100+} literal is on its way: the stream is lost.
+    assert bad(conn.next_event()) == ("a", "Command too long.", LOST_SYNC_BYE)
 
 
 def test_state_legality() -> None:
@@ -221,3 +223,169 @@ def test_huge_literal_announcement() -> None:
     req = conn.next_event()
     assert isinstance(req, LiteralRequest)
     assert req.size == 2147483648 and not req.within_limit
+
+
+# -- framing paths: which refusals can resynchronise, which end the connection --------
+
+LINE = ProtocolLimits(max_line_bytes=1024, max_command_bytes=3072)
+LONG = b"a LOGIN " + b"x" * 2000  # over LINE.max_line_bytes without its end
+
+
+def feed(conn: Connection, segments: list[bytes]) -> list[object]:
+    """Feed ``segments`` one by one; the events, BadInput as tuples, until a BYE."""
+    out: list[object] = []
+    for segment in segments:
+        conn.receive_data(segment)
+        while (ev := conn.next_event()) is not NEED_DATA:
+            if isinstance(ev, BadInput):
+                err = ev.error
+                out.append((err.tag, err.text, err.code, ev.bye, ev.limit))
+                if ev.bye:
+                    return out
+            else:
+                out.append(ev)
+            if isinstance(ev, LiteralRequest):
+                conn.refuse_literal()  # as the session does for a refused command
+    return out
+
+
+TOOBIG_LINE = ("a", "Command line too long.", "TOOBIG")
+TOOBIG_COMMAND = ("a", "Command too long.", "TOOBIG")
+
+
+@pytest.mark.parametrize(
+    ("segments", "expected"),
+    [
+        pytest.param(
+            [LONG + b" {5+}\r\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, LOST_SYNC_BYE, "line_length")],
+            id="overlong-line-nonsync-whole",
+        ),
+        pytest.param(
+            [LONG, b" {5+}\r\n", b"b NOOP\r\n"],
+            [(*TOOBIG_LINE, LOST_SYNC_BYE, "line_length")],
+            id="overlong-line-nonsync-skipped-then-tail",
+        ),
+        pytest.param(
+            # The announcement itself is cut, its digits padded with zeros
+            # past anything a fixed-size tail would keep.
+            [LONG + b" {" + b"0" * 3000, b"0" * 3000, b"5", b"+", b"}", b"\r", b"\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, LOST_SYNC_BYE, "line_length")],
+            id="overlong-line-nonsync-announcement-split",
+        ),
+        pytest.param(
+            [LONG + b" {5}\r\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, None, "line_length"), c.Noop("b")],
+            id="overlong-line-sync-whole",
+        ),
+        pytest.param(
+            [LONG, b" {5}", b"\r\n", b"b NOOP\r\n"],
+            [(*TOOBIG_LINE, None, "line_length"), c.Noop("b")],
+            id="overlong-line-sync-split",
+        ),
+        pytest.param(
+            [LONG, b" {5+} x\r\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, None, "line_length"), c.Noop("b")],
+            id="overlong-line-announcement-not-at-end",
+        ),
+        pytest.param(
+            [LONG + b" {5+", b"}x\r\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, None, "line_length"), c.Noop("b")],
+            id="overlong-line-announcement-broken-in-next-segment",
+        ),
+        pytest.param(
+            [LONG + b"\r\nb NOOP\r\n"],
+            [(*TOOBIG_LINE, None, "line_length"), c.Noop("b")],
+            id="overlong-line-no-literal",
+        ),
+        pytest.param(
+            [b"a LOGIN {3070+}\r\n" + b"u" * 3070 + b" {5+}\r\nb NOOP\r\n"],
+            [(*TOOBIG_COMMAND, LOST_SYNC_BYE, "command_size")],
+            id="command-size-nonsync",
+        ),
+        pytest.param(
+            [b"a LOGIN {3070+}\r\n" + b"u" * 3070 + b" {5}\r\nb NOOP\r\n"],
+            [(*TOOBIG_COMMAND, None, "command_size"), c.Noop("b")],
+            id="command-size-sync",
+        ),
+        pytest.param(
+            [b"a LOGIN {3070+}\r\n" + b"u" * 3070 + b" pass\r\nb NOOP\r\n"],
+            [(*TOOBIG_COMMAND, None, "command_size"), c.Noop("b")],
+            id="command-size-no-literal",
+        ),
+        pytest.param(
+            [b"a LOGIN {4097+}\r\nb NOOP\r\n"],
+            [
+                (
+                    "a",
+                    "Non-synchronizing literal over 4096 octets (LITERAL-).",
+                    "TOOBIG",
+                    LOST_SYNC_BYE,
+                    "literal_size",
+                )
+            ],
+            id="literal-size-nonsync",
+        ),
+        pytest.param(
+            [b"a FROB {5+}\r\nb NOOP\r\n"],
+            [("a", "Unknown command FROB.", None, LOST_SYNC_BYE, None)],
+            id="unknown-command-nonsync",
+        ),
+        pytest.param(
+            [b"a FROB {5}\r\nb NOOP\r\n"],
+            [("a", "Unknown command FROB.", None, None, None), c.Noop("b")],
+            id="unknown-command-sync",
+        ),
+        pytest.param(
+            [b"a SELECT {5+}\r\nb NOOP\r\n"],
+            [
+                (
+                    "a",
+                    "SELECT needs an authenticated session: log in first.",
+                    None,
+                    LOST_SYNC_BYE,
+                    None,
+                )
+            ],
+            id="wrong-state-nonsync",
+        ),
+        pytest.param(
+            [b"a LOGIN {70000}\r\nb NOOP\r\n"],
+            [LiteralRequest("a", "LOGIN", 70000, b"a LOGIN {70000}\r\n", False, True), c.Noop("b")],
+            id="literal-size-sync-refused-before-plus",
+        ),
+    ],
+)
+def test_framing_paths(segments: list[bytes], expected: list[object]) -> None:
+    assert feed(Connection(LINE), segments) == expected
+
+
+def test_overlong_sasl_response_is_not_a_literal() -> None:
+    # SASL responses are one base64 line (RFC 3501 §6.2.2): "{5+}" there
+    # announces nothing, and the exchange just ends with BAD.
+    conn = Connection(LINE)
+    conn.expect_sasl_response("a")
+    segments = [b"A" * 2000, b"{5+}\r\nb NOOP\r\n"]
+    assert feed(conn, segments) == [
+        ("a", "Authentication response too long.", "TOOBIG", None, "line_length"),
+        c.Noop("b"),
+    ]
+
+
+def test_skipped_line_keeps_a_few_octets_of_its_end() -> None:
+    conn = Connection(LINE)
+    conn.receive_data(LONG + b" {" + b"9" * 100_000)
+    assert conn.next_event() is NEED_DATA
+    assert conn.buffered == 0 and len(conn._skip_tail) <= 5
+
+
+def test_literal_request_says_whether_it_carries_credentials() -> None:
+    conn = Connection()
+    conn.receive_data(b"a AUTHENTICATE PLAIN {20}\r\n")
+    req = conn.next_event()
+    assert isinstance(req, LiteralRequest) and req.credentials
+    conn.refuse_literal()
+    conn.state = State.AUTHENTICATED
+    conn.receive_data(b"b APPEND INBOX {20}\r\n")
+    req = conn.next_event()
+    assert isinstance(req, LiteralRequest) and not req.credentials

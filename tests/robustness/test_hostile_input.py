@@ -157,7 +157,7 @@ CASES = [
             b"a1 LOGIN {2147483648+}\r\n",
             [
                 b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n",
-                b"* BYE Non-synchronizing literal too large.\r\n",
+                b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
             ],
         ),
         end="closed",
@@ -460,6 +460,98 @@ CASES = [
         end="closed",
     ),
 ]
+
+
+# -- issue 9: what an attack found ----------------------------------------------------------
+
+LOST_SYNC = b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n"
+#: What a refused command's non-synchronizing literal carries: a command the
+#: door must never run (it would answer with alice's referral).
+SMUGGLED = b"a2 LOGIN alice secret\r\n"
+NONSYNC_4096 = b"z2 NOOP\r\n" * 455 + b"\n"  # 4096 octets of would-be commands
+CANNOT = b" NO [CANNOT] A mailbox name cannot be empty.\r\n"
+PRIVACY = b" NO [PRIVACYREQUIRED] Log in over TLS: use STARTTLS or the implicit-TLS port first.\r\n"
+
+ISSUE9_CASES = [
+    # Finding 2: an empty mailbox name is a policy NO, the session goes on.
+    *(
+        case(f"empty-mailbox-{name}", *bob((b"b2 " + command + b"\r\n", [b"b2" + answer])))
+        for name, command, answer in [
+            ("select", b'SELECT ""', CANNOT),
+            ("examine", b'EXAMINE ""', CANNOT),
+            ("create", b'CREATE ""', CANNOT),
+            ("delete", b'DELETE ""', CANNOT),
+            ("subscribe", b'SUBSCRIBE ""', CANNOT),
+            ("unsubscribe", b'UNSUBSCRIBE ""', CANNOT),
+            ("status", b'STATUS "" (MESSAGES)', CANNOT),
+            ("append-sync", b'APPEND "" {5}', CANNOT),
+            ("append-nonsync", b'APPEND "" {5+}\r\nhello', CANNOT),
+            ("rename-from", b'RENAME "" Archive', CANNOT),
+            ("rename-to", b'RENAME Archive ""', CANNOT),
+            ("rename-both", b'RENAME "" ""', CANNOT),
+            ("select-literal", b"SELECT {0+}\r\n", CANNOT),
+        ]
+    ),
+    # Finding 3: a refused command whose {n+} literal is on its way ends the
+    # connection; the literal's octets (a LOGIN here) never run.
+    case(
+        "overlong-line-nonsync-literal-one-read",
+        (
+            b"a1 LOGIN " + b"x" * 10000 + b" {23+}\r\n" + SMUGGLED,
+            [b"a1 BAD [TOOBIG] Command line too long.\r\n", LOST_SYNC],
+        ),
+        end="closed",
+    ),
+    case(
+        "overlong-line-nonsync-literal-1mib",
+        (
+            b"a1 LOGIN " + b"x" * MIB + b" {23+}\r\n" + SMUGGLED,
+            [b"a1 BAD [TOOBIG] Command line too long.\r\n", LOST_SYNC],
+        ),
+        end="closed",
+    ),
+    case(
+        "overlong-line-nonsync-literal-announcement-split",
+        # 200,000 leading zeros: the "{" and the "23+}" arrive in different reads.
+        (
+            b"a1 LOGIN " + b"x" * 9000 + b" {" + b"0" * 200_000 + b"23+}\r\n" + SMUGGLED,
+            [b"a1 BAD [TOOBIG] Command line too long.\r\n", LOST_SYNC],
+        ),
+        end="closed",
+    ),
+    case(
+        "command-too-long-nonsync-literal",
+        (
+            b"a1 LOGIN {4096+}\r\n" + (NONSYNC_4096 + b" {4096+}\r\n") * 64 + NONSYNC_4096,
+            [b"a1 BAD [TOOBIG] Command too long.\r\n", LOST_SYNC],
+        ),
+        end="closed",
+    ),
+    case(
+        "unknown-command-nonsync-literal",
+        (b"a1 FROB {23+}\r\n" + SMUGGLED, [b"a1 BAD Unknown command FROB.\r\n", LOST_SYNC]),
+        end="closed",
+    ),
+    case(
+        "overlong-line-sync-literal-resynchronises",
+        (
+            b"a1 LOGIN " + b"x" * MIB + b" {23}\r\n",
+            [b"a1 BAD [TOOBIG] Command line too long.\r\n"],
+        ),
+    ),
+    # Finding 4: no "+" for a literal that would carry credentials in clear.
+    case(
+        "authenticate-literal-refused-before-plus-when-untrusted",
+        (b"a1 AUTHENTICATE PLAIN {20}\r\n", [b"a1" + PRIVACY]),
+        listener="lb-strict",
+    ),
+    case(
+        "authenticate-mechanism-literal-refused-before-plus-when-untrusted",
+        (b"a1 AUTHENTICATE {5}\r\n", [b"a1" + PRIVACY]),
+        listener="lb-strict",
+    ),
+]
+CASES += ISSUE9_CASES
 
 
 @dataclasses.dataclass

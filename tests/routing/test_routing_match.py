@@ -481,3 +481,24 @@ def test_explain_without_a_route() -> None:
         'user "nobody@example.org": no rule matched',
         "no referral: the user has no home server in this table",
     ]
+
+
+# -- names no URL can carry (issue 9: they ended in an internal error) ----------------------
+
+
+def test_empty_user_has_no_route_even_with_a_default() -> None:
+    # users[4] is "default: true", yet "" is not routed: enc-user = 1*achar.
+    assert EXAMPLE.route_user("Anyone") is not None
+    assert EXAMPLE.route_user("") is None
+    assert EXAMPLE.login_referral("") is None
+    assert EXAMPLE.remote_mailboxes("") == ()
+    assert EXAMPLE.explain("") == [
+        'user "": an IMAP URL cannot name it',
+        "no referral: the user has no home server in this table",
+    ]
+
+
+def test_explain_empty_mailbox() -> None:
+    lines = EXAMPLE.explain("alice@example.org", "")
+    assert lines[-1] == 'mailbox "": no referral, an IMAP URL cannot name it'
+    assert lines[:-1] == EXAMPLE.explain("alice@example.org")

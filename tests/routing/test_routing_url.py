@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refd.routing.url import ImapUrl, imap_url, parse_imap_url
+from refd.routing.url import ImapUrl, imap_url, parse_imap_url, url_can_name
 
 
 @pytest.mark.parametrize(
@@ -88,6 +88,14 @@ def test_imap_url_refuses_empty(user: str, mailbox: str | None, message: str) ->
         imap_url(user, "h", 143, mailbox)
 
 
+def test_url_can_name_is_what_imap_url_accepts() -> None:
+    # The session asks url_can_name first; it must agree with imap_url exactly.
+    assert not url_can_name("")
+    for name in NAMES:
+        assert url_can_name(name)
+        assert imap_url("u", "h", 143, name)
+
+
 NAMES = [
     "INBOX",
     "Shared/Sales",
@@ -107,6 +115,11 @@ NAMES = [
     "/leading",
     "tab\there",
     'quote"back\\slash',
+    # Names modified UTF-7 can carry (&AAA-, &AA0-AAo-) and the delimiter alone.
+    "nul\x00",
+    "cr\rlf\n",
+    "/",
+    "//",
 ]
 USERS = ["alice@example.org", "a;b:c", "josé@例え.jp", "x%y]z", "o'brien+tag@example.org"]
 
