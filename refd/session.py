@@ -324,8 +324,9 @@ class Session:
         err = event.error
         reply = Reply([_bad(err)])
         if event.limit is not None:
-            # What the client is told is the reason: the BYE, else the BAD.
-            self.limit_hit(event.limit, event.bye or err.text)
+            # What the client is told is the reason: the BAD (what it sent),
+            # then the BYE (what follows) if the connection ends.
+            self.limit_hit(event.limit, f"{err.text} {event.bye}" if event.bye else err.text)
         if event.bye is not None:
             reply.responses.append(Bye(event.bye))
             reply.close = True

@@ -207,7 +207,7 @@ CASES = [
         scripted(b"a1 FROB\r\na2 FROB\r\n"),
         b"a1 BAD Unknown command FROB.\r\na2 BAD Unknown command FROB.\r\n"
         b"* BYE Too many invalid commands.\r\n",
-        [("bad_commands", "Too many invalid commands.")],
+        [("bad_commands", "Unknown command FROB. Too many invalid commands.")],
         limits={"bad_commands": 2},
     ),
     Case(
@@ -239,8 +239,14 @@ CASES = [
         "literal_size_non_synchronizing",
         scripted(b"a1 LOGIN alice {5000+}\r\n"),
         b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n"
-        b"* BYE Non-synchronizing literal too large.\r\n",
-        [("literal_size", "Non-synchronizing literal too large.")],
+        b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
+        [
+            (
+                "literal_size",
+                "Non-synchronizing literal over 4096 octets (LITERAL-). "
+                "Cannot resynchronize after a refused non-synchronizing literal.",
+            )
+        ],
     ),
     Case(
         "connections_total",
