@@ -14,6 +14,7 @@ when ``store: redis`` is configured.
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -26,6 +27,12 @@ from coredis.retry import NoRetryPolicy
 from refd.store import StoreError, as_counts
 
 __all__ = ["RedisStore", "describe_url"]
+
+log = logging.getLogger("refd.store")
+
+# coredis logs every failed connection attempt with a traceback; refd.store
+# logs an outage once and its end once, and counts the rest.
+logging.getLogger("coredis").setLevel(logging.CRITICAL)
 
 # KEYS: counters.  ARGV[1]: time to live in ms.  Returns the new counts.
 _ADD = """
@@ -93,6 +100,7 @@ class RedisStore:
             # A retried script could count one failure twice: no retries.
             retry_policy=NoRetryPolicy(),
         )
+        log.info("throttle store redis at %s", describe_url(self.url))
         async with client:
             self._add = client.register_script(_ADD)
             self._settle = client.register_script(_SETTLE)
@@ -111,6 +119,12 @@ class RedisStore:
             return await call(client)
         except (RedisError, OSError) as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from None
+
+    async def probe(self) -> None:
+        """PING, and load both scripts (a restarted Redis has none)."""
+        await self._do(lambda c: c.ping())
+        await self._do(lambda c: c.script_load(_ADD))
+        await self._do(lambda c: c.script_load(_SETTLE))
 
     async def add(self, keys: Sequence[str], ttl_s: float) -> tuple[int, ...]:
         ms = max(1, int(ttl_s * 1000))

@@ -16,12 +16,14 @@ Keys are ``prefix + kind + ":" + HMAC-SHA256(secret, kind NUL value)`` (cut
 to 128 bits): a store never sees an address, a user name or a password, and
 a key is worth nothing without the secret.  Every key expires by itself.
 
-A shared store that fails or does not answer within ``timeout_s`` is skipped
-for ``retry_s``; meanwhile the door serves from its local counters (which
-mirror every update), logs the outage once and the recovery once, and
-counts it (``refd_throttle_store_errors_total``, ``refd_throttle_store_up``).
-That is failing open; ``on_error: closed`` answers those logins
-``NO [UNAVAILABLE]`` instead.
+A shared store that fails or does not answer within ``timeout_s`` is
+marked down: logins stop asking it and are served from the local counters
+(which mirror every update), while a watcher probes it every ``retry_s``
+with a longer deadline (connecting, and loading the scripts, never happens
+under a login's tight timeout).  The outage is logged once, the recovery
+once, and counted (``refd_throttle_store_errors_total``,
+``refd_throttle_store_up``).  That is failing open; ``on_error: closed``
+answers the logins of an outage ``NO [UNAVAILABLE]`` instead.
 """
 
 from __future__ import annotations
@@ -150,6 +152,10 @@ class Store(Protocol):
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None: ...
 
+    async def probe(self) -> None:
+        """Connect if need be and check the store answers (StoreError if not)."""
+        ...
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the store's connection open until cancelled."""
         ...
@@ -174,6 +180,9 @@ class LocalStore:
 
     async def put(self, key: str, value: bytes, ttl_s: float) -> None:
         self.table.put(key, value, ttl_s)
+
+    async def probe(self) -> None:
+        pass
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -222,7 +231,7 @@ class SocketStore:
                 self._drop()
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
                 raise StoreError(f"supervisor socket: {why or type(exc).__name__}") from None
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 self._drop()
                 raise StoreError(f"supervisor socket: bad answer ({exc})") from None
             except BaseException:
@@ -250,6 +259,10 @@ class SocketStore:
             self._stream.socket.close()
             self._stream = None
 
+    def close(self) -> None:
+        """Close the connection (the next request opens another)."""
+        self._drop()
+
     async def add(self, keys: Sequence[str], ttl_s: float) -> tuple[int, ...]:
         reply = await self._call({"op": "add", "keys": list(keys), "ttl_s": ttl_s})
         return as_counts(reply, len(keys))
@@ -269,12 +282,16 @@ class SocketStore:
         encoded = base64.b64encode(value).decode()
         await self._call({"op": "put", "key": key, "value": encoded, "ttl_s": ttl_s})
 
+    async def probe(self) -> None:
+        if await self._call({"op": "ping"}) != "pong":
+            raise StoreError("supervisor socket: no pong")
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         try:
             await trio.sleep_forever()
         finally:
-            self._drop()
+            self.close()
 
 
 def _answer(table: CounterTable, request: object) -> object:
@@ -282,6 +299,10 @@ def _answer(table: CounterTable, request: object) -> object:
     if not isinstance(request, dict):
         raise ValueError("a request is a JSON object")
     op = request.get("op")
+    if op not in ("add", "settle", "get", "put", "ping"):
+        raise ValueError("op: add, settle, get, put or ping")
+    if op == "ping":
+        return "pong"
     if op in ("add", "settle"):
         keys = request.get("keys")
         if (
@@ -299,13 +320,11 @@ def _answer(table: CounterTable, request: object) -> object:
     if op == "get":
         value = table.get(key)
         return None if value is None else base64.b64encode(value).decode()
-    if op == "put":
-        encoded = request.get("value")
-        if not isinstance(encoded, str) or len(encoded) > _MAX_VALUE_BYTES * 2:
-            raise ValueError("value: base64 text")
-        table.put(key, base64.b64decode(encoded, validate=True), _ttl(request))
-        return None
-    raise ValueError("op: add, settle, get or put")
+    encoded = request.get("value")
+    if not isinstance(encoded, str) or len(encoded) > _MAX_VALUE_BYTES * 2:
+        raise ValueError("value: base64 text")
+    table.put(key, base64.b64decode(encoded, validate=True), _ttl(request))
+    return None
 
 
 def _ttl(request: dict[str, Any]) -> float:
@@ -334,7 +353,7 @@ async def _serve_store_client(table: CounterTable, stream: trio.SocketStream) ->
             del buffer[: end + 1]
             try:
                 reply: dict[str, object] = {"result": _answer(table, json.loads(line))}
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 reply = {"error": f"bad request: {exc}"}
             try:
                 await stream.send_all(json.dumps(reply).encode() + b"\n")
@@ -362,7 +381,10 @@ async def serve_store(
     log.info("throttle store listening path=%s", path)
 
     async def handle(stream: trio.SocketStream) -> None:
-        await _serve_store_client(table, stream)
+        try:
+            await _serve_store_client(table, stream)
+        except Exception:  # a bug must not take the supervisor down
+            log.exception("throttle store: internal error serving a worker")
 
     task_status.started()  # bound and listening: workers may connect
     await trio.serve_listeners(handle, [listener])
@@ -410,7 +432,11 @@ class Throttle:
         self.shared: Store | None = self._shared_for(self.config)
         self._changed = trio.Event()
         self._down_since: float | None = None
-        self._retry_at = 0.0
+
+    @property
+    def probe_timeout_s(self) -> float:
+        """How long a probe may take: connecting and loading scripts included."""
+        return max(2.0, 5 * self.config.timeout_s)
 
     # -- configuration ------------------------------------------------------------
 
@@ -440,31 +466,56 @@ class Throttle:
             log.info("throttle store changed: %s -> %s", old.kind, config.kind)
             self.shared = self._shared_for(config)
             self._down_since = None
-            self._retry_at = 0.0
             self._changed.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep the shared store (if any) running; restart it when it is replaced."""
+        """Keep the shared store (if any) connected and watched; swap it when replaced.
+
+        The first probe is awaited (bounded by ``probe_timeout_s``) so that
+        the first logins find a warm connection; a store that is down then
+        is reported as such and the door starts anyway.
+        """
         started = False
         while True:
             self._changed = changed = trio.Event()
             async with trio.open_nursery() as nursery:
-                if self.shared is not None:
-                    await nursery.start(self.shared.run)
+                store = self.shared
+                if store is not None:
+                    await nursery.start(store.run)
+                    await self._probe(store)
+                    nursery.start_soon(self._watch, store)
                 if not started:
                     started = True
                     task_status.started()
                 await changed.wait()
                 nursery.cancel_scope.cancel()
 
+    async def _probe(self, store: Store) -> bool:
+        reason = f"no answer to a probe within {self.probe_timeout_s:g}s"
+        with trio.move_on_after(self.probe_timeout_s):
+            try:
+                await store.probe()
+            except StoreError as exc:
+                reason = str(exc)
+            else:
+                self._store_up(store, None)
+                return True
+        self._store_down(store, reason)
+        return False
+
+    async def _watch(self, store: Store) -> None:
+        """While the store is down, probe it every ``retry_s``."""
+        while True:
+            await trio.sleep(self.config.retry_s)
+            if self._down_since is not None:
+                await self._probe(store)
+
     # -- the shared store, guarded ---------------------------------------------------------
 
     async def _shared_call(self, call: Callable[[Store], Awaitable[T]]) -> tuple[bool, T | None]:
         """(True, result) from the shared store, or (False, None) if it is down or absent."""
         store = self.shared
-        if store is None:
-            return False, None
-        if trio.current_time() < self._retry_at:
+        if store is None or self._down_since is not None:
             return False, None
         started = time.perf_counter()
         reason = f"no answer within {self.config.timeout_s:g}s"
@@ -479,9 +530,10 @@ class Throttle:
         self._store_down(store, reason)
         return False, None
 
-    def _store_up(self, store: Store, elapsed: float) -> None:
+    def _store_up(self, store: Store, elapsed: float | None) -> None:
         m = self.metrics
-        m.child(m.throttle_store_duration, store.name).observe(elapsed)
+        if elapsed is not None:
+            m.child(m.throttle_store_duration, store.name).observe(elapsed)
         if self._down_since is not None:
             log.warning(
                 "throttle store %s answers again after %.1fs: shared counters in use",
@@ -494,10 +546,8 @@ class Throttle:
     def _store_down(self, store: Store, reason: str) -> None:
         m = self.metrics
         m.child(m.throttle_store_errors, store.name).inc()
-        now = trio.current_time()
-        self._retry_at = now + self.config.retry_s
         if self._down_since is None:
-            self._down_since = now
+            self._down_since = trio.current_time()
             m.child(m.throttle_store_up, store.name).set(0)
             then = (
                 "logins are answered NO [UNAVAILABLE]"
