@@ -535,11 +535,14 @@ def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, 
     url, prefix = "", "refd:"
     redis_node = get(m, "redis")
     if kind == "redis":
+        store_node = get(m, "store") or m
         if redis_node is None:
-            raise r.error(m, 'throttle: store: redis needs a "redis:" section with its url')
+            raise r.error(
+                store_node, 'throttle: store: redis needs a "redis:" section with its url'
+            )
         if secret is None:
             raise r.error(
-                m,
+                store_node,
                 "throttle: store: redis needs secret_file, the HMAC key every door shares "
                 "(keys in Redis never hold an address or a user name)",
             )

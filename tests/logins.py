@@ -16,12 +16,16 @@ config written by :func:`write_door_config`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import ipaddress
+import queue
 import re
 import shutil
+import signal
 import socket
 import ssl
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +188,22 @@ class ProcessDoor:
             line = parse_auth(self.daemon.wait_log(f"addr={addr} ", timeout))
             if line is not None:
                 return line
+
+    def drain(self, quiet_s: float = 0.5) -> str:
+        """Read every log line written so far (until ``quiet_s`` passes without one)."""
+        while True:
+            try:
+                self.daemon.log.append(self.daemon.lines.get(timeout=quiet_s))
+            except queue.Empty:
+                return "".join(self.daemon.log)
+
+    def stop(self) -> None:
+        """SIGTERM, as an operator would (the supervisor stops its workers)."""
+        if self.daemon.proc.poll() is None:
+            self.daemon.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.daemon.proc.wait(timeout=30)
+        self.daemon.stop()
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         status, body = http_get(self.metrics_port, "/metrics")
