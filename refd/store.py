@@ -29,7 +29,6 @@ answers the logins of an outage ``NO [UNAVAILABLE]`` instead.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import logging
@@ -123,8 +122,8 @@ class Keyer:
         self.prefix = prefix
 
     def key(self, kind: str, value: bytes) -> str:
-        digest = hmac.new(self._secret, kind.encode() + b"\x00" + value, hashlib.sha256)
-        return f"{self.prefix}{kind}:{digest.hexdigest()[:32]}"
+        digest = hmac.digest(self._secret, kind.encode() + b"\x00" + value, "sha256")
+        return f"{self.prefix}{kind}:{digest[:16].hex()}"
 
     def throttle_keys(self, address: str, user: str, rules: ThrottleRules) -> tuple[str, ...]:
         """address, network, user and pair keys, in that order (the pair last)."""

@@ -34,6 +34,7 @@ between workers.
 from __future__ import annotations
 
 import collections
+import functools
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -109,21 +110,26 @@ def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
-def network_of(address: str, rules: ThrottleRules) -> str:
-    """The network ``address`` is counted in, as ``a.b.c.0/24`` (or itself if not an IP)."""
+@functools.lru_cache(maxsize=16384)
+def _where(address: str, ipv4_prefix: int, ipv6_prefix: int) -> tuple[str, str]:
+    # Cached: parsing addresses is most of the work of counting a login.
     ip = _ip(address)
     if ip is None:
-        return address
-    prefix = rules.ipv4_prefix if ip.version == 4 else rules.ipv6_prefix
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+        return address, address
+    prefix = ipv4_prefix if ip.version == 4 else ipv6_prefix
+    return str(ip), str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def network_of(address: str, rules: ThrottleRules) -> str:
+    """The network ``address`` is counted in, as ``a.b.c.0/24`` (or itself if not an IP)."""
+    return _where(address, rules.ipv4_prefix, rules.ipv6_prefix)[1]
 
 
 def subjects(address: str, user: str, rules: ThrottleRules) -> Subjects:
     """The four subjects of a login by ``user`` (as typed) from ``address``."""
-    ip = _ip(address)
-    addr = str(ip) if ip is not None else address
+    addr, network = _where(address, rules.ipv4_prefix, rules.ipv6_prefix)
     name = user.casefold()
-    return Subjects(addr, network_of(addr, rules), name, f"{name}\x00{addr}")
+    return Subjects(addr, network, name, f"{name}\x00{addr}")
 
 
 def _step(count: int, threshold: int, base_s: float) -> float:
