@@ -22,7 +22,7 @@ import trio
 from refd import __version__, probe
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
-from refd.supervisor import Supervisor
+from refd.supervisor import STORE_SOCKET_ENV, Supervisor
 from refd.tree import TreeError
 from refd.yamltree import parse_yaml
 
@@ -138,7 +138,13 @@ def _worker(config: DaemonConfig, ports: str) -> int:
         return dataclasses.replace(config, listeners=listeners, metrics_address=None)
 
     config = pin(config)
-    daemon = Daemon(config, load_service(config), adjust=pin)
+    socket = os.environ.get(STORE_SOCKET_ENV)
+    daemon = Daemon(
+        config,
+        load_service(config),
+        adjust=pin,
+        store_socket=Path(socket) if socket else None,
+    )
 
     parent = os.getppid()
 

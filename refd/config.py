@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from refd.auth.base import AuthSource
-from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, TlsMode
+from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, SharedCache, TlsMode
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
 from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.auth.trust import TrustSource, public_networks
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
+from refd.store import STORE_KINDS, StoreConfig, read_secret_file
+from refd.throttle import ThrottleRules
 from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get
 from refd.yamltree import parse_yaml
 
@@ -40,6 +42,7 @@ __all__ = [
     "DaemonConfig",
     "Limits",
     "ListenerConfig",
+    "bind_shared_cache",
     "load_config",
     "load_routing",
     "load_service",
@@ -81,6 +84,8 @@ class DaemonConfig:
     tls_key: Path | None = None
     tls_line: int = 0
     limits: Limits = field(default_factory=Limits)
+    throttle: ThrottleRules = field(default_factory=ThrottleRules)
+    store: StoreConfig = field(default_factory=StoreConfig)
     log_level: str = "info"
     log_format: str = "text"
     drain: bool = False
@@ -96,6 +101,7 @@ class DaemonConfig:
             advertise_auth_plain=self.advertise_auth_plain,
             auth_failure_delay_s=self.auth_failure_delay_s,
             auth_failure_delay_max_s=self.auth_failure_delay_max_s,
+            throttle=self.throttle,
             trusted_networks=self.trusted_networks,
             drain=self.drain,
             sibling=self.sibling,
@@ -119,6 +125,7 @@ _TOP = {
     "trusted_networks",
     "proxy_networks",
     "limits",
+    "throttle",
     "log",
     "drain",
     "sibling",
@@ -149,6 +156,7 @@ _IMAP_KEYS = {
     "cache_ttl_s",
     "cache_max_entries",
     "send_id",
+    "cache_shared",
 }
 
 
@@ -167,6 +175,8 @@ class ImapAuthConfig:
     cache_max_entries: int = 10000
     #: RFC 2971 ID fields sent before LOGIN (``imap_backend.ID_FIELDS``)
     send_id: tuple[str, ...] = ()
+    #: keep the cache in the throttle's store (shared by workers and doors)
+    cache_shared: bool = False
     line: int = 0
 
 
@@ -253,6 +263,7 @@ def load_config(path: Path) -> DaemonConfig:
             )
 
     limits = _limits(r, get(top, "limits"))
+    throttle, store = _throttle(r, path, get(top, "throttle"))
     level, fmt = "info", "text"
     log_node = get(top, "log")
     if log_node is not None:
@@ -300,6 +311,8 @@ def load_config(path: Path) -> DaemonConfig:
         tls_key=tls_key,
         tls_line=tls_line,
         limits=limits,
+        throttle=throttle,
+        store=store,
         log_level=level,
         log_format=fmt,
         drain=drain,
@@ -362,6 +375,7 @@ def _imap_auth(r: Reader, path: Path, node: Node) -> ImapAuthConfig:
             "auth.imap.cache_max_entries",
         ),
         send_id=_send_id(r, get(m, "send_id")),
+        cache_shared=_opt(r, m, "cache_shared", r.as_bool, False, "auth.imap.cache_shared"),
         line=m.line,
     )
 
@@ -493,6 +507,96 @@ def _limits(r: Reader, node: Node | None) -> Limits:
     return Limits(**values)  # type: ignore[arg-type]
 
 
+_THROTTLE_KEYS = {
+    "forget_after_s",
+    "network_threshold",
+    "user_threshold",
+    "ipv4_prefix",
+    "ipv6_prefix",
+    "max_entries",
+    "store",
+    "redis",
+    "secret_file",
+    "store_timeout_s",
+    "store_retry_s",
+    "on_store_error",
+}
+
+
+def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, StoreConfig]:
+    if node is None:
+        return ThrottleRules(), StoreConfig()
+    m = r.as_map(node, "throttle")
+    r.reject_unknown(m, _THROTTLE_KEYS, "throttle")
+
+    def seconds(key: str, default: float) -> float:
+        value = _opt(r, m, key, r.as_float_seconds, default, f"throttle.{key}")
+        if value <= 0:
+            raise r.error(get(m, key) or m, f"throttle.{key} must be more than 0")
+        return value
+
+    def count(key: str, default: int, lo: int, hi: int) -> int:
+        return _opt(r, m, key, lambda n, w: r.as_int(n, w, lo, hi), default, f"throttle.{key}")
+
+    rules = ThrottleRules(
+        forget_after_s=seconds("forget_after_s", 900.0),
+        network_threshold=count("network_threshold", 10, 1, 1_000_000),
+        user_threshold=count("user_threshold", 5, 1, 1_000_000),
+        ipv4_prefix=count("ipv4_prefix", 24, 8, 32),
+        ipv6_prefix=count("ipv6_prefix", 64, 16, 128),
+    )
+    kind = _choice(r, m, "store", STORE_KINDS, "local")
+    secret = secret_path = None
+    if (secret_node := get(m, "secret_file")) is not None:
+        secret_path = _path(path, r.as_str(secret_node, "throttle.secret_file"))
+        try:
+            secret = read_secret_file(secret_path)
+        except OSError as exc:
+            raise r.error(
+                secret_node, f"throttle.secret_file: cannot read {secret_path}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise r.error(secret_node, f"throttle.secret_file {secret_path} {exc}") from None
+    url, prefix = "", "refd:"
+    redis_node = get(m, "redis")
+    if kind == "redis":
+        store_node = get(m, "store") or m
+        if redis_node is None:
+            raise r.error(
+                store_node, 'throttle: store: redis needs a "redis:" section with its url'
+            )
+        if secret is None:
+            raise r.error(
+                store_node,
+                "throttle: store: redis needs secret_file, the HMAC key every door shares "
+                "(keys in Redis never hold an address or a user name)",
+            )
+    if redis_node is not None:
+        rm = r.as_map(redis_node, "throttle.redis")
+        r.reject_unknown(rm, {"url", "key_prefix"}, "throttle.redis")
+        url_node = r.require(rm, "url", "throttle.redis")
+        url = r.as_str(url_node, "throttle.redis.url")
+        if url.partition("://")[0] not in ("redis", "rediss", "unix"):
+            # The URL may hold a password: never echo it.
+            raise r.error(
+                url_node, "throttle.redis.url must start with redis://, rediss:// or unix://"
+            )
+        prefix = _opt(r, rm, "key_prefix", r.as_str, "refd:", "throttle.redis.key_prefix")
+    on_error = _choice(r, m, "on_store_error", ("open", "closed"), "open")
+    store = StoreConfig(
+        kind=kind,
+        redis_url=url,
+        key_prefix=prefix,
+        secret=secret,
+        secret_file=secret_path if secret is not None else None,
+        timeout_s=seconds("store_timeout_s", 0.2),
+        retry_s=seconds("store_retry_s", 1.0),
+        on_error=on_error,
+        max_entries=count("max_entries", 100_000, 100, 100_000_000),
+    )
+    return rules, store
+
+
 def load_routing(
     path: Path, *, self_addresses: frozenset[tuple[str, int]] = frozenset()
 ) -> RoutingTable:
@@ -595,6 +699,13 @@ def _imap_source(
         cache_max_entries=ia.cache_max_entries,
         send_id=ia.send_id,
     )
+
+
+def bind_shared_cache(config: DaemonConfig, service: Service, cache: SharedCache) -> None:
+    """With ``auth.imap.cache_shared``, put the imap source's cache in the door's store."""
+    ia = config.imap_auth
+    if ia is not None and ia.cache_shared and isinstance(service.auth, ImapBackendSource):
+        service.auth.shared_cache = cache
 
 
 def make_tls_context(cert: str, key: str) -> ssl.SSLContext:

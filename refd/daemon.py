@@ -26,11 +26,12 @@ from pathlib import Path
 
 import trio
 
-from refd.config import DaemonConfig, load_config, load_service
+from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.http import serve_http
 from refd.metrics import Metrics
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
+from refd.store import Throttle
 from refd.tree import TreeError
 
 __all__ = ["Daemon", "announce", "run"]
@@ -60,7 +61,7 @@ def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
     files = [config.file, config.routing_file]
     if service.table.user_map_file:
         files.append(Path(service.table.user_map_file))
-    for extra in (config.passwd_file, config.tls_cert, config.tls_key):
+    for extra in (config.passwd_file, config.tls_cert, config.tls_key, config.store.secret_file):
         if extra is not None:
             files.append(extra)
     return files
@@ -90,13 +91,17 @@ class Daemon:
         metrics: Metrics | None = None,
         *,
         adjust: Callable[[DaemonConfig], DaemonConfig] = _identity,
+        store_socket: Path | None = None,
     ) -> None:
         #: applied to every config loaded (a worker pins its bound ports)
         self.adjust = adjust
         self.config = config
         self.ref = ServiceRef(service)
         self.metrics = metrics or Metrics()
-        self.door = DoorState(self.metrics)
+        # store_socket: the supervisor's throttle store (a worker of workers: N)
+        throttle = Throttle(self.metrics, config.store, socket_path=store_socket)
+        self.door = DoorState(self.metrics, throttle)
+        bind_shared_cache(config, service, throttle)
         self.metrics.config_loaded(service.table.sha256, time.time())
         self._reload_lock = trio.Lock()
 
@@ -127,6 +132,8 @@ class Daemon:
                 return False
             if new_config.listeners != self.config.listeners:
                 log.warning("reload: listener changes take effect only after a restart")
+            self.door.throttle.reconfigure(new_config.store)
+            bind_shared_cache(new_config, service, self.door.throttle)
             self.ref.current = service
             self.config = new_config
             self.metrics.reloads.labels("success").inc()
@@ -160,6 +167,7 @@ class Daemon:
         """Serve until stopped (SIGTERM / SIGINT, or :meth:`DoorState.stop`)."""
         announce(self.config)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.door.throttle.run)
             bound: list[object] = []
             if self.config.metrics_address is not None:
                 host, port = self.config.metrics_address

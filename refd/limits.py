@@ -1,7 +1,8 @@
-"""Abuse limits that span connections: counts per address, login throttling.
+"""Abuse limits that span connections: connection counts per address.
 
-These are plain objects with an injected clock (no trio, no sockets), owned
-by the server and shared by its sessions; the numbers they enforce come
+These are plain objects (no trio, no sockets), owned by the server and
+shared by its sessions; the login throttle is ``refd.throttle`` (policy)
+and ``refd.store`` (where its counters live).  The numbers they enforce come
 from the config in service, so a reload changes them for the next
 connection or login.  Every refusal is counted by limit name in the
 ``refd_limit_hits_total`` metric (``refd.metrics``).
@@ -9,13 +10,11 @@ connection or login.  Every refusal is counted by limit name in the
 
 from __future__ import annotations
 
-import collections
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from refd.protocol.connection import ProtocolLimits
 
-__all__ = ["AuthThrottle", "ConnectionTracker", "Limits"]
+__all__ = ["ConnectionTracker", "Limits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,45 +80,3 @@ class ConnectionTracker:
             self.per_address[address] = left
         else:
             del self.per_address[address]
-
-
-class AuthThrottle:
-    """Failed logins per client address, and the growing delay they earn.
-
-    The first failure waits ``base_s``, each further one twice as long, up to
-    ``max_s`` (2, 4, 8, 15, 15 ... with the defaults).  An address is
-    forgotten after ``forget_after_s`` without failures, or on a successful
-    login; at most ``max_entries`` addresses are remembered (the oldest go).
-    The delay depends only on the address's history, never on whether the
-    user exists, so it reveals nothing about accounts.
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float],
-        *,
-        forget_after_s: float = 900.0,
-        max_entries: int = 100_000,
-    ) -> None:
-        self._clock = clock
-        self.forget_after_s = forget_after_s
-        self.max_entries = max_entries
-        self._failures: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
-
-    def failures(self, address: str) -> int:
-        entry = self._failures.get(address)
-        if entry is None or self._clock() - entry[1] > self.forget_after_s:
-            return 0
-        return entry[0]
-
-    def failed(self, address: str, *, base_s: float, max_s: float) -> float:
-        """Record a failure; return how long to wait before answering it."""
-        count = self.failures(address) + 1
-        self._failures[address] = (count, self._clock())
-        self._failures.move_to_end(address)
-        while len(self._failures) > self.max_entries:
-            self._failures.popitem(last=False)
-        return float(min(base_s * 2 ** min(count - 1, 32), max(max_s, base_s)))
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)

@@ -29,6 +29,7 @@ _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 _AUTH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_STORE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
 def command_label(name: str | None) -> str:
@@ -86,6 +87,34 @@ class Metrics:
         )
         self.limit_hits = Counter(
             "refd_limit_hits", "Abuse limits hit, by limit name.", ["limit"], registry=r
+        )
+        self.auth_throttled = Counter(
+            "refd_auth_throttled",
+            "Login answers delayed past the base failure delay, by result (failure, success) "
+            "and the counter that set the delay (address, network, user).",
+            ["result", "rule"],
+            registry=r,
+        )
+        self.throttle_store_errors = Counter(
+            "refd_throttle_store_errors",
+            "Throttle store operations that failed or timed out, by store (supervisor, redis); "
+            "the door used its own counters instead.",
+            ["store"],
+            registry=r,
+        )
+        self.throttle_store_up = Gauge(
+            "refd_throttle_store_up",
+            "1 while the shared throttle store answers, 0 while the door counts alone.",
+            ["store"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.throttle_store_duration = Histogram(
+            "refd_throttle_store_duration_seconds",
+            "Round trip of one throttle store operation that answered, by store.",
+            ["store"],
+            buckets=_STORE_BUCKETS,
+            registry=r,
         )
         self.tls_failures = Counter(
             "refd_tls_handshake_failures",

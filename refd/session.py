@@ -30,7 +30,7 @@ import trio
 
 from refd import __version__
 from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
-from refd.limits import AuthThrottle, ConnectionTracker, Limits
+from refd.limits import ConnectionTracker, Limits
 from refd.metrics import Metrics
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
@@ -52,6 +52,8 @@ from refd.protocol.responses import (
 )
 from refd.routing import Referral, RoutingTable, door_url, url_can_name
 from refd.routing.model import LoginMode
+from refd.store import Throttle, Verdict
+from refd.throttle import Counts, Delay, ThrottleRules
 
 __all__ = [
     "HANDLERS",
@@ -98,6 +100,8 @@ class SessionPolicy:
     advertise_auth_plain: bool = False
     auth_failure_delay_s: float = 2.0
     auth_failure_delay_max_s: float = 15.0
+    #: the login throttle's thresholds (``throttle:``)
+    throttle: ThrottleRules = field(default_factory=ThrottleRules)
     trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
     #: drain mode: new connections are sent to the sibling door at once
     drain: bool = False
@@ -119,9 +123,9 @@ class Service:
 class DoorState:
     """What the door's sessions share across connections (not reloaded)."""
 
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, throttle: Throttle | None = None) -> None:
         self.metrics = metrics if metrics is not None else Metrics()
-        self.throttle = AuthThrottle(trio.current_time)
+        self.throttle = throttle if throttle is not None else Throttle(self.metrics)
         self.connections = ConnectionTracker()
         self.auth_in_flight = 0
         self.sessions: set[Session] = set()
@@ -438,34 +442,52 @@ class Session:
             )
             text = "Authentication is temporarily unavailable; try again later."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        if result.status is not AuthStatus.SUCCESS:
-            # RFC 2221 §6: never a referral after failed authentication; and
-            # one answer, one delay for unknown user and wrong password.  The
-            # delay grows with the address's recent failures (trusted
-            # networks, typically a webmail or proxy, are exempt).
-            policy = service.policy
-            if trusted:
-                delay = policy.auth_failure_delay_s
-            else:
-                delay = door.throttle.failed(
-                    self.client.address,
-                    base_s=policy.auth_failure_delay_s,
-                    max_s=policy.auth_failure_delay_max_s,
-                )
-                if delay > policy.auth_failure_delay_s:
-                    self.limit_hit("auth_failures", f"recent failures: answer delayed {delay:g}s")
-            log.info(
-                "auth failed conn=%s addr=%s source=%s reason=%s delay=%.1f",
-                self.client.conn_id,
-                self.client.address,
-                service.auth.name,
-                result.reason,
-                delay,
+        # RFC 2221 §6: never a referral after failed authentication; and one
+        # answer, one delay for unknown user and wrong password.  The delay
+        # grows with recent failures of the address, its network and the user
+        # name (refd.throttle); a success waits as long as the address and
+        # network have earned, so hanging up early tells a guesser nothing.
+        # Trusted networks (a webmail, a proxy) only ever wait the base delay.
+        failed = result.status is not AuthStatus.SUCCESS
+        policy = service.policy
+        base_s, max_s = policy.auth_failure_delay_s, policy.auth_failure_delay_max_s
+        if trusted:
+            delay = Delay(base_s if failed else 0.0, "trusted")
+            verdict = Verdict(delay, Counts())
+        else:
+            count = door.throttle.failed if failed else door.throttle.succeeded
+            verdict = await count(
+                self.client.address, user, policy.throttle, base_s=base_s, max_s=max_s
             )
-            await trio.sleep(delay)
+            delay = verdict.delay
+            if delay.rule in ("address", "network", "user"):
+                self._throttled("failure" if failed else "success", delay)
+        log.info(
+            "auth %s conn=%s addr=%s source=%s reason=%s delay=%.3f rule=%s%s",
+            "failed" if failed else "ok",
+            self.client.conn_id,
+            self.client.address,
+            service.auth.name,
+            result.reason,
+            delay.seconds,
+            delay.rule,
+            " store=unavailable" if verdict.degraded else "",
+        )
+        if delay.seconds > 0:
+            await trio.sleep(delay.seconds)
+        if verdict.refuse:
+            text = "Authentication is temporarily unavailable; try again later."
+            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        if failed:
             return Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
-        door.throttle.succeeded(self.client.address)
         return self._login_referral(tag, command, result.user, service)
+
+    def _throttled(self, result: str, delay: Delay) -> None:
+        metrics = self.door.metrics
+        metrics.child(metrics.auth_throttled, result, delay.rule).inc()
+        if result == "failure":
+            reason = f"recent failures ({delay.rule}): answer delayed {delay.seconds:g}s"
+            self.limit_hit("auth_failures", reason)
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
         route = service.table.route_user(user)

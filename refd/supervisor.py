@@ -15,13 +15,18 @@ N workers.  The supervisor:
   prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a
   fresh directory wiped at start; the workers get it in their environment
   before they import the client).  How each gauge combines across workers is
-  chosen in ``refd.metrics``.
+  chosen in ``refd.metrics``;
+- hosts the login throttle's counters (``refd.store.serve_store``) on a Unix
+  socket in a private directory, with a random HMAC secret next to it, so
+  every worker counts against the same table without Redis; the workers find
+  the socket in ``REFD_THROTTLE_SOCKET``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,14 +41,18 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from refd.config import DaemonConfig, load_config
 from refd.http import serve_http
+from refd.store import serve_store
+from refd.throttle import CounterTable
 
-__all__ = ["Supervisor"]
+__all__ = ["STORE_SOCKET_ENV", "Supervisor"]
 
 log = logging.getLogger("refd.supervisor")
 
 #: A worker that dies sooner than this after its start is restarted more slowly.
 _MIN_LIFETIME_S = 5.0
 _BACKOFF_MAX_S = 30.0
+#: Where a worker finds the supervisor's throttle store.
+STORE_SOCKET_ENV = "REFD_THROTTLE_SOCKET"
 
 
 def _reserve(address: str, port: int) -> socket.socket:
@@ -64,6 +73,13 @@ class Supervisor:
         self.config = config
         self.log_args = log_args or []
         self.multiproc_dir = Path(tempfile.mkdtemp(prefix="refd-metrics-"))
+        # mkdtemp makes it 0700: only this user reaches the socket and secret.
+        self.store_dir = Path(tempfile.mkdtemp(prefix="refd-store-"))
+        self.store_socket = self.store_dir / "throttle.sock"
+        secret = self.store_dir / "secret"
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_hex(32))
+        self.store_table = CounterTable(trio.current_time, max_entries=config.store.max_entries)
         self.reserved = [_reserve(lc.address, lc.port) for lc in config.listeners]
         self.ports = {
             lc.name: sock.getsockname()[1]
@@ -94,7 +110,11 @@ class Supervisor:
     async def _run_worker(self, slot: int) -> None:
         """Keep worker ``slot`` running until the supervisor stops."""
         backoff = 0.5
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir)}
+        env = {
+            **os.environ,
+            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+            STORE_SOCKET_ENV: str(self.store_socket),
+        }
         while not self.stopping:
             started = trio.current_time()
             proc = await trio.lowlevel.open_process(
@@ -147,6 +167,7 @@ class Supervisor:
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(serve_store, self.store_table, self.store_socket)
                     metrics_port = None
                     if self.config.metrics_address is not None:
                         host, port = self.config.metrics_address
@@ -182,6 +203,7 @@ class Supervisor:
             for sock in self.reserved:
                 sock.close()
             shutil.rmtree(self.multiproc_dir, ignore_errors=True)
+            shutil.rmtree(self.store_dir, ignore_errors=True)
 
     def _reload_config(self) -> None:
         # The supervisor itself only needs drain (for /readyz); the workers
@@ -190,3 +212,5 @@ class Supervisor:
             self.config = load_config(self.config.file)
         except Exception as exc:
             log.error("supervisor: config reload failed: %s", exc)
+            return
+        self.store_table.max_entries = self.config.store.max_entries

@@ -55,8 +55,11 @@ backend).
 The optional positive cache (`cache_ttl_s` > 0) remembers successes only,
 keyed by HMAC-SHA256 under a random per-instance secret over backend, user
 and password: neither the password nor a plain hash of it is kept, and the
-keys are useless outside this process. A password changed on the backend
-keeps working here until its entry expires; keep the TTL short.
+keys are useless outside this process. With `shared_cache` (the door's
+throttle store: every worker, and with Redis every door) the entries live
+there instead, keyed by an HMAC under the store's shared secret. A password
+changed on the backend keeps working here until its entry expires; keep the
+TTL short.
 
 The password never appears in a log line, an exception or a `reason`:
 reasons are built from fixed text, the backend's own answer and exception
@@ -78,6 +81,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Protocol
 
 import trio
 
@@ -92,6 +96,7 @@ __all__ = [
     "LineReader",
     "Resolve",
     "Response",
+    "SharedCache",
     "TlsMode",
     "capabilities",
     "id_chunks",
@@ -382,6 +387,21 @@ def _show(data: bytes | str) -> str:
 # -- the positive cache -----------------------------------------------------------
 
 
+class SharedCache(Protocol):
+    """A cache shared beyond this process (``refd.store.Throttle``); it never raises."""
+
+    def cache_key(self, parts: tuple[bytes, ...]) -> str: ...
+
+    async def cache_get(self, key: str) -> bytes | None: ...
+
+    async def cache_put(self, key: str, value: bytes, ttl_s: float) -> None: ...
+
+
+def _cache_parts(backend: Backend, user: str, password: str) -> tuple[bytes, ...]:
+    host, port = backend
+    return (host.encode(), str(port).encode(), user.encode("utf-8"), password.encode("utf-8"))
+
+
 class _PositiveCache:
     """Successful checks, by HMAC-SHA256(secret, host NUL port NUL user NUL password).
 
@@ -396,10 +416,7 @@ class _PositiveCache:
         self._entries: OrderedDict[bytes, float] = OrderedDict()
 
     def key(self, backend: Backend, user: str, password: str) -> bytes:
-        host, port = backend
-        message = b"\x00".join(
-            (host.encode(), str(port).encode(), user.encode("utf-8"), password.encode("utf-8"))
-        )
+        message = b"\x00".join(_cache_parts(backend, user, password))
         return hmac.new(self._secret, message, hashlib.sha256).digest()
 
     def hit(self, key: bytes, now: float) -> bool:
@@ -582,6 +599,7 @@ class ImapBackendSource:
         send_id: Sequence[str] = (),
         name: str = "imap",
         open_tcp_stream: OpenStream | None = None,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         if connect_timeout_s <= 0 or response_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
@@ -621,6 +639,8 @@ class ImapBackendSource:
         self.max_concurrent_per_backend = max_concurrent_per_backend
         self._limiters: dict[Backend, trio.CapacityLimiter] = {}
         self._cache = _PositiveCache(cache_ttl_s, cache_max_entries) if cache_ttl_s > 0 else None
+        #: where the positive cache lives instead, if shared (set by the daemon)
+        self.shared_cache = shared_cache
         self._open_tcp_stream: OpenStream = open_tcp_stream or _open_tcp_stream
 
     def limiter(self, backend: Backend) -> trio.CapacityLimiter:
@@ -668,16 +688,26 @@ class ImapBackendSource:
         if backend is None:
             return AuthResult(AuthStatus.FAILURE, user, "no route")
         key = None
-        if self._cache is not None:
+        shared = self.shared_cache if self._cache is not None else None
+        parts = _cache_parts(backend, user, password)
+        shared_key = "" if shared is None else shared.cache_key(parts)
+        cached = AuthResult(AuthStatus.SUCCESS, user, f"cached success ({_where(backend)})")
+        if shared is not None:
+            if await shared.cache_get(shared_key) is not None:
+                return cached
+        elif self._cache is not None:
             key = self._cache.key(backend, user, password)
             if self._cache.hit(key, trio.current_time()):
-                return AuthResult(AuthStatus.SUCCESS, user, f"cached success ({_where(backend)})")
+                return cached
         try:
             status, reason = await self._check(backend, user, password, ident)
         except _Unavailable as exc:
             status, reason = AuthStatus.UNAVAILABLE, f"{_where(backend)}: {exc.reason}"
-        if status is AuthStatus.SUCCESS and self._cache is not None and key is not None:
-            self._cache.store(key, trio.current_time())
+        if status is AuthStatus.SUCCESS and self._cache is not None:
+            if shared is not None:
+                await shared.cache_put(shared_key, b"1", self._cache.ttl_s)
+            elif key is not None:
+                self._cache.store(key, trio.current_time())
         return AuthResult(status, user, reason)
 
     async def _check(

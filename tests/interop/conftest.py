@@ -8,8 +8,11 @@
   127.0.0.1, 127.0.0.2 and localhost), `client_ssl_context` (trusts only
   that CA).
 
-Without a dovecot binary the Dovecot fixtures skip on a developer machine
-and fail under CI=true; any other skip of an `interop` test under CI=true is
+- `redis_server`: a private redis-server on loopback (`tests/interop/redis.py`),
+  stopped by PID at teardown.
+
+Without a dovecot (or redis-server) binary those fixtures skip on a developer
+machine and fail under CI=true; any other skip of an `interop` test under CI=true is
 turned into a failure too (`pytest_runtest_makereport` below).
 """
 
@@ -19,12 +22,15 @@ import os
 import shutil
 import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
 
 from .dovecot import INSTALL_HINT, DovecotInstance, ServerCert, find_dovecot, start_dovecot
+from .redis import INSTALL_HINT as REDIS_HINT
+from .redis import RedisInstance, find_redis, start_redis
 
 USERS = {
     "alice": "alice-password",
@@ -98,3 +104,20 @@ def dovecot_cert(tls_ca: trustme.CA) -> ServerCert:
 def client_ssl_context(tls_ca: trustme.CA) -> ssl.SSLContext:
     # With cadata, the system CAs are not loaded: only the test CA is trusted.
     return ssl.create_default_context(cadata=tls_ca.cert_pem.bytes().decode("ascii"))
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    binary = find_redis()
+    if binary is None:
+        if under_ci():
+            pytest.fail(f"{REDIS_HINT} (CI=true: interop tests may not skip)")
+        pytest.skip(REDIS_HINT)
+    return binary
+
+
+@pytest.fixture
+def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisInstance]:
+    instance = start_redis(redis_binary, tmp_path / "redis")
+    yield instance
+    instance.stop()
