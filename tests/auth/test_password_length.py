@@ -96,9 +96,10 @@ async def test_over_long_password_fails_like_a_wrong_one_unhashed(
         C: a5 LOGIN alice secret
         S: a5 {REFERRAL}
     """)
-    # Counted by the throttle like any failure: 2, 4, 8, 15 s; the success waits not.
+    # Counted by the throttle like any failure: 2, 4, 8, 15 s; the success
+    # then waits what the address has earned (refd.throttle), 15 s.
     waits = [round(b - a) for a, b in itertools.pairwise(times[2:])]
-    assert waits == [2, 4, 8, 15, 0]
+    assert waits == [2, 4, 8, 15, 15]
     # Only the wrong, the longest allowed and the right password were checked.
     assert recorder.lengths == [5, LIMIT, 6]
     assert hits(door.door, "password_length") == 2
@@ -110,7 +111,7 @@ async def test_over_long_password_fails_like_a_wrong_one_unhashed(
     failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("auth failed")]
     assert failures[1] == (
         "auth failed conn=t-1 addr=198.51.100.9 source=passwd-file reason=password too long "
-        "delay=4.0"
+        "delay=4.000 rule=address"
     )
     assert not [r for r in caplog.records if "p" * 64 in r.getMessage()]
 
