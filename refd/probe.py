@@ -112,7 +112,7 @@ from refd.auth.imap_backend import (
 )
 from refd.protocol import mutf7
 from refd.protocol.responses import wire_mailbox
-from refd.routing.url import DEFAULT_PORT, parse_imap_url, url_host
+from refd.routing.url import DEFAULT_PORT, parse_imap_url, split_host_port, url_host
 
 __all__ = [
     "COMMANDS",
@@ -334,23 +334,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
     """``host[:port]`` or ``[v6][:port]`` -> (host without brackets, port)."""
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise UsageError(f"--door {text!r}: write [IPv6]:PORT")
-        port_text = rest[1:] if rest else ""
-        if rest == ":":
-            raise UsageError(f"--door {text!r}: empty port")
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-        if not port_text:
-            raise UsageError(f"--door {text!r}: empty port")
-    elif text.count(":") > 1:
-        raise UsageError(f"--door {text!r}: write an IPv6 address in brackets, [::1]:143")
+    try:
+        host, port_text = split_host_port(text)
+    except ValueError as exc:
+        raise UsageError(f"--door {text!r}: {exc}") from None
     if not host or any(c.isspace() for c in host):
         raise UsageError(f"--door {text!r} is not HOST:PORT")
-    if not port_text:
+    if port_text is None:
         return host, default_port
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise UsageError(f"--door {text!r}: the port must be 1 to 65535")
