@@ -29,6 +29,7 @@ from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, TlsMode
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
 from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.auth.trust import TrustSource, public_networks
+from refd.imap_client import client_tls_context
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.routing.url import split_host_port
@@ -568,7 +569,7 @@ def _imap_source(
     context = None
     if ia.ca_file is not None:
         try:
-            context = ssl.create_default_context(cafile=str(ia.ca_file))
+            context = client_tls_context(str(ia.ca_file))
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise TreeError(
