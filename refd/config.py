@@ -29,8 +29,10 @@ from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, SharedCache, Tl
 from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
 from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.auth.trust import TrustSource, public_networks
+from refd.imap_client import client_tls_context
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
+from refd.routing.url import split_host_port
 from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
 from refd.store import STORE_KINDS, StoreConfig, read_secret_file
 from refd.throttle import ThrottleRules
@@ -400,19 +402,15 @@ def _send_id(r: Reader, node: Node | None) -> tuple[str, ...]:
 
 def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
     text = r.as_str(node, what)
-    host, port = text, default_port
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise r.error(node, f"{what}: write [IPv6]:port")
-            port = r.as_int(Scalar(rest[1:], node.line, False), f"{what} port", 1, 65535)
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = r.as_int(Scalar(p, node.line, False), f"{what} port", 1, 65535)
+    try:
+        host, port_text = split_host_port(text)
+    except ValueError as exc:
+        raise r.error(node, f"{what}: {exc}") from None
     if not host or " " in host:
         raise r.error(node, f"{what}: {text!r} is not a host[:port]")
-    return host, port
+    if port_text is None:
+        return host, default_port
+    return host, r.as_int(Scalar(port_text, node.line, False), f"{what} port", 1, 65535)
 
 
 def _networks(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:
@@ -676,7 +674,7 @@ def _imap_source(
     context = None
     if ia.ca_file is not None:
         try:
-            context = ssl.create_default_context(cafile=str(ia.ca_file))
+            context = client_tls_context(str(ia.ca_file))
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise TreeError(

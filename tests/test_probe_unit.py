@@ -25,8 +25,21 @@ from typing import Any
 import pytest
 
 from refd import probe as p
-from refd.auth.imap_backend import BackendProtocolError, parse_response
-from refd.probe import Exit, HopKey, Target, Verdict
+from refd.probe.plan import (
+    Exit,
+    HopKey,
+    Plan,
+    Target,
+    Verdict,
+    command_chunks,
+    command_verdict,
+    login_verdict,
+    plan_referral,
+    probe_message,
+)
+from refd.probe.report import result_data
+from refd.protocol import client
+from refd.protocol.client import ResponseError, parse_response
 
 # -- arguments -------------------------------------------------------------------------
 
@@ -211,7 +224,7 @@ def test_tls_default_port_and_run_usage_exit(monkeypatch: pytest.MonkeyPatch) ->
     ],
 )
 def test_login_verdict(condition: str, code: str, at_door: bool, want: Verdict | Exit) -> None:
-    assert p.login_verdict(condition, code, at_door=at_door) is want
+    assert login_verdict(condition, code, at_door=at_door) is want
 
 
 @pytest.mark.parametrize(
@@ -229,7 +242,7 @@ def test_login_verdict(condition: str, code: str, at_door: bool, want: Verdict |
     ],
 )
 def test_command_verdict(condition: str, code: str, at_door: bool, want: Verdict | Exit) -> None:
-    assert p.command_verdict(condition, code, at_door=at_door) is want
+    assert command_verdict(condition, code, at_door=at_door) is want
 
 
 # -- referrals and loops ------------------------------------------------------------------
@@ -237,8 +250,8 @@ def test_command_verdict(condition: str, code: str, at_door: bool, want: Verdict
 DOOR = Target("door.example.org", 143, "alice", "INBOX")
 
 
-def plan(urls: list[str], visited: dict[HopKey, int] | None = None, **kw: int) -> p.Plan:
-    return p.plan_referral(
+def plan(urls: list[str], visited: dict[HopKey, int] | None = None, **kw: int) -> Plan:
+    return plan_referral(
         urls,
         current=kw.pop("current", DOOR),  # type: ignore[arg-type]
         visited=visited if visited is not None else {DOOR.key: 1},
@@ -357,20 +370,20 @@ def test_max_hops(next_hop: int, max_hops: int, stops: bool) -> None:
         (b"FETCH (BODY[TEXT] {2+}\r\nhi)", ["FETCH", ["BODY[TEXT]", "hi"]]),
     ],
 )
-def test_parse_data(data: bytes, want: list[p.Value]) -> None:
-    assert p.parse_data(data) == want
+def test_parse_data(data: bytes, want: list[client.Value]) -> None:
+    assert client.parse_data(data) == want
 
 
 @pytest.mark.parametrize(
     "data", [b"(a", b"a)", b'"open', b"{5}\r\nab", b"{x}\r\nab", b'LIST () "/" {3}abc']
 )
 def test_parse_data_errors(data: bytes) -> None:
-    with pytest.raises(BackendProtocolError):
-        p.parse_data(data)
+    with pytest.raises(ResponseError):
+        client.parse_data(data)
 
 
-def answers(*lines: bytes) -> list[tuple[p.Response, bytes]]:
-    return [(parse_response(line), line) for line in lines]
+def answers(*lines: bytes) -> list[client.Untagged]:
+    return [client.Untagged(parse_response(line), line) for line in lines]
 
 
 def test_result_data() -> None:
@@ -381,21 +394,21 @@ def test_result_data() -> None:
         b"* OK [UIDVALIDITY 3857529045] UIDs valid\r\n",
     )
     tagged = parse_response(b"p3 OK [READ-ONLY] Examine completed\r\n")
-    assert p.result_data("EXAMINE", select, tagged) == {
+    assert result_data("EXAMINE", select, tagged) == {
         "exists": 12,
         "uidvalidity": 3857529045,
         "access": "READ-ONLY",
     }
     status = answers(b'* STATUS "Shared/Caf&AOk- Menu" (MESSAGES 2 UIDNEXT 3 UIDVALIDITY 9)\r\n')
     ok = parse_response(b"p3 OK done\r\n")
-    assert p.result_data("STATUS", status, ok) == {"messages": 2, "uidnext": 3, "uidvalidity": 9}
+    assert result_data("STATUS", status, ok) == {"messages": 2, "uidnext": 3, "uidvalidity": 9}
     listing = answers(
         b'* LIST (\\HasNoChildren) "/" INBOX\r\n',
         b'* LIST () "/" "Shared/Caf&AOk- Menu"\r\n',
         b'* LIST () "/" {4}\r\nA&-B\r\n',
         b"* OK [ALERT] not a list\r\n",
     )
-    assert p.result_data("LIST", listing, ok) == {
+    assert result_data("LIST", listing, ok) == {
         "entries": [
             {"flags": ["\\HasNoChildren"], "delimiter": "/", "name": "INBOX"},
             {"flags": [], "delimiter": "/", "name": "Shared/Café Menu"},
@@ -403,7 +416,7 @@ def test_result_data() -> None:
         ]
     }
     appended = parse_response(b"p3 OK [APPENDUID 38505 3955] APPEND completed\r\n")
-    assert p.result_data("APPEND", [], appended) == {"appenduid": "38505 3955"}
+    assert result_data("APPEND", [], appended) == {"appenduid": "38505 3955"}
 
 
 MESSAGE = b"Subject: x\r\n\r\nhi\r\n"
@@ -427,12 +440,12 @@ MESSAGE = b"Subject: x\r\n\r\nhi\r\n"
 def test_command_chunks(
     command: str, mailbox: str, caps: tuple[str, ...], want: tuple[bytes, ...]
 ) -> None:
-    assert p.command_chunks("p1", command, mailbox, caps, MESSAGE) == want
+    assert command_chunks("p1", command, mailbox, caps, MESSAGE) == want
 
 
 def test_probe_message_is_small_ascii_with_a_unique_id() -> None:
-    message, message_id = p.probe_message("alice")
-    other = p.probe_message("alice")[1]
+    message, message_id = probe_message("alice")
+    other = probe_message("alice")[1]
     assert message.isascii() and len(message) < 1024 and message_id != other
     assert f"Message-ID: {message_id}\r\n".encode() in message
     assert b"Subject: refd probe test message\r\n" in message
@@ -448,7 +461,7 @@ def test_probe_message_is_small_ascii_with_a_unique_id() -> None:
     ],
 )
 def test_render(line: bytes, want: str) -> None:
-    assert p.render(parse_response(line)) == want
+    assert client.render(parse_response(line)) == want
 
 
 # -- a scripted server ---------------------------------------------------------------------
@@ -585,7 +598,7 @@ def test_silent_server_times_out_and_endless_line_is_refused(
     )
 
     def endless(conn: socket.socket, lines: Lines) -> None:
-        conn.sendall(b"* OK " + b"x" * (p.MAX_LINE_BYTES + 10))
+        conn.sendall(b"* OK " + b"x" * (client.MAX_LINE_BYTES + 10))
         stop.wait(5)
 
     stop.clear()

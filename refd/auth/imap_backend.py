@@ -11,23 +11,27 @@ tagged answer, says `LOGOUT` and closes. The tagged answer decides:
   5530 code meaning "could not decide" (UNAVAILABLE, SERVERBUG, LIMIT,
   PRIVACYREQUIRED) → UNAVAILABLE;
 - `BAD`, `* BYE`, a greeting other than `* OK`, a line that does not parse,
-  a line over `MAX_LINE_BYTES`, a closed or refused connection, a TLS error
-  or a timeout → UNAVAILABLE with a reason for the logs.
+  a line over 64 KiB, an answer over `ANSWER_MAX_BYTES`, a closed or refused
+  connection, a TLS error or a timeout → UNAVAILABLE with a reason for the
+  logs.
+
+The dialogue runs on the IMAP client shared with `refd probe`: the sans-IO
+core `refd.protocol.client` (parsing, literals, tags, STARTTLS injection)
+and its trio adapter `refd.imap_client` (connect, TLS, deadlines). This
+module holds only what is the auth source's own: which steps, which tags
+(r1 ... r6), and what the answers mean for a password check.
 
 Why LOGIN and not AUTHENTICATE PLAIN: every IMAP server implements LOGIN
 (RFC 3501 §6.2.3, RFC 9051 §6.2.3), it needs no SASL negotiation and no
-base64, and its quoting rules are small and testable (`login_chunks`). Both
-carry the password in the clear inside the connection, so neither is safer.
-A backend that advertises LOGINDISABLED is not sent the password at all:
+base64, and its quoting rules are small and testable
+(`refd.protocol.client.login_chunks`: quoted strings when 7-bit, literals
+otherwise, non-synchronizing when LITERAL+/LITERAL- allow). Both carry the
+password in the clear inside the connection, so neither is safer. A
+backend that advertises LOGINDISABLED is not sent the password at all:
 that is a configuration error (plaintext where it wants TLS), reported as
-UNAVAILABLE, never as a wrong password.
-
-Quoting (RFC 9051 §4.3): user and password go as quoted strings with `\\`
-and `"` escaped when they are 7-bit; otherwise (UTF-8 beyond ASCII) as
-literals, non-synchronizing `{n+}` if the backend advertises LITERAL+ (or
-LITERAL- and n <= 4096, RFC 7888), else synchronizing `{n}`, waiting for the
-`+` continuation. NUL, CR and LF cannot be sent in any form IMAP servers
-accept for LOGIN: such a request is a FAILURE without contacting anyone.
+UNAVAILABLE, never as a wrong password. NUL, CR and LF cannot be sent in
+any form IMAP servers accept for LOGIN: such a request is a FAILURE
+without contacting anyone.
 
 Telling the backend who the client is (`send_id`, off by default): the
 backend sees every check come from refd's address, so its own failed-login
@@ -38,19 +42,20 @@ LOGIN with Dovecot's fields, e.g. `ID ("x-originating-ip" "203.0.113.7"
 "143" "x-session-id" "3d3a-2")`, and the backend then counts, logs (rip=,
 lip=, session=) and penalises the real client. RFC 2971 §2 lets a client
 send ID when the server advertises it, and only then is it sent; values are
-IMAP strings (`_astring`), unknown ones are left out ("Implementations MAY
-send less information than they have available", §2), never invented
-("MUST NOT send false information"). Dovecot only believes these fields
-from `login_trusted_networks`, which must hold refd's address; from
-elsewhere it ignores them. An `ID` answered with anything but OK does not
-stop the LOGIN.
+IMAP strings, unknown ones are left out ("Implementations MAY send less
+information than they have available", §2), never invented ("MUST NOT send
+false information"). Dovecot only believes these fields from
+`login_trusted_networks`, which must hold refd's address; from elsewhere it
+ignores them. An `ID` answered with anything but OK does not stop the LOGIN.
 
 Every wait has a deadline: the wait for a free slot and the TCP connect
-share `connect_timeout_s`; the greeting, the TLS handshake and each answer
-get `response_timeout_s` each. `authenticate` never raises (except trio's
-own cancellation) and never hangs. At most `max_concurrent_per_backend`
-checks run against one (host, port) at once (a `trio.CapacityLimiter` per
-backend).
+share `connect_timeout_s`; the greeting, the TLS handshake and each
+exchange (a command and its whole answer, however many lines) get
+`response_timeout_s` each. `authenticate` never raises (except trio's own
+cancellation) and never hangs. At most `max_concurrent_per_backend` checks
+run against one (host, port) at once (a `trio.CapacityLimiter` per
+backend). A reason names the backend, the step and why:
+"mail1:143: LOGIN: timed out after 10 s".
 
 The optional positive cache (`cache_ttl_s` > 0) remembers successes only,
 keyed by HMAC-SHA256 under a random per-instance secret over backend, user
@@ -68,70 +73,63 @@ descriptions, and are redacted once more in `_result` as a last guard.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import ipaddress
 import logging
-import os
-import re
+import math
 import secrets
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol
 
 import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.imap_client import (
+    ClientError,
+    ImapClient,
+    OpenStream,
+    TlsMode,
+    client_tls_context,
+    connect,
+    timed_out,
+)
+from refd.protocol.client import (
+    UNSENDABLE,
+    Response,
+    ResponseError,
+    check_greeting,
+    id_chunks,
+    show,
+)
+from refd.routing.url import url_host
 
 __all__ = [
+    "ANSWER_MAX_BYTES",
     "ID_FIELDS",
-    "MAX_LINE_BYTES",
     "Backend",
-    "BackendProtocolError",
     "ImapBackendSource",
-    "LineReader",
     "Resolve",
-    "Response",
     "SharedCache",
     "TlsMode",
-    "capabilities",
-    "id_chunks",
     "id_params",
-    "login_chunks",
-    "parse_response",
 ]
 
 log = logging.getLogger(__name__)
 
 Backend = tuple[str, int]
 Resolve = Callable[[str], Backend | None]
-OpenStream = Callable[[str, int], Awaitable[trio.abc.Stream]]
 
-# A backend line (literals included) longer than this is refused: no IMAP
-# answer to LOGIN comes near it, and an endless line must not eat memory.
-MAX_LINE_BYTES = 64 * 1024
-# RFC 7888 §4: LITERAL- allows non-synchronizing literals up to 4096 octets.
-LITERAL_MINUS_MAX = 4096
-# LOGOUT after the decision is politeness: never wait long for it.
-LOGOUT_GRACE_S = 1.0
-# Backend text quoted in a reason is cut to this many characters.
-REASON_TEXT_MAX = 200
+# The answer to LOGIN or ID is a few lines; a backend that keeps talking is
+# cut off here (or by the deadline), untagged lines and all.
+ANSWER_MAX_BYTES = 1024 * 1024
 
 # RFC 5530 codes on a tagged NO that mean "could not decide", not "wrong
 # password": the session answers them with [UNAVAILABLE], not a failure.
 UNAVAILABLE_CODES = frozenset({"UNAVAILABLE", "SERVERBUG", "LIMIT", "PRIVACYREQUIRED"})
-
-_CONDITIONS = frozenset({"OK", "NO", "BAD", "BYE", "PREAUTH"})
-# RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">; ASTRING-CHAR is an
-# ATOM-CHAR or "]"; atom-specials are ( ) { SP CTL % * " \ ].
-_TAG = re.compile(rb"[!#$&'+,\-./0-9:;<=>?@A-Z\[^_`a-z|}~\]]+")
-# A server line that ends in a literal announcement: "{" number "}" CRLF.
-_LITERAL_AT_END = re.compile(rb"\{([0-9]{1,20})\}\r?\n\Z")
-_UNSENDABLE = frozenset("\x00\r\n")
 
 #: What `send_id` can tell the backend, in Dovecot's names (its imap-login
 #: takes them from login_trusted_networks): the client's address and port,
@@ -143,189 +141,6 @@ ID_FIELDS = (
     "x-connected-port",
     "x-session-id",
 )
-
-
-class TlsMode(enum.Enum):
-    """How the connection to the backend is protected."""
-
-    NONE = "none"  # plain TCP: loopback or a trusted network only
-    STARTTLS = "starttls"  # RFC 9051 §6.2.1: upgrade after the greeting
-    IMPLICIT = "implicit"  # RFC 8314 §3.3: TLS from the first byte (port 993)
-
-
-class BackendProtocolError(Exception):
-    """The backend sent something that is not a usable IMAP answer.
-
-    The message describes the backend's bytes; it never holds what we sent.
-    """
-
-
-# -- pure parts: line splitting, response parsing, command encoding ----------
-
-
-class LineReader:
-    """Split backend bytes into response lines, with a size bound.
-
-    Sans-IO: `feed` bytes, then call `next_line` until it returns None
-    ("need more"). A line that announces a literal (`... {5}` CRLF) continues
-    after the literal's octets (RFC 9051 §4.3), so the logical line is
-    returned whole, literal included. A logical line over `max_line_bytes`
-    raises BackendProtocolError as soon as that is known.
-    """
-
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self.max_line_bytes = max_line_bytes
-        self._buffer = bytearray()
-        self._line = bytearray()  # the logical line so far
-        self._literal_left = 0
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as (part of) a line."""
-        return len(self._buffer) + len(self._line)
-
-    def feed(self, data: bytes | bytearray) -> None:
-        self._buffer += data
-
-    def next_line(self) -> bytes | None:
-        while True:
-            if self._literal_left:
-                take = min(self._literal_left, len(self._buffer))
-                self._line += self._buffer[:take]
-                del self._buffer[:take]
-                self._literal_left -= take
-                if self._literal_left:
-                    return None
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._line) + len(self._buffer) > self.max_line_bytes:
-                    raise self._too_long()
-                return None
-            self._line += self._buffer[: end + 1]
-            del self._buffer[: end + 1]
-            if len(self._line) > self.max_line_bytes:
-                raise self._too_long()
-            literal = _LITERAL_AT_END.search(self._line)
-            if literal is not None:
-                size = int(literal.group(1))
-                if len(self._line) + size > self.max_line_bytes:
-                    raise self._too_long()
-                self._literal_left = size
-                continue
-            line = bytes(self._line)
-            self._line.clear()
-            return line
-
-    def _too_long(self) -> BackendProtocolError:
-        return BackendProtocolError(f"backend line longer than {self.max_line_bytes} bytes")
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """One backend line, parsed as far as this source needs.
-
-    `tag` is "*" (untagged), "+" (continuation request) or the command tag.
-    `condition` is OK/NO/BAD/BYE/PREAUTH, or "" for untagged data (then
-    `text` is the data, e.g. "CAPABILITY IMAP4rev1 ...") and continuations.
-    `code` is the response code's atom in upper case ("" if none) and
-    `code_args` the rest inside the brackets (RFC 9051 §7.1).
-    """
-
-    tag: str
-    condition: str
-    code: str
-    code_args: str
-    text: str
-
-
-def _resp_text(tag: str, condition: str, rest: str) -> Response:
-    # resp-text = ["[" resp-text-code "]" SP] [text]
-    if rest.startswith("["):
-        close = rest.find("]")
-        if close > 0:
-            atom, _, args = rest[1:close].partition(" ")
-            return Response(tag, condition, atom.upper(), args, rest[close + 1 :].lstrip(" "))
-    return Response(tag, condition, "", "", rest)
-
-
-def parse_response(line: bytes) -> Response:
-    """Parse one logical line from `LineReader`; raises BackendProtocolError."""
-    body = line.removesuffix(b"\n").removesuffix(b"\r")
-    if body == b"+" or body.startswith(b"+ "):
-        return _resp_text("+", "", body[2:].decode("utf-8", "replace"))
-    head, _, rest_bytes = body.partition(b" ")
-    rest = rest_bytes.decode("utf-8", "replace")
-    if head == b"*":
-        word, _, after = rest.partition(" ")
-        if word.upper() in _CONDITIONS:
-            return _resp_text("*", word.upper(), after)
-        if not word:
-            raise BackendProtocolError(f"empty untagged response: {_show(line)}")
-        return Response("*", "", "", "", rest)
-    if not _TAG.fullmatch(head) or head.startswith(b"+"):
-        raise BackendProtocolError(f"not an IMAP response: {_show(line)}")
-    word, _, after = rest.partition(" ")
-    if word.upper() not in ("OK", "NO", "BAD"):
-        raise BackendProtocolError(f"not an IMAP response (no OK/NO/BAD): {_show(line)}")
-    return _resp_text(head.decode("ascii"), word.upper(), after)
-
-
-def capabilities(response: Response) -> frozenset[str] | None:
-    """Capabilities in `[CAPABILITY ...]` or `* CAPABILITY ...`, upper-cased; else None."""
-    if response.code == "CAPABILITY":
-        return frozenset(response.code_args.upper().split())
-    if response.tag == "*" and not response.condition:
-        word, _, rest = response.text.partition(" ")
-        if word.upper() == "CAPABILITY":
-            return frozenset(rest.upper().split())
-    return None
-
-
-def _astring(value: str, caps: frozenset[str]) -> tuple[bytes, bool]:
-    """`value` as an IMAP string; True if it is a synchronizing literal."""
-    data = value.encode("utf-8")
-    if data.isascii():
-        escaped = data.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-        return b'"' + escaped + b'"', False
-    # RFC 9051 §4.3: 8-bit octets only travel in literals.
-    size = len(data)
-    non_sync = "LITERAL+" in caps or ("LITERAL-" in caps and size <= LITERAL_MINUS_MAX)
-    if non_sync:
-        return b"{%d+}\r\n" % size + data, False
-    return b"{%d}\r\n" % size + data, True
-
-
-def _command_chunks(
-    tag: str, parts: Sequence[bytes | str], caps: frozenset[str]
-) -> tuple[bytes, ...]:
-    """`tag` and `parts` (bytes as they are, str as IMAP strings) CRLF, cut at sync literals."""
-    chunks: list[bytes] = []
-    current = tag.encode("ascii")
-    for part in parts:
-        if isinstance(part, bytes):
-            current += part
-            continue
-        encoded, sync = _astring(part, caps)
-        if sync:
-            header, _, data = encoded.partition(b"\r\n")
-            chunks.append(current + header + b"\r\n")
-            current = data
-        else:
-            current += encoded
-    chunks.append(current + b"\r\n")
-    return tuple(chunks)
-
-
-def login_chunks(tag: str, user: str, password: str, caps: frozenset[str]) -> tuple[bytes, ...]:
-    """`tag LOGIN user password` CRLF, cut where a synchronizing literal must wait.
-
-    Send the chunks in order; after each one but the last, the backend's `+`
-    continuation must arrive first. Raises ValueError for NUL, CR or LF in
-    `user` or `password` (the error text names neither).
-    """
-    if _UNSENDABLE & set(user) or _UNSENDABLE & set(password):
-        raise ValueError("user name or password contains NUL, CR or LF")
-    return _command_chunks(tag, (b" LOGIN ", user, b" ", password), caps)
 
 
 def id_params(request: AuthRequest, fields: Sequence[str]) -> tuple[tuple[str, str], ...]:
@@ -355,33 +170,10 @@ def id_params(request: AuthRequest, fields: Sequence[str]) -> tuple[tuple[str, s
             continue
         text = str(value)
         # RFC 2971 §3.3: a value is at most 1024 octets.
-        if _UNSENDABLE & set(text) or len(text.encode("utf-8")) > 1024:
+        if UNSENDABLE & set(text) or len(text.encode("utf-8")) > 1024:
             continue
         out.append((name, text))
     return tuple(out)
-
-
-def id_chunks(
-    tag: str, params: Sequence[tuple[str, str]], caps: frozenset[str]
-) -> tuple[bytes, ...]:
-    """`tag ID (field value ...)` CRLF (RFC 2971 §3.1), cut as `login_chunks`."""
-    parts: list[bytes | str] = [b" ID ("]
-    for index, (name, value) in enumerate(params):
-        if _UNSENDABLE & set(name) or _UNSENDABLE & set(value):
-            raise ValueError("ID field or value contains NUL, CR or LF")
-        parts += [b" " if index else b"", name, b" ", value]
-    parts.append(b")")
-    return _command_chunks(tag, parts, caps)
-
-
-def _show(data: bytes | str) -> str:
-    """Backend bytes or text, printable and short, for a reason."""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = text.rstrip("\r\n")
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    if len(shown) > REASON_TEXT_MAX:
-        shown = shown[:REASON_TEXT_MAX] + "..."
-    return repr(shown)
 
 
 # -- the positive cache -----------------------------------------------------------
@@ -450,117 +242,6 @@ class _Unavailable(Exception):
         self.reason = reason
 
 
-def _describe(exc: BaseException) -> str:
-    """A short description of an I/O or TLS error, for a reason."""
-    cause = exc.__cause__ if exc.__cause__ is not None else exc
-    # trio.open_tcp_stream raises OSError from a group of per-address errors.
-    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
-        cause = cause.exceptions[0]
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f"certificate verification failed: {cause.verify_message}"
-    if isinstance(cause, ssl.SSLError):
-        return f"TLS error: {cause.reason or cause}"
-    if isinstance(cause, OSError) and cause.errno:
-        return os.strerror(cause.errno)
-    return str(exc) or type(exc).__name__
-
-
-@contextmanager
-def _io(what: str) -> Iterator[None]:
-    """Turn I/O, TLS and protocol errors during `what` into _Unavailable."""
-    try:
-        yield
-    except BackendProtocolError as exc:
-        raise _Unavailable(f"{what}: {exc}") from None
-    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-        raise _Unavailable(f"{what}: {_describe(exc)}") from None
-
-
-class _Dialogue:
-    """One backend connection: read answers under a deadline, send commands."""
-
-    def __init__(self, stream: trio.abc.Stream, response_timeout_s: float) -> None:
-        self.stream = stream
-        self.reader = LineReader()
-        self.response_timeout_s = response_timeout_s
-
-    async def read(self, waiting_for: str) -> Response:
-        with trio.move_on_after(self.response_timeout_s):
-            with _io(f"reading {waiting_for}"):
-                while (line := self.reader.next_line()) is None:
-                    data = await self.stream.receive_some(65536)
-                    if not data:
-                        raise _Unavailable(f"backend closed the connection before {waiting_for}")
-                    self.reader.feed(data)
-                return parse_response(line)
-        raise _Unavailable(
-            f"timed out after {self.response_timeout_s:g}s waiting for {waiting_for}"
-        )
-
-    async def send(self, data: bytes, what: str) -> None:
-        with trio.move_on_after(self.response_timeout_s):
-            with _io(f"sending {what}"):
-                await self.stream.send_all(data)
-                return
-        raise _Unavailable(f"sending {what} took over {self.response_timeout_s:g}s")
-
-    async def command(self, tag: str, chunks: tuple[bytes, ...], what: str) -> Response:
-        """Send a command (waiting for "+" between chunks); return its tagged answer.
-
-        ``response_timeout_s`` bounds the whole exchange, not only each line:
-        a backend that chatters untagged lines forever cannot hold a login.
-        """
-        with trio.move_on_after(self.response_timeout_s):
-            return await self._command(tag, chunks, what)
-        raise _Unavailable(
-            f"timed out after {self.response_timeout_s:g}s waiting for the answer to {what}"
-        )
-
-    async def _command(self, tag: str, chunks: tuple[bytes, ...], what: str) -> Response:
-        for index, chunk in enumerate(chunks):
-            await self.send(chunk, what)
-            last = index == len(chunks) - 1
-            while True:
-                response = await self.read(f"the answer to {what}")
-                if response.tag == tag:
-                    return response
-                if response.tag == "+" and not last:
-                    break
-                if response.tag == "+":
-                    raise _Unavailable(f"unexpected continuation after {what}")
-                if response.condition == "BYE":
-                    raise _Unavailable(f"backend said BYE during {what}: {_show(response.text)}")
-                if response.tag != "*":
-                    raise _Unavailable(f"answer with an unknown tag during {what}")
-        raise AssertionError("unreachable: the last chunk returns or raises")
-
-    async def capabilities(self, tag: str) -> frozenset[str]:
-        with trio.move_on_after(self.response_timeout_s):
-            return await self._capabilities(tag)
-        raise _Unavailable(
-            f"timed out after {self.response_timeout_s:g}s waiting for the answer to CAPABILITY"
-        )
-
-    async def _capabilities(self, tag: str) -> frozenset[str]:
-        await self.send(tag.encode() + b" CAPABILITY\r\n", "CAPABILITY")
-        caps: frozenset[str] = frozenset()
-        while True:
-            response = await self.read("the answer to CAPABILITY")
-            caps |= capabilities(response) or frozenset()
-            if response.condition == "BYE":
-                raise _Unavailable(f"backend said BYE to CAPABILITY: {_show(response.text)}")
-            if response.tag == tag:
-                if response.condition != "OK" or not caps:
-                    raise _Unavailable(f"backend answered CAPABILITY with {response.condition}")
-                return caps
-
-    async def logout(self, tag: str) -> None:
-        """Best effort: say LOGOUT and wait briefly for its answer."""
-        with trio.move_on_after(min(LOGOUT_GRACE_S, self.response_timeout_s)):
-            with suppress(_Unavailable):
-                await self.command(tag, (tag.encode() + b" LOGOUT\r\n",), "LOGOUT")
-
-
 # -- the source -----------------------------------------------------------------------
 
 
@@ -573,8 +254,8 @@ class ImapBackendSource:
     docstring for the dialogue, quoting, limits and the cache.
 
     TLS: `tls` picks the mode. `ssl_context` defaults to
-    `ssl.create_default_context()` (system CAs, hostname checked against the
-    backend host, which may be an IP address with an IP SAN).
+    `refd.imap_client.client_tls_context()` (system CAs, hostname checked
+    against the backend host, which may be an IP address with an IP SAN).
     `verify_certificate=False` builds a context that checks nothing, for labs
     only (logged as a warning); it cannot be combined with `ssl_context`.
 
@@ -625,10 +306,8 @@ class ImapBackendSource:
         self.tls = tls
         self.ssl_context: ssl.SSLContext | None = None
         if tls is not TlsMode.NONE:
-            self.ssl_context = ssl_context or ssl.create_default_context()
+            self.ssl_context = ssl_context or client_tls_context(verify=verify_certificate)
             if not verify_certificate:
-                self.ssl_context.check_hostname = False
-                self.ssl_context.verify_mode = ssl.CERT_NONE
                 log.warning(
                     "auth source %s: backend TLS certificates are NOT verified "
                     "(verify_certificate=False); for labs only",
@@ -675,7 +354,7 @@ class ImapBackendSource:
     async def _authenticate(
         self, user: str, password: str, ident: tuple[tuple[str, str], ...] = ()
     ) -> AuthResult:
-        if _UNSENDABLE & set(user) or _UNSENDABLE & set(password):
+        if UNSENDABLE & set(user) or UNSENDABLE & set(password):
             reason = "user name or password contains NUL, CR or LF"
             return AuthResult(AuthStatus.FAILURE, user, reason)
         try:
@@ -725,81 +404,82 @@ class ImapBackendSource:
                 f"no free slot within {self.connect_timeout_s:g}s ({in_flight} checks in flight)"
             )
         try:
-            stream = await self._connect(host, port, deadline)
+            with self._stage("connect", timeout=False):
+                stream = await connect(
+                    host,
+                    port,
+                    timeout_s=self.connect_timeout_s,
+                    deadline=deadline,
+                    open_tcp_stream=self._open_tcp_stream,
+                )
+            client = ImapClient(
+                stream, timeout_s=self.response_timeout_s, max_answer_bytes=ANSWER_MAX_BYTES
+            )
             try:
-                return await self._dialogue(stream, backend, user, password, ident)
+                return await self._dialogue(client, backend, user, password, ident)
             finally:
-                await trio.aclose_forcefully(stream)
+                await client.aclose()
         finally:
             limiter.release()
 
-    async def _connect(self, host: str, port: int, deadline: float) -> trio.abc.Stream:
-        with trio.move_on_at(deadline):
-            with _io("connect"):
-                return await self._open_tcp_stream(host, port)
-        raise _Unavailable(f"connect timed out after {self.connect_timeout_s:g}s")
-
-    async def _start_tls(
-        self, stream: trio.abc.Stream, host: str
-    ) -> trio.SSLStream[trio.abc.Stream]:
-        assert self.ssl_context is not None
-        tls_stream = trio.SSLStream(stream, self.ssl_context, server_hostname=host)
-        with trio.move_on_after(self.response_timeout_s):
-            with _io("TLS handshake"):
-                await tls_stream.do_handshake()
-                return tls_stream
-        raise _Unavailable(f"TLS handshake took over {self.response_timeout_s:g}s")
+    @contextmanager
+    def _stage(self, what: str, *, timeout: bool = True) -> Iterator[None]:
+        """`what` fails as _Unavailable("what: why"), and takes `response_timeout_s` at most."""
+        limit_s = self.response_timeout_s if timeout else math.inf
+        with trio.move_on_after(limit_s) as scope:
+            try:
+                yield
+            except (ClientError, ResponseError) as exc:
+                raise _Unavailable(f"{what}: {exc}") from None
+        if scope.cancelled_caught:
+            raise _Unavailable(f"{what}: {timed_out(limit_s)}")
 
     async def _dialogue(
         self,
-        stream: trio.abc.Stream,
+        client: ImapClient,
         backend: Backend,
         user: str,
         password: str,
         ident: tuple[tuple[str, str], ...],
     ) -> tuple[AuthStatus, str]:
         host = backend[0]
+        context = self.ssl_context
         if self.tls is TlsMode.IMPLICIT:
-            stream = await self._start_tls(stream, host)
-        talk = _Dialogue(stream, self.response_timeout_s)
-        greeting = await talk.read("the greeting")
-        if greeting.tag != "*" or greeting.condition not in ("OK", "PREAUTH", "BYE"):
-            raise _Unavailable(f"not an IMAP greeting: {_show(greeting.text)}")
+            assert context is not None
+            with self._stage("TLS handshake"):
+                await client.tls_handshake(context, host)
+        with self._stage("greeting"):
+            greeting = await client.greeting()
+            check_greeting(greeting)
         if greeting.condition == "BYE":
-            raise _Unavailable(f"backend said BYE: {_show(greeting.text)}")
+            raise _Unavailable(f"backend said BYE: {show(greeting.text)}")
         if greeting.condition == "PREAUTH":
             raise _Unavailable("backend greeted with PREAUTH: there is no password to check")
-        caps = capabilities(greeting)
         if self.tls is TlsMode.STARTTLS:
-            if caps is None:
-                caps = await talk.capabilities("r1")
-            if "STARTTLS" not in caps:
-                raise _Unavailable("backend does not offer STARTTLS")
-            answer = await talk.command("r2", (b"r2 STARTTLS\r\n",), "STARTTLS")
-            if answer.condition != "OK":
-                raise _Unavailable(f"backend answered STARTTLS with {answer.condition}")
-            if talk.reader.buffered:
-                # Bytes sent before the handshake would be read as if they came
-                # over TLS: a known injection (RFC 9051 §6.2.1, CVE-2011-0411).
-                raise _Unavailable("backend sent data after its STARTTLS OK")
-            talk.stream = await self._start_tls(stream, host)
-            caps = None  # RFC 9051 §6.2.1: forget what was learnt before TLS
-        if caps is None:
-            caps = await talk.capabilities("r3")
+            assert context is not None
+            with self._stage("CAPABILITY"):
+                await client.known_capabilities("r1")
+            with self._stage("STARTTLS"):
+                answer = await client.request_starttls("r2")
+            with self._stage("STARTTLS"):
+                await client.start_tls(answer, context, host)
+        with self._stage("CAPABILITY"):
+            caps = await client.known_capabilities("r3")
         if "LOGINDISABLED" in caps:
             raise _Unavailable("backend advertises LOGINDISABLED: it wants TLS before LOGIN")
         if ident:
-            await self._send_id(talk, backend, ident, caps)
-        answer = await talk.command("r4", login_chunks("r4", user, password, caps), "LOGIN")
-        status, reason = _decide(answer)
-        await talk.logout("r5")
+            await self._send_id(client, backend, ident, caps)
+        with self._stage("LOGIN"):
+            login = await client.login(user, password, "r4")
+        status, reason = _decide(login.tagged)
+        await client.logout("r5")
         if status is AuthStatus.UNAVAILABLE:
             raise _Unavailable(reason)
         return status, reason
 
     async def _send_id(
         self,
-        talk: _Dialogue,
+        client: ImapClient,
         backend: Backend,
         ident: tuple[tuple[str, str], ...],
         caps: frozenset[str],
@@ -807,7 +487,8 @@ class ImapBackendSource:
         """RFC 2971 ID with the client's identity, if the backend advertises ID."""
         answer = None
         if "ID" in caps:
-            answer = await talk.command("r6", id_chunks("r6", ident, caps), "ID")
+            with self._stage("ID"):
+                answer = (await client.command("r6", id_chunks("r6", ident, caps))).tagged
             if answer.condition == "OK":
                 return
         # Once per backend: the checks go on, penalised as refd's own.
@@ -819,7 +500,7 @@ class ImapBackendSource:
                 _where(backend),
                 "does not advertise ID"
                 if answer is None
-                else f"answered ID with {answer.condition}: {_show(answer.text)}",
+                else f"answered ID with {answer.condition}: {show(answer.text)}",
             )
 
 
@@ -833,13 +514,13 @@ def _decide(answer: Response) -> tuple[AuthStatus, str]:
     code = f" [{answer.code}]" if answer.code else ""
     return (
         AuthStatus.UNAVAILABLE,
-        f"backend answered {answer.condition}{code} to LOGIN: {_show(answer.text)}",
+        f"backend answered {answer.condition}{code} to LOGIN: {show(answer.text)}",
     )
 
 
 def _where(backend: Backend) -> str:
     host, port = backend
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
 
 
 def _redacted(result: AuthResult, password: str) -> AuthResult:

@@ -18,6 +18,7 @@ __all__ = [
     "ASTRING_CHARS",
     "ATOM_CHARS",
     "LIST_CHARS",
+    "LITERAL_HEAD",
     "TAG_CHARS",
     "ParseError",
     "Reader",
@@ -53,7 +54,7 @@ _TAG_RUN = _run_pattern(TAG_CHARS)
 _LIST_RUN = _run_pattern(LIST_CHARS)
 _QUOTED_RUN = _run_pattern(_QUOTED_PLAIN)
 # literal = "{" number ["+"] "}" CRLF *CHAR8   (the "+" is RFC 7888 LITERAL-)
-_LITERAL_HEAD = re.compile(rb"\{([0-9]{1,10})(\+?)\}\r\n")
+LITERAL_HEAD = re.compile(rb"\{([0-9]{1,10})(\+?)\}\r\n")
 
 
 class ParseError(Exception):
@@ -175,7 +176,7 @@ class Reader:
             raise ParseError(f"8-bit character in quoted {what}; use a literal.")
 
     def literal(self, what: str) -> bytes:
-        m = _LITERAL_HEAD.match(self.data, self.pos)
+        m = LITERAL_HEAD.match(self.data, self.pos)
         if m is None:
             raise ParseError(f"Invalid literal for {what}.")
         size = int(m.group(1))

@@ -52,7 +52,7 @@ from refd.routing.model import (
     is_inbox,
     normalise_user,
 )
-from refd.routing.url import DEFAULT_PORT
+from refd.routing.url import DEFAULT_PORT, split_host_port, url_host
 from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
 
 __all__ = [
@@ -325,11 +325,14 @@ class _Loader:
         for i, item in enumerate(items, 1):
             what = f"self[{i}]"
             text = r.as_str(item, what)
-            host, port_text = _split_host_port(text)
+            try:
+                host, port_text = split_host_port(text)
+            except ValueError as exc:
+                raise r.error(item, f"{what}: {exc}") from None
             port = DEFAULT_PORT
             if port_text is not None:
                 port = r.as_int(Scalar(port_text, item.line, False), f"{what} port", 1, 65535)
-            found.add(_address_key(self.host(item, host, what), port))
+            found.add(_address_key(self.host(item, url_host(host), what), port))
         return found
 
     # -- servers ------------------------------------------------------------------
@@ -745,19 +748,6 @@ def _default_namespaces(rules: Iterable[MailboxRule], delimiter: str) -> Namespa
         ):
             shared.append((prefix, delimiter))
     return Namespaces(personal=(("", delimiter),), other=(), shared=tuple(shared))
-
-
-def _split_host_port(text: str) -> tuple[str, str | None]:
-    """``host[:port]``, where host may be ``[v6]`` or a bare IPv6 literal."""
-    if text.startswith("["):
-        host, bracket, rest = text.partition("]")
-        if bracket and rest.startswith(":"):
-            return host + "]", rest[1:]
-        return text, None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, port
-    return text, None
 
 
 def _address_key(host: str, port: int) -> tuple[str, int]:

@@ -57,6 +57,7 @@ __all__ = [
     "door_url",
     "imap_url",
     "parse_imap_url",
+    "split_host_port",
     "url_can_name",
     "url_host",
 ]
@@ -107,6 +108,35 @@ def url_can_name(text: str) -> bool:
     URL.  Callers ask this before routing; `imap_url` refuses the rest.
     """
     return bool(text)
+
+
+def split_host_port(text: str) -> tuple[str, str | None]:
+    """``host[:port]`` or ``[IPv6][:port]`` -> (host without brackets, port text or None).
+
+    The one reader of this notation in refd: the daemon config's
+    ``sibling`` and ``auth.imap.server``, the routing table's ``self`` and
+    ``refd probe --door``. An IPv6 address must be in brackets (RFC 3986
+    §3.2.2), because ``2001:db8::1:143`` could be an address or an address
+    and a port. Each caller checks the port as a number (a config file
+    refuses ``0143``, for one) and the host as it needs. Raises ValueError
+    with a text that follows the value in a message: "write [IPv6]:PORT",
+    "empty port", ...
+    """
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("write [IPv6]:PORT")
+        if host and ":" not in host:
+            raise ValueError("brackets are only for IPv6 addresses")
+        if rest == ":":
+            raise ValueError("empty port")
+        return host, rest[1:] or None
+    if text.count(":") > 1:
+        raise ValueError("write an IPv6 address in brackets, [::1]:143")
+    host, colon, port = text.partition(":")
+    if colon and not port:
+        raise ValueError("empty port")
+    return host, port if colon else None
 
 
 def _enc_mailbox(name: str, delimiter: str) -> str:

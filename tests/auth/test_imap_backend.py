@@ -1,4 +1,4 @@
-"""The `imap` auth source without Dovecot: pure helpers, and a scripted fake backend.
+"""The `imap` auth source without Dovecot: its dialogue against a scripted fake backend.
 
 The fake runs over in-memory streams under trio's autojump clock, so
 timeouts cost no real time. It covers what a real Dovecot will not do
@@ -18,63 +18,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import trio
 import trio.testing
-from hypothesis import given
-from hypothesis import strategies as st
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
-from refd.auth.imap_backend import (
-    MAX_LINE_BYTES,
-    BackendProtocolError,
-    ImapBackendSource,
-    LineReader,
-    Response,
-    TlsMode,
-    capabilities,
-    login_chunks,
-    parse_response,
-)
+from refd.auth.imap_backend import ImapBackendSource, TlsMode
+from refd.protocol.client import MAX_LINE_BYTES
+from tests.protocol.test_client import parse_login
 
 BACKEND = ("mail1.example.org", 143)
 GREETING = b"* OK [CAPABILITY IMAP4rev1 LITERAL+ AUTH=PLAIN] fake ready\r\n"
 SECRET = "correct horse battery staple"
-
-# -- a reference parser for what the source sends ------------------------------------
-
-_LITERAL = re.compile(rb"\{([0-9]+)(\+?)\}\r\n")
-
-
-def _astring(data: bytes) -> tuple[bytes, bytes]:
-    """One astring (RFC 9051 §9) from the front of `data`: (value, rest)."""
-    if data[:1] == b'"':
-        out, i = bytearray(), 1
-        while data[i : i + 1] != b'"':
-            if data[i : i + 1] == b"\\":
-                assert data[i + 1 : i + 2] in (b"\\", b'"'), "only quoted-specials are escaped"
-                i += 1
-            assert data[i] < 0x80 and data[i] not in b"\r\n\x00", "QUOTED-CHAR is 7-bit TEXT-CHAR"
-            out.append(data[i])
-            i += 1
-        return bytes(out), data[i + 1 :]
-    literal = _LITERAL.match(data)
-    if literal:
-        size = int(literal.group(1))
-        return data[literal.end() : literal.end() + size], data[literal.end() + size :]
-    atom = re.match(rb"[^ \r\n(){%*\"\\\]]+", data)
-    assert atom, f"not an astring: {data[:20]!r}"
-    return atom.group(0), data[atom.end() :]
-
-
-def parse_login(wire: bytes) -> tuple[str, str, str]:
-    """tag, user, password from one complete `tag LOGIN user password` CRLF."""
-    tag, _, rest = wire.partition(b" ")
-    command, _, rest = rest.partition(b" ")
-    assert command.upper() == b"LOGIN"
-    user, rest = _astring(rest)
-    assert rest[:1] == b" "
-    password, rest = _astring(rest[1:])
-    assert rest == b"\r\n", rest
-    return tag.decode(), user.decode("utf-8"), password.decode("utf-8")
-
 
 # -- the fake backend ------------------------------------------------------------------
 
@@ -249,155 +201,6 @@ async def check(
     return await source.authenticate(AuthRequest(user, password, client_address="192.0.2.7"))
 
 
-# -- pure: LineReader -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("feeds", "lines"),
-    [
-        ([b"* OK hi\r\n"], [b"* OK hi\r\n"]),
-        ([b"* OK", b" hi\r", b"\n"], [b"* OK hi\r\n"]),
-        ([b"a OK x\r\nb NO y\r\n"], [b"a OK x\r\n", b"b NO y\r\n"]),
-        ([b"* OK bare LF\n"], [b"* OK bare LF\n"]),
-        # A literal is part of the logical line, CRLF inside it included.
-        ([b"* 1 FETCH (BODY {4}\r\n", b"a\r\nb)\r\n"], [b"* 1 FETCH (BODY {4}\r\na\r\nb)\r\n"]),
-        ([b"* X {0}\r\n)\r\n"], [b"* X {0}\r\n)\r\n"]),
-        ([b"* OK no end yet"], []),
-    ],
-)
-def test_line_reader(feeds: list[bytes], lines: list[bytes]) -> None:
-    reader = LineReader()
-    got = []
-    for data in feeds:
-        reader.feed(data)
-        while (line := reader.next_line()) is not None:
-            got.append(line)
-    assert got == lines
-
-
-def test_line_reader_refuses_endless_lines_before_they_end() -> None:
-    reader = LineReader(max_line_bytes=100)
-    reader.feed(b"* OK " + b"x" * 95)  # 100 bytes, no newline: still fine
-    assert reader.next_line() is None
-    reader.feed(b"x")
-    with pytest.raises(BackendProtocolError, match="longer than 100 bytes"):
-        reader.next_line()
-
-
-def test_line_reader_refuses_a_literal_that_would_overflow_at_once() -> None:
-    reader = LineReader(max_line_bytes=100)
-    reader.feed(b"* X {1000}\r\n")
-    with pytest.raises(BackendProtocolError):
-        reader.next_line()
-
-
-def test_line_reader_takes_a_line_of_exactly_the_limit() -> None:
-    reader = LineReader(max_line_bytes=100)
-    line = b"* OK " + b"x" * 93 + b"\r\n"
-    reader.feed(line)
-    assert reader.next_line() == line
-
-
-# -- pure: parse_response ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("line", "response"),
-    [
-        (
-            b"* OK [CAPABILITY IMAP4rev1 LITERAL+] ready\r\n",
-            Response("*", "OK", "CAPABILITY", "IMAP4rev1 LITERAL+", "ready"),
-        ),
-        (b"* BYE shutting down\r\n", Response("*", "BYE", "", "", "shutting down")),
-        (b"* PREAUTH hi\r\n", Response("*", "PREAUTH", "", "", "hi")),
-        (b"* CAPABILITY IMAP4rev1\r\n", Response("*", "", "", "", "CAPABILITY IMAP4rev1")),
-        (b"+ go ahead\r\n", Response("+", "", "", "", "go ahead")),
-        (b"+\r\n", Response("+", "", "", "", "")),
-        (
-            b"r4 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
-            Response("r4", "NO", "AUTHENTICATIONFAILED", "", "Authentication failed."),
-        ),
-        (
-            b"r4 no [unavailable] try later\r\n",
-            Response("r4", "NO", "UNAVAILABLE", "", "try later"),
-        ),
-        (b"r4 OK\r\n", Response("r4", "OK", "", "", "")),
-        (b"r4 BAD [oops\r\n", Response("r4", "BAD", "", "", "[oops")),
-    ],
-)
-def test_parse_response(line: bytes, response: Response) -> None:
-    assert parse_response(line) == response
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        b"\r\n",
-        b"HTTP/1.1 400 Bad Request\r\n",
-        b"r4 MAYBE\r\n",
-        b"(x) OK\r\n",
-        b"* \r\n",
-        b"r4\r\n",
-    ],
-)
-def test_parse_response_refuses_garbage(line: bytes) -> None:
-    with pytest.raises(BackendProtocolError):
-        parse_response(line)
-
-
-def test_capabilities_from_code_or_data() -> None:
-    assert capabilities(parse_response(b"* OK [CAPABILITY imap4rev1 Literal+] hi\r\n")) == (
-        frozenset({"IMAP4REV1", "LITERAL+"})
-    )
-    assert capabilities(parse_response(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n")) == (
-        frozenset({"IMAP4REV1", "STARTTLS"})
-    )
-    assert capabilities(parse_response(b"* OK hi\r\n")) is None
-
-
-# -- pure: login_chunks ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("user", "password", "caps", "chunks"),
-    [
-        ("alice", "pw", set(), [b'r4 LOGIN "alice" "pw"\r\n']),
-        ("a", 'q"b\\s', set(), [b'r4 LOGIN "a" "q\\"b\\\\s"\r\n']),
-        ("a", "", set(), [b'r4 LOGIN "a" ""\r\n']),
-        ("a", "pä", {"LITERAL+"}, [b'r4 LOGIN "a" {3+}\r\np\xc3\xa4\r\n']),
-        ("a", "pä", {"LITERAL-"}, [b'r4 LOGIN "a" {3+}\r\np\xc3\xa4\r\n']),
-        ("a", "pä", set(), [b'r4 LOGIN "a" {3}\r\n', b"p\xc3\xa4\r\n"]),
-        ("jö", "pä", set(), [b"r4 LOGIN {3}\r\n", b"j\xc3\xb6 {3}\r\n", b"p\xc3\xa4\r\n"]),
-    ],
-)
-def test_login_chunks(user: str, password: str, caps: set[str], chunks: list[bytes]) -> None:
-    assert list(login_chunks("r4", user, password, frozenset(caps))) == chunks
-
-
-def test_literal_minus_only_up_to_4096_octets() -> None:
-    big = "ä" * 2049  # 4098 octets
-    chunks = login_chunks("r4", "a", big, frozenset({"LITERAL-"}))
-    assert chunks[0] == b'r4 LOGIN "a" {4098}\r\n'
-
-
-@pytest.mark.parametrize("bad", ["a\x00b", "a\rb", "a\nb"])
-def test_login_chunks_refuse_nul_cr_lf(bad: str) -> None:
-    with pytest.raises(ValueError, match="NUL, CR or LF") as info:
-        login_chunks("r4", "alice", bad, frozenset())
-    assert bad not in str(info.value)
-    with pytest.raises(ValueError):
-        login_chunks("r4", bad, "pw", frozenset())
-
-
-@given(
-    user=st.text(st.characters(blacklist_characters="\x00\r\n", blacklist_categories=["Cs"])),
-    password=st.text(st.characters(blacklist_characters="\x00\r\n", blacklist_categories=["Cs"])),
-    caps=st.sampled_from([frozenset(), frozenset({"LITERAL+"}), frozenset({"LITERAL-"})]),
-)
-def test_login_chunks_round_trip(user: str, password: str, caps: frozenset[str]) -> None:
-    assert parse_login(b"".join(login_chunks("r4", user, password, caps))) == ("r4", user, password)
-
-
 # -- the dialogue against a fake ---------------------------------------------------------------
 
 
@@ -447,15 +250,17 @@ async def test_tagged_answers(
     [
         (scripted(b"* BYE Too many connections\r\n"), "backend said BYE: 'Too many connections'"),
         (scripted(b"* PREAUTH welcome\r\n"), "backend greeted with PREAUTH"),
-        (scripted(b"SSH-2.0-OpenSSH_9.2\r\n"), "reading the greeting: not an IMAP response"),
-        (scripted(b"HTTP/1.1 400 Bad\r\n"), "reading the greeting: not an IMAP response"),
-        (scripted(b"r4 OK hello\r\n"), "not an IMAP greeting"),
+        (scripted(b"SSH-2.0-OpenSSH_9.2\r\n"), "greeting: not an IMAP response"),
+        (scripted(b"HTTP/1.1 400 Bad\r\n"), "greeting: not an IMAP response"),
+        (scripted(b"r4 OK hello\r\n"), "greeting: not an IMAP greeting: OK hello"),
         (scripted(b"* OK " + b"x" * MAX_LINE_BYTES), "longer than 65536 bytes"),
         (scripted(GREETING, None, b"\x00\x01garbage\r\n"), "not an IMAP response"),
         (scripted(GREETING, None, b"r4 PERHAPS\r\n"), "not an IMAP response (no OK/NO/BAD)"),
-        (scripted(GREETING, None, b"zz OK yes\r\n"), "answer with an unknown tag during LOGIN"),
-        (scripted(GREETING, None, b"+ more?\r\n"), "unexpected continuation after LOGIN"),
-        (scripted(GREETING, None, b"* BYE going down\r\n"), "backend said BYE during LOGIN"),
+        (
+            scripted(GREETING, None, b"zz OK yes\r\n"),
+            "LOGIN: unexpected response 'OK yes' (tag zz)",
+        ),
+        (scripted(GREETING, None, b"+ more?\r\n"), "LOGIN: unexpected response 'more?' (tag +)"),
         (
             scripted(b"* OK [CAPABILITY IMAP4rev1 LOGINDISABLED] hi\r\n"),
             "backend advertises LOGINDISABLED",
@@ -484,11 +289,20 @@ async def _close_after_login(conn: FakeConn) -> None:
     await conn.stream.aclose()
 
 
+async def _bye_during_login(conn: FakeConn) -> None:
+    # RFC 9051 §7.1.5: BYE, then the server closes; the reason names the BYE.
+    await conn.send(GREETING)
+    await conn.command()
+    await conn.send(b"* BYE going down\r\n")
+    await conn.stream.aclose()
+
+
 @pytest.mark.parametrize(
     ("handler", "reason"),
     [
-        (_close_now, "backend closed the connection before the greeting"),
-        (_close_after_login, "backend closed the connection before the answer to LOGIN"),
+        (_close_now, "greeting: the server closed the connection"),
+        (_close_after_login, "LOGIN: the server closed the connection"),
+        (_bye_during_login, "LOGIN: the server closed the connection after * BYE going down"),
     ],
 )
 async def test_closed_mid_dialogue_is_unavailable(
@@ -527,7 +341,7 @@ async def test_silent_backend_times_out_on_the_greeting(
     source, _ = make(scripted(), response_timeout_s=3)
     started = trio.current_time()
     result = await check(source)
-    assert result.reason == "mail1.example.org:143: timed out after 3s waiting for the greeting"
+    assert result.reason == "mail1.example.org:143: greeting: timed out after 3 s"
     assert trio.current_time() - started == pytest.approx(3)
 
 
@@ -538,7 +352,7 @@ async def test_each_answer_has_its_own_timeout(
     assert (await check(source)).status is AuthStatus.SUCCESS
     source, _ = make(imap_server({"alice": SECRET}, login_delay_s=3.5), response_timeout_s=3)
     result = await check(source)
-    assert result.reason.endswith("timed out after 3s waiting for the answer to LOGIN")
+    assert result.reason == "mail1.example.org:143: LOGIN: timed out after 3 s"
 
 
 async def test_connect_timeout(autojump_clock: trio.abc.Clock) -> None:
@@ -550,7 +364,7 @@ async def test_connect_timeout(autojump_clock: trio.abc.Clock) -> None:
     started = trio.current_time()
     result = await check(source)
     assert result == AuthResult(
-        AuthStatus.UNAVAILABLE, "alice", "mail1.example.org:143: connect timed out after 2s"
+        AuthStatus.UNAVAILABLE, "alice", "mail1.example.org:143: connect: timed out after 2 s"
     )
     assert trio.current_time() - started == pytest.approx(2)
 
@@ -560,7 +374,7 @@ async def test_connection_refused() -> None:
         raise OSError(errno.ECONNREFUSED, "Connection refused")
 
     source = ImapBackendSource(BACKEND, open_tcp_stream=refused)
-    assert (await check(source)).reason == "mail1.example.org:143: connect: Connection refused"
+    assert (await check(source)).reason == "mail1.example.org:143: connect: connection refused"
 
 
 async def test_at_most_limit_checks_in_flight(
@@ -644,10 +458,10 @@ async def test_each_backend_has_its_own_limit(
 @pytest.mark.parametrize(
     ("handler", "reason"),
     [
-        (scripted(GREETING), "backend does not offer STARTTLS"),
+        (scripted(GREETING), "STARTTLS: the server does not offer STARTTLS"),
         (
             scripted(b"* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", None, b"r2 NO not now\r\n"),
-            "backend answered STARTTLS with NO",
+            "STARTTLS: STARTTLS refused: NO not now",
         ),
         (
             # Plaintext queued behind the OK would be read as if it came over TLS.
@@ -656,7 +470,7 @@ async def test_each_backend_has_its_own_limit(
                 None,
                 b"r2 OK Begin TLS\r\n* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] injected\r\n",
             ),
-            "backend sent data after its STARTTLS OK",
+            "STARTTLS: data after the STARTTLS answer (injection?)",
         ),
     ],
 )

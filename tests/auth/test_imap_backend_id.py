@@ -15,7 +15,8 @@ import pytest
 import trio
 
 from refd.auth.base import AuthRequest, AuthStatus
-from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, id_chunks, id_params
+from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, id_params
+from refd.protocol.client import id_chunks
 from tests.auth.test_imap_backend import BACKEND, SECRET, FakeBackends, FakeConn, parse_login
 
 FULL = AuthRequest(
