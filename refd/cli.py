@@ -22,6 +22,7 @@ import trio
 from refd import __version__, probe
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
+from refd.explain import explain
 from refd.supervisor import Supervisor
 from refd.tree import TreeError
 from refd.yamltree import parse_yaml
@@ -193,13 +194,13 @@ def _check_one(path: Path) -> str:
 
 def _explain(args: argparse.Namespace) -> int:
     if args.routing is not None:
-        table = load_routing(args.routing)
+        found = explain(load_routing(args.routing), args.user, args.mailbox)
     else:
-        config = load_config(args.config or DEMO_CONFIG)
-        table = load_service(config).table
-    for line in table.explain(args.user, args.mailbox):
+        service = load_service(load_config(args.config or DEMO_CONFIG))
+        found = explain(service.table, args.user, args.mailbox, service.auth)
+    for line in found.lines:
         print(line)
-    return 0 if table.route_user(args.user) is not None else 2
+    return 0 if found.referred else 2
 
 
 if __name__ == "__main__":

@@ -490,13 +490,14 @@ class _Loader:
         else:
             text = r.as_str(selector, f"{what}.{kind}")
             if kind != "regex":
-                # Domains are case-insensitive: compare them lower-cased.
+                # User names are compared lower-cased (model.normalise_user).
                 text = normalise_user(text)
             if kind == "glob":
                 pattern = re.compile(fnmatch.translate(text))
             elif kind == "regex":
                 try:
-                    pattern = re.compile(text)
+                    # It sees the lower-cased name: [A-Z] must match it too.
+                    pattern = re.compile(text, re.IGNORECASE)
                 except re.error as exc:
                     raise r.error(
                         selector, f'{what}.regex "{text}" does not compile: {exc}'
@@ -530,7 +531,7 @@ class _Loader:
             server = self.server_ref(value, r.as_str(value, what), what)
             if user in found:
                 raise r.error(
-                    key, f'user "{user}" is listed twice (first at line {first_line[user]})'
+                    key, f'user "{key.value}" is listed twice (first at line {first_line[user]})'
                 )
             if server is not None:
                 found[user] = server
@@ -672,25 +673,21 @@ def parse_user_map(
                 if len(errors) >= MAX_ERRORS:
                     break
                 continue
-        user, name = fields
-        at = user.rfind("@")
-        if at >= 0:
-            domain = user[at + 1 :]
-            if not domain.islower():
-                user = user[: at + 1] + domain.lower()
+        written, name = fields
+        user = normalise_user(written)
         server = find(name)
         if server is None:
             if name in skip:
                 continue
             errors.append(
                 TreeError(
-                    file, number, f'unknown server "{name}" for user "{user}"{_known(servers)}'
+                    file, number, f'unknown server "{name}" for user "{written}"{_known(servers)}'
                 )
             )
         elif user in table:
             first = _first_line(lines, user, number)
             errors.append(
-                TreeError(file, number, f'user "{user}" is listed twice (first at line {first})')
+                TreeError(file, number, f'user "{written}" is listed twice (first at line {first})')
             )
         else:
             table[user] = server
