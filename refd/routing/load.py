@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_EMPTY = 'it needs "version" and "servers"'
 MAX_ERRORS = 50  # a broken 1M-line map must not produce 1M messages
 
 _TOP_KEYS = frozenset(
@@ -120,7 +121,9 @@ def read_user_map_name(root: Node | None, file: str) -> str | None:
     """
     reader = Reader(file)
     try:
-        top = reader.as_map(root, "the routing file", line=1)
+        if root is None:
+            return None
+        top = reader.as_root(root, "the routing file", empty=_EMPTY)
         node = get(top, "user_map")
         if node is None or isinstance(node, Map):
             return None
@@ -200,7 +203,7 @@ class _Loader:
     ) -> RoutingTable | None:
         r = self.r
         try:
-            top = r.as_map(root, "the routing file", line=1)
+            top = r.as_root(root, "the routing file", empty=_EMPTY)
             r.reject_unknown(top, _TOP_KEYS, "the routing file")
             version = r.require(top, "version", "the routing file")
             if r.as_int(version, "version", 1, 1_000_000) != FORMAT_VERSION:

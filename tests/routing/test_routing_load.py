@@ -64,7 +64,11 @@ ERRORS = [
         'routing.yaml:7: unknown key "public" in namespaces (known keys: other, personal, shared)',
     ),
     ("servers: {}\n", 'routing.yaml:1: the routing file needs "version"'),
-    ("- a\n", "routing.yaml:1: the routing file must be a mapping (key: value), got a list"),
+    (
+        "- a\n",
+        "routing.yaml:1: the routing file must be a YAML mapping (key: value), "
+        "and this file is a list (is it the right file?)",
+    ),
     ("version: 2\nservers: {a: {host: h}}\n", "routing.yaml:1: version must be 1"),
     ("version: 1\n", 'routing.yaml:1: the routing file needs "servers"'),
     ("version: 1\nservers: {}\n", "routing.yaml:2: servers must name at least one server"),
