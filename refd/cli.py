@@ -344,7 +344,8 @@ def _table_summary(table: RoutingTable) -> str:
 def _auth_summary(config: DaemonConfig, service: Service) -> str:
     auth = service.auth
     if isinstance(auth, PasswdFileSource):
-        return f"passwd-file {auth.table.file}: {len(auth.table)} users"
+        n = len(auth.table)
+        return f"passwd-file {auth.table.file}: {n} user{'' if n == 1 else 's'}"
     if config.auth_source == "trust":
         return "trust: " + ", ".join(str(n) for n in config.trust_networks)
     return config.auth_source
