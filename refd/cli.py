@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -20,10 +22,18 @@ from pathlib import Path
 import trio
 
 from refd import __version__, probe
+from refd.auth.passwd_file import PasswdFileSource
+from refd.checks import Finding, check_config, port_conflicts
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
+from refd.effective import effective_text
+from refd.explain import explain
+from refd.listen import BindError, Bound, authority, bind_all
+from refd.routing import RoutingTable
+from refd.schema import KINDS, schema_text
+from refd.session import Service
 from refd.supervisor import STORE_SOCKET_ENV, Supervisor
-from refd.tree import TreeError
+from refd.tree import Reader, TreeError
 from refd.yamltree import parse_yaml
 
 __all__ = ["main"]
@@ -41,11 +51,51 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
     s.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
     s.add_argument("--log-format", choices=("text", "json"))
-    # Internal: how the supervisor starts a worker (bound ports: name=port,...).
-    s.add_argument("--worker", metavar="PORTS", help=argparse.SUPPRESS)
+    # Internal: how the supervisor starts a worker (inherited listening
+    # sockets: name=fd,...).
+    s.add_argument("--worker", metavar="FDS", help=argparse.SUPPRESS)
 
-    c = sub.add_parser("check", help="validate a daemon config or a routing table")
-    c.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    c = sub.add_parser(
+        "check",
+        help="validate daemon configs and routing tables, and what they name",
+        description="Load each file exactly as the daemon would and say what was checked. "
+        "A daemon config is checked with everything it names (routing table, user map, "
+        "passwd-file, TLS files) and against this host (ports, addresses); warnings do "
+        "not change the exit code.",
+    )
+    c.add_argument(
+        "-c",
+        "--config",
+        dest="checks",
+        action="append",
+        type=lambda text: ("config", Path(text)),
+        default=[],
+        metavar="CONFIG",
+        help="a daemon config",
+    )
+    c.add_argument(
+        "-r",
+        "--routing",
+        dest="checks",
+        action="append",
+        type=lambda text: ("routing", Path(text)),
+        metavar="FILE",
+        help="a routing table",
+    )
+    c.add_argument(
+        "files", type=Path, nargs="*", metavar="FILE", help="either kind, told by its keys"
+    )
+
+    g = sub.add_parser(
+        "config",
+        help="print the effective daemon configuration (defaults filled in, secrets redacted)",
+    )
+    g.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
+
+    sc = sub.add_parser(
+        "schema", help="print the JSON Schema (draft 2020-12) of the daemon config or routing table"
+    )
+    sc.add_argument("kind", choices=sorted(KINDS))
 
     pr = sub.add_parser(
         "probe",
@@ -69,11 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.subcommand == "serve":
             return _serve(args)
         if args.subcommand == "check":
-            return _check(args.files)
+            return _check(args)
+        if args.subcommand == "config":
+            print(effective_text(load_config(args.config or DEMO_CONFIG)), end="")
+            return 0
+        if args.subcommand == "schema":
+            print(schema_text(args.kind), end="")
+            return 0
         if args.subcommand == "probe":
             return probe.run(args)
         return _explain(args)
-    except TreeError as exc:
+    except (TreeError, BindError) as exc:
         print(f"refd: {exc}", file=sys.stderr)
         return 1
 
@@ -117,23 +173,34 @@ def _serve(args: argparse.Namespace) -> int:
     if args.worker is not None:
         return _worker(config, args.worker)
     service = load_service(config)  # fail fast, before any worker starts
+    conflicts = port_conflicts(config)
+    if conflicts:
+        print(f"refd: {conflicts[0]}", file=sys.stderr)
+        return 1
+    # Bound here, before trio or any worker starts: a port that cannot be
+    # had is one BindError line (see main), not a traceback.
     if config.workers > 1:
         log_args = [f"--log-level={args.log_level or config.log_level}"]
         log_args.append(f"--log-format={args.log_format or config.log_format}")
         trio.run(Supervisor(config, log_args=log_args).run)
         return 0
-    run(config, service)
+    run(config, service, bind_all(config))
     return 0
 
 
-def _worker(config: DaemonConfig, ports: str) -> int:
-    """One worker under the supervisor: bound ports given, no metrics endpoint."""
-    given = dict(item.split("=", 1) for item in ports.split(",") if item)
+def _worker(config: DaemonConfig, fds: str) -> int:
+    """One worker under the supervisor: inherited listening sockets, no metrics endpoint."""
+    bound = Bound(
+        {
+            name: socket.socket(fileno=int(fd))
+            for name, fd in (i.split("=", 1) for i in fds.split(","))
+        }
+    )
+    ports = bound.ports()
 
     def pin(config: DaemonConfig) -> DaemonConfig:
         listeners = tuple(
-            dataclasses.replace(lc, port=int(given.get(lc.name, lc.port)))
-            for lc in config.listeners
+            dataclasses.replace(lc, port=ports.get(lc.name, lc.port)) for lc in config.listeners
         )
         return dataclasses.replace(config, listeners=listeners, metrics_address=None)
 
@@ -143,6 +210,7 @@ def _worker(config: DaemonConfig, ports: str) -> int:
         config,
         load_service(config),
         adjust=pin,
+        sockets=bound,
         store_socket=Path(socket) if socket else None,
     )
 
@@ -168,44 +236,137 @@ def _worker(config: DaemonConfig, ports: str) -> int:
     return 0
 
 
-def _check(files: list[Path]) -> int:
+def _check(args: argparse.Namespace) -> int:
+    items: list[tuple[str | None, Path]] = [*args.checks, *((None, f) for f in args.files)]
+    if not items:
+        print(
+            "refd check: name a file: refd check [-c CONFIG] [-r ROUTING] [FILE ...]",
+            file=sys.stderr,
+        )
+        return 2
     status = 0
-    for path in files:
+    for kind, path in items:
         try:
-            kind = _check_one(path)
+            summary, findings = _check_one(kind, path)
         except TreeError as exc:
             print(f"refd check: {exc}", file=sys.stderr)
             status = 1
-        else:
-            print(f"{path}: OK ({kind})")
+            continue
+        errors = [f for f in findings if not f.warning]
+        for finding in findings:
+            print(f"refd check: {finding}", file=sys.stderr)
+        if errors:
+            status = 1
+            continue
+        print(f"{path}: OK ({summary[0]})")
+        for line in summary[1:]:
+            print(f"  {line}")
     return status
 
 
-def _check_one(path: Path) -> str:
-    """Validate a daemon config (and all it names) or a routing table."""
+#: Keys only a daemon config has, and keys only a routing table has.
+_CONFIG_KEYS = frozenset({"routing", "auth", "listeners"})
+_ROUTING_KEYS = frozenset({"version", "servers", "users", "mailboxes", "user_map"})
+_PASSWD_LINE = re.compile(r"[^\s:#]+:\S")
+
+
+def _guess(path: Path) -> str:
+    """``config`` or ``routing``, told by the file's keys; never quotes the file."""
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise TreeError(str(path), 0, f"cannot read the file: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise TreeError(str(path), 0, f"cannot read the file: {reason}") from None
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()[:1] not in ("", "#")), "")
+    name_it = "name its kind: refd check -c CONFIG, or refd check --routing FILE"
+    if first.startswith("-----BEGIN "):
+        raise TreeError(str(path), 0, "this is a PEM certificate or key, not a refd file")
+    if _PASSWD_LINE.match(first):
+        raise TreeError(
+            str(path),
+            0,
+            "this looks like a passwd-file (user:password lines), not a refd file; "
+            "a passwd-file is checked with the daemon config that names it: refd check -c CONFIG",
+        )
     root = parse_yaml(text, str(path))
-    keys = set(root.keys()) if root is not None and hasattr(root, "keys") else set()
-    if "listeners" in keys or "routing" in keys:
-        config = load_config(path)
-        service = load_service(config)
-        return f"daemon config; routing table sha256 {service.table.sha256[:12]}"
-    table = load_routing(path)
-    return f"routing table sha256 {table.sha256[:12]}"
+    if root is None:
+        raise TreeError(
+            str(path),
+            0,
+            f"the file is empty, neither a daemon config nor a routing table; {name_it}",
+        )
+    top = Reader(str(path)).as_root(root, "a daemon config or a routing table", empty="")
+    keys = set(top.keys())
+    config, routing = len(keys & _CONFIG_KEYS), len(keys & _ROUTING_KEYS)
+    if config == routing:
+        raise TreeError(
+            str(path),
+            top.line,
+            "cannot tell a daemon config (routing, auth, listeners) from a routing table "
+            f"(version, servers, users ...) by these keys; {name_it}",
+        )
+    return "config" if config > routing else "routing"
+
+
+def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
+    """Load ``path`` as the daemon would; a summary of what was checked, and findings."""
+    kind = kind or _guess(path)
+    if kind == "routing":
+        table = load_routing(path)
+        return [f"routing table sha256 {table.sha256[:12]}", _table_summary(table)], []
+    config = load_config(path)
+    service = load_service(config)
+    table = service.table
+    summary = [
+        f"daemon config; routing table sha256 {table.sha256[:12]}",
+        f"routing table {table.file}: {_table_summary(table)}",
+        f"auth: {_auth_summary(config, service)}",
+        "listeners: "
+        + ", ".join(
+            f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}" for lc in config.listeners
+        ),
+    ]
+    if config.metrics_address is not None:
+        summary.append(f"metrics: {authority(*config.metrics_address)}")
+    if config.tls_cert is not None:
+        summary.append(f"tls: certificate {config.tls_cert}, key {config.tls_key}")
+    return summary, check_config(config, service)
+
+
+def _table_summary(table: RoutingTable) -> str:
+    def count(n: int, one: str, many: str) -> str:
+        return f"{n} {one if n == 1 else many}"
+
+    parts = [
+        count(len(table.servers), "server", "servers"),
+        count(len(table.user_rules), "user rule", "user rules"),
+        count(len(table.user_map), "user_map entry", "user_map entries")
+        + (f" ({table.user_map_file})" if table.user_map_file not in ("", table.file) else ""),
+        count(len(table.mailbox_rules), "mailbox rule", "mailbox rules"),
+        count(len(table.published), "published mailbox", "published mailboxes"),
+    ]
+    return ", ".join(parts)
+
+
+def _auth_summary(config: DaemonConfig, service: Service) -> str:
+    auth = service.auth
+    if isinstance(auth, PasswdFileSource):
+        n = len(auth.table)
+        return f"passwd-file {auth.table.file}: {n} user{'' if n == 1 else 's'}"
+    if config.auth_source == "trust":
+        return "trust: " + ", ".join(str(n) for n in config.trust_networks)
+    return config.auth_source
 
 
 def _explain(args: argparse.Namespace) -> int:
     if args.routing is not None:
-        table = load_routing(args.routing)
+        found = explain(load_routing(args.routing), args.user, args.mailbox)
     else:
-        config = load_config(args.config or DEMO_CONFIG)
-        table = load_service(config).table
-    for line in table.explain(args.user, args.mailbox):
+        service = load_service(load_config(args.config or DEMO_CONFIG))
+        found = explain(service.table, args.user, args.mailbox, service.auth)
+    for line in found.lines:
         print(line)
-    return 0 if table.route_user(args.user) is not None else 2
+    return 0 if found.referred else 2
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def load_config(path: Path) -> DaemonConfig:
     file = str(path)
     root = parse_yaml(_read_text(path), file)
     r = Reader(file)
-    top = r.as_map(root, "the daemon configuration", line=1)
+    top = r.as_root(root, "the daemon configuration", empty="it needs routing, auth, listeners")
     r.reject_unknown(top, _TOP, "the top level")
 
     routing = _path(path, r.as_str(r.require(top, "routing", "the top level"), "routing"))

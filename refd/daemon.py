@@ -22,12 +22,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.http import serve_http
+from refd.listen import Bound
 from refd.metrics import Metrics
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
@@ -92,9 +94,12 @@ class Daemon:
         *,
         adjust: Callable[[DaemonConfig], DaemonConfig] = _identity,
         store_socket: Path | None = None,
+        sockets: Bound | None = None,
     ) -> None:
         #: applied to every config loaded (a worker pins its bound ports)
         self.adjust = adjust
+        #: listening sockets bound before the start (`refd.listen`), if any
+        self.sockets = sockets
         self.config = config
         self.ref = ServiceRef(service)
         self.metrics = metrics or Metrics()
@@ -172,11 +177,23 @@ class Daemon:
             if self.config.metrics_address is not None:
                 host, port = self.config.metrics_address
                 bound.append(
-                    await nursery.start(serve_http, host, port, self.metrics.registry, self.ready)
+                    await nursery.start(
+                        partial(serve_http, sock=self.sockets.metrics if self.sockets else None),
+                        host,
+                        port,
+                        self.metrics.registry,
+                        self.ready,
+                    )
                 )
 
             async def serve_then_stop(task_status: trio.TaskStatus[object]) -> None:
-                await serve(self.config, self.ref, door=self.door, task_status=task_status)
+                await serve(
+                    self.config,
+                    self.ref,
+                    door=self.door,
+                    sockets=self.sockets.listeners if self.sockets else None,
+                    task_status=task_status,
+                )
                 nursery.cancel_scope.cancel()
 
             bound.insert(0, await nursery.start(serve_then_stop))
@@ -197,6 +214,6 @@ class Daemon:
                     self.door.stop()
 
 
-def run(config: DaemonConfig, service: Service) -> None:
-    """Serve until SIGTERM or SIGINT."""
-    trio.run(Daemon(config, service).run)
+def run(config: DaemonConfig, service: Service, sockets: Bound | None = None) -> None:
+    """Serve until SIGTERM or SIGINT (on ``sockets``, when bound already)."""
+    trio.run(Daemon(config, service, sockets=sockets).run)

@@ -11,11 +11,14 @@ that misbehaves cannot hold the door.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+from refd.listen import bind_tcp
 
 __all__ = ["serve_http"]
 
@@ -41,11 +44,18 @@ async def serve_http(
     registry: Collector,
     ready: Callable[[], bool],
     *,
+    sock: socket.socket | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the endpoint until cancelled; reports the bound port."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
+    """Serve the endpoint until cancelled; reports the bound port.
+
+    ``sock``: a listening socket already bound (`refd.listen`); without
+    one, ``host:port`` is bound here.
+    """
+    if sock is None:
+        sock = bind_tcp(host, port, "metrics")
+    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock))]
+    bound = sock.getsockname()[1]
     log.info("metrics listening address=%s port=%d", host, bound)
     task_status.started(bound)
 

@@ -27,14 +27,17 @@ import ipaddress
 import itertools
 import logging
 import os
+import socket
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import trio
 
 from refd.config import DaemonConfig, ListenerConfig
 from refd.limits import Limits
+from refd.listen import bind_tcp
 from refd.metrics import command_label
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
@@ -42,7 +45,7 @@ from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
 from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
 from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
 
-__all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
+__all__ = ["BoundListener", "handle_connection", "serve"]
 
 log = logging.getLogger("refd.server")
 
@@ -465,9 +468,14 @@ async def serve(
     ref: ServiceRef,
     *,
     door: DoorState | None = None,
+    sockets: Mapping[str, socket.socket] | None = None,
     task_status: trio.TaskStatus[list[BoundListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Bind every listener, report them, and serve until ``door.stop()``.
+
+    ``sockets``: listening sockets already bound (`refd.listen`), by
+    listener name; without them each listener is bound here (a
+    `~refd.listen.BindError` if it cannot be).
 
     Then: close the listeners, tell every idle session ``* BYE`` (with a
     referral to the sibling door, if configured), give busy ones
@@ -477,20 +485,22 @@ async def serve(
     bound: list[BoundListener] = []
     listeners: list[tuple[ListenerConfig, trio.SocketListener]] = []
     for lc in config.listeners:
-        for sock_listener in await open_listeners(
-            lc.address, lc.port, reuse_port=config.workers > 1
-        ):
-            host, port = sock_listener.socket.getsockname()[:2]
-            bound.append(BoundListener(lc, host, port))
-            listeners.append((lc, sock_listener))
-            log.info(
-                "listening name=%s address=%s port=%d tls=%s proxy_protocol=%s",
-                lc.name,
-                host,
-                port,
-                lc.tls,
-                "yes" if lc.proxy_protocol else "no",
-            )
+        if sockets is not None:
+            sock = sockets[lc.name]
+        else:
+            sock = bind_tcp(lc.address, lc.port, f"listener {lc.name}")
+        sock_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        host, port = sock.getsockname()[:2]
+        bound.append(BoundListener(lc, host, port))
+        listeners.append((lc, sock_listener))
+        log.info(
+            "listening name=%s address=%s port=%d tls=%s proxy_protocol=%s",
+            lc.name,
+            host,
+            port,
+            lc.tls,
+            "yes" if lc.proxy_protocol else "no",
+        )
 
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
@@ -508,30 +518,6 @@ async def serve(
         if door.sessions:
             log.warning("shutdown grace over: closing %d sessions", len(door.sessions))
         connections.cancel_scope.cancel()
-
-
-async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
-    """Listening sockets for ``host:port``; with ``reuse_port``, shareable.
-
-    trio's ``open_tcp_listeners`` cannot set SO_REUSEPORT, which lets several
-    worker processes bind the same port and have the kernel spread the
-    connections over them; so the socket is built here.
-    """
-    if not reuse_port:
-        return list(await trio.open_tcp_listeners(port, host=host))
-    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
-    sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
-        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
-        if family == trio.socket.AF_INET6:
-            sock.setsockopt(trio.socket.IPPROTO_IPV6, trio.socket.IPV6_V6ONLY, 1)
-        await sock.bind((host, port))
-        sock.listen(4096)
-    except BaseException:
-        sock.close()
-        raise
-    return [trio.SocketListener(sock)]
 
 
 async def _accept_loop(

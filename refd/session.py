@@ -29,6 +29,7 @@ from typing import Any
 import trio
 
 from refd import __version__
+from refd.answers import auth_failed, hosts, login_answer, mailbox_answer, unroutable
 from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
 from refd.limits import ConnectionTracker, Limits
 from refd.metrics import Metrics
@@ -50,8 +51,7 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable, door_url, url_can_name
-from refd.routing.model import LoginMode
+from refd.routing import Referral, RoutingTable, door_url
 from refd.store import Throttle, Verdict
 from refd.throttle import Counts, Delay, ThrottleRules
 
@@ -479,7 +479,7 @@ class Session:
             text = "Authentication is temporarily unavailable; try again later."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         if failed:
-            return Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
+            return Reply([auth_failed(tag)])
         return self._login_referral(tag, command, result.user, service)
 
     def _throttled(self, result: str, delay: Delay) -> None:
@@ -490,34 +490,17 @@ class Session:
             self.limit_hit("auth_failures", reason)
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
-        route = service.table.route_user(user)
-        referral = None if route is None else service.table.login_referral(user, route)
-        if route is None or referral is None:
+        answer = login_answer(service.table, user)  # what refd explain prints, too
+        if answer.referral is None:
             log.warning("no route conn=%s user=%s", self.client.conn_id, user)
-            text = "No mail server is configured for this account."
-            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        hosts = _hosts(referral)
-        code = referral_code(referral.urls)
-        if route.login is not LoginMode.STAY:
-            self._log_referral("login", command, referral, user)
-        if route.login is LoginMode.STAY:
-            # Logged in here with a plain OK; mailbox referrals do the rest.
+        elif answer.is_referral:
+            self._log_referral("login", command, answer.referral, user)
+        if answer.logged_in:
             self.user = user
             self.conn.state = State.AUTHENTICATED
-            self.outcome = "accepted"
-            text = f"Logged in. Your mail is on {hosts}."
-            return Reply([Tagged(tag, Cond.OK, text, "CAPABILITY " + self.capabilities())])
-        if route.login is LoginMode.ACCEPT:
-            # RFC 2221 §4.1: OK [REFERRAL] — logged in here; the user's
-            # personal mailboxes are on the home server.
-            self.user = user
-            self.conn.state = State.AUTHENTICATED
-            self.outcome = "accepted"
-            caps = Untagged("CAPABILITY " + self.capabilities())
-            text = f"Logged in. Your mailboxes are on {hosts}."
-            return Reply([caps, Tagged(tag, Cond.OK, text, code)])
-        self.outcome = "login-referral"
-        return Reply([Tagged(tag, Cond.NO, f"Your mail is on {hosts}; connect there.", code)])
+        if answer.outcome is not None:
+            self.outcome = answer.outcome
+        return Reply(answer.responses(tag, self.capabilities()))
 
     async def _sasl_response(self, event: SaslResponse) -> Reply:
         if event.data is None:
@@ -546,36 +529,16 @@ class Session:
     # -- mailbox referrals -----------------------------------------------------------
 
     def _unroutable(self, tag: str, mailbox: str) -> Reply | None:
-        """The answer for a mailbox name no referral can carry; None if it can.
-
-        The empty name is a valid astring (RFC 3501 §9), but RFC 5092 §11's
-        ``enc-mailbox = 1*bchar`` means no URL names it, so no server can be
-        referred to for it.  That is policy, not grammar, hence NO, and
-        RFC 5530 §3's CANNOT ("violates some invariant of the server and can
-        never succeed") for every command: the name is invalid, not merely
-        absent (NONEXISTENT).  Dovecot answers the same, so a client sees
-        one answer from the door and from its backend.
-        """
-        if url_can_name(mailbox):
-            return None
-        return Reply([Tagged(tag, Cond.NO, "A mailbox name cannot be empty.", "CANNOT")])
+        """The answer for a mailbox name no referral can carry; None if it can."""
+        refused = unroutable(tag, mailbox)
+        return None if refused is None else Reply([refused])
 
     def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
         assert self.user is not None
-        refused = self._unroutable(tag, mailbox)
-        if refused is not None:
-            return refused
-        referral = self.service.table.mailbox_referral(self.user, mailbox)
-        if referral is None:
-            text = "No mail server is configured for this mailbox."
-            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        self._log_referral("mailbox", command, referral, self.user)
-        hosts = _hosts(referral)
-        if command == "CREATE":
-            text = f"Mailbox should be created on {hosts}."
-        else:
-            text = f"Remote mailbox. Try {hosts}."
-        return Reply([Tagged(tag, Cond.NO, text, referral_code(referral.urls))])
+        answer = mailbox_answer(self.service.table, self.user, tag, command, mailbox)
+        if answer.referral is not None:
+            self._log_referral("mailbox", command, answer.referral, self.user)
+        return Reply([answer.response])
 
     def _log_referral(self, kind: str, command: str, referral: Referral, user: str) -> None:
         self.door.metrics.child(
@@ -678,11 +641,6 @@ def _bad(err: CommandError) -> Response:
     if err.tag is None:
         return UntaggedStatus(Cond.BAD, err.text, err.code)
     return Tagged(err.tag, Cond.BAD, err.text, err.code)
-
-
-def _hosts(referral: Referral) -> str:
-    hosts = list(dict.fromkeys(s.host for s in referral.servers))
-    return " or ".join(hosts)
 
 
 # --- handlers: one per command type ----------------------------------------------
@@ -790,7 +748,7 @@ async def _rename(s: Session, cmd: c.Rename) -> Reply:
     if rename.cross_server:
         text = "Unable to rename mailbox across servers."
     else:
-        text = f"Unable to rename mailbox located on {_hosts(rename.old)}; rename it there."
+        text = f"Unable to rename mailbox located on {hosts(rename.old)}; rename it there."
     return Reply([Tagged(cmd.tag, Cond.NO, text, referral_code(urls))])
 
 

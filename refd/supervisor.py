@@ -3,10 +3,11 @@
 One trio process is bound by one core; a door that must use every core runs
 N workers.  The supervisor:
 
-- reserves each listener's port (resolving port 0) with a bound, never
-  listening, ``SO_REUSEPORT`` socket, and starts the workers with those
-  ports; each worker binds its own ``SO_REUSEPORT`` listening socket, so the
-  kernel spreads new connections over the live workers;
+- binds each listener once (`refd.listen`: no ``SO_REUSEPORT``, so a port
+  another process serves is refused) and starts the workers with those
+  listening sockets (inherited file descriptors): the kernel hands each new
+  connection to one of the workers waiting in accept, and connections still
+  queued when a worker dies are taken by the others;
 - restarts a worker that dies (with a short back-off), and tells
   prometheus-client the dead process's live gauges are gone;
 - forwards SIGHUP (reload) and SIGTERM / SIGINT (graceful stop) to every
@@ -29,10 +30,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -41,6 +42,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from refd.config import DaemonConfig, load_config
 from refd.http import serve_http
+from refd.listen import bind_all
 from refd.store import serve_store
 from refd.throttle import CounterTable
 
@@ -55,23 +57,15 @@ _BACKOFF_MAX_S = 30.0
 STORE_SOCKET_ENV = "REFD_THROTTLE_SOCKET"
 
 
-def _reserve(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((address, port))
-    return sock
-
-
 class Supervisor:
     """Run and watch ``config.workers`` worker processes."""
 
     def __init__(self, config: DaemonConfig, *, log_args: list[str] | None = None) -> None:
         self.config = config
         self.log_args = log_args or []
+        #: every listening socket, bound here before any worker starts (a BindError if not)
+        self.bound = bind_all(config)
+        self.ports = dict(self.bound.ports())
         self.multiproc_dir = Path(tempfile.mkdtemp(prefix="refd-metrics-"))
         # mkdtemp makes it 0700: only this user reaches the socket and secret.
         self.store_dir = Path(tempfile.mkdtemp(prefix="refd-store-"))
@@ -80,18 +74,14 @@ class Supervisor:
         secret.touch(mode=0o600)
         secret.write_text(secrets.token_hex(32))
         self.store_table = CounterTable(trio.current_time, max_entries=config.store.max_entries)
-        self.reserved = [_reserve(lc.address, lc.port) for lc in config.listeners]
-        self.ports = {
-            lc.name: sock.getsockname()[1]
-            for lc, sock in zip(config.listeners, self.reserved, strict=True)
-        }
         self.workers: dict[int, trio.Process] = {}
         self.ready: set[int] = set()
         self.stopping = False
         self.restarts = 0
 
     def worker_command(self) -> list[str]:
-        bound = ",".join(f"{name}={port}" for name, port in self.ports.items())
+        # name=fd of each listening socket; the worker inherits the fds.
+        bound = ",".join(f"{name}={sock.fileno()}" for name, sock in self.bound.listeners.items())
         return [
             sys.executable,
             "-m",
@@ -118,7 +108,11 @@ class Supervisor:
         while not self.stopping:
             started = trio.current_time()
             proc = await trio.lowlevel.open_process(
-                self.worker_command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+                self.worker_command(),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                pass_fds=[sock.fileno() for sock in self.bound.listeners.values()],
             )
             self.workers[slot] = proc
             log.info("worker %d started pid=%d", slot, proc.pid)
@@ -172,7 +166,11 @@ class Supervisor:
                     if self.config.metrics_address is not None:
                         host, port = self.config.metrics_address
                         metrics_port = await nursery.start(
-                            serve_http, host, port, registry, self.is_ready
+                            partial(serve_http, sock=self.bound.metrics),
+                            host,
+                            port,
+                            registry,
+                            self.is_ready,
                         )
                     async with trio.open_nursery() as workers:
                         for slot in range(self.config.workers):
@@ -192,6 +190,8 @@ class Supervisor:
                             log.info("stopping workers on %s", signal.Signals(signum).name)
                             self.stopping = True
                             self._signal_workers(signal.SIGTERM)
+                            # New clients are refused once the workers close theirs.
+                            self.bound.close_listeners()
                             break
                         with trio.move_on_after(self.config.shutdown_grace_s + 5) as scope:
                             while any(p.returncode is None for p in self.workers.values()):
@@ -200,8 +200,7 @@ class Supervisor:
                             self._signal_workers(signal.SIGKILL)
                     nursery.cancel_scope.cancel()
         finally:
-            for sock in self.reserved:
-                sock.close()
+            self.bound.close()
             shutil.rmtree(self.multiproc_dir, ignore_errors=True)
             shutil.rmtree(self.store_dir, ignore_errors=True)
 

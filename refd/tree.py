@@ -160,6 +160,25 @@ class Reader:
             raise self.error(node, f"{what} must be a mapping (key: value), got {_kind(node)}")
         return node
 
+    def as_root(self, node: Node | None, what: str, *, empty: str) -> Map:
+        """The file's top-level mapping.
+
+        An empty file is an error saying ``empty`` (what the file needs).  A
+        file that is not a mapping is refused *without quoting it*: it may
+        be the wrong file altogether (a passwd-file, a TLS key), and its
+        text must not reach a terminal or a log.
+        """
+        if node is None or is_null(node):
+            raise self.error(1, f"{what} is empty: {empty}")
+        if not isinstance(node, Map):
+            shape = "a list" if isinstance(node, Seq) else "plain text"
+            raise self.error(
+                node,
+                f"{what} must be a YAML mapping (key: value), and this file is {shape} "
+                "(is it the right file?)",
+            )
+        return node
+
     def as_seq(self, node: Node, what: str) -> Seq:
         """``node`` as a list. A null value reads as an empty list."""
         if is_null(node):

@@ -1,4 +1,4 @@
-"""YAML text -> `refd.tree` nodes, with no type resolution at all.
+"""YAML text -> `refd.tree` nodes, with no type resolution at all (and back).
 
 This is the only refd module that imports PyYAML. It reads the *event*
 stream (``yaml.parse``) with ``CSafeLoader`` when libyaml is present, else
@@ -16,7 +16,8 @@ Refused, each as a `TreeError` at the offending line:
 - explicit tags (``!!int``, ``!foo``): refd decides types itself;
 - non-scalar mapping keys;
 - more than one document;
-- YAML syntax errors (line from the parser's problem mark).
+- YAML syntax errors (line from the parser's problem mark); a tab where
+  YAML wants spaces is named as a tab.
 
 An empty document gives ``None``. Lines are 1-based (PyYAML marks are 0-based).
 """
@@ -29,7 +30,7 @@ import yaml
 
 from refd.tree import Map, Node, Scalar, Seq, TreeError, is_null
 
-__all__ = ["parse_yaml"]
+__all__ = ["dump_yaml", "parse_yaml"]
 
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 #: How deep sequences and mappings may nest in a refd file.
@@ -44,12 +45,29 @@ def parse_yaml(text: str, file: str) -> Node | None:
     return builder.stream()
 
 
+def dump_yaml(data: object) -> str:
+    """Plain values (dicts, lists, str, int, float, bool) as block-style YAML.
+
+    PyYAML quotes every string a YAML 1.1 reader would take for something
+    else ("no", "0143", "1:20"), and refd reads a quoted value as the text.
+    """
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
 def _events(text: str, file: str) -> Iterator[yaml.Event]:
     try:
         yield from yaml.parse(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else 0
+        tab = _tab_at(text, mark)
+        if tab is not None:
+            raise TreeError(
+                file,
+                line,
+                f"invalid YAML: a tab character at column {tab}; "
+                "YAML indents with spaces only, so replace the tab with spaces",
+            ) from None
         parts = [p for p in (exc.context, exc.problem) if p]
         raise TreeError(file, line, "invalid YAML: " + ", ".join(parts)) from None
     except yaml.reader.ReaderError as exc:
@@ -59,6 +77,26 @@ def _events(text: str, file: str) -> Iterator[yaml.Event]:
         ) from None
     except yaml.YAMLError as exc:  # pragma: no cover - other parser failures
         raise TreeError(file, 0, f"invalid YAML: {exc}") from None
+
+
+def _tab_at(text: str, mark: yaml.Mark | None) -> int | None:
+    """The 1-based column of the tab that stopped the parser, if a tab did.
+
+    PyYAML says "found character that cannot start any token" (or "... a tab
+    character that violates indentation") and never that it is a tab.
+    """
+    if mark is None:
+        return None
+    lines = text.splitlines()
+    if not 0 <= mark.line < len(lines):
+        return None
+    row = lines[mark.line]
+    if mark.column < len(row) and row[mark.column] == "\t":
+        return int(mark.column) + 1
+    indent = row[: len(row) - len(row.lstrip(" \t"))]
+    if "\t" in indent and mark.column <= len(indent):
+        return indent.index("\t") + 1
+    return None
 
 
 def _line(event: yaml.Event) -> int:

@@ -14,10 +14,11 @@ a failed login at 3 a.m. An empty password field, or a crypt-style field
 starting with `!` or `*` (the shadow(5) convention for a locked account),
 loads as a user with no password: that user can never log in.
 
-User names are matched case-insensitively (Dovecot lowercases login names by
-default, auth_username_format=%Lu); the name as written in the file is the
-canonical one handed to routing, and two lines that differ only in case are
-duplicates.
+User names are matched case-insensitively, by refd's one case rule
+(`refd.routing.model.normalise_user`, which routing uses too; Dovecot
+lowercases login names by default, auth_username_format=%Lu); the name as
+written in the file is the canonical one handed to routing and sent in the
+referral URL, and two lines that differ only in case are duplicates.
 
 `PasswdFileSource.authenticate` verifies on a worker thread
 (`trio.to_thread.run_sync`) under a `trio.CapacityLimiter`, so hashing never
@@ -56,6 +57,7 @@ from refd.auth.schemes import (
     split_scheme,
     validate_scheme_name,
 )
+from refd.routing.model import normalise_user
 
 # With no usable hash in the file, unknown users are checked against this.
 _FALLBACK_HASH_LIKE = PasswordHash("SHA512-CRYPT", Algorithm.SHA512_CRYPT, (5000,), b"")
@@ -88,11 +90,11 @@ class PasswdEntry:
 @dataclass(frozen=True, slots=True)
 class PasswdTable:
     file: str
-    # Keyed by the lowercased user name.
+    # Keyed by normalise_user(name).
     entries: Mapping[str, PasswdEntry]
 
     def lookup(self, user: str) -> PasswdEntry | None:
-        return self.entries.get(user.lower())
+        return self.entries.get(normalise_user(user))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -126,7 +128,7 @@ def parse_passwd_file(text: str, file: str, *, default_scheme: str = "CRYPT") ->
             raise PasswdFileError(file, number, "missing ':' after the user name")
         if not user:
             raise PasswdFileError(file, number, "empty user name")
-        key = user.lower()
+        key = normalise_user(user)
         if key in entries:
             first = entries[key].line
             message = f"duplicate user {user!r} (first defined on line {first})"

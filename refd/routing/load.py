@@ -64,6 +64,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+_EMPTY = 'it needs "version" and "servers"'
 MAX_ERRORS = 50  # a broken 1M-line map must not produce 1M messages
 
 _TOP_KEYS = frozenset(
@@ -120,7 +121,9 @@ def read_user_map_name(root: Node | None, file: str) -> str | None:
     """
     reader = Reader(file)
     try:
-        top = reader.as_map(root, "the routing file", line=1)
+        if root is None:
+            return None
+        top = reader.as_root(root, "the routing file", empty=_EMPTY)
         node = get(top, "user_map")
         if node is None or isinstance(node, Map):
             return None
@@ -200,7 +203,7 @@ class _Loader:
     ) -> RoutingTable | None:
         r = self.r
         try:
-            top = r.as_map(root, "the routing file", line=1)
+            top = r.as_root(root, "the routing file", empty=_EMPTY)
             r.reject_unknown(top, _TOP_KEYS, "the routing file")
             version = r.require(top, "version", "the routing file")
             if r.as_int(version, "version", 1, 1_000_000) != FORMAT_VERSION:
@@ -493,13 +496,14 @@ class _Loader:
         else:
             text = r.as_str(selector, f"{what}.{kind}")
             if kind != "regex":
-                # Domains are case-insensitive: compare them lower-cased.
+                # User names are compared lower-cased (model.normalise_user).
                 text = normalise_user(text)
             if kind == "glob":
                 pattern = re.compile(fnmatch.translate(text))
             elif kind == "regex":
                 try:
-                    pattern = re.compile(text)
+                    # It sees the lower-cased name: [A-Z] must match it too.
+                    pattern = re.compile(text, re.IGNORECASE)
                 except re.error as exc:
                     raise r.error(
                         selector, f'{what}.regex "{text}" does not compile: {exc}'
@@ -533,7 +537,7 @@ class _Loader:
             server = self.server_ref(value, r.as_str(value, what), what)
             if user in found:
                 raise r.error(
-                    key, f'user "{user}" is listed twice (first at line {first_line[user]})'
+                    key, f'user "{key.value}" is listed twice (first at line {first_line[user]})'
                 )
             if server is not None:
                 found[user] = server
@@ -675,25 +679,21 @@ def parse_user_map(
                 if len(errors) >= MAX_ERRORS:
                     break
                 continue
-        user, name = fields
-        at = user.rfind("@")
-        if at >= 0:
-            domain = user[at + 1 :]
-            if not domain.islower():
-                user = user[: at + 1] + domain.lower()
+        written, name = fields
+        user = normalise_user(written)
         server = find(name)
         if server is None:
             if name in skip:
                 continue
             errors.append(
                 TreeError(
-                    file, number, f'unknown server "{name}" for user "{user}"{_known(servers)}'
+                    file, number, f'unknown server "{name}" for user "{written}"{_known(servers)}'
                 )
             )
         elif user in table:
             first = _first_line(lines, user, number)
             errors.append(
-                TreeError(file, number, f'user "{user}" is listed twice (first at line {first})')
+                TreeError(file, number, f'user "{written}" is listed twice (first at line {first})')
             )
         else:
             table[user] = server

@@ -3,10 +3,10 @@
 `RoutingTable` is built by `refd.routing.load.load_table` and never changes;
 the daemon swaps the whole table on reload. Lookups:
 
-1. **User** (`route_user`): the user's domain (after the last ``@``) is
-   lower-cased; then the bulk ``user_map`` (one dict lookup), then the
-   ``users:`` rules in file order -- first match wins. No match: None, and
-   the session gives no referral.
+1. **User** (`route_user`): the name is lower-cased (`normalise_user`, the
+   one case rule for auth and routing); then the bulk ``user_map`` (one dict
+   lookup), then the ``users:`` rules in file order -- first match wins. No
+   match: None, and the session gives no referral.
 2. **Login referral** (RFC 2221): the home server's URL, then its replicas'.
 3. **Mailbox** (`mailbox_referral`, RFC 2193 §4): INBOX (any case) always
    goes to the home server; otherwise the first ``mailboxes:`` rule whose
@@ -14,8 +14,8 @@ the daemon swaps the whole table on reload. Lookups:
    names the mailbox as it is called on that server (after ``rename``).
 4. **RENAME** (`rename_referral`, RFC 2193 §4.3): see its docstring.
 
-URLs carry the user name exactly as the client gave it (the backend is the
-judge of its case); only the *lookup* key is normalised.
+URLs carry the user name as it was authenticated (the backend is the judge
+of its case); only the *lookup* key is normalised.
 """
 
 from __future__ import annotations
@@ -162,10 +162,10 @@ class RoutingTable:
 
     # -- explain ----------------------------------------------------------------
 
-    def explain(self, user: str, mailbox: str | None = None) -> list[str]:
-        """A human trace of the decision for ``user`` (and ``mailbox``).
+    def explain_user(self, user: str) -> list[str]:
+        """A human trace of the routing decision for ``user``: rule, home server.
 
-        The same lookups as the session, so what it prints is what is sent.
+        The same lookups as the session; what is *sent* is `refd.answers`'.
         """
         key = normalise_user(user)
         shown = f'user "{user}"' + (f' (looked up as "{key}")' if key != user else "")
@@ -173,27 +173,24 @@ class RoutingTable:
         if route is None:
             why = "no rule matched" if url_can_name(user) else "an IMAP URL cannot name it"
             return [f"{shown}: {why}", "no referral: the user has no home server in this table"]
-        lines = [
+        return [
             f"{shown} -> {route.rule}",
             "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
+            f"login: {route.login.value}",
         ]
-        login = self.login_referral(user)
-        assert login is not None
-        verdict = "NO" if route.login is LoginMode.REFER else "OK"
-        lines.append(f"login: {route.login.value} -> {verdict} [REFERRAL {' '.join(login.urls)}]")
-        if mailbox is None:
-            return lines
+
+    def explain_mailbox(self, user: str, mailbox: str) -> list[str]:
+        """A human trace of where ``mailbox`` of ``user`` is sent: rule, name, servers."""
+        route = self.route_user(user)
+        if route is None:
+            return []
         if not url_can_name(mailbox):
-            lines.append(f'mailbox "{mailbox}": no referral, an IMAP URL cannot name it')
-            return lines
+            return [f'mailbox "{mailbox}": no referral, an IMAP URL cannot name it']
         servers, remote, rule = self._mailbox_target(route, mailbox)
-        lines.append(f'mailbox "{mailbox}" -> {rule}')
+        lines = [f'mailbox "{mailbox}" -> {rule}']
         if remote != mailbox:
             lines.append(f'remote name: "{remote}"')
         lines.append("servers: " + ", then ".join(_server(s) for s in servers))
-        referral = self.mailbox_referral(user, mailbox)
-        assert referral is not None
-        lines.append(f"mailbox referral: NO [REFERRAL {' '.join(referral.urls)}]")
         return lines
 
     # -- internals ----------------------------------------------------------------

@@ -142,7 +142,7 @@ UserRuleKind = Literal["user", "glob", "regex", "default"]
 class UserRule:
     """One entry under ``users:``. ``pattern`` is the compiled glob or regex
     (None for ``user`` and ``default``); ``text`` is what the file says,
-    with an exact user's domain already lower-cased."""
+    lower-cased for ``user`` and ``glob`` (see `normalise_user`)."""
 
     kind: UserRuleKind
     text: str
@@ -194,15 +194,16 @@ class MailboxRule:
 
 
 def normalise_user(user: str) -> str:
-    """``user`` with the domain (after the last ``@``) lower-cased.
+    """The lookup key of ``user``: the whole name lower-cased.
 
-    User names are otherwise case-sensitive; domains are not (RFC 5321 §2.4).
+    refd's one case rule for user names, the same for authentication (the
+    passwd-file) and routing (``user:``, ``glob:``, ``regex:``, ``user_map``):
+    names are compared case-insensitively, as Dovecot compares them by default
+    (``auth_username_format = %Lu``). ``Alice@ACME.test`` and
+    ``alice@acme.test`` are one user. Only comparisons use this key; what is
+    sent (a referral URL) carries the name as authenticated.
     """
-    local, at, domain = user.rpartition("@")
-    if not at:
-        return user
-    lowered = domain.lower()
-    return user if lowered == domain else f"{local}@{lowered}"
+    return user.lower()
 
 
 def is_inbox(mailbox: str) -> bool:

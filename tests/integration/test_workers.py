@@ -1,4 +1,4 @@
-"""``workers: N``: real processes sharing the port, a supervisor, one endpoint.
+"""``workers: N``: real processes sharing the listening sockets, a supervisor, one endpoint.
 
 Kill -9 a worker: connections are still served, the supervisor restarts it,
 and the metrics endpoint still adds up every worker, the dead one included.
@@ -59,9 +59,8 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
 
         assert logins(port, 20) == [REFERRAL] * 20
         os.kill(pids[0], signal.SIGKILL)
-        # Once the kernel has closed the dead worker's socket (connections
-        # queued on it at the moment of death are reset, as with any
-        # SO_REUSEPORT server), the other worker serves every new client.
+        # The workers share the supervisor's listening sockets (one accept
+        # queue): the live worker serves every new client.
         daemon.wait_log(f"pid={pids[0]} died with -9")
         assert logins(port, 10) == [REFERRAL] * 10
         daemon.wait_log("worker 0 ready pid=", timeout=30)  # restarted

@@ -64,7 +64,11 @@ ERRORS = [
         'routing.yaml:7: unknown key "public" in namespaces (known keys: other, personal, shared)',
     ),
     ("servers: {}\n", 'routing.yaml:1: the routing file needs "version"'),
-    ("- a\n", "routing.yaml:1: the routing file must be a mapping (key: value), got a list"),
+    (
+        "- a\n",
+        "routing.yaml:1: the routing file must be a YAML mapping (key: value), "
+        "and this file is a list (is it the right file?)",
+    ),
     ("version: 2\nservers: {a: {host: h}}\n", "routing.yaml:1: version must be 1"),
     ("version: 1\n", 'routing.yaml:1: the routing file needs "servers"'),
     ("version: 1\nservers: {}\n", "routing.yaml:2: servers must name at least one server"),
@@ -279,7 +283,7 @@ ERRORS = [
     ),
     (
         doc(*SERVERS, "user_map:", "  bob@example.org: mail1", "  bob@EXAMPLE.org: mail2"),
-        'routing.yaml:8: user "bob@example.org" is listed twice (first at line 7)',
+        'routing.yaml:8: user "bob@EXAMPLE.org" is listed twice (first at line 7)',
     ),
     # -- YAML-level errors come through as they are -------------------------------------
     (
@@ -347,8 +351,9 @@ MAP_BASE = doc(*SERVERS, "user_map: users.map")
             'users.map:2: unknown server "mail3" for user "b@example.org" (servers: mail1, mail2)',
         ),
         (
-            "# users\nBob@Example.org mail1\n\nx@example.org mail2\nBob@example.ORG mail2\n",
-            'users.map:5: user "Bob@example.org" is listed twice (first at line 2)',
+            "# users\nBob@Example.org mail1\n\nx@example.org mail2\nbob@example.ORG mail2\n",
+            # One case rule (normalise_user): the whole name is compared lower-cased.
+            'users.map:5: user "bob@example.ORG" is listed twice (first at line 2)',
         ),
         ("a@example.org\n", "users.map:1: expected USER SERVER, got 1 field(s)"),
         ("a@example.org mail1 extra\n", "users.map:1: expected USER SERVER, got 3 field(s)"),
@@ -374,7 +379,7 @@ def test_user_map_parsing() -> None:
     )
     assert {user: server.name for user, server in table.user_map.items()} == {
         "a@example.org": "mail1",
-        "B@example.org": "mail2",
+        "b@example.org": "mail2",
         "c@example.org": "mail2",
         "plain": "mail1",
         "x@y@z.org": "mail1",

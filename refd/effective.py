@@ -1,0 +1,122 @@
+"""``refd config``: the daemon configuration as the daemon sees it.
+
+What ``doveconf -n`` and ``nginx -T`` do for their daemons: the loaded
+`DaemonConfig` written back as YAML in the file's own layout, with every
+default filled in and every path absolute, so the admin sees the values in
+force, not the values written.  The output is itself a valid config: a test
+loads it back and gets the same configuration, and checks it against the
+schema (`refd.schema`) and for every key the loader knows.
+
+Secrets are redacted: a value under a key that names one (``password``,
+``secret``, ``token`` ...) and the password in a URL's user-info are printed
+as ``<redacted>``.  refd's own keys hold no secret today (the passwd-file's
+hashes stay in their file); the rule is here so a key that does cannot leak.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from refd.auth.trust import public_networks
+from refd.config import DaemonConfig, ImapAuthConfig
+from refd.listen import authority
+from refd.yamltree import dump_yaml
+
+__all__ = ["REDACTED", "effective_config", "effective_text", "redact"]
+
+REDACTED = "<redacted>"
+#: a key that holds a secret ends in one of these words (max_password_bytes does not)
+_SECRET_KEY = re.compile(r"(?:^|_)(?:password|passwd|secret|token|credentials?|api_key)$", re.I)
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*(?P<tail>@)", re.I)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with secrets replaced by `REDACTED` (recursively)."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(rf"\g<head>{REDACTED}\g<tail>", value)
+    return value
+
+
+def _imap(ia: ImapAuthConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if ia.server is not None:  # else: the user's home server
+        out["server"] = authority(*ia.server)
+    out["tls"] = ia.tls
+    if ia.ca_file is not None:
+        out["ca_file"] = str(ia.ca_file)
+    out |= {
+        "verify_certificate": ia.verify_certificate,
+        "connect_timeout_s": ia.connect_timeout_s,
+        "response_timeout_s": ia.response_timeout_s,
+        "max_concurrent_per_backend": ia.max_concurrent_per_backend,
+        "cache_ttl_s": ia.cache_ttl_s,
+        "cache_max_entries": ia.cache_max_entries,
+        "send_id": list(ia.send_id),
+    }
+    return out
+
+
+def effective_config(config: DaemonConfig) -> dict[str, Any]:
+    """The configuration in force, in the file's layout, defaults included."""
+    auth: dict[str, Any] = {"source": config.auth_source}
+    if config.passwd_file is not None:
+        auth["passwd_file"] = str(config.passwd_file)
+    if config.imap_auth is not None:
+        auth["imap"] = _imap(config.imap_auth)
+    if config.auth_source == "trust":
+        auth["trust_networks"] = [str(n) for n in config.trust_networks]
+        # It loaded, so public networks were allowed explicitly.
+        auth["trust_allow_public"] = bool(public_networks(config.trust_networks))
+    auth |= {
+        "failure_delay_s": config.auth_failure_delay_s,
+        "failure_delay_max_s": config.auth_failure_delay_max_s,
+        "advertise_plain": config.advertise_auth_plain,
+    }
+    out: dict[str, Any] = {
+        "hostname": config.hostname,
+        "routing": str(config.routing_file),
+        "auth": auth,
+        "listeners": [
+            {
+                "name": lc.name,
+                "address": lc.address,
+                "port": lc.port,
+                "tls": lc.tls,
+                "proxy_protocol": lc.proxy_protocol,
+            }
+            for lc in config.listeners
+        ],
+    }
+    if config.tls_cert is not None and config.tls_key is not None:
+        out["tls"] = {"cert": str(config.tls_cert), "key": str(config.tls_key)}
+    out["trusted_networks"] = [str(n) for n in config.trusted_networks]
+    out["proxy_networks"] = [str(n) for n in config.proxy_networks]
+    out["limits"] = dataclasses.asdict(config.limits)
+    out["log"] = {"level": config.log_level, "format": config.log_format}
+    out["drain"] = config.drain
+    if config.sibling is not None:
+        out["sibling"] = authority(*config.sibling)
+    out["shutdown_grace_s"] = config.shutdown_grace_s
+    if config.metrics_address is not None:
+        host, port = config.metrics_address
+        out["metrics"] = {"address": host, "port": port}
+    out["workers"] = config.workers
+    out["watch_interval_s"] = config.watch_interval_s
+    return redact(out)  # type: ignore[no-any-return]
+
+
+def effective_text(config: DaemonConfig) -> str:
+    """`effective_config` as YAML, with a header naming the file."""
+    head = (
+        f"# refd effective configuration of {config.file}\n"
+        "# (every default filled in, paths absolute, secrets redacted)\n"
+    )
+    return head + dump_yaml(effective_config(config))
