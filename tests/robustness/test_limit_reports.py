@@ -239,8 +239,29 @@ CASES = [
         "literal_size_non_synchronizing",
         scripted(b"a1 LOGIN alice {5000+}\r\n"),
         b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n"
-        b"* BYE Non-synchronizing literal too large.\r\n",
-        [("literal_size", "Non-synchronizing literal too large.")],
+        b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
+        # The reason is the limit's own, not the BYE that every lost stream shares.
+        [("literal_size", "Non-synchronizing literal over 4096 octets (LITERAL-).")],
+    ),
+    Case(
+        # The same BYE after an overlong line that announces {n+}: logged as
+        # line_length with its own reason.
+        "line_length_non_synchronizing",
+        scripted(b"a1 NOOP " + b"x" * 600 + b" {5+}\r\n"),
+        b"a1 BAD [TOOBIG] Command line too long.\r\n"
+        b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
+        [("line_length", "Command line too long.")],
+        limits={"max_line_bytes": 512},
+    ),
+    Case(
+        # The last invalid command a client may send is itself over a limit:
+        # both limits are logged and counted, each with its own reason.
+        "bad_commands_ended_by_a_limit",
+        scripted(b"a1 FROB\r\n", b"a2 NOOP " + b"x" * 600 + b"\r\n"),
+        b"a1 BAD Unknown command FROB.\r\na2 BAD [TOOBIG] Command line too long.\r\n"
+        b"* BYE Too many invalid commands.\r\n",
+        [("line_length", "Command line too long."), ("bad_commands", "Too many invalid commands.")],
+        limits={"max_line_bytes": 512, "bad_commands": 2},
     ),
     Case(
         "connections_total",
@@ -372,6 +393,8 @@ async def test_limit_is_logged_counted_and_explained(
     m = await scrape(run.metrics_port)
     limit = c.logged[0][0]
     assert value(m, "refd_limit_hits_total", limit=limit) == c.count
+    for other, _ in c.logged[1:]:
+        assert value(m, "refd_limit_hits_total", limit=other) == 1, other
     if limit == "password_length":
         # Answered as a wrong password: a failure for the source's metric.
         assert value(m, "refd_auth_total", source="passwd-file", result="failure") == 1
