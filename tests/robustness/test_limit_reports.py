@@ -78,6 +78,20 @@ async def silent(port: int) -> bytes:
         await client.aclose()
 
 
+def unprompted(data: bytes) -> Client:
+    """Send ``data`` at once, before any greeting; return all the door said until it closed."""
+
+    async def run(port: int) -> bytes:
+        client = await LineClient.connect(port)
+        try:
+            await client.send(data)
+            return await client.rest()
+        finally:
+            await client.aclose()
+
+    return run
+
+
 async def busy_until_cut(port: int) -> bytes:
     """NOOP every 0.2 s, never logging in, until the login deadline."""
     client = await greeted(port)
@@ -334,6 +348,33 @@ CASES = [
             )
         ],
         limits={"proxy_header_timeout_s": 0.5},
+        listener="proxy",
+    ),
+    Case(
+        # A client (or a balancer without send-proxy) that speaks IMAP at once:
+        # what it sent is described, never copied into the log (a password).
+        "proxy_header_missing",
+        unprompted(b"a1 LOGIN bob s3cret-pass\r\n"),
+        b"",
+        [
+            (
+                "proxy_header",
+                "not a PROXY header: the connection starts with 26 octets of "
+                "something else (first octet 0x61)",
+            )
+        ],
+        listener="proxy",
+    ),
+    Case(
+        "proxy_header_missing_tls",
+        unprompted(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+        b"",
+        [
+            (
+                "proxy_header",
+                "not a PROXY header: the connection starts with 11 octets of a TLS handshake",
+            )
+        ],
         listener="proxy",
     ),
     Case(
