@@ -171,7 +171,13 @@ def _show(raw: bytes, limit: int = 40) -> str:
 
 
 def _not_proxy(buf: bytes) -> ProxyProtocolError:
-    return ProxyProtocolError(f"not a PROXY header: the connection starts with {_show(buf)}")
+    """Describe what came instead of a header, without copying it: a client
+    that speaks at once may have sent ``LOGIN user password``."""
+    # 0x16: a TLS record of type handshake (RFC 8446 §5.1)
+    what = "a TLS handshake" if buf[0] == 0x16 else f"something else (first octet {buf[0]:#04x})"
+    return ProxyProtocolError(
+        f"not a PROXY header: the connection starts with {len(buf)} octets of {what}"
+    )
 
 
 # -- version 1 (§2.1) ---------------------------------------------------------

@@ -327,10 +327,13 @@ class Session:
     def _bad_input(self, event: BadInput) -> Reply:
         err = event.error
         reply = Reply([_bad(err)])
+        # Each limit with its own reason: the BAD names what this command
+        # ran into; the BYE of a lost stream is the same for every limit.
         if event.limit is not None:
-            # What the client is told is the reason: the BAD (what it sent),
-            # then the BYE (what follows) if the connection ends.
-            self.limit_hit(event.limit, f"{err.text} {event.bye}" if event.bye else err.text)
+            self.limit_hit(event.limit, err.text)
+        if event.too_many_bad:
+            assert event.bye is not None
+            self.limit_hit("bad_commands", event.bye)
         if event.bye is not None:
             reply.responses.append(Bye(event.bye))
             reply.close = True

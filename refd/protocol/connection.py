@@ -46,6 +46,7 @@ __all__ = [
     "LOST_SYNC_BYE",
     "NEED_DATA",
     "NONSYNC_LITERAL_MAX",
+    "TOO_MANY_BAD_BYE",
     "BadInput",
     "Connection",
     "LiteralRequest",
@@ -58,6 +59,8 @@ NONSYNC_LITERAL_MAX = 4096
 
 #: The one ``* BYE`` text for every framing path that cannot resynchronise.
 LOST_SYNC_BYE = "Cannot resynchronize after a refused non-synchronizing literal."
+#: The ``* BYE`` text once ``bad_command_limit`` invalid commands have come.
+TOO_MANY_BAD_BYE = "Too many invalid commands."
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,12 @@ class BadInput:
 
     error: CommandError
     bye: str | None = None
-    #: the name of the limit this input hit, if any (for counting and logs)
+    #: the name of the limit this input hit, if any (for counting and logs;
+    #: the reason is ``error.text``)
     limit: str | None = None
+    #: this input was the last invalid command allowed (``bad_command_limit``):
+    #: a limit of its own, reported besides ``limit``, and the reason for ``bye``
+    too_many_bad: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,8 +393,7 @@ class Connection:
     ) -> BadInput:
         self.bad_commands += 1
         if bye is None and self.bad_commands >= self.limits.bad_command_limit:
-            bye = "Too many invalid commands."
-            limit = limit or "bad_commands"
+            return BadInput(error, TOO_MANY_BAD_BYE, limit, too_many_bad=True)
         return BadInput(error, bye, limit)
 
     # -- output -------------------------------------------------------------

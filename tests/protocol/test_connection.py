@@ -168,6 +168,22 @@ def test_bad_command_budget() -> None:
     conn.receive_data(b"a FROB\r\nb FROB\r\nc FROB\r\n")
     evs = events(conn)
     assert [bad(e)[2] for e in evs[:3]] == [None, None, "Too many invalid commands."]
+    # The budget is a limit of its own, reported besides any the command hit.
+    assert [(e.limit, e.too_many_bad) for e in evs[:3] if isinstance(e, BadInput)] == [
+        (None, False),
+        (None, False),
+        (None, True),
+    ]
+    conn = Connection(ProtocolLimits(bad_command_limit=2, max_line_bytes=64))
+    conn.receive_data(b"a FROB\r\nb NOOP " + b"x" * 100 + b"\r\n")
+    last = events(conn)[1]
+    assert isinstance(last, BadInput)
+    assert (last.error.code, last.bye, last.limit, last.too_many_bad) == (
+        "TOOBIG",
+        "Too many invalid commands.",
+        "line_length",
+        True,
+    )
 
 
 def test_sasl_response_line() -> None:

@@ -78,6 +78,20 @@ async def silent(port: int) -> bytes:
         await client.aclose()
 
 
+def unprompted(data: bytes) -> Client:
+    """Send ``data`` at once, before any greeting; return all the door said until it closed."""
+
+    async def run(port: int) -> bytes:
+        client = await LineClient.connect(port)
+        try:
+            await client.send(data)
+            return await client.rest()
+        finally:
+            await client.aclose()
+
+    return run
+
+
 async def busy_until_cut(port: int) -> bytes:
     """NOOP every 0.2 s, never logging in, until the login deadline."""
     client = await greeted(port)
@@ -207,7 +221,7 @@ CASES = [
         scripted(b"a1 FROB\r\na2 FROB\r\n"),
         b"a1 BAD Unknown command FROB.\r\na2 BAD Unknown command FROB.\r\n"
         b"* BYE Too many invalid commands.\r\n",
-        [("bad_commands", "Unknown command FROB. Too many invalid commands.")],
+        [("bad_commands", "Too many invalid commands.")],
         limits={"bad_commands": 2},
     ),
     Case(
@@ -240,13 +254,28 @@ CASES = [
         scripted(b"a1 LOGIN alice {5000+}\r\n"),
         b"a1 BAD [TOOBIG] Non-synchronizing literal over 4096 octets (LITERAL-).\r\n"
         b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
-        [
-            (
-                "literal_size",
-                "Non-synchronizing literal over 4096 octets (LITERAL-). "
-                "Cannot resynchronize after a refused non-synchronizing literal.",
-            )
-        ],
+        # The reason is the limit's own, not the BYE that every lost stream shares.
+        [("literal_size", "Non-synchronizing literal over 4096 octets (LITERAL-).")],
+    ),
+    Case(
+        # The same BYE after an overlong line that announces {n+}: logged as
+        # line_length with its own reason.
+        "line_length_non_synchronizing",
+        scripted(b"a1 NOOP " + b"x" * 600 + b" {5+}\r\n"),
+        b"a1 BAD [TOOBIG] Command line too long.\r\n"
+        b"* BYE Cannot resynchronize after a refused non-synchronizing literal.\r\n",
+        [("line_length", "Command line too long.")],
+        limits={"max_line_bytes": 512},
+    ),
+    Case(
+        # The last invalid command a client may send is itself over a limit:
+        # both limits are logged and counted, each with its own reason.
+        "bad_commands_ended_by_a_limit",
+        scripted(b"a1 FROB\r\n", b"a2 NOOP " + b"x" * 600 + b"\r\n"),
+        b"a1 BAD Unknown command FROB.\r\na2 BAD [TOOBIG] Command line too long.\r\n"
+        b"* BYE Too many invalid commands.\r\n",
+        [("line_length", "Command line too long."), ("bad_commands", "Too many invalid commands.")],
+        limits={"max_line_bytes": 512, "bad_commands": 2},
     ),
     Case(
         "connections_total",
@@ -322,6 +351,33 @@ CASES = [
         listener="proxy",
     ),
     Case(
+        # A client (or a balancer without send-proxy) that speaks IMAP at once:
+        # what it sent is described, never copied into the log (a password).
+        "proxy_header_missing",
+        unprompted(b"a1 LOGIN bob s3cret-pass\r\n"),
+        b"",
+        [
+            (
+                "proxy_header",
+                "not a PROXY header: the connection starts with 26 octets of "
+                "something else (first octet 0x61)",
+            )
+        ],
+        listener="proxy",
+    ),
+    Case(
+        "proxy_header_missing_tls",
+        unprompted(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
+        b"",
+        [
+            (
+                "proxy_header",
+                "not a PROXY header: the connection starts with 11 octets of a TLS handshake",
+            )
+        ],
+        listener="proxy",
+    ),
+    Case(
         "password_length_login",
         login_literal(LONG_PASSWORD),
         AUTH_FAILED + BYE_LOGOUT,
@@ -378,6 +434,8 @@ async def test_limit_is_logged_counted_and_explained(
     m = await scrape(run.metrics_port)
     limit = c.logged[0][0]
     assert value(m, "refd_limit_hits_total", limit=limit) == c.count
+    for other, _ in c.logged[1:]:
+        assert value(m, "refd_limit_hits_total", limit=other) == 1, other
     if limit == "password_length":
         # Answered as a wrong password: a failure for the source's metric.
         assert value(m, "refd_auth_total", source="passwd-file", result="failure") == 1
