@@ -476,6 +476,7 @@ _LIMIT_INTS = {
     "max_auth_in_flight": (1, 1_000_000),
     "max_password_bytes": (1, MAX_PASSWORD_BYTES),
     "max_list_patterns": (1, 100_000),
+    "max_list_tests": (1, 1_000_000_000),
 }
 _LIMIT_SECONDS = (
     "preauth_idle_timeout_s",

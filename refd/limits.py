@@ -34,6 +34,9 @@ class Limits:
     max_password_bytes: int = 511
     #: patterns in one LIST (RFC 5258 §3 allows a list); more: NO [LIMIT]
     max_list_patterns: int = 100
+    #: patterns x published names one LIST may test; more: NO [LIMIT] before
+    #: any work (a pattern test costs about a microsecond)
+    max_list_tests: int = 250_000
     preauth_idle_timeout_s: float = 60.0
     # RFC 9051 §5.4: the autologout timer is at least 30 minutes.
     idle_timeout_s: float = 1800.0

@@ -30,6 +30,7 @@ from refd.config import _LIMIT_INTS, _LIMIT_SECONDS, AUTH_SOURCES, TLS_MODES
 from refd.limits import Limits
 from refd.routing.load import _SERVER_NAME, FORMAT_VERSION
 from refd.routing.model import LoginMode
+from refd.store import STORE_KINDS
 
 __all__ = ["KINDS", "config_schema", "routing_schema", "schema_text"]
 
@@ -121,6 +122,9 @@ def config_schema() -> Schema:
                 ],
                 "description": "RFC 2971 ID fields sent before LOGIN: true (all), false, or a list",
             },
+            "cache_shared": _bool(
+                "keep the positive cache in the throttle's store (default false)"
+            ),
         },
         "auth.imap: check passwords with one LOGIN on a backend",
     )
@@ -212,6 +216,39 @@ def config_schema() -> Schema:
                 },
                 "Prometheus /metrics, /healthz and /readyz",
                 ("address", "port"),
+            ),
+            "throttle": _object(
+                {
+                    "forget_after_s": _seconds(
+                        "a counter is forgotten this long after its last failure, default 900",
+                        positive=True,
+                    ),
+                    "network_threshold": _int(
+                        1, 1_000_000, "failures of a network before it adds delay, default 10"
+                    ),
+                    "user_threshold": _int(
+                        1, 1_000_000, "failures of a user name before it adds delay, default 5"
+                    ),
+                    "ipv4_prefix": _int(8, 32, "what an IPv4 network is, default 24"),
+                    "ipv6_prefix": _int(16, 128, "what an IPv6 network is, default 64"),
+                    "max_entries": _int(100, 100_000_000, "counters kept per process"),
+                    "store": _enum(STORE_KINDS, "where the counters live, default local"),
+                    "redis": _object(
+                        {
+                            "url": _str("redis://host:6379/0, rediss://... or unix:///path"),
+                            "key_prefix": _str("default refd:"),
+                        },
+                        "The Redis or Valkey server every door shares",
+                        ("url",),
+                    ),
+                    "secret_file": _str("the HMAC key every door shares; required with redis"),
+                    "store_timeout_s": _seconds("default 0.2", positive=True),
+                    "store_retry_s": _seconds("default 1", positive=True),
+                    "on_store_error": _enum(
+                        ("open", "closed"), "open (default): count locally; closed: refuse"
+                    ),
+                },
+                "Login throttle: counters per address, network and user name",
             ),
             "workers": _int(1, 256, "worker processes sharing the ports; one per core"),
             "watch_interval_s": _seconds("> 0: poll the files and reload on change"),

@@ -426,6 +426,9 @@ class Session:
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         request = self._auth_request(user, password)
         door.auth_in_flight += 1
+        # The delay counts from here, so the answer comes at the same time
+        # whatever the check cost (a cheap hash, an unknown user's dummy).
+        begun = trio.current_time()
         started = time.perf_counter()
         try:
             result = await self._check_password(service, request)
@@ -477,7 +480,7 @@ class Session:
             " store=unavailable" if verdict.degraded else "",
         )
         if delay.seconds > 0:
-            await trio.sleep(delay.seconds)
+            await trio.sleep_until(begun + delay.seconds)
         if verdict.refuse:
             text = "Authentication is temporarily unavailable; try again later."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
@@ -587,13 +590,25 @@ class Session:
             )
             return Reply([Tagged(tag, Cond.NO, text, "LIMIT")])
         table = service.table
+        compiled = compile_patterns(reference, patterns, table.delimiter)
+        names = table.remote_names(self.user)
+        # The matching work is bounded before any is done: each name is
+        # tested against the patterns until one matches.
+        tests = len(compiled) * len(names)
+        if tests > service.limits.max_list_tests:
+            text = f"Too much matching: {len(compiled)} patterns over {len(names)} mailboxes."
+            self.limit_hit(
+                "list_tests",
+                f"{len(compiled)} patterns x {len(names)} names in one {kind} (max_list_tests)",
+            )
+            return Reply([Tagged(tag, Cond.NO, text, "LIMIT")])
         flags = (["\\Subscribed"] if subscribed_flag else []) + (
             ["\\Remote"] if remote_flag else []
         )
         lines = _list_lines(
             kind,
-            compile_patterns(reference, patterns, table.delimiter),
-            table.remote_names(self.user),
+            compiled,
+            names,
             table.delimiter,
             flags,
             children=children,

@@ -261,6 +261,8 @@ LEVELS = [
     ("config", ("log",), CONFIG + "log: {zzz_unknown: 1}\n"),
     ("config", ("metrics",), CONFIG + "metrics: {zzz_unknown: 1}\n"),
     ("config", ("limits",), CONFIG + "limits: {zzz_unknown: 1}\n"),
+    ("config", ("throttle",), CONFIG + "throttle: {zzz_unknown: 1}\n"),
+    ("config", ("throttle", "redis"), CONFIG + "throttle: {redis: {zzz_unknown: 1}}\n"),
     ("routing", (), ROUTING + "zzz_unknown: 1\n"),
     ("routing", ("servers", "*"), ROUTING.replace("{host: mail1", "{zzz_unknown: 1, host: mail1")),
     (

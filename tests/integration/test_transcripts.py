@@ -11,9 +11,11 @@ import dataclasses
 import ipaddress
 import itertools
 
+import pytest
 import trio
 from trio.testing import MockClock
 
+from refd.auth.base import AuthRequest
 from refd.auth.trust import TrustSource
 from refd.routing import load_table
 from refd.session import Service
@@ -298,6 +300,27 @@ async def test_list_over_the_pattern_limit_is_refused(
         S: b5 OK NOOP completed.
     """)
     assert hits(door.door, "list_patterns") == 2
+
+
+async def test_list_over_the_matching_budget_is_refused(
+    demo_service: Service, clock: MockClock
+) -> None:
+    # Bob has three published names: one pattern costs 3 tests, two cost 6.
+    # The work is bounded before any is done (RFC 5530 §3 LIMIT).
+    door = make_door(demo_service, max_list_tests=5)
+    await door.transcript(f"""
+        {GREETING}
+        {BOB_IN}
+        C: b2 RLIST "" INBOX
+        S: * LIST () "/" INBOX
+        S: b2 OK LIST completed.
+        C: b3 LIST (REMOTE) "" (INBOX Shared/*)
+        S: b3 NO [LIMIT] Too much matching: 2 patterns over 3 mailboxes.
+        C: b4 LIST (REMOTE) "" (INBOX INBOX)
+        S: * LIST (\\Remote) "/" INBOX
+        S: b4 OK LIST completed.
+    """)
+    assert hits(door.door, "list_tests") == 1
 
 
 async def test_namespace(door: Door, clock: MockClock) -> None:
@@ -589,6 +612,36 @@ async def test_auth_in_flight_cap(demo_service: Service, clock: MockClock) -> No
         """)
         gated.release.set()
     assert hits(door.door, "auth_in_flight") == 1
+
+
+class CostlyAuth:
+    """An auth source whose check of ``alice`` costs 0.7 s (a slow hash), others none."""
+
+    name = "costly"
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+    async def authenticate(self, request: AuthRequest) -> object:
+        if request.user == "alice":
+            await trio.sleep(0.7)
+        return await self.inner.authenticate(request)  # type: ignore[attr-defined]
+
+
+async def test_failed_logins_are_answered_at_one_time_whatever_the_check_costs(
+    demo_service: Service, clock: MockClock
+) -> None:
+    # The failure delay counts from the start of the check, so a wrong
+    # password for a costly hash and an unknown user are answered alike.
+    service = dataclasses.replace(demo_service, auth=CostlyAuth(demo_service.auth))  # type: ignore[arg-type]
+    door = make_door(service)
+    for user in ("alice", "nobody"):
+        greeted, answered = await door.transcript(f"""
+            {GREETING}
+            C: a1 LOGIN {user} wrong
+            S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.
+        """)
+        assert answered - greeted == pytest.approx(2.0)
 
 
 async def test_login_phase_is_bounded_even_for_busy_clients(door: Door, clock: MockClock) -> None:
