@@ -1,8 +1,12 @@
-"""The ``refd`` command: serve, check, explain, probe.
+"""The ``refd`` command: serve, check, config, schema, explain, probe.
 
 ``main(argv=None) -> int`` is the entry point; every subcommand goes through
 the same loaders as the daemon (``refd.config``), so ``refd check`` accepts
-exactly what ``refd serve`` accepts.
+exactly what ``refd serve`` accepts.  The decisions the tools show are the
+daemon's own: ``explain`` (`refd.explain`) runs `refd.answers`, ``check``
+adds `refd.checks`, ``config`` prints `refd.effective`, ``schema``
+`refd.schema`.  A file error or a port that cannot be had is one line,
+``refd: ...``, and exit code 1.
 """
 
 from __future__ import annotations
