@@ -209,13 +209,13 @@ def _worker(config: DaemonConfig, fds: str) -> int:
         return dataclasses.replace(config, listeners=listeners, metrics_address=None)
 
     config = pin(config)
-    socket = os.environ.get(STORE_SOCKET_ENV)
+    store_socket = os.environ.get(STORE_SOCKET_ENV)
     daemon = Daemon(
         config,
         load_service(config),
         adjust=pin,
         sockets=bound,
-        store_socket=Path(socket) if socket else None,
+        store_socket=Path(store_socket) if store_socket else None,
     )
 
     parent = os.getppid()

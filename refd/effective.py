@@ -60,6 +60,24 @@ def _imap(ia: ImapAuthConfig) -> dict[str, Any]:
         "cache_ttl_s": ia.cache_ttl_s,
         "cache_max_entries": ia.cache_max_entries,
         "send_id": list(ia.send_id),
+        "cache_shared": ia.cache_shared,
+    }
+    return out
+
+
+def _throttle(config: DaemonConfig) -> dict[str, Any]:
+    store = config.store
+    out: dict[str, Any] = dataclasses.asdict(config.throttle)
+    out |= {"max_entries": store.max_entries, "store": store.kind}
+    if store.redis_url:
+        # The URL may carry a password: redact() masks it.
+        out["redis"] = {"url": store.redis_url, "key_prefix": store.key_prefix}
+    if store.secret_file is not None:
+        out["secret_file"] = str(store.secret_file)
+    out |= {
+        "store_timeout_s": store.timeout_s,
+        "store_retry_s": store.retry_s,
+        "on_store_error": store.on_error,
     }
     return out
 
@@ -100,6 +118,7 @@ def effective_config(config: DaemonConfig) -> dict[str, Any]:
     out["trusted_networks"] = [str(n) for n in config.trusted_networks]
     out["proxy_networks"] = [str(n) for n in config.proxy_networks]
     out["limits"] = dataclasses.asdict(config.limits)
+    out["throttle"] = _throttle(config)
     out["log"] = {"level": config.log_level, "format": config.log_format}
     out["drain"] = config.drain
     if config.sibling is not None:

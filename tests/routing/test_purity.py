@@ -1,7 +1,7 @@
 """The pure modules stay pure: no I/O imports, no open().
 
 refd/routing/, refd/protocol/ (the server core and the IMAP client core),
-refd/proxy_protocol.py, refd/tree.py and refd/throttle.py take values in and give values out;
+refd/proxy_protocol.py, refd/tree.py, refd/throttle.py and refd/answers.py take values in and give values out;
 trio, sockets, TLS and files live in the adapters around them.
 """
 
@@ -20,6 +20,7 @@ PURE = sorted(
         ROOT / "proxy_protocol.py",
         ROOT / "tree.py",
         ROOT / "throttle.py",
+        ROOT / "answers.py",
     ]
 )
 FORBIDDEN = frozenset(
