@@ -1,8 +1,9 @@
 """The pure modules stay pure: no I/O imports, no open().
 
 refd/routing/, refd/protocol/ (the server core and the IMAP client core),
-refd/proxy_protocol.py, refd/tree.py, refd/throttle.py and refd/answers.py take values in and give values out;
-trio, sockets, TLS and files live in the adapters around them.
+refd/proxy_protocol.py, refd/tree.py, refd/throttle.py and refd/answers.py
+take values in and give values out; trio, sockets, TLS and files live in the
+adapters around them.
 """
 
 from __future__ import annotations
