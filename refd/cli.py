@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import trio
 from refd import __version__, probe
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
+from refd.logs import setup_logging
 from refd.supervisor import STORE_SOCKET_ENV, Supervisor
 from refd.tree import TreeError
 from refd.yamltree import parse_yaml
@@ -76,35 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TreeError as exc:
         print(f"refd: {exc}", file=sys.stderr)
         return 1
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    # The formats print none of these: don't pay for them on every record.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _serve(args: argparse.Namespace) -> int:
