@@ -71,24 +71,30 @@ def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
 
 
 def config_sha256(config: DaemonConfig, service: Service) -> str:
-    """The sha256 over every file in service, in a fixed order, by name and content.
+    """The sha256 over every file in service, by role and content.
 
-    The daemon config, the routing table, its user map, the passwd-file and
-    the TLS certificate: a change to any of them changes the hash (never the
-    private key or the throttle secret).  ``refd_config_info{sha256}`` and the
-    start-up and reload log lines carry it.
+    The daemon config, the routing table, its user map and the passwd-file:
+    a change to any of them changes the hash.  Not the TLS files (doors often
+    have a certificate each) nor the throttle secret.  Paths do not count, so
+    doors that serve the same files from different places agree.
+    ``refd_config_info{sha256}`` and the start-up and reload lines carry it.
     """
-    files = [config.file, config.routing_file]
-    if service.table.user_map_file:
-        files.append(Path(service.table.user_map_file))
-    files += [f for f in (config.passwd_file, config.tls_cert) if f is not None]
+    user_map = service.table.user_map_file
+    files = {
+        "config": config.file,
+        "routing": config.routing_file,
+        "user_map": Path(user_map) if user_map else None,
+        "passwd_file": config.passwd_file,
+    }
     outer = hashlib.sha256()
-    for f in files:
+    for role, path in files.items():
+        if path is None:
+            continue
         try:
-            digest = hashlib.sha256(Path(f).read_bytes()).hexdigest()
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
             digest = "unreadable"
-        outer.update(f"{f}\0{digest}\n".encode())
+        outer.update(f"{role}\0{digest}\n".encode())
     return outer.hexdigest()
 
 

@@ -154,7 +154,7 @@ class Metrics:
         self.config_info = Gauge(
             "refd_config_info",
             "The configuration in service: the sha256 over the daemon config, routing "
-            "table, user map, passwd-file and TLS certificate (value 1).",
+            "table, user map and passwd-file (value 1).",
             ["sha256"],
             registry=r,
             multiprocess_mode="liveall",
