@@ -236,7 +236,13 @@ class Daemon:
                 nursery.start_soon(self._watch, self.config.watch_interval_s)
             if signals:
                 nursery.start_soon(self._signals)
-            log.info("refd ready routing_sha256=%s", self.ref.current.table.sha256)
+            log_event(
+                log,
+                logging.INFO,
+                "ready",
+                "refd ready routing_sha256=%(routing_sha256)s",
+                routing_sha256=self.ref.current.table.sha256,
+            )
             task_status.started(bound)
 
     async def _signals(self) -> None:

@@ -231,11 +231,15 @@ async def handle_connection(
                 # plaintext is dropped, never executed.
                 dropped = conn.discard_buffered()
                 if dropped:
-                    log.warning(
-                        "starttls conn=%s addr=%s dropped %d pipelined octets",
-                        client.conn_id,
-                        client.address,
-                        dropped,
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "starttls_dropped",
+                        "starttls conn=%(conn)s addr=%(client)s dropped %(octets)d "
+                        "pipelined octets",
+                        conn=client.conn_id,
+                        client=client.address,
+                        octets=dropped,
                     )
                 stream = await _tls_handshake(stream, ref.current.tls_context, limits)
                 session.client = replace(session.client, tls=True)
@@ -491,13 +495,17 @@ async def serve(
             host, port = sock_listener.socket.getsockname()[:2]
             bound.append(BoundListener(lc, host, port))
             listeners.append((lc, sock_listener))
-            log.info(
-                "listening name=%s address=%s port=%d tls=%s proxy_protocol=%s",
-                lc.name,
-                host,
-                port,
-                lc.tls,
-                "yes" if lc.proxy_protocol else "no",
+            log_event(
+                log,
+                logging.INFO,
+                "listening",
+                "listening name=%(listener)s address=%(address)s port=%(port)d tls=%(tls)s "
+                "proxy_protocol=%(proxy_protocol)s",
+                listener=lc.name,
+                address=host,
+                port=port,
+                tls=lc.tls,
+                proxy_protocol=lc.proxy_protocol,
             )
 
     async with trio.open_nursery() as connections:

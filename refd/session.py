@@ -500,7 +500,14 @@ class Session:
         route = service.table.route_user(user)
         referral = None if route is None else service.table.login_referral(user, route)
         if route is None or referral is None:
-            log.warning("no route conn=%s user=%s", self.client.conn_id, user)
+            log_event(
+                log,
+                logging.WARNING,
+                "no_route",
+                "no route conn=%(conn)s user=%(user)s",
+                conn=self.client.conn_id,
+                user=user,
+            )
             text = "No mail server is configured for this account."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
         hosts = _hosts(referral)
