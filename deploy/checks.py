@@ -58,6 +58,7 @@ METRICS: dict[str, tuple[str, frozenset[str]]] = {
     "refd_tls_handshake_failures_total": ("counter", frozenset({"listener"})),
     "refd_config_reloads_total": ("counter", frozenset({"result"})),
     "refd_config_last_reload_success_timestamp_seconds": ("gauge", frozenset()),
+    "refd_config_last_reload_successful": ("gauge", frozenset()),
     "refd_config_info": ("gauge", frozenset({"sha256"})),
     "refd_build_info": ("gauge", frozenset({"version"})),
 }

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import re
 import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from refd.daemon import Daemon, run
 from refd.effective import effective_text
 from refd.explain import explain
 from refd.listen import BindError, Bound, authority, bind_all
+from refd.logs import setup_logging
 from refd.routing import RoutingTable
 from refd.schema import KINDS, schema_text
 from refd.session import Service
@@ -136,35 +135,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TreeError, BindError) as exc:
         print(f"refd: {exc}", file=sys.stderr)
         return 1
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    # The formats print none of these: don't pay for them on every record.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ one is configured), and the process exits once they are gone or
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -27,16 +28,18 @@ from pathlib import Path
 
 import trio
 
+from refd import __version__
 from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.http import serve_http
 from refd.listen import Bound
+from refd.logs import log_event
 from refd.metrics import Metrics
 from refd.server import serve
 from refd.session import DoorState, Service, ServiceRef
 from refd.store import Throttle
 from refd.tree import TreeError
 
-__all__ = ["Daemon", "announce", "run"]
+__all__ = ["Daemon", "announce", "config_sha256", "run"]
 
 log = logging.getLogger("refd.daemon")
 
@@ -67,6 +70,34 @@ def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
         if extra is not None:
             files.append(extra)
     return files
+
+
+def config_sha256(config: DaemonConfig, service: Service) -> str:
+    """The sha256 over every file in service, by role and content.
+
+    The daemon config, the routing table, its user map and the passwd-file:
+    a change to any of them changes the hash.  Not the TLS files (doors often
+    have a certificate each) nor the throttle secret.  Paths do not count, so
+    doors that serve the same files from different places agree.
+    ``refd_config_info{sha256}`` and the start-up and reload lines carry it.
+    """
+    user_map = service.table.user_map_file
+    files = {
+        "config": config.file,
+        "routing": config.routing_file,
+        "user_map": Path(user_map) if user_map else None,
+        "passwd_file": config.passwd_file,
+    }
+    outer = hashlib.sha256()
+    for role, path in files.items():
+        if path is None:
+            continue
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            digest = "unreadable"
+        outer.update(f"{role}\0{digest}\n".encode())
+    return outer.hexdigest()
 
 
 def _fingerprint(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
@@ -107,7 +138,8 @@ class Daemon:
         throttle = Throttle(self.metrics, config.store, socket_path=store_socket)
         self.door = DoorState(self.metrics, throttle)
         bind_shared_cache(config, service, throttle)
-        self.metrics.config_loaded(service.table.sha256, time.time())
+        self.config_sha256 = config_sha256(config, service)
+        self.metrics.config_loaded(self.config_sha256, time.time())
         self._reload_lock = trio.Lock()
 
     def ready(self) -> bool:
@@ -117,22 +149,23 @@ class Daemon:
             and not self.ref.current.policy.drain
         )
 
-    def _load(self) -> tuple[DaemonConfig, Service]:
+    def _load(self) -> tuple[DaemonConfig, Service, str]:
         config = self.adjust(load_config(self.config.file))
-        return config, load_service(config)
+        service = load_service(config)
+        return config, service, config_sha256(config, service)
 
     async def reload(self) -> bool:
         """Load everything afresh and swap it in; keep what is in service on error."""
         async with self._reload_lock:
             try:
-                new_config, service = await trio.to_thread.run_sync(self._load)
+                new_config, service, sha256 = await trio.to_thread.run_sync(self._load)
             except TreeError as exc:
-                self.metrics.reloads.labels("failure").inc()
+                self.metrics.reload_failed()
                 log.error("reload failed, keeping the tables in service: %s", exc)
                 return False
             except Exception:
                 # A bug in a loader must not take the door down with it.
-                self.metrics.reloads.labels("failure").inc()
+                self.metrics.reload_failed()
                 log.exception("reload failed unexpectedly, keeping the tables in service")
                 return False
             if new_config.listeners != self.config.listeners:
@@ -141,10 +174,17 @@ class Daemon:
             bind_shared_cache(new_config, service, self.door.throttle)
             self.ref.current = service
             self.config = new_config
-            self.metrics.reloads.labels("success").inc()
-            self.metrics.config_loaded(service.table.sha256, time.time())
+            self.config_sha256 = sha256
+            self.metrics.config_loaded(sha256, time.time(), reload=True)
             announce(new_config)
-            log.info("reload ok routing_sha256=%s", service.table.sha256)
+            log_event(
+                log,
+                logging.INFO,
+                "reload",
+                "reload ok routing_sha256=%(routing_sha256)s config_sha256=%(config_sha256)s",
+                routing_sha256=service.table.sha256,
+                config_sha256=sha256,
+            )
             return True
 
     async def _watch(self, interval_s: float) -> None:
@@ -170,6 +210,18 @@ class Daemon:
         task_status: trio.TaskStatus[list[object]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until stopped (SIGTERM / SIGINT, or :meth:`DoorState.stop`)."""
+        log_event(
+            log,
+            logging.INFO,
+            "start",
+            "refd %(version)s starting config=%(config)s routing_sha256=%(routing_sha256)s "
+            "config_sha256=%(config_sha256)s pid=%(pid)d",
+            version=__version__,
+            config=str(self.config.file),
+            routing_sha256=self.ref.current.table.sha256,
+            config_sha256=self.config_sha256,
+            pid=os.getpid(),
+        )
         announce(self.config)
         async with trio.open_nursery() as nursery:
             await nursery.start(self.door.throttle.run)
@@ -201,7 +253,13 @@ class Daemon:
                 nursery.start_soon(self._watch, self.config.watch_interval_s)
             if signals:
                 nursery.start_soon(self._signals)
-            log.info("refd ready routing_sha256=%s", self.ref.current.table.sha256)
+            log_event(
+                log,
+                logging.INFO,
+                "ready",
+                "refd ready routing_sha256=%(routing_sha256)s",
+                routing_sha256=self.ref.current.table.sha256,
+            )
             task_status.started(bound)
 
     async def _signals(self) -> None:

@@ -1,26 +1,43 @@
 """Prometheus metrics of the door, on an injected registry.
 
-One :class:`Metrics` object holds every collector; the server and sessions
-record through its small methods, so metric names and label sets live here
-and nowhere else.  Label values are bounded: command names come from the
-fixed command table (anything else is ``UNKNOWN``), servers are the routing
-table's server names, never a user or a mailbox.
+One :class:`Metrics` object holds every collector; the server, sessions,
+throttle and daemon record through its typed methods, one per event
+(:meth:`Metrics.referral`, :meth:`Metrics.limit_hit`, ...), so metric names
+and label sets live here and nowhere else, and no other module touches a
+prometheus-client object (the HTTP endpoint only renders a registry).
+Label values are bounded: command names come from the fixed command table
+(anything else is ``UNKNOWN``), servers are the routing table's server
+names, never a user or a mailbox.
 
 With several worker processes, prometheus-client's multiprocess mode is on
 (``PROMETHEUS_MULTIPROC_DIR`` set before the first import); every gauge then
-says how workers' values combine (``multiprocess_mode``).
+says how workers' values combine (``multiprocess_mode``).  The supervisor's
+registry (:func:`supervisor_registry`) adds its own ``process_*`` metrics and
+every live worker's, labelled ``worker``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from refd import __version__
 from refd.protocol.commands import PARSERS
 
-__all__ = ["KNOWN_COMMANDS", "Metrics", "command_label"]
+__all__ = [
+    "KNOWN_COMMANDS",
+    "Metrics",
+    "command_label",
+    "supervisor_registry",
+    "worker_gone",
+]
 
 #: Every label value the ``command`` label can take.
 KNOWN_COMMANDS = frozenset(PARSERS) | {"UNKNOWN"}
@@ -72,7 +89,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.auth = Counter(
+        self.auth_checks = Counter(
             "refd_auth",
             "Authentication checks, by source and result (success, failure, unavailable).",
             ["source", "result"],
@@ -136,10 +153,17 @@ class Metrics:
         )
         self.config_info = Gauge(
             "refd_config_info",
-            "The routing table in service: its sha256 (value 1).",
+            "The configuration in service: the sha256 over the daemon config, routing "
+            "table, user map and passwd-file (value 1).",
             ["sha256"],
             registry=r,
             multiprocess_mode="liveall",
+        )
+        self.last_reload_ok = Gauge(
+            "refd_config_last_reload_successful",
+            "1 if the last load or reload of the configuration succeeded, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.build_info = Gauge(
             "refd_build_info",
@@ -149,12 +173,15 @@ class Metrics:
             multiprocess_mode="max",
         )
         self.build_info.labels(__version__).set(1)
+        # memory, CPU, open fds of this process (a worker's are collected by
+        # its supervisor, see supervisor_registry)
+        ProcessCollector(registry=r)
         self._sha256: str | None = None
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
 
-    def child(self, metric: Any, *labels: str) -> Any:
+    def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (label sets are bounded)."""
         key = (id(metric), labels)
         found = self._children.get(key)
@@ -162,8 +189,64 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def config_loaded(self, sha256: str, when: float) -> None:
-        """A table went into service (at start or by a reload)."""
+    # -- one method per event ------------------------------------------------------
+
+    def connection_opened(self, listener: str) -> None:
+        """A listener accepted a connection."""
+        self._child(self.connections, listener).inc()
+
+    def session_started(self, listener: str) -> None:
+        """A session began (it counts as active until :meth:`session_ended`)."""
+        self._child(self.connections_active, listener).inc()
+
+    def session_ended(self, listener: str) -> None:
+        self._child(self.connections_active, listener).dec()
+
+    def command_answered(self, command: str | None, result: str, seconds: float | None) -> None:
+        """A tagged (or ``* BAD``) answer to ``command``; ``seconds`` since its first byte."""
+        label = command_label(command)
+        self._child(self.commands, label, result).inc()
+        if seconds is not None:
+            self._child(self.command_duration, label).observe(seconds)
+
+    def referral(self, kind: str, command: str, server: str) -> None:
+        """A referral of ``kind`` (login, mailbox, greeting) to the table's ``server``."""
+        self._child(self.referrals, kind, command, server).inc()
+
+    def auth(self, source: str, result: str, seconds: float) -> None:
+        """Auth source ``source`` decided ``result`` in ``seconds`` (no failure delay)."""
+        self._child(self.auth_duration, source).observe(seconds)
+        self._child(self.auth_checks, source, result).inc()
+
+    def auth_throttled_answer(self, result: str, rule: str) -> None:
+        """A login answer delayed past the base delay by counter ``rule``."""
+        self._child(self.auth_throttled, result, rule).inc()
+
+    def limit_hit(self, name: str) -> None:
+        self._child(self.limit_hits, name).inc()
+
+    def tls_failure(self, listener: str) -> None:
+        self._child(self.tls_failures, listener).inc()
+
+    def store_up(self, store: str, up: bool) -> None:
+        """The shared throttle store answers again (or is marked down)."""
+        self._child(self.throttle_store_up, store).set(1 if up else 0)
+
+    def store_error(self, store: str) -> None:
+        self._child(self.throttle_store_errors, store).inc()
+
+    def store_round_trip(self, store: str, seconds: float) -> None:
+        self._child(self.throttle_store_duration, store).observe(seconds)
+
+    def reload_failed(self) -> None:
+        """A reload was refused; what is in service stays."""
+        self._child(self.reloads, "failure").inc()
+        self.last_reload_ok.set(0)
+
+    def config_loaded(self, sha256: str, when: float, *, reload: bool = False) -> None:
+        """A configuration went into service (at start, or by a reload)."""
+        if reload:
+            self._child(self.reloads, "success").inc()
         if self._sha256 is not None and self._sha256 != sha256:
             # Zero first: in multiprocess mode the value file keeps the
             # series after remove(), and 0 says "no longer in service".
@@ -172,3 +255,56 @@ class Metrics:
         self._sha256 = sha256
         self.config_info.labels(sha256).set(1)
         self.last_reload.set(when)
+        self.last_reload_ok.set(1)
+
+
+class _WorkerProcesses(Collector):
+    """``process_*`` of every live worker, each series labelled ``worker``."""
+
+    def __init__(self, workers: Callable[[], Mapping[int, int]]) -> None:
+        self.workers = workers
+        self._collectors: dict[int, ProcessCollector] = {}
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        live = dict(self.workers())
+        for pid in set(self._collectors) - set(live.values()):
+            del self._collectors[pid]
+        for slot, pid in sorted(live.items()):
+            collector = self._collectors.get(pid)
+            if collector is None:
+                collector = self._collectors[pid] = ProcessCollector(
+                    pid=functools.partial(str, pid), registry=None
+                )
+            for family in collector.collect():
+                out = families.get(family.name)
+                if out is None:
+                    out = families[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    labels = {**sample.labels, "worker": str(slot)}
+                    out.add_sample(sample.name, labels, sample.value)
+        return list(families.values())
+
+
+def supervisor_registry(
+    multiproc_dir: Path, workers: Callable[[], Mapping[int, int]]
+) -> CollectorRegistry:
+    """The supervisor's registry: every worker's refd_* summed, and process_*.
+
+    ``workers()`` gives the live workers as slot -> pid.  The supervisor's
+    own ``process_*`` series carry no label; each worker's carry
+    ``worker="<slot>"``, so ``sum(process_resident_memory_bytes)`` is the
+    whole door.
+    """
+    registry = CollectorRegistry()
+    _multiprocess.MultiProcessCollector(registry, path=str(multiproc_dir))  # type: ignore[no-untyped-call]
+    ProcessCollector(registry=registry)
+    registry.register(_WorkerProcesses(workers))
+    return registry
+
+
+def worker_gone(pid: int, multiproc_dir: Path) -> None:
+    """A worker exited: its live gauges no longer count."""
+    _multiprocess.mark_process_dead(pid, str(multiproc_dir))  # type: ignore[no-untyped-call]

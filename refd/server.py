@@ -38,7 +38,7 @@ import trio
 from refd.config import DaemonConfig, ListenerConfig
 from refd.limits import Limits
 from refd.listen import bind_tcp
-from refd.metrics import command_label
+from refd.logs import log_event
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
@@ -170,16 +170,14 @@ async def handle_connection(
     def account(reply: Reply) -> None:
         nonlocal first_byte
         now = time.perf_counter()
-        label = command_label(reply.command)
         for r in reply.responses:
             if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
-                metrics.child(metrics.commands, label, r.cond.value.lower()).inc()
-                if first_byte is not None:
-                    metrics.child(metrics.command_duration, label).observe(now - first_byte)
+                took = None if first_byte is None else now - first_byte
+                metrics.command_answered(reply.command, r.cond.value.lower(), took)
                 first_byte = now if conn.buffered else None
 
     door.sessions.add(session)
-    metrics.child(metrics.connections_active, client.listener).inc()
+    metrics.session_started(client.listener)
     try:
         if client.tls:
             stream = await _tls_handshake(stream, service.tls_context, limits)
@@ -236,11 +234,15 @@ async def handle_connection(
                 # plaintext is dropped, never executed.
                 dropped = conn.discard_buffered()
                 if dropped:
-                    log.warning(
-                        "starttls conn=%s addr=%s dropped %d pipelined octets",
-                        client.conn_id,
-                        client.address,
-                        dropped,
+                    log_event(
+                        log,
+                        logging.WARNING,
+                        "starttls_dropped",
+                        "starttls conn=%(conn)s addr=%(client)s dropped %(octets)d "
+                        "pipelined octets",
+                        conn=client.conn_id,
+                        client=client.address,
+                        octets=dropped,
                     )
                 stream = await _tls_handshake(stream, ref.current.tls_context, limits)
                 session.client = replace(session.client, tls=True)
@@ -256,13 +258,19 @@ async def handle_connection(
         pass
     except _HandshakeFailed as exc:
         session.outcome = "tls-failed"
-        metrics.tls_failures.labels(client.listener).inc()
+        metrics.tls_failure(client.listener)
         if isinstance(exc, _HandshakeTimeout):
             # No BYE: without TLS there is no way to say anything.
             session.limit_hit("tls_handshake_timeout", str(exc))
         else:
-            log.info(
-                "tls handshake failed conn=%s addr=%s: %s", client.conn_id, client.address, exc
+            log_event(
+                log,
+                logging.INFO,
+                "tls_failed",
+                "tls handshake failed conn=%(conn)s addr=%(client)s: %(reason)s",
+                conn=client.conn_id,
+                client=client.address,
+                reason=str(exc),
             )
     except Exception:
         session.outcome = "internal-error"
@@ -274,18 +282,22 @@ async def handle_connection(
             await stream.send_all(conn.send(Bye("Internal server error; closing.")))
     finally:
         door.sessions.discard(session)
-        metrics.child(metrics.connections_active, client.listener).dec()
+        metrics.session_ended(client.listener)
         with trio.CancelScope(shield=True), trio.move_on_after(5):
             await stream.aclose()
-        log.info(
-            "session end conn=%s addr=%s listener=%s tls=%s user=%s outcome=%s duration=%.3f",
-            client.conn_id,
-            session.client.address,
-            client.listener,
-            "yes" if session.client.tls else "no",
-            session.user or "-",
-            session.outcome,
-            time.monotonic() - started,
+        log_event(
+            log,
+            logging.INFO,
+            "session_end",
+            "session end conn=%(conn)s addr=%(client)s listener=%(listener)s tls=%(tls)s "
+            "user=%(user)s outcome=%(outcome)s duration=%(duration_s).3f",
+            conn=client.conn_id,
+            client=session.client.address,
+            listener=client.listener,
+            tls=session.client.tls,
+            user=session.user or session.login_user,
+            outcome=session.outcome,
+            duration_s=round(time.monotonic() - started, 6),
         )
 
 
@@ -493,13 +505,17 @@ async def serve(
         host, port = sock.getsockname()[:2]
         bound.append(BoundListener(lc, host, port))
         listeners.append((lc, sock_listener))
-        log.info(
-            "listening name=%s address=%s port=%d tls=%s proxy_protocol=%s",
-            lc.name,
-            host,
-            port,
-            lc.tls,
-            "yes" if lc.proxy_protocol else "no",
+        log_event(
+            log,
+            logging.INFO,
+            "listening",
+            "listening name=%(listener)s address=%(address)s port=%(port)d tls=%(tls)s "
+            "proxy_protocol=%(proxy_protocol)s",
+            listener=lc.name,
+            address=host,
+            port=port,
+            tls=lc.tls,
+            proxy_protocol=lc.proxy_protocol,
         )
 
     async with trio.open_nursery() as connections:
@@ -539,5 +555,5 @@ async def _accept_loop(
                 log.error("accept failed on %s: %s", lc.name, exc)
                 await trio.sleep(0.1)
                 continue
-            door.metrics.child(door.metrics.connections, lc.name).inc()
+            door.metrics.connection_opened(lc.name)
             connections.start_soon(_accept, stream, lc, config, ref, door)

@@ -32,6 +32,7 @@ from refd import __version__
 from refd.answers import auth_failed, hosts, login_answer, mailbox_answer, unroutable
 from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
 from refd.limits import ConnectionTracker, Limits
+from refd.logs import log_event
 from refd.metrics import Metrics
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
@@ -51,7 +52,7 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable, door_url
+from refd.routing import RoutingTable, door_url
 from refd.store import Throttle, Verdict
 from refd.throttle import Counts, Delay, ThrottleRules
 
@@ -151,10 +152,17 @@ class DoorState:
         :meth:`Session.limit_hit`).  ``reason`` is for the admin: what the
         client did and the setting it ran into; never a password.
         """
-        self.metrics.child(self.metrics.limit_hits, name).inc()
+        self.metrics.limit_hit(name)
         if log_it:
-            log.warning(
-                "limit hit conn=%s addr=%s limit=%s reason=%s", conn_id, address, name, reason
+            log_event(
+                log,
+                logging.WARNING,
+                "limit_hit",
+                "limit hit conn=%(conn)s addr=%(client)s limit=%(limit)s reason=%(reason)s",
+                conn=conn_id,
+                client=address,
+                limit=name,
+                reason=reason,
             )
 
 
@@ -235,6 +243,8 @@ class Session:
         self.conn = conn
         self.door = door or DoorState()
         self.user: str | None = None
+        #: who authenticated here, also when referred away (for the log)
+        self.login_user: str | None = None
         self.outcome = "disconnected"
         self._limits_logged: set[str] = set()
         #: the cancel scope of the read the server loop is waiting in, if any
@@ -291,14 +301,7 @@ class Session:
             return Bye(text, "UNAVAILABLE")
         host, port = sibling
         url = door_url(host, port, self.user)
-        self.door.metrics.child(
-            self.door.metrics.referrals, "greeting", "GREETING", "sibling"
-        ).inc()
-        log.info(
-            "referral conn=%s kind=greeting command=GREETING server=sibling user=%s",
-            self.client.conn_id,
-            self.user or "-",
-        )
+        self._log_referral("greeting", "GREETING", "sibling", self.user)
         return Bye(f"{text} Try {host}.", referral_code([url]))
 
     # -- dispatch -----------------------------------------------------------
@@ -434,17 +437,16 @@ class Session:
             result = await self._check_password(service, request)
         finally:
             door.auth_in_flight -= 1
-        metrics = door.metrics
-        metrics.child(metrics.auth_duration, service.auth.name).observe(
-            time.perf_counter() - started
-        )
-        metrics.child(metrics.auth, service.auth.name, result.status.value).inc()
+        door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
         if result.status is AuthStatus.UNAVAILABLE:
-            log.warning(
-                "auth unavailable conn=%s source=%s reason=%s",
-                self.client.conn_id,
-                service.auth.name,
-                result.reason,
+            log_event(
+                log,
+                logging.WARNING,
+                "auth_unavailable",
+                "auth unavailable conn=%(conn)s source=%(source)s reason=%(reason)s",
+                conn=self.client.conn_id,
+                source=service.auth.name,
+                reason=result.reason,
             )
             text = "Authentication is temporarily unavailable; try again later."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
@@ -468,16 +470,21 @@ class Session:
             delay = verdict.delay
             if delay.rule in ("address", "network", "user"):
                 self._throttled("failure" if failed else "success", delay)
-        log.info(
-            "auth %s conn=%s addr=%s source=%s reason=%s delay=%.3f rule=%s%s",
-            "failed" if failed else "ok",
-            self.client.conn_id,
-            self.client.address,
-            service.auth.name,
-            result.reason,
-            delay.seconds,
-            delay.rule,
-            " store=unavailable" if verdict.degraded else "",
+        degraded = " store=unavailable" if verdict.degraded else ""
+        log_event(
+            log,
+            logging.INFO,
+            "auth",
+            "auth %(outcome)s conn=%(conn)s addr=%(client)s source=%(source)s reason=%(reason)s "
+            "delay=%(delay_s).3f rule=%(rule)s" + degraded,
+            outcome="failed" if failed else "ok",
+            conn=self.client.conn_id,
+            client=self.client.address,
+            source=service.auth.name,
+            reason=result.reason,
+            delay_s=delay.seconds,
+            rule=delay.rule,
+            store_degraded=verdict.degraded,
         )
         if delay.seconds > 0:
             await trio.sleep_until(begun + delay.seconds)
@@ -489,18 +496,25 @@ class Session:
         return self._login_referral(tag, command, result.user, service)
 
     def _throttled(self, result: str, delay: Delay) -> None:
-        metrics = self.door.metrics
-        metrics.child(metrics.auth_throttled, result, delay.rule).inc()
+        self.door.metrics.auth_throttled_answer(result, delay.rule)
         if result == "failure":
             reason = f"recent failures ({delay.rule}): answer delayed {delay.seconds:g}s"
             self.limit_hit("auth_failures", reason)
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
+        self.login_user = user
         answer = login_answer(service.table, user)  # what refd explain prints, too
         if answer.referral is None:
-            log.warning("no route conn=%s user=%s", self.client.conn_id, user)
+            log_event(
+                log,
+                logging.WARNING,
+                "no_route",
+                "no route conn=%(conn)s user=%(user)s",
+                conn=self.client.conn_id,
+                user=user,
+            )
         elif answer.is_referral:
-            self._log_referral("login", command, answer.referral, user)
+            self._log_referral("login", command, answer.referral.servers[0].name, user)
         if answer.logged_in:
             self.user = user
             self.conn.state = State.AUTHENTICATED
@@ -543,20 +557,22 @@ class Session:
         assert self.user is not None
         answer = mailbox_answer(self.service.table, self.user, tag, command, mailbox)
         if answer.referral is not None:
-            self._log_referral("mailbox", command, answer.referral, self.user)
+            self._log_referral("mailbox", command, answer.referral.servers[0].name, self.user)
         return Reply([answer.response])
 
-    def _log_referral(self, kind: str, command: str, referral: Referral, user: str) -> None:
-        self.door.metrics.child(
-            self.door.metrics.referrals, kind, command, referral.servers[0].name
-        ).inc()
-        log.info(
-            "referral conn=%s kind=%s command=%s server=%s user=%s",
-            self.client.conn_id,
-            kind,
-            command,
-            referral.servers[0].name,
-            user,
+    def _log_referral(self, kind: str, command: str, server: str, user: str | None) -> None:
+        self.door.metrics.referral(kind, command, server)
+        log_event(
+            log,
+            logging.INFO,
+            "referral",
+            "referral conn=%(conn)s kind=%(kind)s command=%(command)s server=%(server)s "
+            "user=%(user)s",
+            conn=self.client.conn_id,
+            kind=kind,
+            command=command,
+            server=server,
+            user=user,
         )
 
     def _list(
@@ -761,7 +777,7 @@ async def _rename(s: Session, cmd: c.Rename) -> Reply:
     if rename is None:
         text = "No mail server is configured for this mailbox."
         return Reply([Tagged(cmd.tag, Cond.NO, text, "UNAVAILABLE")])
-    s._log_referral("mailbox", "RENAME", rename.old, s.user)
+    s._log_referral("mailbox", "RENAME", rename.old.servers[0].name, s.user)
     urls = rename.urls
     if rename.cross_server:
         text = "Unable to rename mailbox across servers."

@@ -453,7 +453,7 @@ class Throttle:
             store = SocketStore(self.socket_path)
         else:
             return None
-        self.metrics.child(self.metrics.throttle_store_up, store.name).set(1)
+        self.metrics.store_up(store.name, True)
         return store
 
     def reconfigure(self, config: StoreConfig) -> None:
@@ -532,7 +532,7 @@ class Throttle:
     def _store_up(self, store: Store, elapsed: float | None) -> None:
         m = self.metrics
         if elapsed is not None:
-            m.child(m.throttle_store_duration, store.name).observe(elapsed)
+            m.store_round_trip(store.name, elapsed)
         if self._down_since is not None:
             log.warning(
                 "throttle store %s answers again after %.1fs: shared counters in use",
@@ -540,14 +540,14 @@ class Throttle:
                 trio.current_time() - self._down_since,
             )
             self._down_since = None
-            m.child(m.throttle_store_up, store.name).set(1)
+            m.store_up(store.name, True)
 
     def _store_down(self, store: Store, reason: str) -> None:
         m = self.metrics
-        m.child(m.throttle_store_errors, store.name).inc()
+        m.store_error(store.name)
         if self._down_since is None:
             self._down_since = trio.current_time()
-            m.child(m.throttle_store_up, store.name).set(0)
+            m.store_up(store.name, False)
             then = (
                 "logins are answered NO [UNAVAILABLE]"
                 if self.config.on_error == "closed"

@@ -37,12 +37,13 @@ from functools import partial
 from pathlib import Path
 
 import trio
-from prometheus_client import CollectorRegistry, multiprocess
-from prometheus_client.multiprocess import MultiProcessCollector
 
+from refd import __version__
 from refd.config import DaemonConfig, load_config
 from refd.http import serve_http
 from refd.listen import bind_all
+from refd.logs import log_event
+from refd.metrics import supervisor_registry, worker_gone
 from refd.store import serve_store
 from refd.throttle import CounterTable
 
@@ -94,6 +95,10 @@ class Supervisor:
             *self.log_args,
         ]
 
+    def _live_workers(self) -> dict[int, int]:
+        """slot -> pid of every worker process running now."""
+        return {slot: p.pid for slot, p in self.workers.items() if p.returncode is None}
+
     def is_ready(self) -> bool:
         return bool(self.ready) and not self.stopping and not self.config.drain
 
@@ -124,7 +129,7 @@ class Supervisor:
                     nursery.cancel_scope.cancel()
             finally:
                 self.ready.discard(slot)
-                multiprocess.mark_process_dead(proc.pid, str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+                worker_gone(proc.pid, self.multiproc_dir)
             if self.stopping:
                 log.info("worker %d pid=%d exited with %d", slot, proc.pid, code)
                 return
@@ -156,8 +161,18 @@ class Supervisor:
     async def run(
         self, *, task_status: trio.TaskStatus[dict[str, object]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry, path=str(self.multiproc_dir))  # type: ignore[no-untyped-call]
+        log_event(
+            log,
+            logging.INFO,
+            "start",
+            "refd %(version)s supervisor starting config=%(config)s workers=%(workers)d "
+            "pid=%(pid)d",
+            version=__version__,
+            config=str(self.config.file),
+            workers=self.config.workers,
+            pid=os.getpid(),
+        )
+        registry = supervisor_registry(self.multiproc_dir, self._live_workers)
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
                 async with trio.open_nursery() as nursery:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import socket
@@ -199,9 +200,38 @@ def test_json_logs(demo_copy: tuple[Path, int]) -> None:
     lines = daemon.log + list(daemon.lines.queue)
     records = [json.loads(line) for line in lines]
     assert {"ts", "level", "logger", "msg"} <= set(records[0])
-    msgs = [r["msg"] for r in records]
-    assert any(m.startswith("referral conn=") and "kind=login" in m for m in msgs)
-    assert any(m.startswith("session end conn=") and "outcome=login-referral" in m for m in msgs)
+    events: dict[str, list[dict[str, object]]] = {}
+    for r in records:
+        events.setdefault(str(r.get("event")), []).append(r)
+    # The start-up line: version, config path, table and config hashes.
+    (start,) = events["start"]
+    assert start["version"] == __version__
+    assert start["config"] == str(cfg)
+    assert re.fullmatch(r"[0-9a-f]{64}", str(start["routing_sha256"]))
+    assert re.fullmatch(r"[0-9a-f]{64}", str(start["config_sha256"]))
+    assert start["msg"].startswith(f"refd {__version__} starting config={cfg} ")  # type: ignore[union-attr]
+    (referral,) = events["referral"]
+    assert {k: referral[k] for k in ("kind", "command", "server", "user")} == {
+        "kind": "login",
+        "command": "LOGIN",
+        "server": "mail1",
+        "user": "alice",
+    }
+    (end,) = events["session_end"]
+    assert {k: end[k] for k in ("client", "listener", "tls", "user", "outcome")} == {
+        "client": "127.0.0.1",
+        "listener": "imap",
+        "tls": False,
+        "user": "alice",  # referred away, still named
+        "outcome": "login-referral",
+    }
+    assert isinstance(end["duration_s"], float) and isinstance(end["conn"], str)
+    assert end["msg"] == (  # the text format's line, unchanged
+        f"session end conn={end['conn']} addr=127.0.0.1 listener=imap tls=no user=alice "
+        f"outcome=login-referral duration={end['duration_s']:.3f}"
+    )
+    auth = [r for r in events["auth"] if r["outcome"] == "ok"]
+    assert auth and auth[0]["source"] == "passwd-file" and auth[0]["delay_s"] == 0
     assert not any("secret" in line or "wrong" in line for line in lines)
 
 

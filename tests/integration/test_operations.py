@@ -97,6 +97,12 @@ def value(samples: dict[Any, float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def in_service(samples: dict[Any, float]) -> str:
+    """The sha256 of ``refd_config_info`` that is 1 (there must be one)."""
+    (sha,) = [dict(k[1])["sha256"] for k, v in samples.items() if k[0] == "refd_config_info" and v]
+    return sha
+
+
 async def test_every_metric_after_real_sessions(nursery: trio.Nursery, tmp_path: Path) -> None:
     cfg = write_config(tmp_path, "limits:\n  bad_commands: 3\n")
     run = await start(nursery, cfg)
@@ -114,7 +120,7 @@ async def test_every_metric_after_real_sessions(nursery: trio.Nursery, tmp_path:
     await in_thread(imap, run.port, b"d1 XYZZY", b"d2 PLUGH")
     await trio.sleep(0.2)  # let the sessions' close paths run
     m = await scrape(run.metrics_port)
-    sha = run.daemon.ref.current.table.sha256
+    sha = in_service(m)
 
     assert value(m, "refd_referrals_total", kind="login", command="LOGIN", server="mail1") == 1
     assert value(m, "refd_referrals_total", kind="login", command="LOGIN", server="mail2") == 1
@@ -137,6 +143,11 @@ async def test_every_metric_after_real_sessions(nursery: trio.Nursery, tmp_path:
     assert value(m, "refd_build_info", version="0.1.0") == 1
     assert value(m, "refd_config_reloads_total", result="failure") == 0
     assert value(m, "refd_config_last_reload_success_timestamp_seconds") > 1.7e9
+    assert value(m, "refd_config_last_reload_successful") == 1
+    # This process's memory, CPU and open files (prometheus-client reads /proc).
+    assert value(m, "process_resident_memory_bytes") > 10e6
+    assert value(m, "process_cpu_seconds_total") > 0
+    assert value(m, "process_open_fds") >= 3
     assert await in_thread(http_get, run.metrics_port, "/healthz") == (200, "ok\n")
     assert await in_thread(http_get, run.metrics_port, "/readyz") == (200, "ready\n")
     assert (await in_thread(http_get, run.metrics_port, "/nope"))[0] == 404
@@ -146,22 +157,63 @@ async def test_every_metric_after_real_sessions(nursery: trio.Nursery, tmp_path:
 async def test_reload_swaps_tables_and_counts(nursery: trio.Nursery, tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     run = await start(nursery, cfg)
-    old_sha = run.daemon.ref.current.table.sha256
+    old_sha = in_service(await scrape(run.metrics_port))
     routing = tmp_path / "routing.yaml"
     good = routing.read_text()
     routing.write_text(good + "bogus_key: 1\n")  # invalid: keep the old table
     assert not await run.daemon.reload()
+    m = await scrape(run.metrics_port)
+    assert value(m, "refd_config_last_reload_successful") == 0
+    assert value(m, "refd_config_info", sha256=old_sha) == 1
     assert (await in_thread(imap, run.port, b"a1 LOGIN alice secret"))[1].startswith(ALICE)
     routing.write_text(good.replace("mail1.example.org", "mail9.example.org"))
     assert await run.daemon.reload()
     got = await in_thread(imap, run.port, b"a1 LOGIN alice secret")
     assert got[1].startswith(b"a1 NO [REFERRAL imap://alice;AUTH=*@mail9.example.org/]")
     m = await scrape(run.metrics_port)
-    new_sha = run.daemon.ref.current.table.sha256
+    new_sha = in_service(m)
+    assert new_sha != old_sha
     assert value(m, "refd_config_reloads_total", result="failure") == 1
     assert value(m, "refd_config_reloads_total", result="success") == 1
+    assert value(m, "refd_config_last_reload_successful") == 1
     assert value(m, "refd_config_info", sha256=new_sha) == 1
     assert value(m, "refd_config_info", sha256=old_sha) == 0
+    run.daemon.door.stop()
+
+
+async def test_config_hash_covers_the_passwd_file(nursery: trio.Nursery, tmp_path: Path) -> None:
+    # The routing table is unchanged; only a password changed.
+    cfg = write_config(tmp_path)
+    run = await start(nursery, cfg)
+    table_sha, old_sha = (
+        run.daemon.ref.current.table.sha256,
+        in_service(await scrape(run.metrics_port)),
+    )
+    passwd = tmp_path / "users.passwd"
+    passwd.write_text(passwd.read_text().replace("bob:", "bobby:"))
+    assert await run.daemon.reload()
+    m = await scrape(run.metrics_port)
+    assert run.daemon.ref.current.table.sha256 == table_sha
+    assert in_service(m) != old_sha
+    assert value(m, "refd_config_info", sha256=old_sha) == 0
+    run.daemon.door.stop()
+
+
+async def test_login_latency_with_and_without_the_failure_delay(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    # refd_auth_duration_seconds is the source's decision alone;
+    # refd_command_duration_seconds{command="LOGIN"} is what the client
+    # waited, the deliberate failure delay included (README, Metrics).
+    cfg = write_config(tmp_path, **{"failure_delay_s: 0.01": "failure_delay_s: 1.5"})
+    run = await start(nursery, cfg)
+    got = await in_thread(imap, run.port, b"a1 LOGIN alice wrong")
+    assert got[1].startswith(b"a1 NO [AUTHENTICATIONFAILED]")
+    m = await scrape(run.metrics_port)
+    assert value(m, "refd_auth_duration_seconds_count", source="passwd-file") == 1
+    assert value(m, "refd_auth_duration_seconds_sum", source="passwd-file") < 1.5
+    assert value(m, "refd_command_duration_seconds_count", command="LOGIN") == 1
+    assert value(m, "refd_command_duration_seconds_sum", command="LOGIN") >= 1.5
     run.daemon.door.stop()
 
 

@@ -82,6 +82,15 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
             time.sleep(0.1)
         assert m[("refd_connections_total", (("listener", "imap"),))] == 40
         assert m[("refd_build_info", (("version", "0.1.0"),))] == 1
+        assert m[("refd_config_last_reload_successful", ())] == 1
+        # process_*: the supervisor's own series unlabelled, each live
+        # worker's labelled by its slot (the restarted worker 0 included).
+        for worker in ((), (("worker", "0"),), (("worker", "1"),)):
+            assert m[("process_resident_memory_bytes", worker)] > 10e6
+            assert m[("process_open_fds", worker)] >= 3
+            assert ("process_cpu_seconds_total", worker) in m
+        workers = {k[1] for k in m if k[0] == "process_resident_memory_bytes"}
+        assert workers == {(), (("worker", "0"),), (("worker", "1"),)}
 
         daemon.proc.send_signal(signal.SIGHUP)
         daemon.wait_log("reload ok")

@@ -96,7 +96,7 @@ def breakages(tmp: Path) -> list[tuple[str, object]]:
 async def test_broken_files_at_reload_keep_the_table(nursery: trio.Nursery, tmp_path: Path) -> None:
     cfg = write_config(tmp_path)
     daemon, port, mport = await start(nursery, cfg)
-    sha = daemon.ref.current.table.sha256
+    sha, config_sha = daemon.ref.current.table.sha256, daemon.config_sha256
     originals = {p: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     probers = [LoginProber(port) for _ in range(4)]
     stop = trio.Event()
@@ -125,7 +125,9 @@ async def test_broken_files_at_reload_keep_the_table(nursery: trio.Nursery, tmp_
     assert metric(body, "refd_config_reloads_total", result="failure") == 2 * len(
         breakages(tmp_path)
     )
-    assert metric(body, "refd_config_info", sha256=sha) == 1
+    # The repaired files are the ones the door started with: the same hash.
+    assert metric(body, "refd_config_info", sha256=config_sha) == 1
+    assert metric(body, "refd_config_last_reload_successful") == 1
     daemon.door.stop()
 
 
