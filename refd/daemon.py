@@ -26,6 +26,7 @@ from pathlib import Path
 
 import trio
 
+from refd.auth.registry import source_spec
 from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.http import serve_http
 from refd.metrics import Metrics
@@ -45,13 +46,8 @@ def _identity(config: DaemonConfig) -> DaemonConfig:
 
 def announce(config: DaemonConfig) -> None:
     """Say loudly what an admin must know about a loaded config."""
-    if config.auth_source == "trust":
-        nets = ", ".join(str(n) for n in config.trust_networks)
-        log.warning(
-            "auth source is TRUST: any password is accepted from %s; "
-            "make sure only an authenticating proxy can connect from there",
-            nets,
-        )
+    if (warning := source_spec(config.auth_source).warning(config.auth)) is not None:
+        log.warning("%s", warning)
     if config.drain:
         log.warning("drain mode: new connections are answered with * BYE")
 
@@ -61,7 +57,8 @@ def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
     files = [config.file, config.routing_file]
     if service.table.user_map_file:
         files.append(Path(service.table.user_map_file))
-    for extra in (config.passwd_file, config.tls_cert, config.tls_key, config.store.secret_file):
+    files.extend(source_spec(config.auth_source).watched(config.auth))
+    for extra in (config.tls_cert, config.tls_key, config.store.secret_file):
         if extra is not None:
             files.append(extra)
     return files

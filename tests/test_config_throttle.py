@@ -139,7 +139,7 @@ def test_cache_shared_binds_the_imap_cache_to_the_door_store(cfgdir: Path) -> No
         "    cache_shared: true",
     )
     config = load_config(write(cfgdir, text))
-    assert config.imap_auth is not None and config.imap_auth.cache_shared
+    assert config.auth.cache_shared
     service = load_service(config)
     assert isinstance(service.auth, ImapBackendSource)
     assert service.auth.shared_cache is None  # `refd check` binds nothing

@@ -14,8 +14,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
+from refd.config import network_list, opt
 
-__all__ = ["TrustSource", "public_networks"]
+__all__ = ["SPEC", "TrustConfig", "TrustSource", "public_networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -40,3 +42,51 @@ class TrustSource:
         if any(ip in net for net in self.networks):
             return AuthResult(AuthStatus.SUCCESS, request.user, "trusted network")
         return AuthResult(AuthStatus.FAILURE, request.user, "client not in trust networks")
+
+
+# -- configuration: ``auth.source: trust`` (see refd.auth.registry) --
+
+
+@dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """``auth.trust_networks``: where any password is taken."""
+
+    networks: tuple[Network, ...]
+
+
+def _parse(ctx: ParseContext) -> TrustConfig:
+    r, auth = ctx.reader, ctx.auth
+    node = r.require(auth, "trust_networks", "auth")
+    trust = network_list(r, node, "auth.trust_networks")
+    if not trust:
+        raise r.error(node, "auth.trust_networks: name at least one network")
+    allow_public = opt(r, auth, "trust_allow_public", r.as_bool, False, "trust_allow_public")
+    public = public_networks(trust)
+    if public and not allow_public:
+        raise r.error(
+            node,
+            f"auth.trust_networks: {public[0]} reaches beyond private address space; "
+            "anyone there could log in as anyone (set trust_allow_public: true if meant)",
+        )
+    return TrustConfig(trust)
+
+
+def _build(settings: TrustConfig, ctx: BuildContext) -> TrustSource:
+    return TrustSource(settings.networks)
+
+
+def _warning(settings: TrustConfig) -> str:
+    nets = ", ".join(str(n) for n in settings.networks)
+    return (
+        f"auth source is TRUST: any password is accepted from {nets}; "
+        "make sure only an authenticating proxy can connect from there"
+    )
+
+
+SPEC = AuthSourceSpec(
+    name="trust",
+    keys=frozenset({"trust_networks", "trust_allow_public"}),
+    parse=_parse,
+    build=_build,
+    warning=_warning,
+)
