@@ -3,7 +3,7 @@
 ``load_config`` reads the daemon file (listeners, limits, auth, where the
 routing table is); ``load_service`` reads what it points at (the routing
 table, its bulk user map, the passwd-file) and builds the
-:class:`~refd.session.Service` that goes into service.  ``refd serve``,
+:class:`~refd.runtime.Service` that goes into service.  ``refd serve``,
 ``refd check`` and a reload all call these two functions, so a file that
 ``refd check`` accepts is exactly a file the daemon accepts.  Every error is
 a :class:`~refd.tree.TreeError` whose text is ``file:line: what is wrong``.
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from refd.addresses import LOOPBACK, IPNetwork
 from refd.auth.registry import AUTH_SOURCES, BuildContext, ParseContext, source_spec
 from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
-from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
-from refd.store import STORE_KINDS, StoreConfig, read_secret_file
+from refd.runtime import Service, SessionPolicy
 from refd.throttle import ThrottleRules
 from refd.tree import Map, Node, Reader, Scalar, TreeError, get
 from refd.yamltree import parse_yaml
@@ -39,13 +39,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_CONFIG",
+    "MIN_SECRET_BYTES",
+    "STORE_KINDS",
     "DaemonConfig",
     "Limits",
     "ListenerConfig",
+    "StoreConfig",
     "bind_shared_cache",
     "load_config",
     "load_routing",
     "load_service",
+    "read_secret_file",
 ]
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
@@ -53,6 +57,27 @@ DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
 TLS_MODES = ("none", "starttls", "implicit")
 
 T = TypeVar("T")
+
+
+STORE_KINDS = ("local", "redis")
+MIN_SECRET_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``throttle:`` settings about where the counters live."""
+
+    kind: str = "local"  # one of STORE_KINDS
+    #: redis://, rediss:// or unix:// (may hold a password: never logged)
+    redis_url: str = field(default="", repr=False)
+    key_prefix: str = "refd:"
+    #: the HMAC key every door shares (from ``secret_file``); None: random
+    secret: bytes | None = field(default=None, repr=False)
+    secret_file: Path | None = None
+    timeout_s: float = 0.2
+    retry_s: float = 1.0
+    on_error: str = "open"  # open | closed
+    max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +159,17 @@ _TOP = {
 }
 #: the keys of ``auth:`` every source shares; each source adds its own (refd.auth.registry)
 _AUTH_KEYS = frozenset({"source", "failure_delay_s", "failure_delay_max_s", "advertise_plain"})
+
+
+def read_secret_file(path: Path) -> bytes:
+    """The HMAC secret in ``path`` (surrounding whitespace dropped); OSError or ValueError."""
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"holds {len(secret)} bytes; it needs at least {MIN_SECRET_BYTES} "
+            "(e.g. head -c 32 /dev/urandom | base64)"
+        )
+    return secret
 
 
 def read_text(path: Path, *, referer: str = "", line: int = 0) -> str:

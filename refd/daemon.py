@@ -1,7 +1,7 @@
 """Running the daemon: load, serve, reload, drain and stop.
 
-The loaded :class:`~refd.session.Service` sits behind one
-:class:`~refd.session.ServiceRef`.  SIGHUP (or a changed file, when
+The loaded :class:`~refd.runtime.Service` sits behind one
+:class:`~refd.runtime.ServiceRef`.  SIGHUP (or a changed file, when
 ``watch_interval_s`` is set) re-reads the daemon config, the routing table,
 its user map, the passwd-file and the TLS certificate in a worker thread,
 never on the event loop, and only a complete, valid result replaces the
@@ -28,10 +28,11 @@ import trio
 
 from refd.auth.registry import source_spec
 from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
+from refd.door import DoorState
 from refd.http import serve_http
 from refd.metrics import Metrics
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from refd.store import Throttle
 from refd.tree import TreeError
 

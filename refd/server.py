@@ -10,7 +10,7 @@ asks the :class:`~refd.session.Session` what to answer.
 Before a session starts, :func:`_accept` reads the PROXY protocol header
 (only on listeners that enable it and only from ``proxy_networks``), then
 applies the connection limits to the real client address.  Limits, TLS
-certificates and tables come from the :class:`~refd.session.Service` in
+certificates and tables come from the :class:`~refd.runtime.Service` in
 service when the connection starts, so a reload applies to new connections.
 
 Every wait has a deadline (idle timeouts, a write timeout, the TLS
@@ -23,7 +23,6 @@ traceback and never stops the daemon.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -33,14 +32,17 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from refd.addresses import address_in, unmapped
 from refd.config import DaemonConfig, ListenerConfig
+from refd.door import DoorState
 from refd.limits import Limits
 from refd.metrics import command_label
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
 from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
-from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
+from refd.runtime import ClientInfo, ServiceRef
+from refd.session import Reply, Session
 
 __all__ = ["BoundListener", "handle_connection", "open_listeners", "serve"]
 
@@ -353,14 +355,7 @@ def _endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, i
         return "unknown", None
     if not isinstance(addr, tuple):
         return str(addr), None
-    host, port = str(addr[0]), int(addr[1])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host, port
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped), port
-    return host, port
+    return unmapped(str(addr[0])), int(addr[1])
 
 
 async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[ProxyInfo, bytes]:

@@ -20,7 +20,6 @@ import functools
 import ipaddress
 import logging
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +28,9 @@ from typing import Any
 import trio
 
 from refd import __version__
-from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
-from refd.limits import ConnectionTracker, Limits
-from refd.metrics import Metrics
+from refd.addresses import address_in
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.door import DoorState
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
@@ -50,31 +49,15 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import Referral, RoutingTable, door_url, url_can_name
+from refd.routing import Referral, door_url, url_can_name
 from refd.routing.model import LoginMode
-from refd.store import Throttle, Verdict
-from refd.throttle import Counts, Delay, ThrottleRules
+from refd.runtime import ClientInfo, Service, ServiceRef
+from refd.store import Verdict
+from refd.throttle import Counts, Delay
 
-__all__ = [
-    "HANDLERS",
-    "ClientInfo",
-    "DoorState",
-    "Reply",
-    "Service",
-    "ServiceRef",
-    "Session",
-    "SessionPolicy",
-    "address_in",
-]
+__all__ = ["HANDLERS", "Reply", "Session"]
 
 log = logging.getLogger("refd.session")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-LOOPBACK: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 #: What every session advertises (RFC 3501 §7.2.1 and the extensions'
 #: RFCs).  AUTH=PLAIN is deliberately absent by default: c-client clients
@@ -90,114 +73,6 @@ BASE_CAPABILITIES = (
     "LOGIN-REFERRALS",  # RFC 2221
     "MAILBOX-REFERRALS",  # RFC 2193
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPolicy:
-    """The daemon settings a session consults (built from the config)."""
-
-    hostname: str = "localhost"
-    advertise_auth_plain: bool = False
-    auth_failure_delay_s: float = 2.0
-    auth_failure_delay_max_s: float = 15.0
-    #: the login throttle's thresholds (``throttle:``)
-    throttle: ThrottleRules = field(default_factory=ThrottleRules)
-    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
-    #: drain mode: new connections are sent to the sibling door at once
-    drain: bool = False
-    #: another door (host, port) to refer clients to when draining or stopping
-    sibling: tuple[str, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """Everything in service at one moment; replaced whole on reload."""
-
-    table: RoutingTable
-    auth: AuthSource
-    policy: SessionPolicy
-    limits: Limits = field(default_factory=Limits)
-    tls_context: ssl.SSLContext | None = None
-
-
-class DoorState:
-    """What the door's sessions share across connections (not reloaded)."""
-
-    def __init__(self, metrics: Metrics | None = None, throttle: Throttle | None = None) -> None:
-        self.metrics = metrics if metrics is not None else Metrics()
-        self.throttle = throttle if throttle is not None else Throttle(self.metrics)
-        self.connections = ConnectionTracker()
-        self.auth_in_flight = 0
-        self.sessions: set[Session] = set()
-        #: set by :meth:`stop`: listeners close and sessions are told BYE
-        self.stopping = trio.Event()
-        #: listeners bound (readiness also needs a table and no drain)
-        self.listening = False
-
-    def stop(self) -> None:
-        """Begin shutdown: stop accepting, interrupt every idle session."""
-        self.stopping.set()
-        for session in self.sessions:
-            if session.waiting is not None:
-                session.waiting.cancel()
-
-    def limit_hit(
-        self, name: str, reason: str, *, conn_id: str, address: str, log_it: bool = True
-    ) -> None:
-        """Count a hit of limit ``name``; with ``log_it``, log it with its reason.
-
-        The one place every limit is reported: ``refd_limit_hits_total`` by
-        name, and one ``limit hit`` line (connections log it once each, see
-        :meth:`Session.limit_hit`).  ``reason`` is for the admin: what the
-        client did and the setting it ran into; never a password.
-        """
-        self.metrics.child(self.metrics.limit_hits, name).inc()
-        if log_it:
-            log.warning(
-                "limit hit conn=%s addr=%s limit=%s reason=%s", conn_id, address, name, reason
-            )
-
-
-class ServiceRef:
-    """The one mutable reference to what is in service (swapped on reload)."""
-
-    __slots__ = ("current",)
-
-    def __init__(self, service: Service) -> None:
-        self.current = service
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """Who is on the other end, and over which listener."""
-
-    conn_id: str
-    address: str
-    listener: str = "imap"
-    tls: bool = False
-    starttls_available: bool = False
-    #: the trusted peer (a webmail, a proxy) that named ``address`` with
-    #: ``ID ("x-originating-ip" ...)``; the connection is as safe as that peer's
-    forwarded_by: str | None = None
-    #: the client's port, and the address and port it connected to, when known
-    port: int | None = None
-    local_address: str | None = None
-    local_port: int | None = None
-
-    def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
-        return address_in(self.address, networks)
-
-
-@functools.lru_cache(maxsize=16384)
-def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether ``address`` is in one of ``networks`` (cached: asked per command)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
 
 
 @dataclass(slots=True)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from refd.auth.imap_backend import ImapBackendSource
-from refd.config import DEMO_CONFIG, bind_shared_cache, load_config, load_service
+from refd.config import DEMO_CONFIG, StoreConfig, bind_shared_cache, load_config, load_service
 from refd.daemon import Daemon
-from refd.store import StoreConfig, Throttle
+from refd.store import Throttle
 from refd.throttle import ThrottleRules
 from refd.tree import TreeError
 

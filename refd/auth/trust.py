@@ -10,16 +10,15 @@ says ``trust_allow_public: true``.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from refd.addresses import IPNetwork as Network
+from refd.addresses import address_in, parse_ip
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.config import network_list, opt
 
 __all__ = ["SPEC", "TrustConfig", "TrustSource", "public_networks"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def public_networks(networks: tuple[Network, ...]) -> list[Network]:
@@ -33,13 +32,9 @@ class TrustSource:
     name: str = "trust"
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
-        try:
-            ip = ipaddress.ip_address(request.client_address)
-        except ValueError:
+        if parse_ip(request.client_address) is None:
             return AuthResult(AuthStatus.FAILURE, request.user, "client address unknown")
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.networks):
+        if address_in(request.client_address, self.networks):
             return AuthResult(AuthStatus.SUCCESS, request.user, "trusted network")
         return AuthResult(AuthStatus.FAILURE, request.user, "client not in trust networks")
 

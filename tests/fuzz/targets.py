@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.door import DoorState
 from refd.limits import Limits
 from refd.protocol import commands as c
 from refd.protocol import mutf7
@@ -63,8 +64,8 @@ from refd.protocol.connection import (
 from refd.protocol.grammar import canonical_mailbox
 from refd.protocol.responses import wire_mailbox
 from refd.routing import load_table
+from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection
-from refd.session import ClientInfo, DoorState, Service, ServiceRef
 from refd.yamltree import parse_yaml
 from tests.fuzz.strategies import (
     chunkings,

@@ -1,4 +1,4 @@
-"""refd/routing/, refd/tree.py and refd/throttle.py stay pure: no I/O imports, no open()."""
+"""refd/routing/, tree.py, throttle.py and addresses.py stay pure: no I/O imports, no open()."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "refd"
-PURE = sorted([*(ROOT / "routing").glob("*.py"), ROOT / "tree.py", ROOT / "throttle.py"])
+PURE = sorted(
+    [
+        *(ROOT / "routing").glob("*.py"),
+        ROOT / "tree.py",
+        ROOT / "throttle.py",
+        ROOT / "addresses.py",
+    ]
+)
 FORBIDDEN = frozenset(
     {
         "yaml",
