@@ -97,45 +97,28 @@ class DaemonConfig:
     auth_source: str
     #: the source's settings, as its spec in refd.auth.registry parsed them
     auth: Any
-    hostname: str = "localhost"
-    auth_failure_delay_s: float = 2.0
-    auth_failure_delay_max_s: float = 15.0
-    advertise_auth_plain: bool = False
-    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+    #: what sessions consult: hostname, auth delays, throttle, trusted
+    #: networks, drain, sibling (the config's values, not a copy)
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
     proxy_networks: tuple[IPNetwork, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_line: int = 0
     limits: Limits = field(default_factory=Limits)
-    throttle: ThrottleRules = field(default_factory=ThrottleRules)
     store: StoreConfig = field(default_factory=StoreConfig)
     log_level: str = "info"
     log_format: str = "text"
-    drain: bool = False
-    sibling: tuple[str, int] | None = None
     shutdown_grace_s: float = 10.0
     metrics_address: tuple[str, int] | None = None
     workers: int = 1
     watch_interval_s: float = 0.0
-
-    def policy(self) -> SessionPolicy:
-        return SessionPolicy(
-            hostname=self.hostname,
-            advertise_auth_plain=self.advertise_auth_plain,
-            auth_failure_delay_s=self.auth_failure_delay_s,
-            auth_failure_delay_max_s=self.auth_failure_delay_max_s,
-            throttle=self.throttle,
-            trusted_networks=self.trusted_networks,
-            drain=self.drain,
-            sibling=self.sibling,
-        )
 
     def self_addresses(self) -> frozenset[tuple[str, int]]:
         """This door's own addresses: a referral to one of them would loop."""
         out = set()
         for lst in self.listeners:
             out.add((lst.address.lower().strip("[]"), lst.port))
-            out.add((self.hostname.lower(), lst.port))
+            out.add((self.policy.hostname.lower(), lst.port))
         return frozenset(out)
 
 
@@ -271,22 +254,24 @@ def load_config(path: Path) -> DaemonConfig:
         routing_file=routing,
         auth_source=source,
         auth=settings,
-        hostname=hostname,
-        auth_failure_delay_s=delay,
-        auth_failure_delay_max_s=delay_max,
-        advertise_auth_plain=advertise,
-        trusted_networks=networks,
+        policy=SessionPolicy(
+            hostname=hostname,
+            advertise_auth_plain=advertise,
+            auth_failure_delay_s=delay,
+            auth_failure_delay_max_s=delay_max,
+            throttle=throttle,
+            trusted_networks=networks,
+            drain=drain,
+            sibling=sibling,
+        ),
         proxy_networks=proxy_networks,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_line=tls_line,
         limits=limits,
-        throttle=throttle,
         store=store,
         log_level=level,
         log_format=fmt,
-        drain=drain,
-        sibling=sibling,
         shutdown_grace_s=grace,
         metrics_address=metrics_address,
         workers=workers,
@@ -552,7 +537,7 @@ def load_service(config: DaemonConfig) -> Service:
     return Service(
         table=table,
         auth=auth,
-        policy=config.policy(),
+        policy=config.policy,
         limits=config.limits,
         tls_context=tls_context,
     )

@@ -49,7 +49,7 @@ def announce(config: DaemonConfig) -> None:
     """Say loudly what an admin must know about a loaded config."""
     if (warning := source_spec(config.auth_source).warning(config.auth)) is not None:
         log.warning("%s", warning)
-    if config.drain:
+    if config.policy.drain:
         log.warning("drain mode: new connections are answered with * BYE")
 
 

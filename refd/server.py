@@ -154,7 +154,7 @@ async def handle_connection(
     """Serve one client until it leaves, times out or is told BYE."""
     service = ref.current
     limits = service.limits
-    conn = Connection(limits.protocol())
+    conn = Connection(limits)
     session = Session(ref, client, conn, door)
     door = session.door
     metrics = door.metrics

@@ -105,7 +105,7 @@ class Supervisor:
         ]
 
     def is_ready(self) -> bool:
-        return bool(self.ready) and not self.stopping and not self.config.drain
+        return bool(self.ready) and not self.stopping and not self.config.policy.drain
 
     async def _run_worker(self, slot: int) -> None:
         """Keep worker ``slot`` running until the supervisor stops."""

@@ -39,8 +39,10 @@ def write(cfgdir: Path, text: str) -> Path:
 def test_defaults(cfgdir: Path) -> None:
     config = load_config(write(cfgdir, BASE))
     assert config.limits == Limits()
-    assert config.auth_failure_delay_s == 2.0 and config.auth_failure_delay_max_s == 15.0
-    assert [str(n) for n in config.trusted_networks] == ["127.0.0.0/8", "::1/128"]
+    assert (
+        config.policy.auth_failure_delay_s == 2.0 and config.policy.auth_failure_delay_max_s == 15.0
+    )
+    assert [str(n) for n in config.policy.trusted_networks] == ["127.0.0.0/8", "::1/128"]
     assert config.listeners[0].tls == "none" and not config.listeners[0].proxy_protocol
     assert config.auth.path == cfgdir / "users.passwd"
 

@@ -135,9 +135,7 @@ def check_mailbox_round_trip(name: str) -> None:
 LIMIT_PRESETS = [
     ProtocolLimits(),
     ProtocolLimits(max_line_bytes=512, max_literal_bytes=64, max_command_bytes=1024),
-    ProtocolLimits(
-        max_line_bytes=600, max_literal_bytes=0, max_command_bytes=2000, bad_command_limit=3
-    ),
+    ProtocolLimits(max_line_bytes=600, max_literal_bytes=0, max_command_bytes=2000, bad_commands=3),
 ]
 
 
@@ -196,7 +194,7 @@ def frame(limits: ProtocolLimits, chunks: list[bytes], *, eof: bool = True) -> l
                 assert not chunk, "CONNECTION_CLOSED before EOF"
                 return events
             assert isinstance(event, c.Command | BadInput | LiteralRequest | SaslResponse)
-            if isinstance(event, BadInput) and conn.bad_commands >= limits.bad_command_limit:
+            if isinstance(event, BadInput) and conn.bad_commands >= limits.bad_commands:
                 assert event.bye is not None
             events.append(_comparable(event))
             if decide(conn, event) == "close":

@@ -164,7 +164,7 @@ def test_state_legality() -> None:
 
 
 def test_bad_command_budget() -> None:
-    conn = Connection(ProtocolLimits(bad_command_limit=3))
+    conn = Connection(ProtocolLimits(bad_commands=3))
     conn.receive_data(b"a FROB\r\nb FROB\r\nc FROB\r\n")
     evs = events(conn)
     assert [bad(e)[2] for e in evs[:3]] == [None, None, "Too many invalid commands."]
