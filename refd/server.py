@@ -222,6 +222,8 @@ async def handle_connection(
             if event is CONNECTION_CLOSED:
                 return
             reply = await session.handle(event)
+            if reply.delay_s > 0:
+                await trio.sleep(reply.delay_s)
             if reply.stream is None:
                 await _send(stream, encode(reply.responses), limits)
             else:

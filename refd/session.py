@@ -93,6 +93,9 @@ class Reply:
     command: str | None = None
     #: untagged lines to send before ``responses``, produced while they are sent
     stream: Iterable[Sequence[Response]] | None = None
+    #: seconds the server waits before sending the answer (the login delay:
+    #: one delay for unknown user and wrong password, see refd.throttle)
+    delay_s: float = 0.0
 
 
 class Session:
@@ -348,14 +351,16 @@ class Session:
             delay.rule,
             " store=unavailable" if verdict.degraded else "",
         )
-        if delay.seconds > 0:
-            await trio.sleep(delay.seconds)
         if verdict.refuse:
             text = "Authentication is temporarily unavailable; try again later."
-            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        if failed:
-            return Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
-        return self._login_referral(tag, command, result.user, service)
+            reply = Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        elif failed:
+            reply = Reply([Tagged(tag, Cond.NO, "Authentication failed.", "AUTHENTICATIONFAILED")])
+        else:
+            reply = self._login_referral(tag, command, result.user, service)
+        # The server loop waits, not this handler: the answer carries its delay.
+        reply.delay_s = delay.seconds
+        return reply
 
     def _throttled(self, result: str, delay: Delay) -> None:
         metrics = self.door.metrics
