@@ -499,12 +499,15 @@ async def serve(
             door.listening = False
             accepting.cancel_scope.cancel()
         door.stop()  # interrupt sessions that started waiting meanwhile
-        with trio.move_on_after(config.shutdown_grace_s):
-            while door.sessions:
-                await trio.sleep(0.05)
-        if door.sessions:
-            log.warning("shutdown grace over: closing %d sessions", len(door.sessions))
-        connections.cancel_scope.cancel()
+        # Graceful shutdown as hypercorn does it: a deadline on the
+        # connections' nursery.  It ends as soon as the last session does;
+        # at the deadline, the sessions still open are cancelled.
+        connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s
+    if connections.cancel_scope.cancelled_caught:
+        log.warning(
+            "shutdown grace over: closed the sessions still open after %gs (shutdown_grace_s)",
+            config.shutdown_grace_s,
+        )
 
 
 async def open_listeners(host: str, port: int, *, reuse_port: bool) -> list[trio.SocketListener]:
