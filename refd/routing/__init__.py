@@ -1,10 +1,11 @@
 """Routing: the YAML routing table compiled into user and mailbox referrals.
 
-Pure code: no file, socket or YAML access (a test checks the imports). The
-daemon reads the files, parses them with `refd.yamltree`, and hands the tree
-to `load_table`; the session asks the resulting `RoutingTable` for
-`Referral` values. See `refd.routing.load` for the two-phase load and
-``config/routing.yaml`` for the file format.
+Pure code: no file, socket or YAML access (tests/routing/test_purity.py
+checks the imports); it may import only ``refd.tree`` and
+the standard library without I/O. The daemon reads the files, parses them
+with `refd.yamltree`, and hands the tree to `load_table`; the session asks
+the resulting `RoutingTable` for `Referral` values. See `refd.routing.load`
+for the two-phase load and ``config/routing.yaml`` for the file format.
 """
 
 from refd.routing.load import RoutingError, load_table, parse_user_map, read_user_map_name
