@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import servers as S  # noqa: E402
+import servers as S
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -202,8 +202,13 @@ class LoadGen:
         procs = []
         offset = 0
         for share in shares:
-            cmd = self.command(port, conc=share, offset=offset, min_samples=max(
-                1, o["min_samples"] // nprocs), **{k: v for k, v in o.items() if k != "min_samples"})
+            cmd = self.command(
+                port,
+                conc=share,
+                offset=offset,
+                min_samples=max(1, o["min_samples"] // nprocs),
+                **{k: v for k, v in o.items() if k != "min_samples"},
+            )
             offset += o.get("nusers", 1000) // nprocs
             if not procs:
                 cell.command = " ".join(shlex.quote(str(a)) for a in cmd)
@@ -461,8 +466,16 @@ def run_reload(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: Load
                 load_o = flow_options("plain", "refd", prof, fx.nusers)
                 load_o.update(conc=16, rate=RELOAD_LOAD_RATE, window=1e6, warmup=0, cap=900,
                               grace=1, min_samples=10**9, stdin_stop=True)  # fmt: skip
-                probe_o = {"mode": "noop", "conc": probes, "window": 900, "prefix": "mbx-",
-                           "nusers": fx.nusers, "login": True, "grace": 2, "stdin_stop": True}
+                probe_o = {
+                    "mode": "noop",
+                    "conc": probes,
+                    "window": 900,
+                    "prefix": "mbx-",
+                    "nusers": fx.nusers,
+                    "login": True,
+                    "grace": 2,
+                    "stdin_stop": True,
+                }
                 m0 = srv.metrics()
                 done0 = _reloads_done(srv)
                 load = subprocess.Popen(gen.command(srv.port, **load_o), stdin=subprocess.PIPE,
@@ -500,7 +513,9 @@ def run_reload(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: Load
                 )
                 slowest_bucket = None
                 for le in ("0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0"):
-                    above = (h1.get("+Inf", 0) - h1.get(le, 0)) - (h0.get("+Inf", 0) - h0.get(le, 0))
+                    above = (h1.get("+Inf", 0) - h1.get(le, 0)) - (
+                        h0.get("+Inf", 0) - h0.get(le, 0)
+                    )
                     if above > 0:
                         slowest_bucket = f"> {le} s"
                 row[phase] = {
@@ -616,8 +631,10 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "kernel": platform.release(),
         "refd_version": parts[0],
         "refd_commit": out(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"]),
-        "refd_dirty": args.refd_source == "worktree" and bool(out(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "refd"])),
+        "refd_dirty": args.refd_source == "worktree"
+        and bool(
+            out(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "refd"])
+        ),
         "refd_source": args.refd_source,
         "trio": parts[1],
         "python": parts[2],
@@ -671,8 +688,11 @@ def _stop_on_sigterm() -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description="refd vs Dovecot benchmark (see bench/README.md)")
     p.add_argument("--quick", action="store_true", help="a few seconds per cell (smoke)")
-    p.add_argument("--out", type=Path, help="default: bench/RESULTS.md (full), "
-                   "bench/RESULTS.quick.md (--quick)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="default: bench/RESULTS.md (full), bench/RESULTS.quick.md (--quick)",
+    )
     p.add_argument("--python", default=sys.executable, help="Python that runs refd")
     p.add_argument("--dovecot", default=S.find_dovecot())
     p.add_argument("--loadgen", type=Path, help="the built loadgen binary (bench/run passes it)")
@@ -685,14 +705,29 @@ def main() -> int:
                    help="dovecot, refd (workers=nproc), refd1 (workers=1)")  # fmt: skip
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--keep", action="store_true", help="keep the work directory")
-    p.add_argument("--profile", action="store_true",
-                   help="also py-spy refd under load (needs py-spy beside --python or on PATH)")
-    p.add_argument("--notes", type=Path, default=BENCH / "NOTES.md",
-                   help="hand-written analysis appended to the report if the file exists")
-    p.add_argument("--refd-source", choices=("head", "worktree"), default="head",
-                   help="benchmark refd/ as committed (default) or as on disk")
-    p.add_argument("--render-only", type=Path, metavar="RESULTS.json",
-                   help="no run: re-render --out from a results file (and --notes)")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also py-spy refd under load (needs py-spy beside --python or on PATH)",
+    )
+    p.add_argument(
+        "--notes",
+        type=Path,
+        default=BENCH / "NOTES.md",
+        help="hand-written analysis appended to the report if the file exists",
+    )
+    p.add_argument(
+        "--refd-source",
+        choices=("head", "worktree"),
+        default="head",
+        help="benchmark refd/ as committed (default) or as on disk",
+    )
+    p.add_argument(
+        "--render-only",
+        type=Path,
+        metavar="RESULTS.json",
+        help="no run: re-render --out from a results file (and --notes)",
+    )
     args = p.parse_args()
     args.flows = [f for f in args.flows.split(",") if f]
     args.conc = [int(c) for c in args.conc.split(",") if c]
@@ -733,8 +768,10 @@ def main() -> int:
     S.SOURCE["path"] = work / "src"
     env = environment(args, args.loadgen_build)
     log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
-    log(f"refd {env['refd_version']} from commit {env['refd_commit']}"
-        f"{' (+ uncommitted changes)' if env['refd_dirty'] else ''}, snapshot in {work}/src")
+    log(
+        f"refd {env['refd_version']} from commit {env['refd_commit']}"
+        f"{' (+ uncommitted changes)' if env['refd_dirty'] else ''}, snapshot in {work}/src"
+    )
     gen = LoadGen(args.loadgen, args.gen_procs)
     results: dict[str, Any] = {"profile": asdict(prof), "env": env, "load_start": load_start}
     try:

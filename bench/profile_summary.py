@@ -22,10 +22,14 @@ CATEGORIES = (
     ("logging", ("logging/",)),
     ("metrics (prometheus_client)", ("prometheus_client",)),
     ("TLS (ssl, trio SSLStream)", ("ssl.py", "trio/_ssl")),
-    ("sockets (trio socket wrappers, syscalls)", ("trio/_socket", "trio/_highlevel_socket",
-                                                  "socket.py", "trio/_highlevel_open")),
-    ("trio scheduler, cancel scopes, threads", ("trio/", "outcome", "contextlib", "threading",
-                                               "sniffio")),
+    (
+        "sockets (trio socket wrappers, syscalls)",
+        ("trio/_socket", "trio/_highlevel_socket", "socket.py", "trio/_highlevel_open"),
+    ),
+    (
+        "trio scheduler, cancel scopes, threads",
+        ("trio/", "outcome", "contextlib", "threading", "sniffio"),
+    ),
     ("password hashing (bcrypt, crypt)", ("bcrypt", "refd/auth/schemes")),
     ("refd protocol (parse, encode)", ("refd/protocol",)),
     ("refd routing", ("refd/routing",)),

@@ -160,15 +160,23 @@ def render(results: dict[str, Any]) -> str:
     L.append("\nExact commands:\n")
     L.append("```")
     user_args = env.get("user_args", "--quick" if prof["name"] == "quick" else "")
-    L.append(f"REFD_BENCH_PYTHON={env.get('python_path', 'python3')} bench/run {user_args}".rstrip())
+    L.append(
+        f"REFD_BENCH_PYTHON={env.get('python_path', 'python3')} bench/run {user_args}".rstrip()
+    )
     L.append(f"# which ran: {env['bench_command']}")
     L.append(f"# load generator: {env['loadgen_build']}")
-    L.append("# refd: python -m refd serve -c <work>/tp-refd-wN/refd.yaml   (config in bench/servers.py)")
-    L.append("# Dovecot: dovecot -F -c <work>/tp-dovecot/dovecot.conf        (config in bench/servers.py)")
+    L.append(
+        "# refd: python -m refd serve -c <work>/tp-refd-wN/refd.yaml   (config in bench/servers.py)"
+    )
+    L.append(
+        "# Dovecot: dovecot -F -c <work>/tp-dovecot/dovecot.conf        (config in bench/servers.py)"
+    )
     L.append("```\n")
 
     L.append("## Targets\n")
-    L.append(f"Ratios are refd with `workers: {results.get('cores')}` over Dovecot, both measured in this run.\n")
+    L.append(
+        f"Ratios are refd with `workers: {results.get('cores')}` over Dovecot, both measured in this run.\n"
+    )
     L.append("| target | measured | verdict |\n|---|---|---|")
     for target, measured, _note, met in verdicts(results):
         L.append(f"| {target} | {measured} | {_ok(met)} |")
@@ -251,7 +259,9 @@ def render(results: dict[str, Any]) -> str:
             "later; (after − before) / N. Dovecot's imap-login has `client_limit` 1000, so it "
             "starts more login processes for N > 1000: their whole RSS is part of its cost.\n"
         )
-        L.append("| server | TLS | connections | RSS before MiB | RSS after MiB | processes | KiB per connection | target |")
+        L.append(
+            "| server | TLS | connections | RSS before MiB | RSS after MiB | processes | KiB per connection | target |"
+        )
         L.append("|---|---|---|---|---|---|---|---|")
         for r in results["memory"]:
             L.append(
@@ -272,7 +282,9 @@ def render(results: dict[str, Any]) -> str:
             "passes). Memory is RSS after the load minus before (after `gc.collect()`); the "
             "peak is the process's maximum RSS.\n"
         )
-        L.append("| table | file MiB | load s | table MiB | bytes/entry | peak RSS MiB | lookup µs | lookups/s | notes |")
+        L.append(
+            "| table | file MiB | load s | table MiB | bytes/entry | peak RSS MiB | lookup µs | lookups/s | notes |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|")
         ex = rt.get("exact")
         if ex:
@@ -306,7 +318,9 @@ def render(results: dict[str, Any]) -> str:
             "between two NOOP answers on one connection; refd's own view is the number of "
             "NOOPs its `refd_command_duration_seconds` histogram put above 50 ms.\n"
         )
-        L.append("| workers | users | start s | phase | NOOPs | max gap ms | p99.9 gap ms | gaps > 50 ms | reload wall s | refd: NOOPs > 50 ms | load /s | load p99 ms | load max ms |")
+        L.append(
+            "| workers | users | start s | phase | NOOPs | max gap ms | p99.9 gap ms | gaps > 50 ms | reload wall s | refd: NOOPs > 50 ms | load /s | load p99 ms | load max ms |"
+        )
         L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rl:
             for phase in ("baseline", "reload"):
@@ -335,7 +349,9 @@ def render(results: dict[str, Any]) -> str:
         for run in pr["runs"]:
             L.append(f"**{FLOW_TITLES.get(run['flow'], run['flow'])}, workers={run['workers']}** "
                      f"({_f(run['rate'])} sessions/s while profiled, {run['samples']} samples)\n")  # fmt: skip
-            L.append("| by category | % | hottest functions (self) | % | charged to refd code | % |")
+            L.append(
+                "| by category | % | hottest functions (self) | % | charged to refd code | % |"
+            )
             L.append("|---|---|---|---|---|---|")
             rows = max(len(run["categories"][:8]), 8)
             for i in range(rows):
@@ -343,8 +359,10 @@ def render(results: dict[str, Any]) -> str:
                 for key in ("categories", "self", "self_in_focus"):
                     items = run[key]
                     if i < len(items):
-                        cells_ += [f"`{items[i][0]}`" if key != "categories" else items[i][0],
-                                   f"{items[i][1]}"]
+                        cells_ += [
+                            f"`{items[i][0]}`" if key != "categories" else items[i][0],
+                            f"{items[i][1]}",
+                        ]
                     else:
                         cells_ += ["", ""]
                 L.append("| " + " | ".join(cells_) + " |")
@@ -358,7 +376,9 @@ def render(results: dict[str, Any]) -> str:
         L.append("As written by `bench/servers.py` for the throughput part (`<work>` is the run's "
                  "temporary directory).\n")  # fmt: skip
         for name, text in configs.items():
-            L.append(f"<details><summary>{name}</summary>\n\n```\n{text.rstrip()}\n```\n</details>\n")
+            L.append(
+                f"<details><summary>{name}</summary>\n\n```\n{text.rstrip()}\n```\n</details>\n"
+            )
         examples = {}
         for c in results.get("throughput", []):
             key = (c["flow"], c["server"].startswith("refd"))
@@ -369,7 +389,7 @@ def render(results: dict[str, Any]) -> str:
             L.append("```")
             for (flow, is_refd), cmd in examples.items():
                 L.append(f"# {flow}, {'refd' if is_refd else 'dovecot'}")
-                L.append(cmd.replace(str(results.get('work', '')), '<work>'))
+                L.append(cmd.replace(str(results.get("work", "")), "<work>"))
             L.append("```\n")
     return "\n".join(L) + "\n"
 
@@ -394,8 +414,12 @@ def console_table(results: dict[str, Any]) -> str:
                 )
                 if dove and main:
                     a, b = cells.get((main, flow, c)), cells.get((dove, flow, c))
-                    line += f"  {a['rate'] / b['rate']:5.2f}x" if a and b and b["rate"] else "      -"
+                    line += (
+                        f"  {a['rate'] / b['rate']:5.2f}x" if a and b and b["rate"] else "      -"
+                    )
                 out.append(line)
     for target, measured, _n, met in verdicts(results):
-        out.append(f"[{'ok  ' if met else 'MISS' if met is not None else '    '}] {target}: {measured}")
+        out.append(
+            f"[{'ok  ' if met else 'MISS' if met is not None else '    '}] {target}: {measured}"
+        )
     return "\n".join(out)

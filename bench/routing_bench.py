@@ -106,8 +106,11 @@ def main() -> None:
         upper = [u.upper().replace("U", "u", 1) for u in users[:50_000]]
         out["lookup_upper_domain_us"] = round(timed_lookups(route, upper) * 1e6, 3)
         out["miss_us"] = round(timed_lookups(route, ["nobody@nowhere.example"] * 50_000) * 1e6, 3)
-        out["login_referral_us"] = round(timed_lookups(table.login_referral, users[:50_000]) * 1e6, 3)
+        out["login_referral_us"] = round(
+            timed_lookups(table.login_referral, users[:50_000]) * 1e6, 3
+        )
     else:
+
         def user_for(i: int) -> str:
             return f"x@g{i:05d}.example.org" if i % 2 == 0 else f"r{i:05d}.abc@corp.example"
 

@@ -132,7 +132,9 @@ def free_port() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
-def wait_greeting(port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_greeting(
+    port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -277,7 +279,7 @@ class Refd:
 
     def metrics(self) -> str:
         url = f"http://{HOST}:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=10) as r:
             return r.read().decode()
 
     def stop(self) -> None:

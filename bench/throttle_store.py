@@ -26,8 +26,9 @@ from pathlib import Path
 
 import trio
 
+from refd.config import StoreConfig
 from refd.metrics import Metrics
-from refd.store import Store, StoreConfig, Throttle, serve_store
+from refd.store import Store, Throttle, serve_store
 from refd.throttle import CounterTable, ThrottleRules
 
 RULES = ThrottleRules()

@@ -36,7 +36,7 @@ from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import public_networks
 from refd.config import DaemonConfig
 from refd.listen import authority
-from refd.session import Service
+from refd.runtime import Service
 from refd.tree import Map, Node, Seq, TreeError, get
 from refd.yamltree import parse_yaml
 
@@ -184,7 +184,7 @@ def _users_without_route(config: DaemonConfig, service: Service, lines: _Lines) 
 
 
 def _public_trust(config: DaemonConfig, lines: _Lines) -> list[Finding]:
-    public = public_networks(config.trusted_networks)
+    public = public_networks(config.policy.trusted_networks)
     if not public:
         return []
     exposed = [

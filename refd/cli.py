@@ -25,6 +25,7 @@ import trio
 
 from refd import __version__, probe
 from refd.auth.passwd_file import PasswdFileSource
+from refd.auth.trust import TrustConfig
 from refd.checks import Finding, check_config, port_conflicts
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.daemon import Daemon, run
@@ -33,8 +34,8 @@ from refd.explain import explain
 from refd.listen import BindError, Bound, authority, bind_all
 from refd.logs import setup_logging
 from refd.routing import RoutingTable
+from refd.runtime import Service
 from refd.schema import KINDS, schema_text
-from refd.session import Service
 from refd.supervisor import STORE_SOCKET_ENV, Supervisor
 from refd.tree import Reader, TreeError
 from refd.yamltree import parse_yaml
@@ -327,8 +328,8 @@ def _auth_summary(config: DaemonConfig, service: Service) -> str:
     if isinstance(auth, PasswdFileSource):
         n = len(auth.table)
         return f"passwd-file {auth.table.file}: {n} user{'' if n == 1 else 's'}"
-    if config.auth_source == "trust":
-        return "trust: " + ", ".join(str(n) for n in config.trust_networks)
+    if isinstance(config.auth, TrustConfig):
+        return "trust: " + ", ".join(str(n) for n in config.auth.networks)
     return config.auth_source
 
 

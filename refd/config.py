@@ -3,7 +3,7 @@
 ``load_config`` reads the daemon file (listeners, limits, auth, where the
 routing table is); ``load_service`` reads what it points at (the routing
 table, its bulk user map, the passwd-file) and builds the
-:class:`~refd.session.Service` that goes into service.  ``refd serve``,
+:class:`~refd.runtime.Service` that goes into service.  ``refd serve``,
 ``refd check`` and a reload all call these two functions, so a file that
 ``refd check`` accepts is exactly a file the daemon accepts.  Every error is
 a :class:`~refd.tree.TreeError` whose text is ``file:line: what is wrong``.
@@ -22,32 +22,35 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from refd.auth.base import AuthSource
-from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource, SharedCache, TlsMode
-from refd.auth.passwd_file import PasswdFileError, PasswdFileSource
+from refd.addresses import LOOPBACK, IPNetwork
+from refd.auth.registry import AUTH_SOURCES, BuildContext, ParseContext, source_spec
 from refd.auth.schemes import MAX_PASSWORD_BYTES
-from refd.auth.trust import TrustSource, public_networks
-from refd.imap_client import client_tls_context
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.routing.url import split_host_port
-from refd.session import LOOPBACK, IPNetwork, Service, SessionPolicy
-from refd.store import STORE_KINDS, StoreConfig, read_secret_file
+from refd.runtime import Service, SessionPolicy
 from refd.throttle import ThrottleRules
-from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get
+from refd.tree import Map, Node, Reader, Scalar, TreeError, get
 from refd.yamltree import parse_yaml
+
+if TYPE_CHECKING:
+    from refd.auth.imap_backend import SharedCache
 
 __all__ = [
     "DEMO_CONFIG",
+    "MIN_SECRET_BYTES",
+    "STORE_KINDS",
     "DaemonConfig",
     "Limits",
     "ListenerConfig",
+    "StoreConfig",
     "bind_shared_cache",
     "load_config",
     "load_routing",
     "load_service",
+    "read_secret_file",
 ]
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
@@ -55,6 +58,27 @@ DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
 TLS_MODES = ("none", "starttls", "implicit")
 
 T = TypeVar("T")
+
+
+STORE_KINDS = ("local", "redis")
+MIN_SECRET_BYTES = 16
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``throttle:`` settings about where the counters live."""
+
+    kind: str = "local"  # one of STORE_KINDS
+    #: redis://, rediss:// or unix:// (may hold a password: never logged)
+    redis_url: str = field(default="", repr=False)
+    key_prefix: str = "refd:"
+    #: the HMAC key every door shares (from ``secret_file``); None: random
+    secret: bytes | None = field(default=None, repr=False)
+    secret_file: Path | None = None
+    timeout_s: float = 0.2
+    retry_s: float = 1.0
+    on_error: str = "open"  # open | closed
+    max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,50 +95,31 @@ class DaemonConfig:
     file: Path
     listeners: tuple[ListenerConfig, ...]
     routing_file: Path
-    passwd_file: Path | None
-    passwd_file_line: int = 0
-    auth_source: str = "passwd-file"
-    imap_auth: ImapAuthConfig | None = None
-    trust_networks: tuple[IPNetwork, ...] = ()
-    hostname: str = "localhost"
-    auth_failure_delay_s: float = 2.0
-    auth_failure_delay_max_s: float = 15.0
-    advertise_auth_plain: bool = False
-    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
+    auth_source: str
+    #: the source's settings, as its spec in refd.auth.registry parsed them
+    auth: Any
+    #: what sessions consult: hostname, auth delays, throttle, trusted
+    #: networks, drain, sibling (the config's values, not a copy)
+    policy: SessionPolicy = field(default_factory=SessionPolicy)
     proxy_networks: tuple[IPNetwork, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_line: int = 0
     limits: Limits = field(default_factory=Limits)
-    throttle: ThrottleRules = field(default_factory=ThrottleRules)
     store: StoreConfig = field(default_factory=StoreConfig)
     log_level: str = "info"
     log_format: str = "text"
-    drain: bool = False
-    sibling: tuple[str, int] | None = None
     shutdown_grace_s: float = 10.0
     metrics_address: tuple[str, int] | None = None
     workers: int = 1
     watch_interval_s: float = 0.0
-
-    def policy(self) -> SessionPolicy:
-        return SessionPolicy(
-            hostname=self.hostname,
-            advertise_auth_plain=self.advertise_auth_plain,
-            auth_failure_delay_s=self.auth_failure_delay_s,
-            auth_failure_delay_max_s=self.auth_failure_delay_max_s,
-            throttle=self.throttle,
-            trusted_networks=self.trusted_networks,
-            drain=self.drain,
-            sibling=self.sibling,
-        )
 
     def self_addresses(self) -> frozenset[tuple[str, int]]:
         """This door's own addresses: a referral to one of them would loop."""
         out = set()
         for lst in self.listeners:
             out.add((lst.address.lower().strip("[]"), lst.port))
-            out.add((self.hostname.lower(), lst.port))
+            out.add((self.policy.hostname.lower(), lst.port))
         return frozenset(out)
 
 
@@ -136,53 +141,22 @@ _TOP = {
     "workers",
     "watch_interval_s",
 }
-_AUTH_KEYS = {
-    "source",
-    "passwd_file",
-    "imap",
-    "trust_networks",
-    "trust_allow_public",
-    "failure_delay_s",
-    "failure_delay_max_s",
-    "advertise_plain",
-}
-AUTH_SOURCES = ("passwd-file", "imap", "trust")
-_IMAP_KEYS = {
-    "server",
-    "tls",
-    "ca_file",
-    "verify_certificate",
-    "connect_timeout_s",
-    "response_timeout_s",
-    "max_concurrent_per_backend",
-    "cache_ttl_s",
-    "cache_max_entries",
-    "send_id",
-    "cache_shared",
-}
+#: the keys of ``auth:`` every source shares; each source adds its own (refd.auth.registry)
+_AUTH_KEYS = frozenset({"source", "failure_delay_s", "failure_delay_max_s", "advertise_plain"})
 
 
-@dataclass(frozen=True, slots=True)
-class ImapAuthConfig:
-    """``auth.imap``: check passwords with one LOGIN on a backend."""
-
-    server: tuple[str, int] | None = None  # None: the user's home server
-    tls: str = "none"
-    ca_file: Path | None = None
-    verify_certificate: bool = True
-    connect_timeout_s: float = 5.0
-    response_timeout_s: float = 10.0
-    max_concurrent_per_backend: int = 16
-    cache_ttl_s: float = 0.0
-    cache_max_entries: int = 10000
-    #: RFC 2971 ID fields sent before LOGIN (``imap_backend.ID_FIELDS``)
-    send_id: tuple[str, ...] = ()
-    #: keep the cache in the throttle's store (shared by workers and doors)
-    cache_shared: bool = False
-    line: int = 0
+def read_secret_file(path: Path) -> bytes:
+    """The HMAC secret in ``path`` (surrounding whitespace dropped); OSError or ValueError."""
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"holds {len(secret)} bytes; it needs at least {MIN_SECRET_BYTES} "
+            "(e.g. head -c 32 /dev/urandom | base64)"
+        )
+    return secret
 
 
-def _read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
+def read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -192,50 +166,31 @@ def _read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
         raise TreeError(str(path), 0, f"cannot read the file: {reason}") from None
 
 
-def _path(base: Path, value: str) -> Path:
+def resolve_path(base: Path, value: str) -> Path:
     return (base.parent / os.path.expanduser(value)).resolve()
 
 
 def load_config(path: Path) -> DaemonConfig:
     """Read and validate the daemon configuration file."""
     file = str(path)
-    root = parse_yaml(_read_text(path), file)
+    root = parse_yaml(read_text(path), file)
     r = Reader(file)
     top = r.as_root(root, "the daemon configuration", empty="it needs routing, auth, listeners")
     r.reject_unknown(top, _TOP, "the top level")
 
-    routing = _path(path, r.as_str(r.require(top, "routing", "the top level"), "routing"))
+    routing = resolve_path(path, r.as_str(r.require(top, "routing", "the top level"), "routing"))
     auth = r.as_map(r.require(top, "auth", "the top level"), "auth")
-    r.reject_unknown(auth, _AUTH_KEYS, "auth")
-    source = _choice(r, auth, "source", AUTH_SOURCES, "passwd-file", required=True)
-    passwd: Path | None = None
-    passwd_line = 0
-    trust: tuple[IPNetwork, ...] = ()
-    imap_auth = None
-    if source == "passwd-file":
-        passwd_node = r.require(auth, "passwd_file", "auth")
-        passwd = _path(path, r.as_str(passwd_node, "auth.passwd_file"))
-        passwd_line = passwd_node.line
-    elif source == "imap":
-        imap_auth = _imap_auth(r, path, r.require(auth, "imap", "auth"))
-    else:
-        trust_node = r.require(auth, "trust_networks", "auth")
-        trust = _networks(r, trust_node, "auth.trust_networks")
-        if not trust:
-            raise r.error(trust_node, "auth.trust_networks: name at least one network")
-        allow_public = _opt(r, auth, "trust_allow_public", r.as_bool, False, "trust_allow_public")
-        public = public_networks(trust)
-        if public and not allow_public:
-            raise r.error(
-                trust_node,
-                f"auth.trust_networks: {public[0]} reaches beyond private address space; "
-                "anyone there could log in as anyone (set trust_allow_public: true if meant)",
-            )
-    delay = _opt(r, auth, "failure_delay_s", r.as_float_seconds, 2.0, "auth.failure_delay_s")
-    delay_max = _opt(
+    # Every source's keys are known here, whichever is chosen: a leftover
+    # key of another source is not an error.
+    specs = {name: source_spec(name) for name in AUTH_SOURCES}
+    r.reject_unknown(auth, _AUTH_KEYS.union(*(s.keys for s in specs.values())), "auth")
+    source = choice(r, auth, "source", tuple(AUTH_SOURCES), "passwd-file", required=True)
+    settings = specs[source].parse(ParseContext(r, path, auth))
+    delay = opt(r, auth, "failure_delay_s", r.as_float_seconds, 2.0, "auth.failure_delay_s")
+    delay_max = opt(
         r, auth, "failure_delay_max_s", r.as_float_seconds, 15.0, "auth.failure_delay_max_s"
     )
-    advertise = _opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
+    advertise = opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
 
     listeners = _listeners(r, r.require(top, "listeners", "the top level"))
     tls_cert = tls_key = None
@@ -245,8 +200,8 @@ def load_config(path: Path) -> DaemonConfig:
         tls = r.as_map(tls_node, "tls")
         tls_line = tls.line
         r.reject_unknown(tls, {"cert", "key"}, "tls")
-        tls_cert = _path(path, r.as_str(r.require(tls, "cert", "tls"), "tls.cert"))
-        tls_key = _path(path, r.as_str(r.require(tls, "key", "tls"), "tls.key"))
+        tls_cert = resolve_path(path, r.as_str(r.require(tls, "cert", "tls"), "tls.cert"))
+        tls_key = resolve_path(path, r.as_str(r.require(tls, "key", "tls"), "tls.key"))
     if tls_cert is None:
         for lst, node in listeners:
             if lst.tls != "none":
@@ -254,10 +209,10 @@ def load_config(path: Path) -> DaemonConfig:
 
     networks = LOOPBACK
     if (net_node := get(top, "trusted_networks")) is not None:
-        networks = _networks(r, net_node, "trusted_networks")
+        networks = network_list(r, net_node, "trusted_networks")
     proxy_networks: tuple[IPNetwork, ...] = ()
     if (proxy_node := get(top, "proxy_networks")) is not None:
-        proxy_networks = _networks(r, proxy_node, "proxy_networks")
+        proxy_networks = network_list(r, proxy_node, "proxy_networks")
     for lst, node in listeners:
         if lst.proxy_protocol and not proxy_networks:
             raise r.error(
@@ -271,14 +226,14 @@ def load_config(path: Path) -> DaemonConfig:
     if log_node is not None:
         log = r.as_map(log_node, "log")
         r.reject_unknown(log, {"level", "format"}, "log")
-        level = _choice(r, log, "level", ("debug", "info", "warning", "error"), "info")
-        fmt = _choice(r, log, "format", ("text", "json"), "text")
-    hostname = _opt(r, top, "hostname", r.as_str, "localhost", "hostname")
-    drain = _opt(r, top, "drain", r.as_bool, False, "drain")
+        level = choice(r, log, "level", ("debug", "info", "warning", "error"), "info")
+        fmt = choice(r, log, "format", ("text", "json"), "text")
+    hostname = opt(r, top, "hostname", r.as_str, "localhost", "hostname")
+    drain = opt(r, top, "drain", r.as_bool, False, "drain")
     sibling = None
     if (sib := get(top, "sibling")) is not None:
-        sibling = _host_port(r, sib, "sibling", default_port=143)
-    grace = _opt(r, top, "shutdown_grace_s", r.as_float_seconds, 10.0, "shutdown_grace_s")
+        sibling = host_port(r, sib, "sibling", default_port=143)
+    grace = opt(r, top, "shutdown_grace_s", r.as_float_seconds, 10.0, "shutdown_grace_s")
     metrics_address = None
     if (met := get(top, "metrics")) is not None:
         mm = r.as_map(met, "metrics")
@@ -292,33 +247,32 @@ def load_config(path: Path) -> DaemonConfig:
             maddr,
             r.as_int(r.require(mm, "port", "metrics"), "metrics.port", 0, 65535),
         )
-    workers = _opt(r, top, "workers", lambda n, w: r.as_int(n, w, 1, 256), 1, "workers")
-    watch = _opt(r, top, "watch_interval_s", r.as_float_seconds, 0.0, "watch_interval_s")
+    workers = opt(r, top, "workers", lambda n, w: r.as_int(n, w, 1, 256), 1, "workers")
+    watch = opt(r, top, "watch_interval_s", r.as_float_seconds, 0.0, "watch_interval_s")
     return DaemonConfig(
         file=path,
         listeners=tuple(lst for lst, _ in listeners),
         routing_file=routing,
-        passwd_file=passwd,
-        passwd_file_line=passwd_line,
         auth_source=source,
-        imap_auth=imap_auth,
-        trust_networks=trust,
-        hostname=hostname,
-        auth_failure_delay_s=delay,
-        auth_failure_delay_max_s=delay_max,
-        advertise_auth_plain=advertise,
-        trusted_networks=networks,
+        auth=settings,
+        policy=SessionPolicy(
+            hostname=hostname,
+            advertise_auth_plain=advertise,
+            auth_failure_delay_s=delay,
+            auth_failure_delay_max_s=delay_max,
+            throttle=throttle,
+            trusted_networks=networks,
+            drain=drain,
+            sibling=sibling,
+        ),
         proxy_networks=proxy_networks,
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_line=tls_line,
         limits=limits,
-        throttle=throttle,
         store=store,
         log_level=level,
         log_format=fmt,
-        drain=drain,
-        sibling=sibling,
         shutdown_grace_s=grace,
         metrics_address=metrics_address,
         workers=workers,
@@ -326,81 +280,14 @@ def load_config(path: Path) -> DaemonConfig:
     )
 
 
-def _opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:
+def opt(r: Reader, m: Map, key: str, conv: Callable[[Node, str], T], default: T, what: str) -> T:
     node = get(m, key)
     if node is None:
         return default
     return conv(node, what)
 
 
-def _imap_auth(r: Reader, path: Path, node: Node) -> ImapAuthConfig:
-    m = r.as_map(node, "auth.imap")
-    r.reject_unknown(m, _IMAP_KEYS, "auth.imap")
-    server = None
-    if (srv := get(m, "server")) is not None:
-        server = _host_port(r, srv, "auth.imap.server", default_port=143)
-    ca_file = None
-    if (ca := get(m, "ca_file")) is not None:
-        ca_file = _path(path, r.as_str(ca, "auth.imap.ca_file"))
-    verify = _opt(r, m, "verify_certificate", r.as_bool, True, "verify_certificate")
-    if ca_file is not None and not verify:
-        raise r.error(m, "auth.imap: ca_file and verify_certificate: false exclude each other")
-
-    def seconds(key: str, default: float) -> float:
-        value = _opt(r, m, key, r.as_float_seconds, default, f"auth.imap.{key}")
-        if value <= 0 and key != "cache_ttl_s":
-            raise r.error(m, f"auth.imap.{key} must be more than 0")
-        return value
-
-    return ImapAuthConfig(
-        server=server,
-        tls=_choice(r, m, "tls", TLS_MODES, "none"),
-        ca_file=ca_file,
-        verify_certificate=verify,
-        connect_timeout_s=seconds("connect_timeout_s", 5.0),
-        response_timeout_s=seconds("response_timeout_s", 10.0),
-        max_concurrent_per_backend=_opt(
-            r,
-            m,
-            "max_concurrent_per_backend",
-            lambda n, w: r.as_int(n, w, 1, 10000),
-            16,
-            "auth.imap.max_concurrent_per_backend",
-        ),
-        cache_ttl_s=seconds("cache_ttl_s", 0.0),
-        cache_max_entries=_opt(
-            r,
-            m,
-            "cache_max_entries",
-            lambda n, w: r.as_int(n, w, 1, 10_000_000),
-            10000,
-            "auth.imap.cache_max_entries",
-        ),
-        send_id=_send_id(r, get(m, "send_id")),
-        cache_shared=_opt(r, m, "cache_shared", r.as_bool, False, "auth.imap.cache_shared"),
-        line=m.line,
-    )
-
-
-def _send_id(r: Reader, node: Node | None) -> tuple[str, ...]:
-    """``auth.imap.send_id``: false (default), true (every field) or a list of fields."""
-    if node is None:
-        return ()
-    if not isinstance(node, Seq):
-        return ID_FIELDS if r.as_bool(node, "auth.imap.send_id") else ()
-    fields = tuple(f.lower() for f in r.as_str_list(node, "auth.imap.send_id"))
-    for field_name in fields:
-        if field_name not in ID_FIELDS:
-            raise r.error(
-                node,
-                f"auth.imap.send_id: unknown field {field_name!r} (known: {', '.join(ID_FIELDS)})",
-            )
-    if len(set(fields)) != len(fields):
-        raise r.error(node, "auth.imap.send_id: a field is named twice (RFC 2971 §3.3)")
-    return fields
-
-
-def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
+def host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[str, int]:
     text = r.as_str(node, what)
     try:
         host, port_text = split_host_port(text)
@@ -413,7 +300,7 @@ def _host_port(r: Reader, node: Node, what: str, *, default_port: int) -> tuple[
     return host, r.as_int(Scalar(port_text, node.line, False), f"{what} port", 1, 65535)
 
 
-def _networks(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:
+def network_list(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:
     nets = []
     for text in r.as_str_list(node, what, empty_ok=True):
         try:
@@ -423,7 +310,7 @@ def _networks(r: Reader, node: Node, what: str) -> tuple[IPNetwork, ...]:
     return tuple(nets)
 
 
-def _choice(
+def choice(
     r: Reader,
     m: Map,
     key: str,
@@ -450,7 +337,7 @@ def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
     for i, item in enumerate(items):
         m = r.as_map(item, f"listeners[{i}]")
         r.reject_unknown(m, {"name", "address", "port", "tls", "proxy_protocol"}, f"listeners[{i}]")
-        name = _opt(r, m, "name", r.as_str, f"imap{i}", f"listeners[{i}].name")
+        name = opt(r, m, "name", r.as_str, f"imap{i}", f"listeners[{i}].name")
         if name in seen:
             raise r.error(m, f"listener name {name!r} is used twice (first at line {seen[name]})")
         seen[name] = m.line
@@ -460,8 +347,8 @@ def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
         except ValueError:
             raise r.error(m, f"listeners[{i}].address {address!r} is not an IP address") from None
         port = r.as_int(r.require(m, "port", f"listeners[{i}]"), "port", 0, 65535)
-        tls = _choice(r, m, "tls", TLS_MODES, "none")
-        proxy = _opt(r, m, "proxy_protocol", r.as_bool, False, f"listeners[{i}].proxy_protocol")
+        tls = choice(r, m, "tls", TLS_MODES, "none")
+        proxy = opt(r, m, "proxy_protocol", r.as_bool, False, f"listeners[{i}].proxy_protocol")
         out.append((ListenerConfig(name, address, port, tls, proxy), m))
     return out
 
@@ -529,13 +416,13 @@ def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, 
     r.reject_unknown(m, _THROTTLE_KEYS, "throttle")
 
     def seconds(key: str, default: float) -> float:
-        value = _opt(r, m, key, r.as_float_seconds, default, f"throttle.{key}")
+        value = opt(r, m, key, r.as_float_seconds, default, f"throttle.{key}")
         if value <= 0:
             raise r.error(get(m, key) or m, f"throttle.{key} must be more than 0")
         return value
 
     def count(key: str, default: int, lo: int, hi: int) -> int:
-        return _opt(r, m, key, lambda n, w: r.as_int(n, w, lo, hi), default, f"throttle.{key}")
+        return opt(r, m, key, lambda n, w: r.as_int(n, w, lo, hi), default, f"throttle.{key}")
 
     rules = ThrottleRules(
         forget_after_s=seconds("forget_after_s", 900.0),
@@ -544,10 +431,10 @@ def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, 
         ipv4_prefix=count("ipv4_prefix", 24, 8, 32),
         ipv6_prefix=count("ipv6_prefix", 64, 16, 128),
     )
-    kind = _choice(r, m, "store", STORE_KINDS, "local")
+    kind = choice(r, m, "store", STORE_KINDS, "local")
     secret = secret_path = None
     if (secret_node := get(m, "secret_file")) is not None:
-        secret_path = _path(path, r.as_str(secret_node, "throttle.secret_file"))
+        secret_path = resolve_path(path, r.as_str(secret_node, "throttle.secret_file"))
         try:
             secret = read_secret_file(secret_path)
         except OSError as exc:
@@ -580,8 +467,8 @@ def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, 
             raise r.error(
                 url_node, "throttle.redis.url must start with redis://, rediss:// or unix://"
             )
-        prefix = _opt(r, rm, "key_prefix", r.as_str, "refd:", "throttle.redis.key_prefix")
-    on_error = _choice(r, m, "on_store_error", ("open", "closed"), "open")
+        prefix = opt(r, rm, "key_prefix", r.as_str, "refd:", "throttle.redis.key_prefix")
+    on_error = choice(r, m, "on_store_error", ("open", "closed"), "open")
     store = StoreConfig(
         kind=kind,
         redis_url=url,
@@ -600,15 +487,15 @@ def load_routing(
     path: Path, *, self_addresses: frozenset[tuple[str, int]] = frozenset()
 ) -> RoutingTable:
     """Read a routing table and its bulk user map, exactly as the daemon does."""
-    text = _read_text(path)
+    text = read_text(path)
     file = str(path)
     root = parse_yaml(text, file)
     map_name = read_user_map_name(root, file)
     map_text = map_file = None
     if map_name is not None:
-        map_path = _path(path, map_name)
+        map_path = resolve_path(path, map_name)
         map_file = str(map_path)
-        map_text = _read_text(map_path, referer=file, line=_user_map_line(root))
+        map_text = read_text(map_path, referer=file, line=_user_map_line(root))
     digest = hashlib.sha256(text.encode("utf-8"))
     if map_text is not None:
         digest.update(b"\0" + map_text.encode("utf-8"))
@@ -633,21 +520,7 @@ def _user_map_line(root: Node | None) -> int:
 def load_service(config: DaemonConfig) -> Service:
     """Load everything the config points at and build the service value."""
     table = load_routing(config.routing_file, self_addresses=config.self_addresses())
-    auth: AuthSource
-    if config.auth_source == "trust":
-        auth = TrustSource(config.trust_networks)
-    elif config.auth_source == "imap":
-        assert config.imap_auth is not None
-        auth = _imap_source(config, config.imap_auth, table)
-    else:
-        assert config.passwd_file is not None
-        passwd_text = _read_text(
-            config.passwd_file, referer=str(config.file), line=config.passwd_file_line
-        )
-        try:
-            auth = PasswdFileSource.from_text(passwd_text, str(config.passwd_file))
-        except PasswdFileError as exc:
-            raise TreeError(exc.file, exc.line, exc.message) from None
+    auth = source_spec(config.auth_source).build(config.auth, BuildContext(config.file, table))
     tls_context = None
     if config.tls_cert is not None and config.tls_key is not None:
         try:
@@ -662,48 +535,19 @@ def load_service(config: DaemonConfig) -> Service:
     return Service(
         table=table,
         auth=auth,
-        policy=config.policy(),
+        policy=config.policy,
         limits=config.limits,
         tls_context=tls_context,
     )
 
 
-def _imap_source(
-    config: DaemonConfig, ia: ImapAuthConfig, table: RoutingTable
-) -> ImapBackendSource:
-    """The imap source; with no fixed server it asks *this* table for the home."""
-    context = None
-    if ia.ca_file is not None:
-        try:
-            context = client_tls_context(str(ia.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise TreeError(
-                str(config.file), ia.line, f"cannot load {ia.ca_file}: {reason}"
-            ) from None
-
-    def home(user: str) -> tuple[str, int] | None:
-        route = table.route_user(user)
-        return None if route is None else (route.server.host, route.server.port)
-
-    return ImapBackendSource(
-        ia.server if ia.server is not None else home,
-        tls=TlsMode(ia.tls),
-        ssl_context=context,
-        verify_certificate=ia.verify_certificate,
-        connect_timeout_s=ia.connect_timeout_s,
-        response_timeout_s=ia.response_timeout_s,
-        max_concurrent_per_backend=ia.max_concurrent_per_backend,
-        cache_ttl_s=ia.cache_ttl_s,
-        cache_max_entries=ia.cache_max_entries,
-        send_id=ia.send_id,
-    )
-
-
 def bind_shared_cache(config: DaemonConfig, service: Service, cache: SharedCache) -> None:
     """With ``auth.imap.cache_shared``, put the imap source's cache in the door's store."""
-    ia = config.imap_auth
-    if ia is not None and ia.cache_shared and isinstance(service.auth, ImapBackendSource):
+    from refd.auth.imap_backend import ImapAuthConfig, ImapBackendSource  # noqa: PLC0415
+
+    ia = config.auth
+    if isinstance(ia, ImapAuthConfig) and ia.cache_shared:
+        assert isinstance(service.auth, ImapBackendSource)
         service.auth.shared_cache = cache
 
 

@@ -1,7 +1,7 @@
 """Running the daemon: load, serve, reload, drain and stop.
 
-The loaded :class:`~refd.session.Service` sits behind one
-:class:`~refd.session.ServiceRef`.  SIGHUP (or a changed file, when
+The loaded :class:`~refd.runtime.Service` sits behind one
+:class:`~refd.runtime.ServiceRef`.  SIGHUP (or a changed file, when
 ``watch_interval_s`` is set) re-reads the daemon config, the routing table,
 its user map, the passwd-file and the TLS certificate in a worker thread,
 never on the event loop, and only a complete, valid result replaces the
@@ -29,13 +29,15 @@ from pathlib import Path
 import trio
 
 from refd import __version__
+from refd.auth.registry import source_spec
 from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
+from refd.door import DoorState
 from refd.http import serve_http
 from refd.listen import Bound
 from refd.logs import log_event
 from refd.metrics import Metrics
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from refd.store import Throttle
 from refd.tree import TreeError
 
@@ -50,14 +52,9 @@ def _identity(config: DaemonConfig) -> DaemonConfig:
 
 def announce(config: DaemonConfig) -> None:
     """Say loudly what an admin must know about a loaded config."""
-    if config.auth_source == "trust":
-        nets = ", ".join(str(n) for n in config.trust_networks)
-        log.warning(
-            "auth source is TRUST: any password is accepted from %s; "
-            "make sure only an authenticating proxy can connect from there",
-            nets,
-        )
-    if config.drain:
+    if (warning := source_spec(config.auth_source).warning(config.auth)) is not None:
+        log.warning("%s", warning)
+    if config.policy.drain:
         log.warning("drain mode: new connections are answered with * BYE")
 
 
@@ -66,7 +63,8 @@ def watched_files(config: DaemonConfig, service: Service) -> list[Path]:
     files = [config.file, config.routing_file]
     if service.table.user_map_file:
         files.append(Path(service.table.user_map_file))
-    for extra in (config.passwd_file, config.tls_cert, config.tls_key, config.store.secret_file):
+    files.extend(source_spec(config.auth_source).watched(config.auth))
+    for extra in (config.tls_cert, config.tls_key, config.store.secret_file):
         if extra is not None:
             files.append(extra)
     return files
@@ -86,7 +84,7 @@ def config_sha256(config: DaemonConfig, service: Service) -> str:
         "config": config.file,
         "routing": config.routing_file,
         "user_map": Path(user_map) if user_map else None,
-        "passwd_file": config.passwd_file,
+        "passwd_file": getattr(config.auth, "path", None),
     }
     outer = hashlib.sha256()
     for role, path in files.items():

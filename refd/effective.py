@@ -19,8 +19,10 @@ import dataclasses
 import re
 from typing import Any
 
-from refd.auth.trust import public_networks
-from refd.config import DaemonConfig, ImapAuthConfig
+from refd.auth.imap_backend import ImapAuthConfig
+from refd.auth.passwd_file import PasswdFileConfig
+from refd.auth.trust import TrustConfig, public_networks
+from refd.config import DaemonConfig
 from refd.listen import authority
 from refd.yamltree import dump_yaml
 
@@ -67,7 +69,7 @@ def _imap(ia: ImapAuthConfig) -> dict[str, Any]:
 
 def _throttle(config: DaemonConfig) -> dict[str, Any]:
     store = config.store
-    out: dict[str, Any] = dataclasses.asdict(config.throttle)
+    out: dict[str, Any] = dataclasses.asdict(config.policy.throttle)
     out |= {"max_entries": store.max_entries, "store": store.kind}
     if store.redis_url:
         # The URL may carry a password: redact() masks it.
@@ -85,21 +87,21 @@ def _throttle(config: DaemonConfig) -> dict[str, Any]:
 def effective_config(config: DaemonConfig) -> dict[str, Any]:
     """The configuration in force, in the file's layout, defaults included."""
     auth: dict[str, Any] = {"source": config.auth_source}
-    if config.passwd_file is not None:
-        auth["passwd_file"] = str(config.passwd_file)
-    if config.imap_auth is not None:
-        auth["imap"] = _imap(config.imap_auth)
-    if config.auth_source == "trust":
-        auth["trust_networks"] = [str(n) for n in config.trust_networks]
+    if isinstance(config.auth, PasswdFileConfig):
+        auth["passwd_file"] = str(config.auth.path)
+    if isinstance(config.auth, ImapAuthConfig):
+        auth["imap"] = _imap(config.auth)
+    if isinstance(config.auth, TrustConfig):
+        auth["trust_networks"] = [str(n) for n in config.auth.networks]
         # It loaded, so public networks were allowed explicitly.
-        auth["trust_allow_public"] = bool(public_networks(config.trust_networks))
+        auth["trust_allow_public"] = bool(public_networks(config.auth.networks))
     auth |= {
-        "failure_delay_s": config.auth_failure_delay_s,
-        "failure_delay_max_s": config.auth_failure_delay_max_s,
-        "advertise_plain": config.advertise_auth_plain,
+        "failure_delay_s": config.policy.auth_failure_delay_s,
+        "failure_delay_max_s": config.policy.auth_failure_delay_max_s,
+        "advertise_plain": config.policy.advertise_auth_plain,
     }
     out: dict[str, Any] = {
-        "hostname": config.hostname,
+        "hostname": config.policy.hostname,
         "routing": str(config.routing_file),
         "auth": auth,
         "listeners": [
@@ -115,14 +117,14 @@ def effective_config(config: DaemonConfig) -> dict[str, Any]:
     }
     if config.tls_cert is not None and config.tls_key is not None:
         out["tls"] = {"cert": str(config.tls_cert), "key": str(config.tls_key)}
-    out["trusted_networks"] = [str(n) for n in config.trusted_networks]
+    out["trusted_networks"] = [str(n) for n in config.policy.trusted_networks]
     out["proxy_networks"] = [str(n) for n in config.proxy_networks]
     out["limits"] = dataclasses.asdict(config.limits)
     out["throttle"] = _throttle(config)
     out["log"] = {"level": config.log_level, "format": config.log_format}
-    out["drain"] = config.drain
-    if config.sibling is not None:
-        out["sibling"] = authority(*config.sibling)
+    out["drain"] = config.policy.drain
+    if config.policy.sibling is not None:
+        out["sibling"] = authority(*config.policy.sibling)
     out["shutdown_grace_s"] = config.shutdown_grace_s
     if config.metrics_address is not None:
         host, port = config.metrics_address

@@ -18,13 +18,15 @@ __all__ = ["ConnectionTracker", "Limits"]
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """Named limits; the defaults are what a hardened daemon ships with."""
+class Limits(ProtocolLimits):
+    """Named limits; the defaults are what a hardened daemon ships with.
 
-    max_line_bytes: int = 8192
-    max_literal_bytes: int = 65536
-    max_command_bytes: int = 262144
-    bad_commands: int = 10
+    The protocol core's limits (line, literal and command sizes, bad
+    commands, LIST patterns) are inherited from
+    :class:`~refd.protocol.connection.ProtocolLimits`: a ``Limits`` is what
+    the :class:`~refd.protocol.connection.Connection` gets.
+    """
+
     max_connections: int = 10000
     max_connections_per_address: int = 50
     max_auth_in_flight: int = 256
@@ -32,8 +34,6 @@ class Limits:
     #: that libxcrypt's crypt(3) takes (CRYPT_MAX_PASSPHRASE_SIZE is 512,
     #: NUL included), so SHA-crypt never leaves C; Dovecot's own cap is 4096.
     max_password_bytes: int = 511
-    #: patterns in one LIST (RFC 5258 §3 allows a list); more: NO [LIMIT]
-    max_list_patterns: int = 100
     #: patterns x published names one LIST may test; more: NO [LIMIT] before
     #: any work (a pattern test costs about a microsecond)
     max_list_tests: int = 250_000
@@ -48,15 +48,6 @@ class Limits:
     write_timeout_s: float = 60.0
     tls_handshake_timeout_s: float = 10.0
     proxy_header_timeout_s: float = 5.0
-
-    def protocol(self) -> ProtocolLimits:
-        return ProtocolLimits(
-            max_line_bytes=self.max_line_bytes,
-            max_literal_bytes=self.max_literal_bytes,
-            max_command_bytes=self.max_command_bytes,
-            bad_command_limit=self.bad_commands,
-            max_list_patterns=self.max_list_patterns,
-        )
 
 
 class ConnectionTracker:

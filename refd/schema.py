@@ -26,11 +26,11 @@ import json
 from typing import Any
 
 from refd.auth.imap_backend import ID_FIELDS
-from refd.config import _LIMIT_INTS, _LIMIT_SECONDS, AUTH_SOURCES, TLS_MODES
+from refd.auth.registry import AUTH_SOURCES
+from refd.config import _LIMIT_INTS, _LIMIT_SECONDS, STORE_KINDS, TLS_MODES
 from refd.limits import Limits
 from refd.routing.load import _SERVER_NAME, FORMAT_VERSION
 from refd.routing.model import LoginMode
-from refd.store import STORE_KINDS
 
 __all__ = ["KINDS", "config_schema", "routing_schema", "schema_text"]
 
@@ -130,7 +130,7 @@ def config_schema() -> Schema:
     )
     auth = _object(
         {
-            "source": _enum(AUTH_SOURCES, "where passwords are checked"),
+            "source": _enum(tuple(AUTH_SOURCES), "where passwords are checked"),
             "passwd_file": _str("a Dovecot passwd-file (source: passwd-file)"),
             "imap": imap,
             "trust_networks": _str_or_list(

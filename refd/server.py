@@ -10,7 +10,7 @@ asks the :class:`~refd.session.Session` what to answer.
 Before a session starts, :func:`_accept` reads the PROXY protocol header
 (only on listeners that enable it and only from ``proxy_networks``), then
 applies the connection limits to the real client address.  Limits, TLS
-certificates and tables come from the :class:`~refd.session.Service` in
+certificates and tables come from the :class:`~refd.runtime.Service` in
 service when the connection starts, so a reload applies to new connections.
 
 Every wait has a deadline (idle timeouts, a write timeout, the TLS
@@ -23,7 +23,6 @@ traceback and never stops the daemon.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -35,7 +34,9 @@ from dataclasses import dataclass, replace
 
 import trio
 
+from refd.addresses import address_in, unmapped
 from refd.config import DaemonConfig, ListenerConfig
+from refd.door import DoorState
 from refd.limits import Limits
 from refd.listen import bind_tcp
 from refd.logs import log_event
@@ -43,7 +44,8 @@ from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
 from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
-from refd.session import ClientInfo, DoorState, Reply, ServiceRef, Session, address_in
+from refd.runtime import ClientInfo, ServiceRef
+from refd.session import Reply, Session
 
 __all__ = ["BoundListener", "handle_connection", "serve"]
 
@@ -155,7 +157,7 @@ async def handle_connection(
     """Serve one client until it leaves, times out or is told BYE."""
     service = ref.current
     limits = service.limits
-    conn = Connection(limits.protocol())
+    conn = Connection(limits)
     session = Session(ref, client, conn, door)
     door = session.door
     metrics = door.metrics
@@ -221,6 +223,8 @@ async def handle_connection(
             if event is CONNECTION_CLOSED:
                 return
             reply = await session.handle(event)
+            if reply.delay_s > 0:
+                await trio.sleep(reply.delay_s)
             if reply.stream is None:
                 await _send(stream, encode(reply.responses), limits)
             else:
@@ -368,14 +372,7 @@ def _endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, i
         return "unknown", None
     if not isinstance(addr, tuple):
         return str(addr), None
-    host, port = str(addr[0]), int(addr[1])
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host, port
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped), port
-    return host, port
+    return unmapped(str(addr[0])), int(addr[1])
 
 
 async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[ProxyInfo, bytes]:
@@ -528,12 +525,15 @@ async def serve(
             door.listening = False
             accepting.cancel_scope.cancel()
         door.stop()  # interrupt sessions that started waiting meanwhile
-        with trio.move_on_after(config.shutdown_grace_s):
-            while door.sessions:
-                await trio.sleep(0.05)
-        if door.sessions:
-            log.warning("shutdown grace over: closing %d sessions", len(door.sessions))
-        connections.cancel_scope.cancel()
+        # Graceful shutdown as hypercorn does it: a deadline on the
+        # connections' nursery.  It ends as soon as the last session does;
+        # at the deadline, the sessions still open are cancelled.
+        connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s
+    if connections.cancel_scope.cancelled_caught:
+        log.warning(
+            "shutdown grace over: closed the sessions still open after %gs (shutdown_grace_s)",
+            config.shutdown_grace_s,
+        )
 
 
 async def _accept_loop(

@@ -20,7 +20,6 @@ import functools
 import ipaddress
 import logging
 import re
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +28,11 @@ from typing import Any
 import trio
 
 from refd import __version__
+from refd.addresses import address_in
 from refd.answers import auth_failed, hosts, login_answer, mailbox_answer, unroutable
-from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
-from refd.limits import ConnectionTracker, Limits
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.door import DoorState
 from refd.logs import log_event
-from refd.metrics import Metrics
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
 from refd.protocol.connection import BadInput, Connection, LiteralRequest, SaslResponse
@@ -52,30 +51,14 @@ from refd.protocol.responses import (
     namespace_response,
     referral_code,
 )
-from refd.routing import RoutingTable, door_url
-from refd.store import Throttle, Verdict
-from refd.throttle import Counts, Delay, ThrottleRules
+from refd.routing import door_url
+from refd.runtime import ClientInfo, Service, ServiceRef
+from refd.store import Verdict
+from refd.throttle import Counts, Delay
 
-__all__ = [
-    "HANDLERS",
-    "ClientInfo",
-    "DoorState",
-    "Reply",
-    "Service",
-    "ServiceRef",
-    "Session",
-    "SessionPolicy",
-    "address_in",
-]
+__all__ = ["HANDLERS", "Reply", "Session"]
 
 log = logging.getLogger("refd.session")
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-LOOPBACK: tuple[IPNetwork, ...] = (
-    ipaddress.ip_network("127.0.0.0/8"),
-    ipaddress.ip_network("::1/128"),
-)
 
 #: What every session advertises (RFC 3501 §7.2.1 and the extensions'
 #: RFCs).  AUTH=PLAIN is deliberately absent by default: c-client clients
@@ -91,121 +74,6 @@ BASE_CAPABILITIES = (
     "LOGIN-REFERRALS",  # RFC 2221
     "MAILBOX-REFERRALS",  # RFC 2193
 )
-
-
-@dataclass(frozen=True, slots=True)
-class SessionPolicy:
-    """The daemon settings a session consults (built from the config)."""
-
-    hostname: str = "localhost"
-    advertise_auth_plain: bool = False
-    auth_failure_delay_s: float = 2.0
-    auth_failure_delay_max_s: float = 15.0
-    #: the login throttle's thresholds (``throttle:``)
-    throttle: ThrottleRules = field(default_factory=ThrottleRules)
-    trusted_networks: tuple[IPNetwork, ...] = LOOPBACK
-    #: drain mode: new connections are sent to the sibling door at once
-    drain: bool = False
-    #: another door (host, port) to refer clients to when draining or stopping
-    sibling: tuple[str, int] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Service:
-    """Everything in service at one moment; replaced whole on reload."""
-
-    table: RoutingTable
-    auth: AuthSource
-    policy: SessionPolicy
-    limits: Limits = field(default_factory=Limits)
-    tls_context: ssl.SSLContext | None = None
-
-
-class DoorState:
-    """What the door's sessions share across connections (not reloaded)."""
-
-    def __init__(self, metrics: Metrics | None = None, throttle: Throttle | None = None) -> None:
-        self.metrics = metrics if metrics is not None else Metrics()
-        self.throttle = throttle if throttle is not None else Throttle(self.metrics)
-        self.connections = ConnectionTracker()
-        self.auth_in_flight = 0
-        self.sessions: set[Session] = set()
-        #: set by :meth:`stop`: listeners close and sessions are told BYE
-        self.stopping = trio.Event()
-        #: listeners bound (readiness also needs a table and no drain)
-        self.listening = False
-
-    def stop(self) -> None:
-        """Begin shutdown: stop accepting, interrupt every idle session."""
-        self.stopping.set()
-        for session in self.sessions:
-            if session.waiting is not None:
-                session.waiting.cancel()
-
-    def limit_hit(
-        self, name: str, reason: str, *, conn_id: str, address: str, log_it: bool = True
-    ) -> None:
-        """Count a hit of limit ``name``; with ``log_it``, log it with its reason.
-
-        The one place every limit is reported: ``refd_limit_hits_total`` by
-        name, and one ``limit hit`` line (connections log it once each, see
-        :meth:`Session.limit_hit`).  ``reason`` is for the admin: what the
-        client did and the setting it ran into; never a password.
-        """
-        self.metrics.limit_hit(name)
-        if log_it:
-            log_event(
-                log,
-                logging.WARNING,
-                "limit_hit",
-                "limit hit conn=%(conn)s addr=%(client)s limit=%(limit)s reason=%(reason)s",
-                conn=conn_id,
-                client=address,
-                limit=name,
-                reason=reason,
-            )
-
-
-class ServiceRef:
-    """The one mutable reference to what is in service (swapped on reload)."""
-
-    __slots__ = ("current",)
-
-    def __init__(self, service: Service) -> None:
-        self.current = service
-
-
-@dataclass(frozen=True, slots=True)
-class ClientInfo:
-    """Who is on the other end, and over which listener."""
-
-    conn_id: str
-    address: str
-    listener: str = "imap"
-    tls: bool = False
-    starttls_available: bool = False
-    #: the trusted peer (a webmail, a proxy) that named ``address`` with
-    #: ``ID ("x-originating-ip" ...)``; the connection is as safe as that peer's
-    forwarded_by: str | None = None
-    #: the client's port, and the address and port it connected to, when known
-    port: int | None = None
-    local_address: str | None = None
-    local_port: int | None = None
-
-    def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
-        return address_in(self.address, networks)
-
-
-@functools.lru_cache(maxsize=16384)
-def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether ``address`` is in one of ``networks`` (cached: asked per command)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip in net for net in networks)
 
 
 @dataclass(slots=True)
@@ -226,6 +94,9 @@ class Reply:
     command: str | None = None
     #: untagged lines to send before ``responses``, produced while they are sent
     stream: Iterable[Sequence[Response]] | None = None
+    #: seconds the server waits before sending the answer (the login delay:
+    #: one delay for unknown user and wrong password, see refd.throttle)
+    delay_s: float = 0.0
 
 
 class Session:
@@ -486,14 +357,18 @@ class Session:
             rule=delay.rule,
             store_degraded=verdict.degraded,
         )
-        if delay.seconds > 0:
-            await trio.sleep_until(begun + delay.seconds)
         if verdict.refuse:
             text = "Authentication is temporarily unavailable; try again later."
-            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        if failed:
-            return Reply([auth_failed(tag)])
-        return self._login_referral(tag, command, result.user, service)
+            reply = Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
+        elif failed:
+            reply = Reply([auth_failed(tag)])
+        else:
+            reply = self._login_referral(tag, command, result.user, service)
+        # The server loop waits, not this handler: the answer carries its
+        # delay, counted from the start of the check (so the answer comes at
+        # the same moment whatever the check cost).
+        reply.delay_s = max(0.0, begun + delay.seconds - trio.current_time())
+        return reply
 
     def _throttled(self, result: str, delay: Delay) -> None:
         self.door.metrics.auth_throttled_answer(result, delay.rule)

@@ -35,12 +35,13 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import trio
 
+from refd.config import StoreConfig, read_secret_file
 from refd.metrics import Metrics
 from refd.throttle import (
     CounterTable,
@@ -53,18 +54,14 @@ from refd.throttle import (
 )
 
 __all__ = [
-    "MIN_SECRET_BYTES",
-    "STORE_KINDS",
     "Keyer",
     "LocalStore",
     "SocketStore",
     "Store",
-    "StoreConfig",
     "StoreError",
     "Throttle",
     "Verdict",
     "as_counts",
-    "read_secret_file",
     "serve_store",
 ]
 
@@ -72,8 +69,6 @@ log = logging.getLogger("refd.store")
 
 T = TypeVar("T")
 
-STORE_KINDS = ("local", "redis")
-MIN_SECRET_BYTES = 16
 #: The socket protocol's longest line (a request holds at most 4 keys).
 _MAX_LINE = 4096
 _MAX_KEYS = 8
@@ -83,23 +78,6 @@ _MAX_VALUE_BYTES = 1024
 
 class StoreError(Exception):
     """A store could not do an operation; the text says why (never a key's value)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreConfig:
-    """``throttle:`` settings about where the counters live."""
-
-    kind: str = "local"  # one of STORE_KINDS
-    #: redis://, rediss:// or unix:// (may hold a password: never logged)
-    redis_url: str = field(default="", repr=False)
-    key_prefix: str = "refd:"
-    #: the HMAC key every door shares (from ``secret_file``); None: random
-    secret: bytes | None = field(default=None, repr=False)
-    secret_file: Path | None = None
-    timeout_s: float = 0.2
-    retry_s: float = 1.0
-    on_error: str = "open"  # open | closed
-    max_entries: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,17 +368,6 @@ async def serve_store(
 
 
 # -- the throttle ----------------------------------------------------------------------------
-
-
-def read_secret_file(path: Path) -> bytes:
-    """The HMAC secret in ``path`` (surrounding whitespace dropped); OSError or ValueError."""
-    secret = path.read_bytes().strip()
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ValueError(
-            f"holds {len(secret)} bytes; it needs at least {MIN_SECRET_BYTES} "
-            "(e.g. head -c 32 /dev/urandom | base64)"
-        )
-    return secret
 
 
 class Throttle:

@@ -100,7 +100,7 @@ class Supervisor:
         return {slot: p.pid for slot, p in self.workers.items() if p.returncode is None}
 
     def is_ready(self) -> bool:
-        return bool(self.ready) and not self.stopping and not self.config.drain
+        return bool(self.ready) and not self.stopping and not self.config.policy.drain
 
     async def _run_worker(self, slot: int) -> None:
         """Keep worker ``slot`` running until the supervisor stops."""

@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from refd.addresses import IPAddress, parse_ip
+
 __all__ = [
     "CounterTable",
     "Counts",
@@ -100,14 +102,8 @@ class Delay:
     rule: str
 
 
-def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        ip = ipaddress.ip_address(address.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
+def _ip(address: str) -> IPAddress | None:
+    return parse_ip(address.strip("[]"))
 
 
 @functools.lru_cache(maxsize=16384)

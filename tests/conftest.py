@@ -19,8 +19,9 @@ import trio
 import trio.testing
 
 from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_service
+from refd.door import DoorState
+from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection
-from refd.session import ClientInfo, DoorState, Service, ServiceRef
 
 
 @pytest.fixture

@@ -35,8 +35,9 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from refd.config import DEMO_CONFIG, DaemonConfig, ListenerConfig, make_tls_context
+from refd.door import DoorState
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from tests.procs import Daemon
 
 AUTH_LINE = re.compile(

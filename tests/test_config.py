@@ -39,10 +39,12 @@ def write(cfgdir: Path, text: str) -> Path:
 def test_defaults(cfgdir: Path) -> None:
     config = load_config(write(cfgdir, BASE))
     assert config.limits == Limits()
-    assert config.auth_failure_delay_s == 2.0 and config.auth_failure_delay_max_s == 15.0
-    assert [str(n) for n in config.trusted_networks] == ["127.0.0.0/8", "::1/128"]
+    assert (
+        config.policy.auth_failure_delay_s == 2.0 and config.policy.auth_failure_delay_max_s == 15.0
+    )
+    assert [str(n) for n in config.policy.trusted_networks] == ["127.0.0.0/8", "::1/128"]
     assert config.listeners[0].tls == "none" and not config.listeners[0].proxy_protocol
-    assert config.passwd_file == cfgdir / "users.passwd"
+    assert config.auth.path == cfgdir / "users.passwd"
 
 
 def test_limits_and_proxy(cfgdir: Path) -> None:
@@ -139,7 +141,7 @@ IMAP = BASE.replace(
 def test_imap_send_id(cfgdir: Path, setting: str, fields: tuple[str, ...]) -> None:
     text = IMAP.replace("    server: 127.0.0.1:143\n", "    server: 127.0.0.1:143\n" + setting)
     config = load_config(write(cfgdir, text))
-    assert config.imap_auth is not None and config.imap_auth.send_id == fields
+    assert config.auth.send_id == fields
     source = load_service(config).auth
     assert isinstance(source, ImapBackendSource) and source.send_id == fields
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from refd.auth.imap_backend import ImapBackendSource
-from refd.config import DEMO_CONFIG, bind_shared_cache, load_config, load_service
+from refd.config import DEMO_CONFIG, StoreConfig, bind_shared_cache, load_config, load_service
 from refd.daemon import Daemon
-from refd.store import StoreConfig, Throttle
+from refd.store import Throttle
 from refd.throttle import ThrottleRules
 from refd.tree import TreeError
 
@@ -42,7 +42,7 @@ def write(cfgdir: Path, text: str) -> Path:
 
 def test_defaults(cfgdir: Path) -> None:
     config = load_config(write(cfgdir, BASE))
-    assert config.throttle == ThrottleRules(
+    assert config.policy.throttle == ThrottleRules(
         forget_after_s=900, network_threshold=10, user_threshold=5, ipv4_prefix=24, ipv6_prefix=64
     )
     assert config.store == StoreConfig()
@@ -51,7 +51,8 @@ def test_defaults(cfgdir: Path) -> None:
         0.2,
         "open",
     )
-    assert config.policy().throttle == config.throttle
+    # The service serves the config's own policy value, not a copy of its fields.
+    assert load_service(config).policy is config.policy
 
 
 def test_every_key(cfgdir: Path) -> None:
@@ -73,7 +74,7 @@ def test_every_key(cfgdir: Path) -> None:
         "  on_store_error: closed\n"
     )
     config = load_config(write(cfgdir, text))
-    assert config.throttle == ThrottleRules(600, 20, 8, 16, 48)
+    assert config.policy.throttle == ThrottleRules(600, 20, 8, 16, 48)
     store = config.store
     assert (store.kind, store.redis_url, store.key_prefix) == (
         "redis",
@@ -139,7 +140,7 @@ def test_cache_shared_binds_the_imap_cache_to_the_door_store(cfgdir: Path) -> No
         "    cache_shared: true",
     )
     config = load_config(write(cfgdir, text))
-    assert config.imap_auth is not None and config.imap_auth.cache_shared
+    assert config.auth.cache_shared
     service = load_service(config)
     assert isinstance(service.auth, ImapBackendSource)
     assert service.auth.shared_cache is None  # `refd check` binds nothing

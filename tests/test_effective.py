@@ -32,8 +32,10 @@ def refd_config(path: Path) -> str:
 
 
 def without_lines(config: DaemonConfig) -> DaemonConfig:
-    imap = config.imap_auth and dataclasses.replace(config.imap_auth, line=0)
-    return dataclasses.replace(config, file=Path(), passwd_file_line=0, tls_line=0, imap_auth=imap)
+    auth = config.auth
+    if dataclasses.is_dataclass(auth) and any(f.name == "line" for f in dataclasses.fields(auth)):
+        auth = dataclasses.replace(auth, line=0)
+    return dataclasses.replace(config, file=Path(), tls_line=0, auth=auth)
 
 
 def test_a_small_config_with_every_default(tmp_path: Path) -> None:

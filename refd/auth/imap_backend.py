@@ -83,11 +83,15 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
+from refd.config import TLS_MODES, choice, host_port, opt, resolve_path
 from refd.imap_client import (
     ClientError,
     ImapClient,
@@ -106,11 +110,14 @@ from refd.protocol.client import (
     show,
 )
 from refd.routing.url import url_host
+from refd.tree import Node, Reader, Seq, TreeError, get
 
 __all__ = [
     "ANSWER_MAX_BYTES",
     "ID_FIELDS",
+    "SPEC",
     "Backend",
+    "ImapAuthConfig",
     "ImapBackendSource",
     "Resolve",
     "SharedCache",
@@ -532,3 +539,145 @@ def _redacted(result: AuthResult, password: str) -> AuthResult:
 
 async def _open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
     return await trio.open_tcp_stream(host, port)
+
+
+# -- configuration: ``auth.source: imap`` (see refd.auth.registry) --
+
+_IMAP_KEYS = {
+    "server",
+    "tls",
+    "ca_file",
+    "verify_certificate",
+    "connect_timeout_s",
+    "response_timeout_s",
+    "max_concurrent_per_backend",
+    "cache_ttl_s",
+    "cache_max_entries",
+    "send_id",
+    "cache_shared",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ImapAuthConfig:
+    """``auth.imap``: check passwords with one LOGIN on a backend."""
+
+    server: tuple[str, int] | None = None  # None: the user's home server
+    tls: str = "none"
+    ca_file: Path | None = None
+    verify_certificate: bool = True
+    connect_timeout_s: float = 5.0
+    response_timeout_s: float = 10.0
+    max_concurrent_per_backend: int = 16
+    cache_ttl_s: float = 0.0
+    cache_max_entries: int = 10000
+    #: RFC 2971 ID fields sent before LOGIN (``imap_backend.ID_FIELDS``)
+    send_id: tuple[str, ...] = ()
+    #: keep the cache in the throttle's store (shared by workers and doors)
+    cache_shared: bool = False
+    line: int = 0
+
+
+def _parse(ctx: ParseContext) -> ImapAuthConfig:
+    r, path = ctx.reader, ctx.file
+    m = r.as_map(r.require(ctx.auth, "imap", "auth"), "auth.imap")
+    r.reject_unknown(m, _IMAP_KEYS, "auth.imap")
+    server = None
+    if (srv := get(m, "server")) is not None:
+        server = host_port(r, srv, "auth.imap.server", default_port=143)
+    ca_file = None
+    if (ca := get(m, "ca_file")) is not None:
+        ca_file = resolve_path(path, r.as_str(ca, "auth.imap.ca_file"))
+    verify = opt(r, m, "verify_certificate", r.as_bool, True, "verify_certificate")
+    if ca_file is not None and not verify:
+        raise r.error(m, "auth.imap: ca_file and verify_certificate: false exclude each other")
+
+    def seconds(key: str, default: float) -> float:
+        value = opt(r, m, key, r.as_float_seconds, default, f"auth.imap.{key}")
+        if value <= 0 and key != "cache_ttl_s":
+            raise r.error(m, f"auth.imap.{key} must be more than 0")
+        return value
+
+    return ImapAuthConfig(
+        server=server,
+        tls=choice(r, m, "tls", TLS_MODES, "none"),
+        ca_file=ca_file,
+        verify_certificate=verify,
+        connect_timeout_s=seconds("connect_timeout_s", 5.0),
+        response_timeout_s=seconds("response_timeout_s", 10.0),
+        max_concurrent_per_backend=opt(
+            r,
+            m,
+            "max_concurrent_per_backend",
+            lambda n, w: r.as_int(n, w, 1, 10000),
+            16,
+            "auth.imap.max_concurrent_per_backend",
+        ),
+        cache_ttl_s=seconds("cache_ttl_s", 0.0),
+        cache_max_entries=opt(
+            r,
+            m,
+            "cache_max_entries",
+            lambda n, w: r.as_int(n, w, 1, 10_000_000),
+            10000,
+            "auth.imap.cache_max_entries",
+        ),
+        send_id=_send_id(r, get(m, "send_id")),
+        cache_shared=opt(r, m, "cache_shared", r.as_bool, False, "auth.imap.cache_shared"),
+        line=m.line,
+    )
+
+
+def _send_id(r: Reader, node: Node | None) -> tuple[str, ...]:
+    """``auth.imap.send_id``: false (default), true (every field) or a list of fields."""
+    if node is None:
+        return ()
+    if not isinstance(node, Seq):
+        return ID_FIELDS if r.as_bool(node, "auth.imap.send_id") else ()
+    fields = tuple(f.lower() for f in r.as_str_list(node, "auth.imap.send_id"))
+    for field_name in fields:
+        if field_name not in ID_FIELDS:
+            raise r.error(
+                node,
+                f"auth.imap.send_id: unknown field {field_name!r} (known: {', '.join(ID_FIELDS)})",
+            )
+    if len(set(fields)) != len(fields):
+        raise r.error(node, "auth.imap.send_id: a field is named twice (RFC 2971 §3.3)")
+    return fields
+
+
+def _build(ia: ImapAuthConfig, ctx: BuildContext) -> ImapBackendSource:
+    """The imap source; with no fixed server it asks *this* table for the home."""
+    context = None
+    if ia.ca_file is not None:
+        try:
+            context = client_tls_context(str(ia.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TreeError(str(ctx.file), ia.line, f"cannot load {ia.ca_file}: {reason}") from None
+
+    def home(user: str) -> tuple[str, int] | None:
+        route = ctx.table.route_user(user)
+        return None if route is None else (route.server.host, route.server.port)
+
+    return ImapBackendSource(
+        ia.server if ia.server is not None else home,
+        tls=TlsMode(ia.tls),
+        ssl_context=context,
+        verify_certificate=ia.verify_certificate,
+        connect_timeout_s=ia.connect_timeout_s,
+        response_timeout_s=ia.response_timeout_s,
+        max_concurrent_per_backend=ia.max_concurrent_per_backend,
+        cache_ttl_s=ia.cache_ttl_s,
+        cache_max_entries=ia.cache_max_entries,
+        send_id=ia.send_id,
+    )
+
+
+SPEC = AuthSourceSpec(
+    name="imap",
+    keys=frozenset({"imap"}),
+    parse=_parse,
+    build=_build,
+    watched=lambda ia: () if ia.ca_file is None else (ia.ca_file,),
+)

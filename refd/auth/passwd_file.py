@@ -41,11 +41,13 @@ import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.auth.schemes import (
     CRYPT_SCHEMES,
     Algorithm,
@@ -57,7 +59,9 @@ from refd.auth.schemes import (
     split_scheme,
     validate_scheme_name,
 )
+from refd.config import read_text, resolve_path
 from refd.routing.model import normalise_user
+from refd.tree import TreeError
 
 # With no usable hash in the file, unknown users are checked against this.
 _FALLBACK_HASH_LIKE = PasswordHash("SHA512-CRYPT", Algorithm.SHA512_CRYPT, (5000,), b"")
@@ -209,3 +213,37 @@ class PasswdFileSource:
         if not matched:
             return AuthResult(AuthStatus.FAILURE, entry.user, "password mismatch")
         return AuthResult(AuthStatus.SUCCESS, entry.user, "password ok")
+
+
+# -- configuration: ``auth.source: passwd-file`` (see refd.auth.registry) --
+
+
+@dataclass(frozen=True, slots=True)
+class PasswdFileConfig:
+    """``auth.passwd_file``: the file, and the config line that names it."""
+
+    path: Path
+    line: int = 0
+
+
+def _parse(ctx: ParseContext) -> PasswdFileConfig:
+    r = ctx.reader
+    node = r.require(ctx.auth, "passwd_file", "auth")
+    return PasswdFileConfig(resolve_path(ctx.file, r.as_str(node, "auth.passwd_file")), node.line)
+
+
+def _build(settings: PasswdFileConfig, ctx: BuildContext) -> PasswdFileSource:
+    text = read_text(settings.path, referer=str(ctx.file), line=settings.line)
+    try:
+        return PasswdFileSource.from_text(text, str(settings.path))
+    except PasswdFileError as exc:
+        raise TreeError(exc.file, exc.line, exc.message) from None
+
+
+SPEC = AuthSourceSpec(
+    name="passwd-file",
+    keys=frozenset({"passwd_file"}),
+    parse=_parse,
+    build=_build,
+    watched=lambda settings: (settings.path,),
+)

@@ -10,14 +10,15 @@ says ``trust_allow_public: true``.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
+from refd.addresses import IPNetwork as Network
+from refd.addresses import address_in, parse_ip
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
+from refd.config import network_list, opt
 
-__all__ = ["TrustSource", "public_networks"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["SPEC", "TrustConfig", "TrustSource", "public_networks"]
 
 
 def public_networks(networks: tuple[Network, ...]) -> list[Network]:
@@ -31,12 +32,56 @@ class TrustSource:
     name: str = "trust"
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
-        try:
-            ip = ipaddress.ip_address(request.client_address)
-        except ValueError:
+        if parse_ip(request.client_address) is None:
             return AuthResult(AuthStatus.FAILURE, request.user, "client address unknown")
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in net for net in self.networks):
+        if address_in(request.client_address, self.networks):
             return AuthResult(AuthStatus.SUCCESS, request.user, "trusted network")
         return AuthResult(AuthStatus.FAILURE, request.user, "client not in trust networks")
+
+
+# -- configuration: ``auth.source: trust`` (see refd.auth.registry) --
+
+
+@dataclass(frozen=True, slots=True)
+class TrustConfig:
+    """``auth.trust_networks``: where any password is taken."""
+
+    networks: tuple[Network, ...]
+
+
+def _parse(ctx: ParseContext) -> TrustConfig:
+    r, auth = ctx.reader, ctx.auth
+    node = r.require(auth, "trust_networks", "auth")
+    trust = network_list(r, node, "auth.trust_networks")
+    if not trust:
+        raise r.error(node, "auth.trust_networks: name at least one network")
+    allow_public = opt(r, auth, "trust_allow_public", r.as_bool, False, "trust_allow_public")
+    public = public_networks(trust)
+    if public and not allow_public:
+        raise r.error(
+            node,
+            f"auth.trust_networks: {public[0]} reaches beyond private address space; "
+            "anyone there could log in as anyone (set trust_allow_public: true if meant)",
+        )
+    return TrustConfig(trust)
+
+
+def _build(settings: TrustConfig, ctx: BuildContext) -> TrustSource:
+    return TrustSource(settings.networks)
+
+
+def _warning(settings: TrustConfig) -> str:
+    nets = ", ".join(str(n) for n in settings.networks)
+    return (
+        f"auth source is TRUST: any password is accepted from {nets}; "
+        "make sure only an authenticating proxy can connect from there"
+    )
+
+
+SPEC = AuthSourceSpec(
+    name="trust",
+    keys=frozenset({"trust_networks", "trust_allow_public"}),
+    parse=_parse,
+    build=_build,
+    warning=_warning,
+)

@@ -70,7 +70,7 @@ class ProtocolLimits:
     max_line_bytes: int = 8192
     max_literal_bytes: int = 65536
     max_command_bytes: int = 262144
-    bad_command_limit: int = 10
+    bad_commands: int = 10
     #: the parser reads one pattern more than this, then stops (the session
     #: answers NO [LIMIT]); a LIST of 256 KiB could carry 128,000
     max_list_patterns: int = 100
@@ -392,7 +392,7 @@ class Connection:
         self, error: CommandError, *, bye: str | None = None, limit: str | None = None
     ) -> BadInput:
         self.bad_commands += 1
-        if bye is None and self.bad_commands >= self.limits.bad_command_limit:
+        if bye is None and self.bad_commands >= self.limits.bad_commands:
             return BadInput(error, TOO_MANY_BAD_BYE, limit, too_many_bad=True)
         return BadInput(error, bye, limit)
 

@@ -19,7 +19,7 @@ from trio.testing import MockClock
 
 from refd.auth.base import AuthRequest, AuthResult, AuthSource
 from refd.limits import Limits
-from refd.session import Service
+from refd.runtime import Service
 from tests.conftest import hits, make_door
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"

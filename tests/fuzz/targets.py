@@ -46,6 +46,7 @@ from hypothesis import strategies as st
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.door import DoorState
 from refd.limits import Limits
 from refd.protocol import commands as c
 from refd.protocol import mutf7
@@ -63,8 +64,8 @@ from refd.protocol.connection import (
 from refd.protocol.grammar import canonical_mailbox
 from refd.protocol.responses import wire_mailbox
 from refd.routing import load_table
+from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection
-from refd.session import ClientInfo, DoorState, Service, ServiceRef
 from refd.yamltree import parse_yaml
 from tests.fuzz.strategies import (
     chunkings,
@@ -134,9 +135,7 @@ def check_mailbox_round_trip(name: str) -> None:
 LIMIT_PRESETS = [
     ProtocolLimits(),
     ProtocolLimits(max_line_bytes=512, max_literal_bytes=64, max_command_bytes=1024),
-    ProtocolLimits(
-        max_line_bytes=600, max_literal_bytes=0, max_command_bytes=2000, bad_command_limit=3
-    ),
+    ProtocolLimits(max_line_bytes=600, max_literal_bytes=0, max_command_bytes=2000, bad_commands=3),
 ]
 
 
@@ -195,7 +194,7 @@ def frame(limits: ProtocolLimits, chunks: list[bytes], *, eof: bool = True) -> l
                 assert not chunk, "CONNECTION_CLOSED before EOF"
                 return events
             assert isinstance(event, c.Command | BadInput | LiteralRequest | SaslResponse)
-            if isinstance(event, BadInput) and conn.bad_commands >= limits.bad_command_limit:
+            if isinstance(event, BadInput) and conn.bad_commands >= limits.bad_commands:
                 assert event.bye is not None
             events.append(_comparable(event))
             if decide(conn, event) == "close":

@@ -20,7 +20,7 @@ import trio
 
 from refd.auth.base import AuthRequest
 from refd.config import DaemonConfig
-from refd.session import Service
+from refd.runtime import Service
 from tests.auth.test_password_length import Recorder
 from tests.integration.test_proxy import start, v2_header
 from tests.procs import exchange, in_thread

@@ -42,7 +42,7 @@ from trio.testing import MockClock
 
 from refd.auth.passwd_file import PasswdFileSource
 from refd.config import load_routing
-from refd.session import Service
+from refd.runtime import Service
 from tests.conftest import Door, make_door
 
 TABLE = Path(__file__).with_name("conformance_routing.yaml")

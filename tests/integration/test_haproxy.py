@@ -11,8 +11,9 @@ import pytest
 import trio
 
 from refd.config import DaemonConfig, ListenerConfig
+from refd.door import DoorState
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from tests.haproxy_harness import haproxy_in_front
 from tests.procs import in_thread
 

@@ -17,8 +17,9 @@ import pytest
 import trio
 
 from refd.config import DaemonConfig, ListenerConfig
+from refd.door import DoorState
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from tests.conftest import hits
 from tests.procs import exchange, in_thread
 

@@ -14,7 +14,7 @@ from trio.testing import MockClock
 
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.schemes import hash_password
-from refd.session import Service
+from refd.runtime import Service
 from tests.conftest import Door, make_door
 
 PASSWORD = "Tr0ub4dor&3-unique"

@@ -19,8 +19,8 @@ import trio
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from refd.config import DaemonConfig, ListenerConfig
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import Service, ServiceRef
 from tests.procs import exchange, in_thread
 
 ALICE_REFERRAL = (

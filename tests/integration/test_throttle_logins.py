@@ -17,7 +17,8 @@ import trio
 import trustme
 
 from refd.config import DaemonConfig
-from refd.session import DoorState, Service
+from refd.door import DoorState
+from refd.runtime import Service
 from tests.conftest import hits
 from tests.logins import ALICE, NO, AuthLine, client_context, parse_auth, start_tls_door, tls_login
 from tests.procs import in_thread

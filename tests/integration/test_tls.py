@@ -21,8 +21,9 @@ import trustme
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from refd.config import DaemonConfig, ListenerConfig, make_tls_context
+from refd.door import DoorState
+from refd.runtime import Service, ServiceRef
 from refd.server import serve
-from refd.session import DoorState, Service, ServiceRef
 from tests.procs import in_thread
 
 ALICE = (

@@ -18,7 +18,7 @@ from trio.testing import MockClock
 from refd.auth.base import AuthRequest
 from refd.auth.trust import TrustSource
 from refd.routing import load_table
-from refd.session import Service
+from refd.runtime import Service
 from refd.yamltree import parse_yaml
 from tests.conftest import Door, hits, make_door
 

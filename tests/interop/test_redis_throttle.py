@@ -18,11 +18,12 @@ import pytest
 import trio
 import trustme
 
-from refd.config import DaemonConfig
+from refd.config import DaemonConfig, StoreConfig
+from refd.door import DoorState
 from refd.metrics import Metrics
 from refd.redis_store import RedisStore
-from refd.session import DoorState, Service
-from refd.store import StoreConfig, Throttle
+from refd.runtime import Service
+from refd.store import Throttle
 from refd.throttle import Counts, ThrottleRules
 from tests.logins import ALICE, NO, UNAVAILABLE, client_context, start_tls_door, tls_login
 from tests.procs import in_thread

@@ -11,8 +11,9 @@ import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.imap_backend import ImapBackendSource
+from refd.config import StoreConfig
 from refd.metrics import Metrics
-from refd.store import StoreConfig, Throttle
+from refd.store import Throttle
 
 from .conftest import USERS
 from .dovecot import DovecotInstance

@@ -164,7 +164,7 @@ def test_state_legality() -> None:
 
 
 def test_bad_command_budget() -> None:
-    conn = Connection(ProtocolLimits(bad_command_limit=3))
+    conn = Connection(ProtocolLimits(bad_commands=3))
     conn.receive_data(b"a FROB\r\nb FROB\r\nc FROB\r\n")
     evs = events(conn)
     assert [bad(e)[2] for e in evs[:3]] == [None, None, "Too many invalid commands."]
@@ -174,7 +174,7 @@ def test_bad_command_budget() -> None:
         (None, False),
         (None, True),
     ]
-    conn = Connection(ProtocolLimits(bad_command_limit=2, max_line_bytes=64))
+    conn = Connection(ProtocolLimits(bad_commands=2, max_line_bytes=64))
     conn.receive_data(b"a FROB\r\nb NOOP " + b"x" * 100 + b"\r\n")
     last = events(conn)[1]
     assert isinstance(last, BadInput)

@@ -28,8 +28,9 @@ import trio.testing
 import trustme
 
 from refd.config import DaemonConfig, ListenerConfig, make_tls_context
+from refd.door import DoorState
+from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection, serve
-from refd.session import ClientInfo, DoorState, Service, ServiceRef
 from tests.robustness.helpers import (
     ALICE_REFERRAL,
     BOB_LOGIN,

@@ -1,7 +1,7 @@
 """The pure modules stay pure: no I/O imports, no open().
 
 refd/routing/, refd/protocol/ (the server core and the IMAP client core),
-refd/proxy_protocol.py, refd/tree.py, refd/throttle.py and refd/answers.py
+refd/proxy_protocol.py, refd/tree.py, refd/throttle.py, refd/addresses.py and refd/answers.py
 take values in and give values out; trio, sockets, TLS and files live in the
 adapters around them.
 """
@@ -22,6 +22,7 @@ PURE = sorted(
         ROOT / "tree.py",
         ROOT / "throttle.py",
         ROOT / "answers.py",
+        ROOT / "addresses.py",
     ]
 )
 FORBIDDEN = frozenset(
