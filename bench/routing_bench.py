@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from refd.config import load_routing
+from refd.config.loader import load_routing
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

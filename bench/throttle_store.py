@@ -26,7 +26,7 @@ from pathlib import Path
 
 import trio
 
-from refd.config import StoreConfig
+from refd.config.loader import StoreConfig
 from refd.metrics import Metrics
 from refd.store import Store, Throttle, serve_store
 from refd.throttle import CounterTable, ThrottleRules

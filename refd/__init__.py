@@ -1,7 +1,7 @@
 """refd: an IMAP front door that answers with login and mailbox referrals.
 
 Packages: ``protocol`` (sans-IO IMAP) and ``routing`` (the routing table)
-are pure and import only each other, ``refd.tree`` and the standard library
+are pure and import only each other, ``refd.config.tree`` and the standard library
 without I/O; ``auth`` holds the password sources and their registry.  The
 modules here are the rest: values (``runtime``, ``addresses``, ``limits``,
 ``throttle``), the config loader (``config``, ``tree``, ``yamltree``; no trio,

@@ -34,11 +34,11 @@ from pathlib import Path
 
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import public_networks
-from refd.config import DaemonConfig
+from refd.config.loader import DaemonConfig
+from refd.config.tree import Map, Node, Seq, TreeError, get
+from refd.config.yamltree import parse_yaml
 from refd.listen import authority
 from refd.runtime import Service
-from refd.tree import Map, Node, Seq, TreeError, get
-from refd.yamltree import parse_yaml
 
 __all__ = ["Finding", "check_config", "port_conflicts"]
 

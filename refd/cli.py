@@ -27,7 +27,9 @@ from refd import __version__, probe
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
 from refd.checks import Finding, check_config, port_conflicts
-from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
+from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
+from refd.config.tree import Reader, TreeError
+from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon, run
 from refd.effective import effective_text
 from refd.explain import explain
@@ -37,8 +39,6 @@ from refd.routing import RoutingTable
 from refd.runtime import Service
 from refd.schema import KINDS, schema_text
 from refd.supervisor import STORE_SOCKET_ENV, Supervisor
-from refd.tree import Reader, TreeError
-from refd.yamltree import parse_yaml
 
 __all__ = ["main"]
 

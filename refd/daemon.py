@@ -30,7 +30,8 @@ import trio
 
 from refd import __version__
 from refd.auth.registry import source_spec
-from refd.config import DaemonConfig, bind_shared_cache, load_config, load_service
+from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
+from refd.config.tree import TreeError
 from refd.door import DoorState
 from refd.http import serve_http
 from refd.listen import Bound
@@ -39,7 +40,6 @@ from refd.metrics import Metrics
 from refd.runtime import Service, ServiceRef
 from refd.server import serve
 from refd.store import Throttle
-from refd.tree import TreeError
 
 __all__ = ["Daemon", "announce", "config_sha256", "run"]
 

@@ -22,9 +22,9 @@ from typing import Any
 from refd.auth.imap_backend import ImapAuthConfig
 from refd.auth.passwd_file import PasswdFileConfig
 from refd.auth.trust import TrustConfig, public_networks
-from refd.config import DaemonConfig
+from refd.config.loader import DaemonConfig
+from refd.config.yamltree import dump_yaml
 from refd.listen import authority
-from refd.yamltree import dump_yaml
 
 __all__ = ["REDACTED", "effective_config", "effective_text", "redact"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from refd.config import DaemonConfig
+    from refd.config.loader import DaemonConfig
 
 __all__ = ["BindError", "Bound", "bind_all", "bind_tcp"]
 

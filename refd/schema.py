@@ -27,7 +27,7 @@ from typing import Any
 
 from refd.auth.imap_backend import ID_FIELDS
 from refd.auth.registry import AUTH_SOURCES
-from refd.config import _LIMIT_INTS, _LIMIT_SECONDS, STORE_KINDS, TLS_MODES
+from refd.config.loader import _LIMIT_INTS, _LIMIT_SECONDS, STORE_KINDS, TLS_MODES
 from refd.limits import Limits
 from refd.routing.load import _SERVER_NAME, FORMAT_VERSION
 from refd.routing.model import LoginMode

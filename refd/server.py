@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from refd.addresses import address_in, unmapped
-from refd.config import DaemonConfig, ListenerConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
 from refd.limits import Limits
 from refd.listen import bind_tcp

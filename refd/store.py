@@ -41,7 +41,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-from refd.config import StoreConfig, read_secret_file
+from refd.config.loader import StoreConfig, read_secret_file
 from refd.metrics import Metrics
 from refd.throttle import (
     CounterTable,

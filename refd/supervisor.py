@@ -39,7 +39,7 @@ from pathlib import Path
 import trio
 
 from refd import __version__
-from refd.config import DaemonConfig, load_config
+from refd.config.loader import DaemonConfig, load_config
 from refd.http import serve_http
 from refd.listen import bind_all
 from refd.logs import log_event

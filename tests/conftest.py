@@ -18,7 +18,7 @@ import pytest
 import trio
 import trio.testing
 
-from refd.config import DEMO_CONFIG, DaemonConfig, load_config, load_service
+from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_service
 from refd.door import DoorState
 from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection

@@ -34,7 +34,7 @@ import trio
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from refd.config import DEMO_CONFIG, DaemonConfig, ListenerConfig, make_tls_context
+from refd.config.loader import DEMO_CONFIG, DaemonConfig, ListenerConfig, make_tls_context
 from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve

@@ -14,7 +14,7 @@ import pytest
 HEAVY = ("trio", "prometheus_client")
 
 
-@pytest.mark.parametrize("module", ["refd.config", "refd.runtime", "refd.addresses"])
+@pytest.mark.parametrize("module", ["refd.config.loader", "refd.runtime", "refd.addresses"])
 def test_importing_does_not_import_trio_or_prometheus(module: str) -> None:
     code = (
         f"import json, sys, {module}\n"

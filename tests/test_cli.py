@@ -14,7 +14,7 @@ import pytest
 
 from refd import __version__
 from refd.cli import main
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, free_port, session
 
 ROOT = Path(__file__).resolve().parents[1]

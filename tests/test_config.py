@@ -9,9 +9,9 @@ import pytest
 
 from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource
 from refd.auth.trust import TrustSource
-from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.config.loader import DEMO_CONFIG, load_config, load_service
+from refd.config.tree import TreeError
 from refd.limits import Limits
-from refd.tree import TreeError
 
 BASE = """\
 routing: routing.yaml

@@ -8,11 +8,17 @@ from pathlib import Path
 import pytest
 
 from refd.auth.imap_backend import ImapBackendSource
-from refd.config import DEMO_CONFIG, StoreConfig, bind_shared_cache, load_config, load_service
+from refd.config.loader import (
+    DEMO_CONFIG,
+    StoreConfig,
+    bind_shared_cache,
+    load_config,
+    load_service,
+)
+from refd.config.tree import TreeError
 from refd.daemon import Daemon
 from refd.store import Throttle
 from refd.throttle import ThrottleRules
-from refd.tree import TreeError
 
 BASE = """\
 routing: routing.yaml

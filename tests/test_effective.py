@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from refd.config import DaemonConfig, load_config
+from refd.config.loader import DaemonConfig, load_config
 from refd.effective import REDACTED, redact
 from tests.test_schema import CONFIG, ROUTING, loader_keys
 

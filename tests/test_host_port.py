@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from refd.config import DEMO_CONFIG, load_config
+from refd.config.loader import DEMO_CONFIG, load_config
+from refd.config.tree import TreeError
 from refd.probe import UsageError, parse_hostport
 from refd.routing.url import split_host_port
-from refd.tree import TreeError
 from tests.routing._support import load
 
 ACCEPTED = [

@@ -25,10 +25,10 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from refd.cli import main
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
+from refd.config.tree import Map, Node, Scalar, Seq
+from refd.config.yamltree import parse_yaml
 from refd.schema import config_schema, routing_schema
-from refd.tree import Map, Node, Scalar, Seq
-from refd.yamltree import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, free_port, session
 
 REFERRAL = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"

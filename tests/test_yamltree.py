@@ -1,11 +1,11 @@
-"""refd.yamltree: YAML text -> raw-text tree, and the errors it refuses with."""
+"""refd.config.yamltree: YAML text -> raw-text tree, and the errors it refuses with."""
 
 from __future__ import annotations
 
 import pytest
 
-from refd.tree import Map, Node, Scalar, Seq, TreeError
-from refd.yamltree import parse_yaml
+from refd.config.tree import Map, Node, Scalar, Seq, TreeError
+from refd.config.yamltree import parse_yaml
 
 
 def S(value: str, line: int, quoted: bool = False) -> Scalar:

@@ -91,7 +91,8 @@ import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
-from refd.config import TLS_MODES, choice, host_port, opt, resolve_path
+from refd.config.loader import TLS_MODES, choice, host_port, opt, resolve_path
+from refd.config.tree import Node, Reader, Seq, TreeError, get
 from refd.imap_client import (
     ClientError,
     ImapClient,
@@ -110,7 +111,6 @@ from refd.protocol.client import (
     show,
 )
 from refd.routing.url import url_host
-from refd.tree import Node, Reader, Seq, TreeError, get
 
 __all__ = [
     "ANSWER_MAX_BYTES",

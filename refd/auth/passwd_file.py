@@ -59,9 +59,9 @@ from refd.auth.schemes import (
     split_scheme,
     validate_scheme_name,
 )
-from refd.config import read_text, resolve_path
+from refd.config.loader import read_text, resolve_path
+from refd.config.tree import TreeError
 from refd.routing.model import normalise_user
-from refd.tree import TreeError
 
 # With no usable hash in the file, unknown users are checked against this.
 _FALLBACK_HASH_LIKE = PasswordHash("SHA512-CRYPT", Algorithm.SHA512_CRYPT, (5000,), b"")

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from refd.auth.base import AuthSource
+from refd.config.tree import Map, Reader
 from refd.routing import RoutingTable
-from refd.tree import Map, Reader
 
 __all__ = ["AUTH_SOURCES", "AuthSourceSpec", "BuildContext", "ParseContext", "source_spec"]
 

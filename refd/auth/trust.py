@@ -16,7 +16,7 @@ from refd.addresses import IPNetwork as Network
 from refd.addresses import address_in, parse_ip
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
-from refd.config import network_list, opt
+from refd.config.loader import network_list, opt
 
 __all__ = ["SPEC", "TrustConfig", "TrustSource", "public_networks"]
 

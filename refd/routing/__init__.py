@@ -1,9 +1,9 @@
 """Routing: the YAML routing table compiled into user and mailbox referrals.
 
 Pure code: no file, socket or YAML access; these modules import the
-standard library, each other and `refd.tree` only (a test checks). `url`
+standard library, each other and `refd.config.tree` only (a test checks). `url`
 also holds the one ``host[:port]`` reader (`split_host_port`). The daemon
-reads the files, parses them with `refd.yamltree`, and hands the tree
+reads the files, parses them with `refd.config.yamltree`, and hands the tree
 to `load_table`; the session asks the resulting `RoutingTable` for
 `Referral` values. See `refd.routing.load` for the two-phase load and
 ``config/routing.yaml`` for the file format.

@@ -4,7 +4,7 @@ The caller does all I/O. The daemon (and ``refd check`` / ``refd explain``)
 loads a table in two phases::
 
     text = routing_path.read_text()
-    root = refd.yamltree.parse_yaml(text, str(routing_path))
+    root = refd.config.yamltree.parse_yaml(text, str(routing_path))
     name = read_user_map_name(root, str(routing_path))   # None, or a path relative
     map_text = (routing_path.parent / name).read_text() if name else None
     table = load_table(root, str(routing_path), source_text=text,
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import ParamSpec, TypeVar
 
+from refd.config.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
 from refd.routing.match import RoutingTable
 from refd.routing.model import (
     LoginMode,
@@ -53,7 +54,6 @@ from refd.routing.model import (
     normalise_user,
 )
 from refd.routing.url import DEFAULT_PORT, split_host_port, url_host
-from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
 
 __all__ = [
     "RoutingError",

@@ -14,9 +14,9 @@ import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.registry import AUTH_SOURCES, AuthSourceSpec, BuildContext, ParseContext
-from refd.config import DEMO_CONFIG, load_config, load_service, resolve_path
+from refd.config.loader import DEMO_CONFIG, load_config, load_service, resolve_path
+from refd.config.tree import TreeError
 from refd.daemon import watched_files
-from refd.tree import TreeError
 
 
 def test_every_entry_names_a_module_with_its_spec() -> None:

@@ -45,7 +45,8 @@ import trio.testing
 from hypothesis import strategies as st
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
-from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.config.loader import DEMO_CONFIG, load_config, load_service
+from refd.config.yamltree import parse_yaml
 from refd.door import DoorState
 from refd.limits import Limits
 from refd.protocol import commands as c
@@ -66,7 +67,6 @@ from refd.protocol.responses import wire_mailbox
 from refd.routing import load_table
 from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection
-from refd.yamltree import parse_yaml
 from tests.fuzz.strategies import (
     chunkings,
     client_bytes,

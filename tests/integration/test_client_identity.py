@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from refd.auth.base import AuthRequest
-from refd.config import DaemonConfig
+from refd.config.loader import DaemonConfig
 from refd.runtime import Service
 from tests.auth.test_password_length import Recorder
 from tests.integration.test_proxy import start, v2_header

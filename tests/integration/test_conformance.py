@@ -41,7 +41,7 @@ import pytest
 from trio.testing import MockClock
 
 from refd.auth.passwd_file import PasswdFileSource
-from refd.config import load_routing
+from refd.config.loader import load_routing
 from refd.runtime import Service
 from tests.conftest import Door, make_door
 

@@ -10,7 +10,7 @@ import socket
 import pytest
 import trio
 
-from refd.config import DaemonConfig, ListenerConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve

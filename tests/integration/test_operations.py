@@ -19,7 +19,7 @@ import trio
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.config.loader import DEMO_CONFIG, load_config, load_service
 from refd.daemon import Daemon
 from tests.procs import in_thread
 

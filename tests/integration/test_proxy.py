@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import trio
 
-from refd.config import DaemonConfig, ListenerConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve

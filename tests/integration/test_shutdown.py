@@ -9,7 +9,7 @@ import pytest
 import trio
 from trio.testing import MockClock
 
-from refd.config import DaemonConfig, ListenerConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve

@@ -18,7 +18,7 @@ import pytest
 import trio
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from refd.config import DaemonConfig, ListenerConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.runtime import Service, ServiceRef
 from refd.server import serve
 from tests.procs import exchange, in_thread

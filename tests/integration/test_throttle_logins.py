@@ -16,7 +16,7 @@ import pytest
 import trio
 import trustme
 
-from refd.config import DaemonConfig
+from refd.config.loader import DaemonConfig
 from refd.door import DoorState
 from refd.runtime import Service
 from tests.conftest import hits

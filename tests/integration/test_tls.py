@@ -20,7 +20,7 @@ import trio
 import trustme
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from refd.config import DaemonConfig, ListenerConfig, make_tls_context
+from refd.config.loader import DaemonConfig, ListenerConfig, make_tls_context
 from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve

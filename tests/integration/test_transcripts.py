@@ -17,9 +17,9 @@ from trio.testing import MockClock
 
 from refd.auth.base import AuthRequest
 from refd.auth.trust import TrustSource
+from refd.config.yamltree import parse_yaml
 from refd.routing import load_table
 from refd.runtime import Service
-from refd.yamltree import parse_yaml
 from tests.conftest import Door, hits, make_door
 
 CAPS = "IMAP4rev1 LITERAL- SASL-IR ID NAMESPACE LIST-EXTENDED LOGIN-REFERRALS MAILBOX-REFERRALS"

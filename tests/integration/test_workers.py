@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, session
 
 REFERRAL = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"

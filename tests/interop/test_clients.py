@@ -80,7 +80,7 @@ from pathlib import Path
 
 import pytest
 
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, free_port
 
 from .conftest import DovecotFactory, under_ci

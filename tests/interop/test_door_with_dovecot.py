@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from refd.config import DEMO_CONFIG, load_config, load_service
+from refd.config.loader import DEMO_CONFIG, load_config, load_service
 from refd.daemon import Daemon
 from tests.procs import exchange, in_thread
 

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import trio
 
-from refd.config import load_config, load_service
+from refd.config.loader import load_config, load_service
 from refd.daemon import Daemon
 from refd.probe import add_arguments, run
 

@@ -18,7 +18,7 @@ import pytest
 import trio
 import trustme
 
-from refd.config import DaemonConfig, StoreConfig
+from refd.config.loader import DaemonConfig, StoreConfig
 from refd.door import DoorState
 from refd.metrics import Metrics
 from refd.redis_store import RedisStore

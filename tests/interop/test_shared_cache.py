@@ -11,7 +11,7 @@ import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.imap_backend import ImapBackendSource
-from refd.config import StoreConfig
+from refd.config.loader import StoreConfig
 from refd.metrics import Metrics
 from refd.store import Throttle
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import trio
 
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, free_port
 
 ALICE_REFERRAL = (

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import trio
 
-from refd.config import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG
 from tests.robustness.helpers import (
     BOB_LOGIN,
     LineClient,

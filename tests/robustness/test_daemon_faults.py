@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from refd.config import load_config, load_service
+from refd.config.loader import load_config, load_service
 from refd.daemon import Daemon
 from tests.robustness.helpers import (
     ALICE_REFERRAL,

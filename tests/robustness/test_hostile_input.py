@@ -27,7 +27,7 @@ import trio
 import trio.testing
 import trustme
 
-from refd.config import DaemonConfig, ListenerConfig, make_tls_context
+from refd.config.loader import DaemonConfig, ListenerConfig, make_tls_context
 from refd.door import DoorState
 from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection, serve

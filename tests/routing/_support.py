@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from refd.config.yamltree import parse_yaml
 from refd.routing import RoutingTable, load_table, read_user_map_name
-from refd.yamltree import parse_yaml
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 

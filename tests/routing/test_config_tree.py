@@ -1,11 +1,11 @@
-"""refd.tree: the typed reader over raw-text nodes."""
+"""refd.config.tree: the typed reader over raw-text nodes."""
 
 from __future__ import annotations
 
 import pytest
 
-from refd.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
-from refd.yamltree import parse_yaml
+from refd.config.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
+from refd.config.yamltree import parse_yaml
 
 R = Reader("c.yaml")
 

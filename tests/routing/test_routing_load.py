@@ -6,6 +6,8 @@ import hashlib
 
 import pytest
 
+from refd.config.tree import TreeError
+from refd.config.yamltree import parse_yaml
 from refd.routing import (
     LoginMode,
     Namespaces,
@@ -15,8 +17,6 @@ from refd.routing import (
     parse_user_map,
     read_user_map_name,
 )
-from refd.tree import TreeError
-from refd.yamltree import parse_yaml
 
 from ._support import CONFIG, load, load_example
 

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 import yaml
 
-from refd.tree import Map, Node, Scalar, Seq, TreeError, is_null
+from refd.config.tree import Map, Node, Scalar, Seq, TreeError, is_null
 
 __all__ = ["dump_yaml", "parse_yaml"]
 

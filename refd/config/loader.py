@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from refd.addresses import LOOPBACK, IPNetwork
 from refd.auth.registry import AUTH_SOURCES, BuildContext, ParseContext, source_spec
 from refd.auth.schemes import MAX_PASSWORD_BYTES
+from refd.config.tree import Map, Node, Reader, Scalar, TreeError, get
+from refd.config.yamltree import parse_yaml
 from refd.limits import Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.routing.url import split_host_port
 from refd.runtime import Service, SessionPolicy
 from refd.throttle import ThrottleRules
-from refd.tree import Map, Node, Reader, Scalar, TreeError, get
-from refd.yamltree import parse_yaml
 
 if TYPE_CHECKING:
     from refd.auth.imap_backend import SharedCache
@@ -53,7 +53,7 @@ __all__ = [
     "read_secret_file",
 ]
 
-DEMO_CONFIG = Path(__file__).parent / "demo" / "refd.yaml"
+DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "refd.yaml"
 
 TLS_MODES = ("none", "starttls", "implicit")
 
