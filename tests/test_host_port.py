@@ -75,7 +75,7 @@ def daemon_config(cfgdir: Path, key: str, text: str) -> Path:
 def test_every_reader_accepts_alike(
     cfgdir: Path, text: str, host: str, _port: str | None, number: int
 ) -> None:
-    assert load_config(daemon_config(cfgdir, "sibling", text)).sibling == (host, number)
+    assert load_config(daemon_config(cfgdir, "sibling", text)).policy.sibling == (host, number)
     imap = load_config(daemon_config(cfgdir, "auth.imap.server", text)).imap_auth
     assert imap is not None and imap.server == (host, number)
     load(f'version: 1\nself: ["{text}"]\nservers: {{a: {{host: h}}}}\n')
