@@ -76,7 +76,7 @@ def test_every_reader_accepts_alike(
     cfgdir: Path, text: str, host: str, _port: str | None, number: int
 ) -> None:
     assert load_config(daemon_config(cfgdir, "sibling", text)).policy.sibling == (host, number)
-    imap = load_config(daemon_config(cfgdir, "auth.imap.server", text)).imap_auth
+    imap = load_config(daemon_config(cfgdir, "auth.imap.server", text)).auth
     assert imap is not None and imap.server == (host, number)
     load(f'version: 1\nself: ["{text}"]\nservers: {{a: {{host: h}}}}\n')
     assert parse_hostport(text, 143) == (host, number)
