@@ -39,6 +39,7 @@ from refd.door import DoorState
 from refd.runtime import Service, ServiceRef
 from refd.server import serve
 from tests.procs import Daemon
+from tests.robustness.helpers import http_get
 
 AUTH_LINE = re.compile(
     r"auth (?P<result>failed|ok) conn=(?P<conn>\S+) addr=(?P<addr>\S+) .*"
@@ -215,16 +216,6 @@ class ProcessDoor:
                 key = (s.name, tuple(sorted((k, v) for k, v in s.labels.items() if k != "pid")))
                 out[key] = out.get(key, 0.0) + s.value
         return out
-
-
-def http_get(port: int, path: str) -> tuple[int, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def start_door(config: Path, workers: int) -> ProcessDoor:

@@ -19,6 +19,7 @@ from refd.config.tree import TreeError
 from refd.daemon import Daemon
 from refd.store import Throttle
 from refd.throttle import ThrottleRules
+from tests.test_config import write
 
 BASE = """\
 routing: routing.yaml
@@ -38,12 +39,6 @@ def cfgdir(tmp_path: Path) -> Path:
     (tmp_path / "throttle.secret").write_text(SECRET)
     (tmp_path / "short.secret").write_text("too short\n")
     return tmp_path
-
-
-def write(cfgdir: Path, text: str) -> Path:
-    path = cfgdir / "refd.yaml"
-    path.write_text(text)
-    return path
 
 
 def test_defaults(cfgdir: Path) -> None:
