@@ -20,7 +20,6 @@ import functools
 import ipaddress
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +29,8 @@ import trio
 from refd import __version__
 from refd.addresses import address_in
 from refd.answers import auth_failed, hosts, login_answer, mailbox_answer, unroutable
-from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.door import DoorState
+from refd.login import Outcome, check_login
 from refd.logs import log_event
 from refd.protocol import commands as c
 from refd.protocol.commands import CommandError, State, decode_base64, parse_append_mailbox
@@ -53,8 +52,6 @@ from refd.protocol.responses import (
 )
 from refd.routing import door_url
 from refd.runtime import ClientInfo, Service, ServiceRef
-from refd.store import Verdict
-from refd.throttle import Counts, Delay
 
 __all__ = ["HANDLERS", "Reply", "Session"]
 
@@ -257,124 +254,24 @@ class Session:
         text = "Log in over TLS: use STARTTLS or the implicit-TLS port first."
         return Reply([Tagged(tag, Cond.NO, text, "PRIVACYREQUIRED")])
 
-    def _auth_request(self, user: str, password: str) -> AuthRequest:
-        client = self.client
-        return AuthRequest(
-            user=user,
-            password=password,
-            client_address=client.address,
-            client_port=client.port,
-            local_address=client.local_address,
-            local_port=client.local_port,
-            session_id=client.conn_id,
-        )
-
-    async def _check_password(self, service: Service, request: AuthRequest) -> AuthResult:
-        """Ask the source, unless the password is over ``limits.max_password_bytes``.
-
-        An over-long password is never hashed (SHA-crypt's cost grows with
-        the length, and libxcrypt refuses 512 bytes and more); it fails like
-        a wrong one, so the throttle, the delay and the answer are the same.
-        """
-        size = len(request.password.encode("utf-8", "surrogatepass"))
-        limit = service.limits.max_password_bytes
-        if size <= limit:
-            return await service.auth.authenticate(request)
-        self.limit_hit(
-            "password_length", f"a password of {size} bytes; limits.max_password_bytes is {limit}"
-        )
-        return AuthResult(AuthStatus.FAILURE, request.user, "password too long")
-
     async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
         service = self.service  # one snapshot for the whole login
-        door = self.door
-        trusted = self.client.in_networks(service.policy.trusted_networks)
-        if door.auth_in_flight >= service.limits.max_auth_in_flight:
-            # A flood of logins must not queue without bound behind the hashes.
-            self.limit_hit(
-                "auth_in_flight",
-                f"{door.auth_in_flight} logins in progress; limits.max_auth_in_flight is "
-                f"{service.limits.max_auth_in_flight}",
-            )
+        check = await check_login(service, self.door, self.client, user, password, self.limit_hit)
+        if check.outcome is Outcome.BUSY:
             text = "Too many logins in progress; try again shortly."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        request = self._auth_request(user, password)
-        door.auth_in_flight += 1
-        # The delay counts from here, so the answer comes at the same time
-        # whatever the check cost (a cheap hash, an unknown user's dummy).
-        begun = trio.current_time()
-        started = time.perf_counter()
-        try:
-            result = await self._check_password(service, request)
-        finally:
-            door.auth_in_flight -= 1
-        door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
-        if result.status is AuthStatus.UNAVAILABLE:
-            log_event(
-                log,
-                logging.WARNING,
-                "auth_unavailable",
-                "auth unavailable conn=%(conn)s source=%(source)s reason=%(reason)s",
-                conn=self.client.conn_id,
-                source=service.auth.name,
-                reason=result.reason,
-            )
-            text = "Authentication is temporarily unavailable; try again later."
-            return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        # RFC 2221 §6: never a referral after failed authentication; and one
-        # answer, one delay for unknown user and wrong password.  The delay
-        # grows with recent failures of the address, its network and the user
-        # name (refd.throttle); a success waits as long as the address and
-        # network have earned, so hanging up early tells a guesser nothing.
-        # Trusted networks (a webmail, a proxy) only ever wait the base delay.
-        failed = result.status is not AuthStatus.SUCCESS
-        policy = service.policy
-        base_s, max_s = policy.auth_failure_delay_s, policy.auth_failure_delay_max_s
-        if trusted:
-            delay = Delay(base_s if failed else 0.0, "trusted")
-            verdict = Verdict(delay, Counts())
-        else:
-            count = door.throttle.failed if failed else door.throttle.succeeded
-            verdict = await count(
-                self.client.address, user, policy.throttle, base_s=base_s, max_s=max_s
-            )
-            delay = verdict.delay
-            if delay.rule in ("address", "network", "user"):
-                self._throttled("failure" if failed else "success", delay)
-        degraded = " store=unavailable" if verdict.degraded else ""
-        log_event(
-            log,
-            logging.INFO,
-            "auth",
-            "auth %(outcome)s conn=%(conn)s addr=%(client)s source=%(source)s reason=%(reason)s "
-            "delay=%(delay_s).3f rule=%(rule)s" + degraded,
-            outcome="failed" if failed else "ok",
-            conn=self.client.conn_id,
-            client=self.client.address,
-            source=service.auth.name,
-            reason=result.reason,
-            delay_s=delay.seconds,
-            rule=delay.rule,
-            store_degraded=verdict.degraded,
-        )
-        if verdict.refuse:
+        if check.outcome in (Outcome.UNAVAILABLE, Outcome.REFUSED):
             text = "Authentication is temporarily unavailable; try again later."
             reply = Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])
-        elif failed:
+        elif check.outcome is Outcome.FAILED:
+            # RFC 2221 §6: never a referral after failed authentication.
             reply = Reply([auth_failed(tag)])
         else:
-            reply = self._login_referral(tag, command, result.user, service)
+            reply = self._login_referral(tag, command, check.user, service)
         # The server loop waits, not this handler: the answer carries its
-        # delay, counted from the start of the check (so the answer comes at
-        # the same moment whatever the check cost).
-        reply.delay_s = max(0.0, begun + delay.seconds - trio.current_time())
+        # delay, counted from the start of the check (refd.login).
+        reply.delay_s = check.delay_s
         return reply
-
-    def _throttled(self, result: str, delay: Delay) -> None:
-        self.door.metrics.auth_throttled_answer(result, delay.rule)
-        if result == "failure":
-            reason = f"recent failures ({delay.rule}): answer delayed {delay.seconds:g}s"
-            self.limit_hit("auth_failures", reason)
 
     def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
         self.login_user = user

@@ -21,9 +21,10 @@ of its case); only the *lookup* key is normalised.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refd.routing.model import (
+    Domain,
     LoginMode,
     MailboxRule,
     Namespaces,
@@ -49,7 +50,8 @@ class RoutingTable:
     flattened in preference order. ``user_map`` maps normalised user names to
     servers (shared `Server` objects: no per-entry allocation).
     ``sha256`` is the hex SHA-256 of the source texts, for the log line and
-    metric that tell which table is in service.
+    metric that tell which table is in service. ``domains`` are the mail
+    domains that account-setup documents are served for.
     """
 
     file: str
@@ -63,6 +65,8 @@ class RoutingTable:
     published: tuple[str, ...]
     declared_namespaces: Namespaces
     sha256: str
+    #: mail domains served by autodiscovery (``domains:``), by lower-case name
+    domains: Mapping[str, Domain] = field(default_factory=dict)
 
     # -- users ----------------------------------------------------------------
 

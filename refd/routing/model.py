@@ -21,6 +21,9 @@ from typing import Literal
 from refd.routing.url import url_host
 
 __all__ = [
+    "ClientTls",
+    "Domain",
+    "Endpoint",
     "LoginMode",
     "MailboxRule",
     "Namespaces",
@@ -35,6 +38,28 @@ __all__ = [
 ]
 
 
+class ClientTls(enum.Enum):
+    """How a client secures a connection to a port (a setup document's ``socketType``)."""
+
+    IMPLICIT = "implicit"  # TLS from the first byte (IMAP 993, submission 465; RFC 8314)
+    STARTTLS = "starttls"  # plaintext greeting, then STARTTLS (IMAP 143, submission 587)
+    NONE = "none"  # no TLS at all (demo and test backends only)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A host, port and TLS mode that an account-setup document offers a client."""
+
+    host: str
+    port: int
+    tls: ClientTls
+
+    @property
+    def authority(self) -> str:
+        """``host:port`` with IPv6 hosts in brackets."""
+        return f"{url_host(self.host)}:{self.port}"
+
+
 @dataclass(frozen=True, slots=True)
 class Server:
     """A backend IMAP server.
@@ -43,6 +68,16 @@ class Server:
     brackets (``::1``) so it can be handed to a socket connect as is, and is
     bracketed in URLs and in `authority`. ``replicas`` are other server
     names, in preference order; ``line`` is where the server is defined.
+
+    Two ports, two readers. ``port`` is what referral URLs name: a port
+    that greets in plaintext and offers STARTTLS, because a client that
+    follows a referral (alpine) rebuilds the connection from the URL alone
+    and cannot know to start TLS at once. ``imaps_port`` is the server's
+    implicit-TLS port (993), if it has one. ``client_tls`` says which of the
+    two account-setup documents offer (`imap_endpoint`), so a referral and a
+    setup document always name the same host. ``submission`` is the SMTP
+    submission server for this server's users, when it differs from the
+    domain's.
     """
 
     name: str
@@ -50,11 +85,51 @@ class Server:
     port: int
     replicas: tuple[str, ...]
     line: int
+    imaps_port: int | None = None
+    client_tls: ClientTls = ClientTls.STARTTLS
+    submission: Endpoint | None = None
+
+    @property
+    def imap_endpoint(self) -> Endpoint:
+        """The IMAP endpoint that account-setup documents offer for this server."""
+        if self.client_tls is ClientTls.IMPLICIT and self.imaps_port is not None:
+            return Endpoint(self.host, self.imaps_port, ClientTls.IMPLICIT)
+        return Endpoint(self.host, self.port, self.client_tls)
 
     @property
     def authority(self) -> str:
         """``host:port`` with IPv6 hosts in brackets, e.g. ``[::1]:143``."""
         return f"{url_host(self.host)}:{self.port}"
+
+
+LoginName = Literal["address", "local_part"]
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A mail domain that account-setup documents are served for (``domains:``).
+
+    ``name`` is lower-case. ``login_name`` says what a user of the domain
+    logs in with: the whole ``address`` or its ``local_part``.
+    ``server`` is the domain-level answer's IMAP server: what a setup
+    document names when no per-user answer is given (no address, an
+    address the table does not route, or ``per_user: false``).
+    ``submission`` is the SMTP submission endpoint; a server's own
+    ``submission`` takes precedence for its users.
+    """
+
+    name: str
+    login_name: LoginName
+    display_name: str
+    server: Server
+    submission: Endpoint | None
+    line: int
+
+    def login_for(self, address: str) -> str:
+        """The login name of ``address`` (already checked to be on this domain)."""
+        if self.login_name == "local_part":
+            return address.rpartition("@")[0]
+        return address
 
 
 class LoginMode(enum.Enum):
