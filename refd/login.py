@@ -33,6 +33,7 @@ import trio
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.door import DoorState
 from refd.logs import log_event
+from refd.routing.model import Home
 from refd.runtime import ClientInfo, Service
 from refd.store import Verdict
 from refd.throttle import Counts, Delay
@@ -59,6 +60,8 @@ class LoginCheck:
     outcome: Outcome
     user: str
     delay_s: float = 0.0
+    #: the home server the source named, if any (`refd.routing.model.Home`)
+    home: Home | None = None
 
 
 def auth_request(client: ClientInfo, user: str, password: str) -> AuthRequest:
@@ -153,7 +156,7 @@ async def check_login(
     )
     outcome = Outcome.REFUSED if verdict.refuse else Outcome.FAILED if failed else Outcome.OK
     remaining = max(0.0, begun + delay.seconds - trio.current_time())
-    return LoginCheck(outcome, result.user, remaining)
+    return LoginCheck(outcome, result.user, remaining, result.home)
 
 
 async def _ask(

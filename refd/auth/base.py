@@ -16,6 +16,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from refd.routing.model import Home
+
 
 class AuthStatus(enum.Enum):
     SUCCESS = "success"
@@ -30,6 +32,9 @@ class AuthResult:
     user: str
     # For logs only, never shown to the client and never containing the password.
     reason: str
+    # The home server, when the source names one (a directory's mailHost, an
+    # auth service's Auth-Server): routed by the table (RoutingTable.route_user).
+    home: Home | None = None
 
 
 @dataclass(frozen=True, slots=True)
