@@ -111,6 +111,8 @@ async def check_login(
     finally:
         door.auth_in_flight -= 1
     door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
+    for op in result.ops:
+        door.metrics.directory_request(service.auth.name, op.operation, op.result, op.seconds)
     if result.status is AuthStatus.UNAVAILABLE:
         log_event(
             log,

@@ -26,6 +26,21 @@ class AuthStatus(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class DirectoryOp:
+    """One request a source made to a directory or an auth service while deciding.
+
+    The door counts these in ``refd_directory_requests_total`` and its
+    latency histogram (`refd.login`). ``operation`` and ``result`` are from
+    small fixed sets the source documents (e.g. search, bind, compare,
+    starttls, http; ok, failure, error, timeout), so the labels stay bounded.
+    """
+
+    operation: str
+    result: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class AuthResult:
     status: AuthStatus
     # The user name as authenticated: the canonical form used for routing.
@@ -35,6 +50,8 @@ class AuthResult:
     # The home server, when the source names one (a directory's mailHost, an
     # auth service's Auth-Server): routed by the table (RoutingTable.route_user).
     home: Home | None = None
+    # The directory or service requests made to decide, for the metrics.
+    ops: tuple[DirectoryOp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ import logging
 import pytest
 from trio.testing import MockClock
 
-from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus
+from refd.auth.base import AuthRequest, AuthResult, AuthSource, AuthStatus, DirectoryOp
 from refd.routing.model import Home
 from refd.runtime import Service
 from tests.conftest import make_door
@@ -36,9 +36,10 @@ class Homing:
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
         result = await self.inner.authenticate(request)
+        ops = (DirectoryOp("search", "ok", 0.002), DirectoryOp("bind", result.status.value, 0.2))
         if result.status is AuthStatus.SUCCESS:
-            return dataclasses.replace(result, home=self.home)
-        return result
+            return dataclasses.replace(result, home=self.home, ops=ops)
+        return dataclasses.replace(result, ops=ops)
 
 
 def homed(service: Service, home: Home) -> Service:
@@ -86,3 +87,24 @@ async def test_a_home_the_table_lacks_is_unavailable_and_logged(
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("no route")] == [
         "ERROR"
     ]
+
+
+async def test_the_source_requests_are_counted(demo_service: Service, clock: MockClock) -> None:
+    door = make_door(homed(demo_service, Home("mail1", "ldap uid=alice")))
+    await door.transcript(f"""
+        {GREETING}
+        C: a1 LOGIN alice wrong
+        S: a1 NO [AUTHENTICATIONFAILED] Authentication failed.
+        C: a2 LOGIN alice secret
+        S: a2 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] Your mail is on mail1.example.org; connect there.
+    """)  # noqa: E501
+    registry = door.door.metrics.registry
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"source": "passwd-file", **labels})
+
+    assert value("refd_directory_requests_total", operation="search", result="ok") == 2
+    assert value("refd_directory_requests_total", operation="bind", result="success") == 1
+    assert value("refd_directory_requests_total", operation="bind", result="failure") == 1
+    assert value("refd_directory_request_duration_seconds_count", operation="bind") == 2
+    assert value("refd_directory_request_duration_seconds_sum", operation="bind") == 0.4
