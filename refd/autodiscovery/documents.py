@@ -64,9 +64,14 @@ OUTLOOK_RESPONSE_NS = (
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
+def _clean(value: str) -> str:
+    """``value`` with the characters XML cannot carry replaced by U+FFFD."""
+    return _NOT_XML.sub("\ufffd", value)
+
+
 def _text(value: str) -> str:
     """``value`` as XML character data (also safe inside double-quoted attributes)."""
-    value = _NOT_XML.sub("\ufffd", value)
+    value = _clean(value)
     return (
         value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
     )
@@ -297,6 +302,7 @@ def mobileconfig(answer: SetupAnswer) -> bytes:
     profile carries no address and no user names: the device asks.
     """
     domain = answer.domain
+    name = _clean(domain.display_name)
     imap, smtp = answer.imap, answer.submission
     who = answer.address or f"@{domain.name}"
     # Identifiers follow the address (a new profile for the same address
@@ -306,13 +312,13 @@ def mobileconfig(answer: SetupAnswer) -> bytes:
     outgoing = "-" if smtp is None else f"{smtp.authority} {smtp.tls.value}"
     servers = (who, imap.authority, imap.tls.value, outgoing)
     mail: dict[str, object] = {
-        "EmailAccountDescription": domain.display_name,
+        "EmailAccountDescription": name,
         "EmailAccountType": "EmailTypeIMAP",
         "IncomingMailServerAuthentication": "EmailAuthPassword",
         "IncomingMailServerHostName": imap.host,
         "IncomingMailServerPortNumber": imap.port,
         "IncomingMailServerUseSSL": imap.tls is not ClientTls.NONE,
-        "PayloadDisplayName": f"{domain.display_name} mail",
+        "PayloadDisplayName": f"{name} mail",
         "PayloadIdentifier": f"{identifier}.account",
         "PayloadType": "com.apple.mail.managed",
         "PayloadUUID": _uuid("account", *servers),
@@ -331,8 +337,8 @@ def mobileconfig(answer: SetupAnswer) -> bytes:
             mail["OutgoingMailServerUsername"] = answer.login
     profile = {
         "PayloadContent": [mail],
-        "PayloadDescription": f"Mail account at {domain.display_name}",
-        "PayloadDisplayName": f"{domain.display_name} mail",
+        "PayloadDescription": f"Mail account at {name}",
+        "PayloadDisplayName": f"{name} mail",
         "PayloadIdentifier": identifier,
         "PayloadRemovalDisallowed": False,
         "PayloadType": "Configuration",
