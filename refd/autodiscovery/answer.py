@@ -126,13 +126,13 @@ def setup_answer(
     login = None if address is None else found.login_for(address)
     chosen = False
     if login is None:
-        rule = f"no address: the domain-level answer, {_where(table, found)}"
+        rule = f"no address -> {_where(table, found)}"
     elif not per_user:
-        rule = f"per-user answers are off: the domain-level answer, {_where(table, found)}"
+        rule = f"per-user answers are off -> {_where(table, found)}"
     else:
         route = table.route_user(login)
         if route is None:
-            rule = f'no rule routes "{login}": the domain-level answer, {_where(table, found)}'
+            rule = f'no rule routes "{login}" -> {_where(table, found)}'
         else:
             server, chosen, rule = route.server, True, route.rule
     return SetupAnswer(

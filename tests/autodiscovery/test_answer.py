@@ -122,7 +122,7 @@ def test_per_user_off_gives_the_domain_level_server() -> None:
         MAIL1,
         SMTP,
         False,
-        "per-user answers are off: the domain-level answer, domains.example.org (routing.yaml:30)",
+        "per-user answers are off -> domains.example.org (routing.yaml:30)",
     )
 
 
@@ -134,7 +134,7 @@ def test_no_address_gives_the_domain_level_answer() -> None:
         None,
         MAIL1,
         False,
-        "no address: the domain-level answer, domains.example.org (routing.yaml:30)",
+        "no address -> domains.example.org (routing.yaml:30)",
     )
 
 
