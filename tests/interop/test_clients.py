@@ -74,7 +74,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,16 +242,24 @@ class Terminal:
     matter (the door's and the backends') to a timeout's message.
     """
 
-    def __init__(self, argv: list[str], home: Path, context: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        home: Path,
+        context: Callable[[], str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         need("tmux", "tmux")
         self.socket = str(home / "tmux.sock")
         self.context = context
         #: the password prompts answered, in order (alpine's
         #: ``HOST: ... USER: ... ENTER PASSWORD:`` lines, without the echo)
         self.prompts: list[str] = []
+        variables = {"HOME": str(home), **(env or {})}
+        assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in variables.items())
         command = " ".join(shlex.quote(a) for a in argv)
         # The shell stays after the client exits, so its last screen can be read.
-        shell = f"env HOME={shlex.quote(str(home))} {command}; echo '[client exited]'; sleep 600"
+        shell = f"env {assignments} {command}; echo '[client exited]'; sleep 600"
         self.tmux("new-session", "-d", "-s", "main", "-x", "200", "-y", "50", shell)
 
     def tmux(self, *args: str) -> str:
@@ -334,12 +342,16 @@ def alpine_home(lab: Lab, user: str, *, door_folders: bool = False) -> Path:
     ``door_folders``: the folder list (``L``) is the door's, listed there
     with RLIST.
     """
-    home = lab.directory / f"alpine-{user}"
+    door = f"{{127.0.0.1:{lab.port}/user={user}/norsh/notls}}"
+    return pinerc_home(lab.directory / f"alpine-{user}", door, door_folders=door_folders)
+
+
+def pinerc_home(home: Path, door: str, *, door_folders: bool = False) -> Path:
+    """``home`` with a pinerc whose INBOX is ``{door}INBOX``; see `alpine_home`."""
     home.mkdir()
     # An existing ~/mail spares the "Creating subdirectory" message, which
     # holds the start for 4 s.
     (home / "mail").mkdir()
-    door = f"{{127.0.0.1:{lab.port}/user={user}/norsh/notls}}"
     # last-version-used skips the greeting screen; busy-cue-rate=0 and
     # status-message-delay=-1 keep status messages from hiding or delaying
     # the password prompts; no password file, so no "save it?" question.
@@ -359,10 +371,14 @@ def alpine_home(lab: Lab, user: str, *, door_folders: bool = False) -> Path:
 
 
 def alpine(terminals: Callable[[list[str], Path], Terminal], home: Path, *args: str) -> Terminal:
-    """alpine in ``home``, tracing IMAP (``-d flush,imap=4``), at the index (``-i``)."""
+    """alpine in ``home``; see `alpine_argv`."""
+    return terminals(alpine_argv(home, *args), home)
+
+
+def alpine_argv(home: Path, *args: str) -> list[str]:
+    """alpine with ``home``'s pinerc, tracing IMAP (``-d flush,imap=4``), at the index (``-i``)."""
     binary = need("alpine", "alpine")
-    argv = [binary, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", *args]
-    return terminals(argv, home)
+    return [binary, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", *args]
 
 
 def alpine_trace(home: Path) -> str:
