@@ -29,7 +29,6 @@ What alpine 2.26 does (Debian 12 package):
 
 from __future__ import annotations
 
-import queue
 import re
 import shutil
 import socket
@@ -51,8 +50,10 @@ from .test_clients import (
     Terminal,
     alpine_argv,
     alpine_trace,
+    door_session,
     pinerc_home,
     prompt_ports,
+    recent_logs,
     seed,
 )
 
@@ -91,28 +92,10 @@ class TlsLab:
         return self.backend.wait_for_log(needle, timeout_s=0)
 
     def door_session(self, needle: str) -> str:
-        """Every door log line of the connection that logged ``needle``, once it has ended."""
-        line = self._door_line(needle)
-        found = re.search(r" conn=(\S+) ", line)
-        assert found is not None, line
-        self._door_line(f"session end conn={found[1]} ")
-        return "".join(x for x in self.daemon.log if f" conn={found[1]} " in x)
+        return door_session(self.daemon, needle)
 
-    def _door_line(self, needle: str) -> str:
-        for line in self.daemon.log:
-            if needle in line:
-                return line
-        return self.daemon.wait_log(needle, timeout=5)
-
-    def logs(self, lines: int = 12) -> str:
-        while True:
-            try:
-                self.daemon.log.append(self.daemon.lines.get_nowait())
-            except queue.Empty:
-                break
-        door = "".join(self.daemon.log[-lines:])
-        backend = "\n".join(self.backend.log().splitlines()[-lines:])
-        return f"--- door log ---\n{door}--- backend log ---\n{backend}"
+    def logs(self) -> str:
+        return recent_logs(self.daemon, [self.backend])
 
 
 @pytest.fixture

@@ -33,6 +33,8 @@ Results (Debian 12 packages; "login" = follows the login referral,
   door for another mailbox (see below). After a plain ``OK`` it stays,
   lists the door's folders with ``RLIST`` and follows each ``SELECT``
   referral the same way.
+  Over TLS (implicit-TLS and STARTTLS doors, STARTTLS backends) the
+  same: see ``test_alpine_tls.py``.
 - mutt 2.2.12 (``mutt``): no, no. Shows "Login failed." (not the referral
   text) for the login referral, and the SELECT's text ("Remote mailbox.
   Try ...") for the mailbox referral.
@@ -136,36 +138,47 @@ class Lab:
         return len(lines) > before
 
     def door_said(self, needle: str) -> str:
-        """A line of the door's log containing ``needle`` (waiting for it)."""
-        for line in self.daemon.log:
-            if needle in line:
-                return line
-        return self.daemon.wait_log(needle, timeout=5)
+        return door_said(self.daemon, needle)
 
     def door_session(self, needle: str) -> str:
-        """Every door log line of the connection that logged ``needle``, once it has ended.
+        return door_session(self.daemon, needle)
 
-        The door logs ``session end conn=ID`` last for each connection, so
-        what a finished session did not log, it never will.
-        """
-        found = re.search(r" conn=(\S+) ", self.door_said(needle))
-        assert found is not None, needle
-        ended = f"session end conn={found[1]} "
-        self.door_said(ended)
-        return "".join(line for line in self.daemon.log if f" conn={found[1]} " in line)
+    def logs(self) -> str:
+        return recent_logs(self.daemon, [self.home, self.shared])
 
-    def logs(self, lines: int = 12) -> str:
-        """The last ``lines`` of the door's and each backend's log, for a failure message."""
-        while True:
-            try:
-                self.daemon.log.append(self.daemon.lines.get_nowait())
-            except queue.Empty:
-                break
-        parts = [f"--- door log ---\n{''.join(self.daemon.log[-lines:])}"]
-        for backend in (self.home, self.shared):
-            tail = backend.log().splitlines()[-lines:]
-            parts.append(f"--- {backend.name} log ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+
+def door_said(daemon: Daemon, needle: str) -> str:
+    """A line of the door's log containing ``needle`` (waiting for it)."""
+    for line in daemon.log:
+        if needle in line:
+            return line
+    return daemon.wait_log(needle, timeout=5)
+
+
+def door_session(daemon: Daemon, needle: str) -> str:
+    """Every door log line of the connection that logged ``needle``, once it has ended.
+
+    The door logs ``session end conn=ID`` last for each connection, so
+    what a finished session did not log, it never will.
+    """
+    found = re.search(r" conn=(\S+) ", door_said(daemon, needle))
+    assert found is not None, needle
+    door_said(daemon, f"session end conn={found[1]} ")
+    return "".join(line for line in daemon.log if f" conn={found[1]} " in line)
+
+
+def recent_logs(daemon: Daemon, backends: list[DovecotInstance], lines: int = 12) -> str:
+    """The last ``lines`` of the door's and each backend's log, for a failure message."""
+    while True:
+        try:
+            daemon.log.append(daemon.lines.get_nowait())
+        except queue.Empty:
+            break
+    parts = [f"--- door log ---\n{''.join(daemon.log[-lines:])}"]
+    for backend in backends:
+        tail = backend.log().splitlines()[-lines:]
+        parts.append(f"--- {backend.name} log ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def seed(backend: DovecotInstance, user: str, mailbox: str, subject: str) -> None:
