@@ -115,43 +115,43 @@ def tls_lab(
     )
     seed(backend, "alice", "INBOX", ALICE_MAIL)
     seed(backend, "carol", "INBOX", CAROL_MAIL)
-    silent = socket.socket()
-    silent.bind((BACKEND_HOST, 0))
-    silent.listen(1)
-    door_cert = c_client_cert(tls_ca, DOOR_HOST)
-    (tmp_path / "door.pem").write_bytes(door_cert.chain_pem + door_cert.key_pem)
-    ca_file = tmp_path / "ca.pem"
-    tls_ca.cert_pem.write_to_path(str(ca_file))
-    implicit_port, starttls_port = free_port(), free_port()
-    (tmp_path / "routing.yaml").write_text(
-        "version: 1\n"
-        "servers:\n"
-        f"  home: {{host: {BACKEND_HOST}, port: {backend.port}}}\n"
-        f"  implicit_only: {{host: {BACKEND_HOST}, port: {silent.getsockname()[1]}}}\n"
-        "users:\n"
-        "  - {user: alice, server: home, login: refer}\n"
-        "  - {user: carol, server: home, login: stay}\n"
-        "  - {user: bob, server: implicit_only, login: refer}\n"
-    )
-    shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp_path / "users.passwd")
-    (tmp_path / "refd.yaml").write_text(
-        "hostname: localhost\n"
-        "routing: routing.yaml\n"
-        "auth: {source: passwd-file, passwd_file: users.passwd, failure_delay_s: 0.1}\n"
-        "listeners:\n"
-        f"  - {{name: imaps, address: {DOOR_HOST}, port: {implicit_port}, tls: implicit}}\n"
-        f"  - {{name: imap, address: {DOOR_HOST}, port: {starttls_port}, tls: starttls}}\n"
-        "tls: {cert: door.pem, key: door.pem}\n"
-        "trusted_networks: []\n"
-        "metrics: {address: 127.0.0.1, port: 0}\n"
-    )
-    daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
-    try:
-        daemon.wait_log("refd ready")
-        yield TlsLab(tmp_path, daemon, implicit_port, starttls_port, backend, silent, ca_file)
-    finally:
-        daemon.stop()
-        silent.close()
+    # Closed at teardown, so nothing is left listening.
+    with socket.socket() as silent:
+        silent.bind((BACKEND_HOST, 0))
+        silent.listen(1)
+        door_cert = c_client_cert(tls_ca, DOOR_HOST)
+        (tmp_path / "door.pem").write_bytes(door_cert.chain_pem + door_cert.key_pem)
+        ca_file = tmp_path / "ca.pem"
+        tls_ca.cert_pem.write_to_path(str(ca_file))
+        implicit_port, starttls_port = free_port(), free_port()
+        (tmp_path / "routing.yaml").write_text(
+            "version: 1\n"
+            "servers:\n"
+            f"  home: {{host: {BACKEND_HOST}, port: {backend.port}}}\n"
+            f"  implicit_only: {{host: {BACKEND_HOST}, port: {silent.getsockname()[1]}}}\n"
+            "users:\n"
+            "  - {user: alice, server: home, login: refer}\n"
+            "  - {user: carol, server: home, login: stay}\n"
+            "  - {user: bob, server: implicit_only, login: refer}\n"
+        )
+        shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp_path / "users.passwd")
+        (tmp_path / "refd.yaml").write_text(
+            "hostname: localhost\n"
+            "routing: routing.yaml\n"
+            "auth: {source: passwd-file, passwd_file: users.passwd, failure_delay_s: 0.1}\n"
+            "listeners:\n"
+            f"  - {{name: imaps, address: {DOOR_HOST}, port: {implicit_port}, tls: implicit}}\n"
+            f"  - {{name: imap, address: {DOOR_HOST}, port: {starttls_port}, tls: starttls}}\n"
+            "tls: {cert: door.pem, key: door.pem}\n"
+            "trusted_networks: []\n"
+            "metrics: {address: 127.0.0.1, port: 0}\n"
+        )
+        daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
+        try:
+            daemon.wait_log("refd ready")
+            yield TlsLab(tmp_path, daemon, implicit_port, starttls_port, backend, silent, ca_file)
+        finally:
+            daemon.stop()
 
 
 @pytest.fixture
@@ -185,7 +185,7 @@ def assert_tls_login(lab: TlsLab, user: str, before: int) -> None:
     assert re.search(r", mpid=\d+, TLS, session=<", lines[-1]), lines[-1]
 
 
-def assert_backend_over_starttls(lab: TlsLab, home: Path, referral: str) -> None:
+def assert_backend_over_starttls(home: Path, referral: str) -> None:
     """alpine's trace: the referral, then at the backend STARTTLS before any login."""
     trace = alpine_trace(home)
     greeting = trace.index("refd-test home ready", trace.index(referral))
@@ -215,7 +215,7 @@ def test_alpine_follows_login_referral_from_implicit_tls_door(
     session = lab.door_session("kind=login command=LOGIN server=home user=alice")
     assert "listener=imaps tls=yes user=alice outcome=login-referral" in session
     referral = f"NO [REFERRAL imap://alice;AUTH=*@{BACKEND_HOST}:{lab.backend.port}/]"
-    assert_backend_over_starttls(lab, home, referral)
+    assert_backend_over_starttls(home, referral)
 
 
 def test_alpine_follows_login_referral_from_starttls_door(
@@ -238,7 +238,7 @@ def test_alpine_follows_login_referral_from_starttls_door(
     at_door = trace[: trace.index(referral)]
     assert "STARTTLS LOGINDISABLED" in at_door.splitlines()[0]  # the door's greeting
     assert at_door.index("00000000 STARTTLS") < at_door.index("OK Begin TLS negotiation now.")
-    assert_backend_over_starttls(lab, home, referral)
+    assert_backend_over_starttls(home, referral)
 
 
 def test_alpine_stays_and_follows_mailbox_referral_over_tls(
@@ -261,7 +261,7 @@ def test_alpine_stays_and_follows_mailbox_referral_over_tls(
     referral = f"NO [REFERRAL imap://carol;AUTH=*@{BACKEND_HOST}:{lab.backend.port}/INBOX]"
     trace = alpine_trace(home)
     assert trace.index("SELECT INBOX") < trace.index(referral)
-    assert_backend_over_starttls(lab, home, referral)
+    assert_backend_over_starttls(home, referral)
 
 
 def test_alpine_referred_to_implicit_tls_port_sends_nothing(
