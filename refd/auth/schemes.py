@@ -188,7 +188,7 @@ WEAK_ALGORITHMS: dict[Algorithm, str] = {
     Algorithm.SSHA: "one salted SHA-1",
     Algorithm.SMD5: "one salted MD5",
     Algorithm.MD5_CRYPT: "MD5-crypt, 1000 MD5 rounds",
-    Algorithm.DES_CRYPT: "DES crypt, 8 characters of the password count",
+    Algorithm.DES_CRYPT: "DES crypt, only 8 characters of the password count",
 }
 
 
