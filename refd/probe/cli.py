@@ -57,8 +57,9 @@ exit codes:
 Referrals are followed to the port in the URL, in plaintext, upgraded with
 STARTTLS when the door was reached with --tls or --starttls (a URL cannot
 say "TLS": referral-following clients do the same); the URL's user name
-is the login name there, with the same password. The password is read from --password-file (one trailing newline
-stripped) or --password-env, never from the command line, and never shown.
+is the login name there, with the same password. The password is read
+from --password-file (one trailing newline stripped) or --password-env,
+never from the command line, and never shown.
 """
 
 
