@@ -590,10 +590,23 @@ def _build(ac: AuthHttpConfig, ctx: BuildContext) -> AuthHttpSource:
     )
 
 
+def _warning(ac: AuthHttpConfig) -> str | None:
+    """Passwords in clear beyond this host: said at every start and reload."""
+    scheme, host, _, _ = split_url(ac.url)
+    ip = parse_ip(host)
+    if scheme == "https" or host == "localhost" or (ip is not None and ip.is_loopback):
+        return None
+    return (
+        f"auth_http sends every password in clear to {host} ({ac.url}); "
+        "use https:// or a service on loopback"
+    )
+
+
 SPEC = AuthSourceSpec(
     name="auth_http",
     keys=frozenset({"auth_http"}),
     parse=_parse,
     build=_build,
     watched=lambda ac: () if ac.ca_file is None else (ac.ca_file,),
+    warning=_warning,
 )

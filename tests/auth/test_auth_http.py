@@ -19,6 +19,7 @@ from trio.testing import MockClock
 
 from refd.auth.auth_http import (
     HEADERS_MAX_BYTES,
+    SPEC,
     Answer,
     AuthHttpSource,
     GarbageAnswer,
@@ -99,6 +100,13 @@ def test_the_answer_is_read_as_nginx_reads_it(
     headers: list[tuple[bytes, bytes]], answer: Answer
 ) -> None:
     assert read_answer(headers) == answer
+
+
+def test_the_home_is_server_colon_port_with_ipv6_in_brackets() -> None:
+    assert Answer("OK", server="192.0.2.10", port=143).home_value == "192.0.2.10:143"
+    assert Answer("OK", server="2001:db8::1", port=993).home_value == "[2001:db8::1]:993"
+    assert Answer("OK", server="mail1").home_value == "mail1"
+    assert Answer("OK").home_value is None
 
 
 @pytest.mark.parametrize(
@@ -438,3 +446,27 @@ def test_config_errors_name_the_line(
     with pytest.raises(TreeError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}:{line}: {message}")
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://127.0.0.1:9000/auth", False),
+        ("http://[::1]/auth", False),
+        ("http://localhost/auth", False),
+        ("https://auth.example.org/auth", False),
+        ("http://auth.example.org/auth", True),
+        ("http://192.0.2.5/auth", True),
+    ],
+)
+def test_passwords_in_clear_beyond_this_host_are_warned_about(
+    tmp_path: Path, url: str, warned: bool
+) -> None:
+    config = load_config(write_config(tmp_path, f"url: {url}"))
+    warning = SPEC.warning(config.auth)
+    if warned:
+        assert warning is not None
+        assert warning.startswith("auth_http sends every password in clear to ")
+        assert warning.endswith(f"({url}); use https:// or a service on loopback")
+    else:
+        assert warning is None
