@@ -31,6 +31,7 @@ AUTH_SOURCES: dict[str, str] = {
     "passwd-file": "refd.auth.passwd_file",
     "imap": "refd.auth.imap_backend",
     "trust": "refd.auth.trust",
+    "ldap": "refd.auth.ldap",
 }
 
 S = TypeVar("S")
