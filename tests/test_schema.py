@@ -252,10 +252,15 @@ def schema_properties(schema: dict[str, Any], path: tuple[str, ...]) -> set[str]
 IMAP = CONFIG.replace(
     "  source: passwd-file\n  passwd_file: users.passwd\n", "  source: imap\n  imap: {}\n"
 )
+LDAP = CONFIG.replace(
+    "  source: passwd-file\n  passwd_file: users.passwd\n",
+    "  source: ldap\n  ldap: {zzz_unknown: 1}\n",
+)
 LEVELS = [
     ("config", (), CONFIG + "zzz_unknown: 1\n"),
     ("config", ("auth",), CONFIG.replace("  source:", "  zzz_unknown: 1\n  source:")),
     ("config", ("auth", "imap"), IMAP.replace("imap: {}", "imap: {zzz_unknown: 1}")),
+    ("config", ("auth", "ldap"), LDAP),
     ("config", ("listeners", "[]"), CONFIG + "    zzz_unknown: 1\n"),
     ("config", ("tls",), CONFIG + "tls: {zzz_unknown: 1}\n"),
     ("config", ("log",), CONFIG + "log: {zzz_unknown: 1}\n"),

@@ -104,7 +104,7 @@ from refd.auth.schemes import (
     hash_password,
     parse_password_hash,
 )
-from refd.config.loader import choice, opt, read_secret_file, resolve_path
+from refd.config.loader import choice, opt, resolve_path
 from refd.config.tree import Map, TreeError, get
 from refd.imap_client import client_tls_context
 from refd.routing.model import Home
@@ -186,16 +186,18 @@ def check_filter_template(template: str) -> str | None:
     for i, char in enumerate(template):
         if char == "%" and (i + 1 >= len(template) or template[i + 1] not in "und%"):
             return "unknown variable after % (known: %u, %n, %d, %%)"
-    try:
-        parse_filter(expand_filter(template, "x"), None, False, True, None, False)
-    except Exception as exc:
-        return f"not an RFC 4515 filter: {exc}"
     depth = 0
     for char in template:
         depth += {"(": 1, ")": -1}.get(char, 0)
         if depth < 0:
             return "unbalanced parentheses"
-    return None if depth == 0 else "unbalanced parentheses"
+    if depth:
+        return "unbalanced parentheses"
+    try:
+        parse_filter(expand_filter(template, "x"), None, False, True, None, False)
+    except Exception as exc:
+        return f"not an RFC 4515 filter: {exc}"
+    return None
 
 
 def _fold(text: str) -> str:
@@ -1043,7 +1045,7 @@ def _build(lc: LdapConfig, ctx: BuildContext) -> LdapSource:
     password = None
     if lc.bind_password_file is not None:
         try:
-            raw = read_secret_file(lc.bind_password_file)
+            raw = lc.bind_password_file.read_bytes()
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise TreeError(
