@@ -68,6 +68,7 @@ password; reasons are built from fixed text, DNs and result names.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
@@ -77,6 +78,8 @@ import time
 import unicodedata
 import urllib.parse
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -111,6 +114,7 @@ from refd.routing.model import Home
 
 __all__ = [
     "SPEC",
+    "DirectoryRoute",
     "LdapConfig",
     "LdapServer",
     "LdapSource",
@@ -435,6 +439,9 @@ class LdapSettings:
     retry_after_s: float = 30.0
     #: where the dummy bind goes for unknown users (bind mode); no entry may have it
     dummy_dn: str | None = None
+    route_cache_ttl_s: float = 60.0
+    route_cache_negative_ttl_s: float = 10.0
+    route_cache_max_entries: int = 10_000
 
 
 class _Directory:
@@ -491,13 +498,42 @@ class _Directory:
     # -- one login
 
     def exchange(self, user: str, password: str, deadline: float) -> _Outcome:
+        """One login: search, then bind or compare (see the module docstring)."""
+
+        def attempt(server: LdapServer, ops: list[DirectoryOp]) -> _Outcome:
+            return self._login(server, user, password, deadline, ops)
+
+        return self._failover(user, deadline, attempt)
+
+    def lookup(self, user: str, deadline: float) -> _Outcome:
+        """The entry and home of `user`, without a password: the search alone."""
+
+        def attempt(server: LdapServer, ops: list[DirectoryOp]) -> _Outcome:
+            entry = self._one_entry(server, user, deadline, ops)
+            if isinstance(entry, _Outcome):
+                return entry
+            where = normalize_dn(entry.dn)
+            home = self._home(entry, where)
+            return _Outcome(
+                AuthStatus.SUCCESS, self._canonical(entry, user), f"entry {where}", home
+            )
+
+        return self._failover(user, deadline, attempt)
+
+    def _failover(
+        self,
+        user: str,
+        deadline: float,
+        attempt: Callable[[LdapServer, list[DirectoryOp]], _Outcome],
+    ) -> _Outcome:
+        """`attempt` on each server in turn until one answers (or the time is up)."""
         ops: list[DirectoryOp] = []
         problems: list[str] = []
         for server in self.order():
             if time.monotonic() >= deadline:
                 break
             try:
-                outcome = self._login(server, user, password, deadline, ops)
+                outcome = attempt(server, ops)
             except _ServerDown as exc:
                 self.mark_down(server)
                 problems.append(f"{server}: {exc.reason}")
@@ -512,6 +548,33 @@ class _Directory:
             problems.append(f"timed out after {self.s.timeout_s:g}s")
         return _Outcome(AuthStatus.UNAVAILABLE, user, "; ".join(problems), ops=ops)
 
+    def _one_entry(
+        self, server: LdapServer, user: str, deadline: float, ops: list[DirectoryOp]
+    ) -> _Entry | _Outcome:
+        """The one entry `user` names, or the FAILURE that none or several do."""
+        entries = self._search(server, user, deadline, ops)
+        if not entries:
+            return _Outcome(AuthStatus.FAILURE, user, "no usable entry matches the name")
+        if len(entries) == 1:
+            return entries[0]
+        dns = ", ".join(sorted(e.dn for e in entries))
+        log.warning("ldap: user=%r is ambiguous: %d entries match: %s", user, len(entries), dns)
+        return _Outcome(
+            AuthStatus.FAILURE, user, f"ambiguous: {len(entries)} entries match ({dns})"
+        )
+
+    def _home(self, entry: _Entry, where: str) -> Home | None:
+        """The home `route_attribute` names; two different values decide nothing."""
+        if not self.s.route_attribute:
+            return None
+        routes = [v.strip() for v in entry.values(self.s.route_attribute) if v.strip()]
+        if len(set(routes)) > 1:
+            raise _Undecided(
+                f"{where} has {len(routes)} {self.s.route_attribute} values "
+                f"({', '.join(routes)}): which home is meant?"
+            )
+        return Home(routes[0], f"ldap {where}", first=self.s.route_first) if routes else None
+
     def _login(
         self,
         server: LdapServer,
@@ -520,17 +583,11 @@ class _Directory:
         deadline: float,
         ops: list[DirectoryOp],
     ) -> _Outcome:
-        entries = self._search(server, user, deadline, ops)
-        if len(entries) != 1:
+        entry = self._one_entry(server, user, deadline, ops)
+        if isinstance(entry, _Outcome):
+            # No entry, or two: cost what a found entry costs, then fail the same way.
             self._dummy_check(server, password, deadline, ops)
-            if not entries:
-                return _Outcome(AuthStatus.FAILURE, user, "no usable entry matches the name")
-            dns = ", ".join(sorted(e.dn for e in entries))
-            log.warning("ldap: user=%r is ambiguous: %d entries match: %s", user, len(entries), dns)
-            return _Outcome(
-                AuthStatus.FAILURE, user, f"ambiguous: {len(entries)} entries match ({dns})"
-            )
-        entry = entries[0]
+            return entry
         canonical = self._canonical(entry, user)
         where = normalize_dn(entry.dn)
         if self.s.mode == "bind":
@@ -539,16 +596,7 @@ class _Directory:
             accepted = self._compare(entry, password)
         if not accepted:
             return _Outcome(AuthStatus.FAILURE, canonical, f"wrong password for {where}")
-        home = None
-        if self.s.route_attribute:
-            routes = [v.strip() for v in entry.values(self.s.route_attribute) if v.strip()]
-            if len(set(routes)) > 1:
-                raise _Undecided(
-                    f"{where} has {len(routes)} {self.s.route_attribute} values "
-                    f"({', '.join(routes)}): which home is meant?"
-                )
-            if routes:
-                home = Home(routes[0], f"ldap {where}", first=self.s.route_first)
+        home = self._home(entry, where)
         return _Outcome(AuthStatus.SUCCESS, canonical, f"password ok ({where})", home)
 
     def _canonical(self, entry: _Entry, login: str) -> str:
@@ -814,8 +862,71 @@ def _describe(result: dict[str, Any] | None) -> str:
 # -- the source (trio side) -----------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class DirectoryRoute:
+    """What the directory says about a user without a password (`LdapSource.lookup`).
+
+    SUCCESS: one usable entry (`user` its login attribute, `home` from its
+    route attribute, None if it has none); FAILURE: no usable entry, or two;
+    UNAVAILABLE: the directory did not answer. `cached` says the answer came
+    from the route cache, with no request made.
+    """
+
+    status: AuthStatus
+    user: str
+    home: Home | None
+    reason: str
+    cached: bool = False
+    ops: tuple[DirectoryOp, ...] = ()
+
+
+class _RouteCache:
+    """Lookups by folded user name: SUCCESS for `ttl_s`, FAILURE for `negative_ttl_s`.
+
+    Never UNAVAILABLE (a directory that is down now may answer the next
+    time). At most `max_entries`, least recently used first out. A reload
+    builds a new source, so a new, empty cache.
+    """
+
+    def __init__(self, ttl_s: float, negative_ttl_s: float, max_entries: int) -> None:
+        self.ttl_s, self.negative_ttl_s, self.max_entries = ttl_s, negative_ttl_s, max_entries
+        self._entries: OrderedDict[str, tuple[float, DirectoryRoute]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> DirectoryRoute | None:
+        found = self._entries.get(key)
+        if found is None:
+            return None
+        expires, route = found
+        if expires <= now:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return route
+
+    def put(self, key: str, route: DirectoryRoute, now: float) -> None:
+        ttl_s = {AuthStatus.SUCCESS: self.ttl_s, AuthStatus.FAILURE: self.negative_ttl_s}.get(
+            route.status, 0.0
+        )
+        if ttl_s <= 0:
+            return
+        self._entries[key] = (now + ttl_s, route)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class LdapSource:
-    """An AuthSource backed by an LDAP directory (see the module docstring)."""
+    """An AuthSource backed by an LDAP directory (see the module docstring).
+
+    `lookup` answers "which entry and which home" without a password, for
+    ``refd explain`` and ``refd probe``, through a route cache
+    (``route_cache_ttl_s``, ``route_cache_negative_ttl_s``,
+    ``route_cache_max_entries``). Logins never read the cache: a password
+    check always asks the directory.
+    """
 
     def __init__(
         self,
@@ -823,6 +934,7 @@ class LdapSource:
         *,
         ssl_context: ssl.SSLContext | None = None,
         name: str = "ldap",
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if not settings.servers:
             raise ValueError("at least one server")
@@ -843,10 +955,33 @@ class LdapSource:
         self.settings = settings
         self._directory = _Directory(settings, ssl_context)
         self._limiter = trio.CapacityLimiter(settings.pool_size)
+        self._clock = clock or trio.current_time
+        self.routes = _RouteCache(
+            settings.route_cache_ttl_s,
+            settings.route_cache_negative_ttl_s,
+            settings.route_cache_max_entries,
+        )
+        # A source replaced by a reload closes its idle connections when it goes.
+        self._finalizer = weakref.finalize(self, self._directory.close)
 
     def close(self) -> None:
         """Close the idle pooled connections (a reload's old source, a test's end)."""
-        self._directory.close()
+        self._finalizer()
+
+    async def _run(self, work: Callable[..., _Outcome], *args: Any) -> _Outcome | str:
+        """`work(*args, deadline)` in a worker thread within ``timeout_s``; a reason if not."""
+        timeout_s = self.settings.timeout_s
+        deadline = time.monotonic() + timeout_s
+        call = functools.partial(work, *args, deadline)
+        with trio.move_on_after(timeout_s):
+            return await trio.to_thread.run_sync(
+                call, limiter=self._limiter, abandon_on_cancel=True
+            )
+        busy = self._limiter.borrowed_tokens
+        return (
+            f"timed out after {timeout_s:g}s ({busy} of {self._limiter.total_tokens} "
+            "directory slots busy)"
+        )
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
         user, password = request.user, request.password
@@ -855,30 +990,13 @@ class LdapSource:
             return AuthResult(AuthStatus.FAILURE, user, "empty password")
         if "\0" in user or "\0" in password:
             return AuthResult(AuthStatus.FAILURE, user, "user name or password contains NUL")
-        timeout_s = self.settings.timeout_s
-        deadline = time.monotonic() + timeout_s
-        outcome: _Outcome | None = None
         try:
-            with trio.move_on_after(timeout_s):
-                outcome = await trio.to_thread.run_sync(
-                    self._directory.exchange,
-                    user,
-                    password,
-                    deadline,
-                    limiter=self._limiter,
-                    abandon_on_cancel=True,
-                )
+            outcome = await self._run(self._directory.exchange, user, password)
         except Exception as exc:  # a bug: still an answer, never an exception
             log.exception("auth source %s: internal error checking user=%r", self.name, user)
             return AuthResult(AuthStatus.UNAVAILABLE, user, f"internal error: {type(exc).__name__}")
-        if outcome is None:
-            busy = self._limiter.borrowed_tokens
-            return AuthResult(
-                AuthStatus.UNAVAILABLE,
-                user,
-                f"timed out after {timeout_s:g}s ({busy} of {self._limiter.total_tokens} "
-                "directory slots busy)",
-            )
+        if isinstance(outcome, str):
+            return AuthResult(AuthStatus.UNAVAILABLE, user, outcome)
         reason = outcome.reason
         secrets = [password, self.settings.bind_password or ""]
         if any(s and s in reason for s in secrets):
@@ -890,6 +1008,28 @@ class LdapSource:
             home=outcome.home if outcome.status is AuthStatus.SUCCESS else None,
             ops=tuple(outcome.ops),
         )
+
+    async def lookup(self, user: str) -> DirectoryRoute:
+        """The entry and home of `user` (no password), from the route cache if it is there."""
+        if "\0" in user:
+            return DirectoryRoute(AuthStatus.FAILURE, user, None, "user name contains NUL")
+        key = _fold(user)
+        cached = self.routes.get(key, self._clock())
+        if cached is not None:
+            return dataclasses.replace(cached, cached=True, ops=())
+        try:
+            outcome = await self._run(self._directory.lookup, user)
+        except Exception as exc:  # a bug: still an answer
+            log.exception("auth source %s: internal error looking up user=%r", self.name, user)
+            reason = f"internal error: {type(exc).__name__}"
+            return DirectoryRoute(AuthStatus.UNAVAILABLE, user, None, reason)
+        if isinstance(outcome, str):
+            return DirectoryRoute(AuthStatus.UNAVAILABLE, user, None, outcome)
+        route = DirectoryRoute(
+            outcome.status, outcome.user, outcome.home, outcome.reason, ops=tuple(outcome.ops)
+        )
+        self.routes.put(key, dataclasses.replace(route, ops=()), self._clock())
+        return route
 
 
 # -- configuration: ``auth.source: ldap`` (see refd.auth.registry) --
@@ -915,6 +1055,9 @@ _LDAP_KEYS = {
     "operation_timeout_s",
     "timeout_s",
     "retry_after_s",
+    "route_cache_ttl_s",
+    "route_cache_negative_ttl_s",
+    "route_cache_max_entries",
 }
 
 
@@ -941,6 +1084,9 @@ class LdapConfig:
     operation_timeout_s: float = 5.0
     timeout_s: float = 10.0
     retry_after_s: float = 30.0
+    route_cache_ttl_s: float = 60.0
+    route_cache_negative_ttl_s: float = 10.0
+    route_cache_max_entries: int = 10_000
     line: int = 0
 
 
@@ -1025,6 +1171,25 @@ def _parse(ctx: ParseContext) -> LdapConfig:
         operation_timeout_s=operation_s,
         timeout_s=timeout_s,
         retry_after_s=seconds("retry_after_s", 30.0),
+        route_cache_ttl_s=opt(
+            r, m, "route_cache_ttl_s", r.as_float_seconds, 60.0, "auth.ldap.route_cache_ttl_s"
+        ),
+        route_cache_negative_ttl_s=opt(
+            r,
+            m,
+            "route_cache_negative_ttl_s",
+            r.as_float_seconds,
+            10.0,
+            "auth.ldap.route_cache_negative_ttl_s",
+        ),
+        route_cache_max_entries=opt(
+            r,
+            m,
+            "route_cache_max_entries",
+            lambda n, w: r.as_int(n, w, 1, 10_000_000),
+            10_000,
+            "auth.ldap.route_cache_max_entries",
+        ),
         line=m.line,
     )
 
@@ -1071,6 +1236,9 @@ def _build(lc: LdapConfig, ctx: BuildContext) -> LdapSource:
         operation_timeout_s=lc.operation_timeout_s,
         timeout_s=lc.timeout_s,
         retry_after_s=lc.retry_after_s,
+        route_cache_ttl_s=lc.route_cache_ttl_s,
+        route_cache_negative_ttl_s=lc.route_cache_negative_ttl_s,
+        route_cache_max_entries=lc.route_cache_max_entries,
     )
     return LdapSource(settings, ssl_context=context)
 

@@ -502,3 +502,67 @@ async def test_a_thousand_users_log_in_concurrently(
         f"\n{BULK} concurrent LDAP logins (StartTLS, bind mode, pool 16): "
         f"{elapsed:.2f}s, {BULK / elapsed:.0f}/s"
     )
+
+
+# -- lookups without a password: the route cache -----------------------------------------
+
+
+async def test_lookup_reads_the_entry_and_caches_found_and_not_found(
+    directory: SlapdInstance, sources: list[LdapSource]
+) -> None:
+    now = [0.0]
+    s = settings(directory.url, route_cache_ttl_s=60.0, route_cache_negative_ttl_s=10.0)
+    source = LdapSource(s, clock=lambda: now[0])
+    sources.append(source)
+    first = await source.lookup("Alice")
+    assert (first.status, first.user, first.cached) == (AuthStatus.SUCCESS, "alice", False)
+    assert first.home == Home("mail1.example.org", f"ldap uid=alice,{PEOPLE}")
+    assert [op.operation for op in first.ops] == ["connect", "bind", "search"]  # no user bind
+    again = await source.lookup("alice ")
+    assert (again.status, again.home, again.cached, again.ops) == (
+        AuthStatus.SUCCESS,
+        first.home,
+        True,
+        (),
+    )
+    # Not found: cached for the negative TTL, even once the entry exists.
+    name = "newcomer"
+    missing = await source.lookup(name)
+    assert (missing.status, missing.cached) == (AuthStatus.FAILURE, False)
+    directory.ldapadd(LdapUser(name, ssha("n-pw"), mail_host="mail2").ldif())
+    assert (await source.lookup(name)).cached is True
+    # A login never reads the cache.
+    assert (await login(source, name, "n-pw")).home == Home("mail2", f"ldap uid={name},{PEOPLE}")
+    now[0] += 10.0
+    found = await source.lookup(name)
+    assert (found.status, found.home, found.cached) == (
+        AuthStatus.SUCCESS,
+        Home("mail2", f"ldap uid={name},{PEOPLE}"),
+        False,
+    )
+    # Found entries live route_cache_ttl_s.
+    now[0] += 59.0
+    assert (await source.lookup("alice")).cached is False
+    assert (await source.lookup(name)).cached is True
+    # Ambiguous and disabled are "not found" for a lookup too.
+    assert (await source.lookup("twin")).reason.startswith("ambiguous: 2 entries match")
+    assert (await source.lookup("dave")).status is AuthStatus.FAILURE
+
+
+async def test_the_route_cache_is_bounded_and_never_keeps_unavailable(
+    own_directory: SlapdInstance, sources: list[LdapSource]
+) -> None:
+    source = make(
+        sources,
+        settings(own_directory.url, route_cache_max_entries=2, retry_after_s=0.01),
+    )
+    for name in ("alice", "jürgen", "erin"):
+        assert (await source.lookup(name)).status is AuthStatus.SUCCESS
+    assert len(source.routes) == 2
+    assert (await source.lookup("alice")).cached is False  # the oldest went first
+    assert (await source.lookup("erin")).cached is True
+    own_directory.stop()
+    down = await source.lookup("bob")
+    assert down.status is AuthStatus.UNAVAILABLE
+    own_directory.start()
+    assert (await source.lookup("bob")).cached is False
