@@ -205,7 +205,7 @@ def check_filter_template(template: str) -> str | None:
 
 
 def _fold(text: str) -> str:
-    """How the directory compares names, roughly: Unicode NFC, case folded, spaces trimmed."""
+    """How the directory compares names, roughly: Unicode NFKC, case folded, spaces trimmed."""
     return unicodedata.normalize("NFKC", text).casefold().strip()
 
 

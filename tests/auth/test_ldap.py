@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from refd.auth import ldap as ldap_module
 from refd.auth.ldap import (
     LdapServer,
     LdapSource,
@@ -215,3 +216,28 @@ def test_a_missing_password_file_is_reported_at_build(cfgdir: Path) -> None:
     assert str(info.value) == (
         f"{cfgdir}/refd.yaml:5: cannot read {cfgdir}/ldap.secret: No such file or directory"
     )
+
+
+def test_the_commented_example_in_config_parses(cfgdir: Path) -> None:
+    example = Path(__file__).parents[2] / "config" / "refd.yaml"
+    lines = example.read_text().splitlines()
+    start = lines.index(
+        '  # ldap:                            # for source: ldap (a directory; README "LDAP")'
+    )
+    block = ["  ldap:"]
+    for line in lines[start + 1 :]:
+        if not line.startswith("  #   "):
+            break
+        block.append("    " + line[len("  #   ") :])
+    text = CONFIG[: CONFIG.index("  ldap:")] + "\n".join(block) + "\nlisteners:\n"
+    text += "  - {address: 127.0.0.1, port: 1143}\n"
+    (cfgdir / "refd.yaml").write_text(text)
+    config = load_config(cfgdir / "refd.yaml")
+    ldap = config.auth
+    assert ldap.servers == (
+        LdapServer("ldap1.example.org", 636, True),
+        LdapServer("ldap2.example.org", 636, True),
+    )
+    assert (ldap.route_attribute, ldap.usable_filter) == ("mailHost", "(!(pwdAccountLockedTime=*))")
+    # Every key of auth.ldap is in the example.
+    assert {line.split(":")[0].strip() for line in block[1:]} == set(ldap_module._LDAP_KEYS)
