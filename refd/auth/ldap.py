@@ -93,7 +93,12 @@ import trio
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import ldap3
-    from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
+    from ldap3.core.exceptions import (
+        LDAPCommunicationError,
+        LDAPException,
+        LDAPSocketOpenError,
+        LDAPStartTLSError,
+    )
     from ldap3.operation.search import parse_filter
     from ldap3.utils.dn import escape_rdn, parse_dn
 
@@ -660,12 +665,16 @@ class _Directory:
         started = time.perf_counter()
         try:
             yield outcome
-        except (LDAPException, OSError) as exc:
+        except (LDAPCommunicationError, LDAPStartTLSError, OSError) as exc:
             result = "timeout" if _is_timeout(exc) else "error"
             ops.append(DirectoryOp(operation, result, time.perf_counter() - started))
             what = "timed out" if result == "timeout" else str(exc) or type(exc).__name__
             raise _ServerDown(f"{operation}: {what}") from None
-        except _ServerDown:
+        except LDAPException as exc:
+            # Not the server's fault (a request ldap3 will not encode): no failover.
+            ops.append(DirectoryOp(operation, "error", time.perf_counter() - started))
+            raise _Undecided(f"{operation}: {exc or type(exc).__name__}") from None
+        except (_ServerDown, _Undecided):
             ops.append(DirectoryOp(operation, "error", time.perf_counter() - started))
             raise
         ops.append(
