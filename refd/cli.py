@@ -338,7 +338,14 @@ def _explain(args: argparse.Namespace) -> int:
         found = explain(load_routing(args.routing), args.user, args.mailbox)
     else:
         service = load_service(load_config(args.config or DEMO_CONFIG))
-        found = explain(service.table, args.user, args.mailbox, service.auth)
+        # A directory source answers "which entry, which home" without a
+        # password, with the same search and route cache the door uses.
+        lookup = getattr(service.auth, "lookup", None)
+        directory = trio.run(lookup, args.user) if lookup is not None else None
+        close = getattr(service.auth, "close", None)
+        if close is not None:
+            close()
+        found = explain(service.table, args.user, args.mailbox, service.auth, directory)
     for line in found.lines:
         print(line)
     return 0 if found.referred else 2

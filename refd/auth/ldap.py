@@ -102,7 +102,7 @@ with warnings.catch_warnings():
     from ldap3.operation.search import parse_filter
     from ldap3.utils.dn import escape_rdn, parse_dn
 
-from refd.auth.base import AuthRequest, AuthResult, AuthStatus, DirectoryOp
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus, DirectoryOp, DirectoryRoute
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.auth.schemes import (
     PasswordHash,
@@ -869,24 +869,6 @@ def _describe(result: dict[str, Any] | None) -> str:
 
 
 # -- the source (trio side) -----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DirectoryRoute:
-    """What the directory says about a user without a password (`LdapSource.lookup`).
-
-    SUCCESS: one usable entry (`user` its login attribute, `home` from its
-    route attribute, None if it has none); FAILURE: no usable entry, or two;
-    UNAVAILABLE: the directory did not answer. `cached` says the answer came
-    from the route cache, with no request made.
-    """
-
-    status: AuthStatus
-    user: str
-    home: Home | None
-    reason: str
-    cached: bool = False
-    ops: tuple[DirectoryOp, ...] = ()
 
 
 class _RouteCache:

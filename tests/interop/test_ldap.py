@@ -566,3 +566,88 @@ async def test_the_route_cache_is_bounded_and_never_keeps_unavailable(
     assert down.status is AuthStatus.UNAVAILABLE
     own_directory.start()
     assert (await source.lookup("bob")).cached is False
+
+
+# -- refd explain ------------------------------------------------------------------------
+
+
+def explain_config(tmp_path: Path, directory: SlapdInstance, **extra: str) -> Path:
+    import shutil
+
+    from refd.config.loader import DEMO_CONFIG
+
+    shutil.copy(DEMO_CONFIG.parent / "routing.yaml", tmp_path / "routing.yaml")
+    (tmp_path / "ldap.secret").write_text(SERVICE_PASSWORD + "\n")
+    more = "".join(f"    {k}: {v}\n" for k, v in extra.items())
+    (tmp_path / "refd.yaml").write_text(
+        "routing: routing.yaml\n"
+        "auth:\n"
+        "  source: ldap\n"
+        "  ldap:\n"
+        f"    servers: [{directory.url}]\n"
+        f"    bind_dn: {SERVICE_DN}\n"
+        "    bind_password_file: ldap.secret\n"
+        f"    base: {PEOPLE}\n"
+        '    user_filter: "(&(objectClass=inetOrgPerson)(uid=%u))"\n'
+        '    usable_filter: "(!(employeeType=disabled))"\n'
+        "    route_attribute: mailHost\n"
+        f"{more}"
+        "listeners:\n"
+        "  - {address: 127.0.0.1, port: 1143}\n"
+    )
+    return tmp_path / "refd.yaml"
+
+
+def refd_explain(config: Path, *args: str) -> tuple[int, list[str]]:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "refd", "explain", "-c", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return done.returncode, done.stdout.splitlines()
+
+
+def test_explain_says_which_entry_gave_the_home(directory: SlapdInstance, tmp_path: Path) -> None:
+    config = explain_config(tmp_path, directory)
+    code, lines = refd_explain(config, "ALICE")
+    assert code == 0
+    assert lines == [
+        f'auth: ldap: entry uid=alice,{PEOPLE}: authenticated as "alice"',
+        f"home from the directory: ldap uid=alice,{PEOPLE} names 'mail1.example.org' "
+        "(before the table's users: rules)",
+        f"home server: mail1 (ldap uid=alice,{PEOPLE} names 'mail1.example.org')",
+        "C: a1 LOGIN ALICE <password>",
+        "S: a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
+        "Your mail is on mail1.example.org; connect there.",
+    ]
+    code, lines = refd_explain(config, "erin")
+    assert code == 2
+    assert lines[2:] == [
+        f"no route: ldap uid=erin,{PEOPLE} names 'mail9.example.org': no server of the table",
+        "C: a1 LOGIN erin <password>",
+        "S: a1 NO [UNAVAILABLE] No mail server is configured for this account.",
+    ]
+    code, lines = refd_explain(config, "*")
+    assert (code, lines[0]) == (
+        2,
+        "auth: ldap: no usable entry matches the name: every LOGIN fails",
+    )
+    assert lines[-1] == "S: a1 NO [AUTHENTICATIONFAILED] Authentication failed."
+
+
+def test_explain_with_the_directory_down(tmp_path: Path) -> None:
+    down = SlapdInstance("slapd", tmp_path, unused_port(), unused_port())
+    config = explain_config(
+        tmp_path, down, timeout_s="2", connect_timeout_s="1", operation_timeout_s="1"
+    )
+    code, lines = refd_explain(config, "alice")
+    assert code == 2
+    assert lines[0].startswith(f"auth: ldap: the directory did not answer: {down.url}: connect: ")
+    assert lines[-1] == (
+        "S: a1 NO [UNAVAILABLE] Authentication is temporarily unavailable; try again later."
+    )
