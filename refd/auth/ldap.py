@@ -479,11 +479,15 @@ class _Directory:
             up = [s for s in self.s.servers if self._down_until.get(s, 0.0) <= now]
         return up + [s for s in self.s.servers if s not in up]
 
-    def mark_down(self, server: LdapServer) -> None:
+    def mark_down(self, server: LdapServer) -> bool:
+        """Skip `server` for retry_after_s; True if it was up until now (worth a log line)."""
+        now = time.monotonic()
         with self._lock:
-            self._down_until[server] = time.monotonic() + self.s.retry_after_s
+            was_up = self._down_until.get(server, 0.0) <= now
+            self._down_until[server] = now + self.s.retry_after_s
         for conn in self._search_pools[server].drain() + self._bind_pools[server].drain():
             _discard(conn)
+        return was_up
 
     def mark_up(self, server: LdapServer) -> None:
         with self._lock:
@@ -540,9 +544,10 @@ class _Directory:
             try:
                 outcome = attempt(server, ops)
             except _ServerDown as exc:
-                self.mark_down(server)
+                # One WARNING when a server goes down, not one per login while it is.
+                level = logging.WARNING if self.mark_down(server) else logging.DEBUG
+                log.log(level, "ldap server %s failed: %s", server, exc.reason)
                 problems.append(f"{server}: {exc.reason}")
-                log.warning("ldap server %s failed: %s", server, exc.reason)
                 continue
             except _Undecided as exc:
                 return _Outcome(AuthStatus.UNAVAILABLE, user, f"{server}: {exc.reason}", ops=ops)

@@ -388,6 +388,20 @@ async def test_failover_when_the_first_server_is_down(
     assert all(op.result == "ok" for op in second.ops)
 
 
+async def test_a_server_down_is_logged_once_not_per_login(
+    sources: list[LdapSource], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "refd.auth.ldap")
+    dead = f"ldap://127.0.0.1:{unused_port()}"
+    source = make(sources, settings(dead, retry_after_s=60.0))
+    for _ in range(3):
+        result = await login(source, "alice", "alice-pw")
+        assert result.status is AuthStatus.UNAVAILABLE
+        assert result.reason.startswith(f"{dead}: connect: ")
+    failed = [r for r in caplog.records if r.getMessage().startswith(f"ldap server {dead}")]
+    assert [r.levelname for r in failed] == ["WARNING", "DEBUG", "DEBUG"]
+
+
 async def test_a_server_that_never_answers_times_out_within_timeout_s(
     own_directory: SlapdInstance, sources: list[LdapSource]
 ) -> None:
@@ -401,9 +415,11 @@ async def test_a_server_that_never_answers_times_out_within_timeout_s(
     finally:
         own_directory.resume()
     assert result.status is AuthStatus.UNAVAILABLE
-    assert elapsed < 1.5 + 0.5
+    assert elapsed < 1.5 + 1.0  # timeout_s, and a margin for a loaded machine
     assert "timed out" in result.reason
-    assert [op.result for op in result.ops] == ["timeout"]
+    # The search's own timeout (1 s) ends it; on a very busy machine the
+    # whole-exchange one (1.5 s) may come first, and then no request is reported.
+    assert [op.result for op in result.ops] in (["timeout"], [])
 
 
 async def test_slapd_stopped_mid_test_then_back(
