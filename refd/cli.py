@@ -24,6 +24,7 @@ from pathlib import Path
 import trio
 
 from refd import __version__, probe
+from refd.auth.ldap import LdapSource
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
 from refd.checks import Finding, check_config, port_conflicts
@@ -330,6 +331,12 @@ def _auth_summary(config: DaemonConfig, service: Service) -> str:
         return f"passwd-file {auth.table.file}: {n} user{'' if n == 1 else 's'}"
     if isinstance(config.auth, TrustConfig):
         return "trust: " + ", ".join(str(n) for n in config.auth.networks)
+    if isinstance(auth, LdapSource):
+        s = auth.settings
+        route = f", home from {s.route_attribute}" if s.route_attribute else ""
+        tls = " (StartTLS)" if any(srv.starttls for srv in s.servers) else ""
+        servers = ", ".join(str(srv) for srv in s.servers)
+        return f"ldap {servers}{tls}: {s.mode} mode, base {s.base}{route}"
     return config.auth_source
 
 

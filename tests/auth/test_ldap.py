@@ -241,3 +241,15 @@ def test_the_commented_example_in_config_parses(cfgdir: Path) -> None:
     assert (ldap.route_attribute, ldap.usable_filter) == ("mailHost", "(!(pwdAccountLockedTime=*))")
     # Every key of auth.ldap is in the example.
     assert {line.split(":")[0].strip() for line in block[1:]} == set(ldap_module._LDAP_KEYS)
+
+
+def test_refd_check_names_the_directory(cfgdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from refd.cli import main
+
+    path = cfgdir / "refd.yaml"
+    path.write_text(CONFIG.replace("port: 1143", "port: 0"))
+    assert main(["check", "-c", str(path)]) == 0
+    assert (
+        "  auth: ldap ldap://127.0.0.1:1389, ldap://127.0.0.2:1389 (StartTLS): bind mode, "
+        "base ou=people,dc=example,dc=org, home from mailHost"
+    ) in capsys.readouterr().out.splitlines()
