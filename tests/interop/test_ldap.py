@@ -667,3 +667,56 @@ def test_explain_with_the_directory_down(tmp_path: Path) -> None:
     assert lines[-1] == (
         "S: a1 NO [UNAVAILABLE] Authentication is temporarily unavailable; try again later."
     )
+
+
+# -- the daemon over sockets ----------------------------------------------------------------
+
+
+def test_the_daemon_refers_by_mailhost_over_starttls_and_counts_requests(
+    directory: SlapdInstance, tmp_path: Path, tls_ca: trustme.CA
+) -> None:
+    import signal
+
+    from tests.procs import Daemon, free_port, session
+    from tests.robustness.helpers import http_get
+
+    config = explain_config(tmp_path, directory)
+    tls_ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    port, metrics = free_port(), free_port()
+    text = config.read_text().replace(
+        "    route_attribute: mailHost\n",
+        "    route_attribute: mailHost\n    starttls: true\n    ca_file: ca.pem\n",
+    )
+    text = text.replace("port: 1143}", f"port: {port}}}")
+    text += f"metrics: {{address: 127.0.0.1, port: {metrics}}}\n"
+    text = text.replace("  source: ldap\n", "  source: ldap\n  failure_delay_s: 0.1\n")
+    config.write_text(text)
+    daemon = Daemon(["serve", "-c", str(config)])
+    try:
+        daemon.wait_log("refd ready")
+        out = session(port, b"a1 LOGIN ALICE alice-pw", b"a2 LOGIN alice wrong")
+        assert out[1:] == [
+            b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/] "
+            b"Your mail is on mail1.example.org; connect there.\r\n",
+            b"a2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+        ]
+        status, body = http_get(metrics, "/metrics")
+        assert status == 200
+        lines = body.decode().splitlines()
+        for sample in (
+            'refd_directory_requests_total{operation="starttls",result="ok",source="ldap"} 2.0',
+            'refd_directory_requests_total{operation="search",result="ok",source="ldap"} 2.0',
+            'refd_directory_requests_total{operation="bind",result="failure",source="ldap"} 1.0',
+            # the service account's bind and alice's
+            'refd_directory_requests_total{operation="bind",result="ok",source="ldap"} 2.0',
+        ):
+            assert sample in lines, sample
+        # A reload builds a new source (new pools, an empty route cache); logins go on.
+        daemon.proc.send_signal(signal.SIGHUP)
+        daemon.wait_log("reload ok")
+        assert session(port, b"a1 LOGIN user0002 pw-0002")[1] == (
+            b"a1 NO [REFERRAL imap://user0002;AUTH=*@mail1.example.org/] "
+            b"Your mail is on mail1.example.org; connect there.\r\n"
+        )
+    finally:
+        daemon.stop()
