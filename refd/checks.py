@@ -303,7 +303,8 @@ def routing_warnings(table: RoutingTable) -> list[Finding]:
                 lines.of("servers", server.name, "port") or server.line,
                 f"servers.{server.name}.port {server.port} {why}: referral URLs name this "
                 "port, and alpine rebuilds the connection from the URL alone, connects in "
-                "plaintext and hangs for about a minute; name the STARTTLS port in port "
+                "plaintext and hangs until the server drops it (3 minutes with Dovecot); name "
+                "the STARTTLS port in port "
                 "and the implicit-TLS one in imaps_port",
                 warning=True,
             )

@@ -325,8 +325,8 @@ users:
 """
 ALPINE = (
     ": referral URLs name this port, and alpine rebuilds the connection from the URL "
-    "alone, connects in plaintext and hangs for about a minute; name the STARTTLS port in "
-    "port and the implicit-TLS one in imaps_port\n"
+    "alone, connects in plaintext and hangs until the server drops it (3 minutes with "
+    "Dovecot); name the STARTTLS port in port and the implicit-TLS one in imaps_port\n"
 )
 
 
