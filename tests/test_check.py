@@ -355,3 +355,26 @@ def test_the_shipped_tables_have_no_implicit_tls_referral_port() -> None:
     for path in (root / "config" / "routing.yaml", root / "refd" / "demo" / "routing.yaml"):
         code, _, err = refd("check", "--routing", path)
         assert (code, err) == (0, ""), path
+
+
+def test_a_domain_without_a_submission_server_is_a_warning(tmp_path: Path) -> None:
+    routing = tmp_path / "table.yaml"
+    routing.write_text(
+        "version: 1\n"
+        "servers:\n"
+        "  mail1: {host: mail1.example.org}\n"
+        "  mail2: {host: mail2.example.org, submission: smtp2.example.org}\n"
+        "users:\n"
+        "  - default: true\n"
+        "    server: mail1\n"
+        "domains:\n"
+        "  a.example: {}\n"
+        "  b.example: {server: mail2}\n"
+    )
+    code, _, err = refd("check", "--routing", routing)
+    assert (code, err) == (
+        0,
+        f"refd check: {routing}:9: warning: domains.a.example has no submission (nor has its "
+        "server mail1): setup documents then name no outgoing server, which Thunderbird "
+        "refuses and Apple profiles require; add submission: host[:port]\n",
+    )
