@@ -25,7 +25,13 @@ from refd.auth.base import AuthSource, AuthStatus, DirectoryRoute
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustSource
 from refd.autodiscovery.answer import BadAddress, SetupAnswer, setup_answer
-from refd.autodiscovery.documents import OUTLOOK_RESPONSE_NS, autoconfig, autodiscover, mobileconfig
+from refd.autodiscovery.documents import (
+    OUTLOOK_RESPONSE_NS,
+    autoconfig,
+    autodiscover,
+    mobileconfig,
+    read_autoconfig,
+)
 from refd.protocol.responses import Cond, Response, Tagged, to_bytes, wire_mailbox
 from refd.routing import RoutingTable
 from refd.routing.model import Home
@@ -173,19 +179,17 @@ def explain_setup(table: RoutingTable, question: str, *, per_user: bool = True) 
 
 
 def _autoconfig_lines(answer: SetupAnswer) -> list[str]:
-    # Our own documents are read back (never a client's input): no DTD in them.
-    provider = ET.fromstring(autoconfig(answer)).find("emailProvider")  # noqa: S314
-    assert provider is not None
+    # Read back as refd probe reads a fetched document: one reader.
+    offered = {server.element: server for server in read_autoconfig(autoconfig(answer))}
     lines = []
     for element in ("incomingServer", "outgoingServer"):
-        server = provider.find(element)
+        server = offered.get(element)
         if server is None:
             lines.append(f"autoconfig: no {element} (no submission server known)")
             continue
         lines.append(
-            f"autoconfig: {element} {server.get('type')} "
-            f"{server.findtext('hostname')}:{server.findtext('port')} "
-            f"socketType {server.findtext('socketType')} username {server.findtext('username')}"
+            f"autoconfig: {element} {server.type} {server.hostname}:{server.port} "
+            f"socketType {server.socket_type} username {server.username}"
         )
     return lines
 
