@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from refd import probe as p
+from refd.autodiscovery.documents import OfferedServer
 from refd.probe.plan import (
     Exit,
     HopKey,
@@ -37,6 +38,7 @@ from refd.probe.plan import (
     login_verdict,
     plan_referral,
     probe_message,
+    setup_verdict,
 )
 from refd.probe.report import result_data
 from refd.protocol import client
@@ -128,8 +130,8 @@ def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]) -> N
     text = capsys.readouterr().out
     assert "exit codes:" in text
     for code in Exit:
-        assert re.search(rf"^  {int(code)}  ", text, re.MULTILINE), code
-        assert re.search(rf"^{int(code)}  ", p.__doc__ or "", re.MULTILINE), code
+        assert re.search(rf"^ +{int(code)}  ", text, re.MULTILINE), code
+        assert re.search(rf"^{int(code)} +\S", p.__doc__ or "", re.MULTILINE), code
     assert len({int(c) for c in Exit}) == len(Exit)  # distinct
 
 
@@ -168,8 +170,12 @@ def test_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ((), None, "the variable PROBE_PW is not set"),
         ((), "", "the password is empty"),
         ((), "a\rb", "contains NUL, CR or LF"),
-        (("--cafile", "ca.pem"), "pw", "--cafile and --insecure need --tls or --starttls"),
-        (("--insecure",), "pw", "--cafile and --insecure need --tls or --starttls"),
+        (
+            ("--cafile", "ca.pem"),
+            "pw",
+            "--cafile and --insecure need --tls, --starttls or an https --web",
+        ),
+        (("--insecure",), "pw", "--cafile and --insecure need --tls, --starttls or an https --web"),
         (("--tls", "--insecure", "--cafile", "x"), "pw", "exclude each other"),
         (("--tls", "--cafile", "/nonexistent/ca.pem"), "pw", "cannot load --cafile"),
         (("--mailbox", ""), "pw", "--mailbox: empty"),
@@ -669,3 +675,104 @@ def test_referred_servers_are_upgraded_with_starttls(
 ) -> None:
     assert hop_tls(mode, at_door=True) is door
     assert hop_tls(mode, at_door=False) is later
+
+
+# -- --autoconfig: the document against the referral ----------------------------------------
+
+REFERRED = Target(
+    "mail1.example.org", 143, "alice", "INBOX", url="imap://alice;AUTH=*@mail1.example.org/"
+)
+AGREES = "login alice: the referral's server"
+
+
+def offered(
+    host: str = "mail1.example.org",
+    port: int | None = 143,
+    socket_type: str = "STARTTLS",
+    username: str = "%EMAILLOCALPART%",
+    kind: str = "imap",
+) -> OfferedServer:
+    return OfferedServer("incomingServer", kind, host, port, socket_type, username)
+
+
+@pytest.mark.parametrize(
+    ("servers", "verdict", "text"),
+    [
+        ((offered(),), None, f"autoconfig names mail1.example.org:143 STARTTLS, {AGREES}"),
+        (
+            (offered("MAIL1.example.org", 993, "SSL"),),
+            None,
+            f"autoconfig names MAIL1.example.org:993 SSL (its implicit-TLS port), {AGREES}",
+        ),
+        (
+            (offered(kind="pop3", port=995), offered()),
+            None,
+            f"autoconfig names mail1.example.org:143 STARTTLS, {AGREES}",
+        ),
+        (
+            (offered("mail2.example.org", 10143),),
+            Exit.SETUP_MISMATCH,
+            "autoconfig names mail2.example.org:10143 STARTTLS, but host mail2.example.org, "
+            "the referral mail1.example.org; port 10143, the referral 143",
+        ),
+        (
+            (offered(username="%EMAILADDRESS%"),),
+            Exit.SETUP_MISMATCH,
+            "autoconfig names mail1.example.org:143 STARTTLS, but login name "
+            "alice@example.org, the referral alice",
+        ),
+        (
+            (offered(socket_type="TLS"),),
+            Exit.SETUP_MISMATCH,
+            "autoconfig names mail1.example.org:143 TLS, but socketType 'TLS'",
+        ),
+        (
+            (offered(kind="pop3"),),
+            Exit.SETUP_UNAVAILABLE,
+            "the autoconfig document offers no IMAP incomingServer",
+        ),
+    ],
+)
+def test_setup_verdict(servers: tuple[OfferedServer, ...], verdict: Exit | None, text: str) -> None:
+    assert setup_verdict(servers, REFERRED, "alice@example.org") == (verdict, text)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--web", "http://127.0.0.1:1180"), "--web goes with --autoconfig"),
+        (("--autoconfig", "alice"), "--autoconfig: "),
+        (("--autoconfig", "a@example.org", "--web", "ftp://x"), "is not http(s)://HOST[:PORT]"),
+        (
+            ("--autoconfig", "a@example.org", "--web", "http://x/path"),
+            "is not http(s)://HOST[:PORT]",
+        ),
+        (("--autoconfig", "a@example.org", "--web", "http://x:0"), "is not http(s)://HOST[:PORT]"),
+    ],
+)
+def test_setup_options_refused(
+    monkeypatch: pytest.MonkeyPatch, extra: tuple[str, ...], message: str
+) -> None:
+    monkeypatch.setenv("PROBE_PW", "pw")
+    args = parse("--door", "h", "--user", "u", "--password-env", "PROBE_PW", *extra)
+    with pytest.raises(p.UsageError, match=re.escape(message)):
+        p.options_from_args(args)
+
+
+def test_setup_options_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBE_PW", "pw")
+    base = ("--door", "h", "--user", "u", "--password-env", "PROBE_PW")
+    options = p.options_from_args(parse(*base, "--autoconfig", "Alice@Example.ORG"))
+    assert (options.autoconfig, options.web) == (
+        "Alice@example.org",
+        ("https", "autoconfig.example.org", 443),
+    )
+    options = p.options_from_args(
+        parse(*base, "--autoconfig", "a@example.org", "--web", "HTTP://[::1]:1180/")
+    )
+    assert options.web == ("http", "::1", 1180)
+    # an https --web may carry the CA options without IMAP TLS
+    options = p.options_from_args(
+        parse(*base, "--autoconfig", "a@example.org", "--web", "https://x", "--insecure")
+    )
+    assert options.insecure

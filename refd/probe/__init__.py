@@ -84,7 +84,20 @@ Exit codes (each means one thing; ``--json`` carries it too):
 7  a server the probe was referred to refused the command (tagged NO or
    BAD without a referral), e.g. ``[NONEXISTENT]``
 8  the door itself unreachable (connect, TLS, timeout, not IMAP)
+9  ``--autoconfig``: the autoconfig document names another host, port
+   (STARTTLS/plain) or login name than the door's first referral
+10 ``--autoconfig``: the document could not be fetched (not 200, TLS,
+   timeout) or read (not a ``clientConfig``, no IMAP ``incomingServer``)
 == =====================================================================
+
+``--autoconfig ADDRESS`` (`refd.probe.setup`): after the IMAP part, fetch
+``/mail/config-v1.1.xml?emailaddress=ADDRESS`` from ``--web`` (default
+``https://autoconfig.<domain>``) with ``Host: autoconfig.<domain>``, as an
+autoconfig client asks, and compare its IMAP server with the first server
+the door's referral named: same host; same port unless the document offers
+implicit TLS (``SSL``, the server's ``imaps_port``, which no referral
+names); the login name it fills in equals the URL's user. Exit 9 or 10
+then replaces the IMAP outcome, which is kept in the message.
 
 The package (``refd.probe``; this docstring is ``refd probe``'s manual):
 
@@ -92,12 +105,14 @@ The package (``refd.probe``; this docstring is ``refd probe``'s manual):
 - ``plan``: pure decisions -- options, exit codes, verdicts on tagged
   answers, referral URLs to targets with loop detection, command bytes;
 - ``run``: the visits, on trio (``trio.run`` keeps ``probe`` blocking);
-- ``report``: hops and result, as lines and as JSON.
+- ``report``: hops and result, as lines and as JSON;
+- ``setup``: ``--autoconfig``, the document fetched and compared.
 
 It talks IMAP through the client that the ``imap`` auth source uses too
 (``refd.imap_client`` over the sans-IO ``refd.protocol.client``), and may
-import those, ``refd.protocol`` and ``refd.routing.url``; nothing of the
-daemon (server, session, config).
+import those, ``refd.protocol``, ``refd.routing.url`` and the pure
+``refd.autodiscovery`` readers; nothing of the daemon (server, session,
+config).
 """
 
 from refd.imap_client import TlsMode

@@ -15,6 +15,7 @@ import ssl
 import sys
 from typing import TextIO
 
+from refd.autodiscovery.answer import BadAddress, parse_address
 from refd.imap_client import TlsMode, client_tls_context
 from refd.probe.plan import COMMANDS, Exit, Options
 from refd.probe.report import result_line
@@ -53,6 +54,10 @@ exit codes:
      timeout, not IMAP) or none was usable
   7  a server referred to refused the command (NO or BAD without referral)
   8  the door itself unreachable (connect, TLS, timeout, not IMAP)
+  9  --autoconfig: the document names another server, port or login name
+     than the door's referral
+ 10  --autoconfig: the document could not be fetched or read (not 200, not
+     an autoconfig document, no IMAP server in it)
 
 Referrals are followed to the port in the URL, in plaintext, upgraded with
 STARTTLS when the door was reached with --tls or --starttls (a URL cannot
@@ -160,6 +165,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print one JSON document instead of the hop lines"
     )
+    parser.add_argument(
+        "--autoconfig",
+        metavar="ADDRESS",
+        help="also fetch the autoconfig document for ADDRESS, as Thunderbird does, and check "
+        "that it names the server the door's referral names (exit 9 if not, 10 if it cannot "
+        "be had)",
+    )
+    parser.add_argument(
+        "--web",
+        metavar="URL",
+        help="where --autoconfig asks: http(s)://HOST[:PORT] (default: "
+        "https://autoconfig.<domain>); the Host header is always autoconfig.<domain>",
+    )
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -215,8 +233,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
         raise UsageError("--user: empty, or contains NUL, CR or LF")
     if not args.mailbox:
         raise UsageError("--mailbox: empty")
-    if tls is TlsMode.NONE and (args.cafile is not None or args.insecure):
-        raise UsageError("--cafile and --insecure need --tls or --starttls")
+    autoconfig, web = _setup_options(args)
+    https = web is not None and web[0] == "https"
+    if tls is TlsMode.NONE and not https and (args.cafile is not None or args.insecure):
+        raise UsageError("--cafile and --insecure need --tls, --starttls or an https --web")
     if args.cafile is not None and args.insecure:
         raise UsageError("--cafile and --insecure exclude each other")
     if args.cafile is not None:
@@ -238,7 +258,32 @@ def options_from_args(args: argparse.Namespace) -> Options:
         timeout_s=args.timeout,
         max_hops=args.max_hops,
         json=args.json,
+        autoconfig=autoconfig,
+        web=web,
     )
+
+
+def _setup_options(args: argparse.Namespace) -> tuple[str | None, tuple[str, str, int] | None]:
+    """``--autoconfig`` checked as an address, ``--web`` as (scheme, host, port)."""
+    if args.autoconfig is None:
+        if args.web is not None:
+            raise UsageError("--web goes with --autoconfig")
+        return None, None
+    try:
+        address = parse_address(args.autoconfig)
+    except BadAddress as exc:
+        raise UsageError(f"--autoconfig: {exc}") from None
+    text = args.web or f"https://autoconfig.{address.rpartition('@')[2]}"
+    scheme, sep, rest = text.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("http", "https") or "/" in rest.rstrip("/"):
+        raise UsageError(f"--web {text!r} is not http(s)://HOST[:PORT]")
+    default = 443 if scheme == "https" else 80
+    try:
+        host, port = parse_hostport(rest.rstrip("/"), default)
+    except UsageError:
+        raise UsageError(f"--web {text!r} is not http(s)://HOST[:PORT]") from None
+    return address, (scheme, host, port)
 
 
 def run(

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
+from refd.autodiscovery.documents import OfferedServer
 from refd.imap_client import TlsMode
 from refd.protocol.client import UNSENDABLE
 from refd.protocol.responses import wire_mailbox
@@ -35,6 +36,7 @@ __all__ = [
     "login_verdict",
     "plan_referral",
     "probe_message",
+    "setup_verdict",
 ]
 
 COMMANDS = (
@@ -66,6 +68,8 @@ class Exit(enum.IntEnum):
     UNREACHABLE = 6
     REFUSED = 7
     DOOR_UNREACHABLE = 8
+    SETUP_MISMATCH = 9
+    SETUP_UNAVAILABLE = 10
 
     @property
     def label(self) -> str:
@@ -88,6 +92,10 @@ class Options:
     timeout_s: float = 10.0
     max_hops: int = 10
     json: bool = False
+    #: ``--autoconfig ADDRESS``: also fetch the account-setup document for it
+    autoconfig: str | None = None
+    #: where to fetch it: ``(scheme, host, port)``; Host is ``autoconfig.<domain>``
+    web: tuple[str, str, int] | None = None
 
     @property
     def door(self) -> str:
@@ -99,6 +107,38 @@ class Verdict(enum.Enum):
 
     FOLLOW = "follow"  # NO [REFERRAL ...]: go where it says
     CONTINUE = "continue"  # OK (with or without a referral): go on here
+
+
+def setup_verdict(
+    offered: Sequence[OfferedServer], referral: Target, address: str
+) -> tuple[Exit | None, str]:
+    """Whether an autoconfig document names the server the door's referral names.
+
+    The first ``incomingServer`` of type imap is what a client configures.
+    It must name the referral's host; with ``STARTTLS`` or ``plain`` also
+    its port (an ``SSL`` server is the implicit-TLS port, which a referral
+    never names); and its user name, filled in for ``address``, must be the
+    URL's user (the login name). ``(None, text)`` when they agree.
+    """
+    imap = next((s for s in offered if s.element == "incomingServer" and s.type == "imap"), None)
+    if imap is None:
+        return Exit.SETUP_UNAVAILABLE, "the autoconfig document offers no IMAP incomingServer"
+    socket_type = imap.socket_type.upper()
+    shown = f"{imap.hostname}:{imap.port or '-'} {imap.socket_type or '(no socketType)'}"
+    login = imap.login_for(address)
+    problems = []
+    if imap.hostname.strip("[]").lower() != referral.host.lower():
+        problems.append(f"host {imap.hostname}, the referral {referral.host}")
+    if socket_type in ("STARTTLS", "PLAIN") and imap.port != referral.port:
+        problems.append(f"port {imap.port}, the referral {referral.port}")
+    elif socket_type not in ("SSL", "STARTTLS", "PLAIN"):
+        problems.append(f"socketType {imap.socket_type!r}")
+    if login.lower() != referral.user.lower():
+        problems.append(f"login name {login}, the referral {referral.user}")
+    if problems:
+        return Exit.SETUP_MISMATCH, f"autoconfig names {shown}, but " + "; ".join(problems)
+    tls = " (its implicit-TLS port)" if socket_type == "SSL" else ""
+    return None, f"autoconfig names {shown}{tls}, login {login}: the referral's server"
 
 
 def hop_tls(mode: TlsMode, *, at_door: bool) -> TlsMode:

@@ -52,6 +52,10 @@ class Report:
     final: Target | None = None
     referrals: int = 0
     data: dict[str, object] = field(default_factory=dict)
+    #: the first server the door's referral named (login or mailbox referral)
+    first_referral: Target | None = None
+    #: ``--autoconfig``: what was fetched and how it compares (None: not asked)
+    setup: dict[str, object] | None = None
 
     def to_json(self) -> dict[str, object]:
         o = self.options
@@ -74,6 +78,7 @@ class Report:
                 "mailbox": final.mailbox if final else None,
                 "data": self.data,
             },
+            "setup": self.setup,
         }
 
 

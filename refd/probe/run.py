@@ -32,6 +32,7 @@ from refd.probe.plan import (
     probe_message,
 )
 from refd.probe.report import Hop, Report, describe_data, result_data
+from refd.probe.setup import check_setup
 from refd.protocol.client import ResponseError, check_greeting, render
 
 __all__ = ["probe"]
@@ -115,6 +116,8 @@ class _Prober:
                     f"no usable URL in the referral at hop {number} ({reasons})",
                     None,
                 )
+            if number == 1:
+                self.report.first_referral = plan.targets[0]
             number += 1
             self.report.referrals += 1
             for target in plan.targets:
@@ -232,5 +235,13 @@ class _Prober:
 
 
 def probe(options: Options, emit: Callable[[str], None] | None = None) -> Report:
-    """Run the probe (blocking); ``emit`` gets each hop line as it happens."""
-    return trio.run(_Prober(options, emit or (lambda _line: None)).run)
+    """Run the probe (blocking); ``emit`` gets each hop line as it happens.
+
+    With ``--autoconfig``, then fetch the account-setup document and compare
+    it with the door's first referral (`check_setup`).
+    """
+    say = emit or (lambda _line: None)
+    report = trio.run(_Prober(options, say).run)
+    if options.autoconfig is not None:
+        check_setup(report, say)
+    return report
