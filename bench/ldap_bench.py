@@ -42,9 +42,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# Appended, not inserted: refd comes from PYTHONPATH when that is set (bench/run
-# points it at its snapshot of refd/), tests.interop from this checkout.
-sys.path.append(str(REPO))
+# refd from PYTHONPATH when that is set (bench/run points it at its snapshot of
+# refd/), else from this checkout; tests.interop always from this checkout.
+if os.environ.get("PYTHONPATH"):
+    sys.path.append(str(REPO))
+else:
+    sys.path.insert(0, str(REPO))
 
 import trio  # noqa: E402
 
