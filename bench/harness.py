@@ -16,7 +16,11 @@ Parts, in order (each can be skipped):
 3. routing: load time, memory and lookups per second for a 1,000,000-user
    ``user_map`` and for 10,000 pattern rules (``bench/routing_bench.py``);
 4. reload: the longest gap between NOOP responses while a 1M-user table is
-   reloaded (SIGHUP) under login load, against a baseline without reloads.
+   reloaded (SIGHUP) under login load, against a baseline without reloads;
+5. ldap: login referrals with the users in one private slapd (1,000 entries,
+   {SSHA}, mailHost): refd's ``ldap`` source in bind mode and Dovecot's
+   passdb ldap with ``auth_bind`` against the same slapd, cell by cell back
+   to back; then refd's cached route lookup (``bench/ldap_bench.py``).
 
 Writes ``RESULTS.md`` (or ``--out``) and ``results.json`` beside it.
 """
@@ -30,10 +34,12 @@ import math
 import os
 import platform
 import random
+import re
 import resource
 import shlex
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -157,6 +163,9 @@ class Cell:
     server_cpu_pct: float = 0.0  # of one core
     server_cpu_us_per_session: float | None = None
     other_cpu_pct: float = 0.0  # machine busy time not from server or generator, % of one core
+    # the ldap part: the directory (slapd) both servers ask, % of one core and per session
+    directory_cpu_pct: float | None = None
+    directory_cpu_us_per_session: float | None = None
     elapsed_s: float = 0.0
     command: str = ""  # the (first) load generator command line
 
@@ -189,13 +198,16 @@ class LoadGen:
             cmd.append("-S")
         return cmd
 
-    def run_cell(self, cell: Cell, port: int, server_pids: Any, **o: Any) -> Cell:
-        """Run -procs generators at once; merge; account CPU on all sides."""
+    def run_cell(self, cell: Cell, port: int, server_pids: Any, *, directory_pids: Any = None,
+                 **o: Any) -> Cell:  # fmt: skip
+        """Run -procs generators at once; merge; account CPU on all sides
+        (``directory_pids``: a backend the server asks, counted apart, not as other)."""
         conc = cell.conc
         nprocs = max(1, min(self.procs, conc))
         shares = [conc // nprocs + (1 if i < conc % nprocs else 0) for i in range(nprocs)]
         pids = server_pids()
         srv0 = S.cpu_seconds(pids)
+        dir0 = S.cpu_seconds(directory_pids()) if directory_pids else 0.0
         busy0, _ = S.machine_cpu()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
@@ -224,6 +236,7 @@ class LoadGen:
         ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy1, _ = S.machine_cpu()
         srv1 = S.cpu_seconds(server_pids())
+        dir1 = S.cpu_seconds(directory_pids()) if directory_pids else 0.0
         results = []
         for p, (out, err) in zip(procs, outs, strict=True):
             lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
@@ -255,7 +268,14 @@ class LoadGen:
         total_sessions = sum(r["completed"] for r in results)
         if total_sessions:
             cell.server_cpu_us_per_session = 1e6 * srv_cpu / total_sessions
-        cell.other_cpu_pct = max(0.0, 100 * ((busy1 - busy0) - gen_cpu - srv_cpu) / elapsed)
+        dir_cpu = dir1 - dir0
+        if directory_pids:
+            cell.directory_cpu_pct = 100 * dir_cpu / elapsed
+            if total_sessions:
+                cell.directory_cpu_us_per_session = 1e6 * dir_cpu / total_sessions
+        cell.other_cpu_pct = max(
+            0.0, 100 * ((busy1 - busy0) - gen_cpu - srv_cpu - dir_cpu) / elapsed
+        )
         return cell
 
     def idle(self, port: int, n: int, *, tls: bool, batch: int = 64) -> subprocess.Popen[bytes]:
@@ -535,7 +555,132 @@ def run_reload(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: Load
     return rows
 
 
-# -- part 5 (optional): where refd's time goes ---------------------------------------------
+# -- part 5: the LDAP bind source ------------------------------------------------------------
+
+
+def check_referral(port: int, user: str, want: str) -> str:
+    """One login by hand: the tagged answer must be a referral naming ``want``."""
+    with socket.create_connection((S.HOST, port), timeout=30) as sock:
+        f = sock.makefile("rwb")
+        f.readline()
+        f.write(f"a1 LOGIN {user} {S.PASSWORD}\r\n".encode())
+        f.flush()
+        while True:
+            line = f.readline().decode(errors="replace").rstrip()
+            if not line or line.startswith("a1 "):
+                break
+    if not line.startswith("a1 NO [REFERRAL imap://") or want not in line:
+        raise RuntimeError(f"{user} on port {port}: expected a referral to {want}, got {line!r}")
+    return line
+
+
+def run_ldap(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+             routing: Path, work: Path, cores: int) -> dict[str, Any]:  # fmt: skip
+    """Login referrals with the users in one private slapd: refd's ldap source in
+    bind mode against Dovecot's passdb ldap with auth_bind, cell by cell back to
+    back; then refd's cached route lookup (bench/ldap_bench.py --lookup-only)."""
+    started = time.monotonic()
+    out: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "load_start": loadavg(),
+        "refd_commit": args.env["refd_commit"],
+        "users": fx.nusers,
+    }
+    slapd_bin = S.find_slapd()
+    if slapd_bin is None:
+        raise RuntimeError(
+            "the ldap part needs slapd and ldap-utils (apt-get install slapd ldap-utils) "
+            "and refd's test extras in --python (pip install -e '.[test]')"
+        )
+    d = work / "ldap"
+    t = time.monotonic()
+    directory = S.start_directory(slapd_bin, fx, d / "slapd", fx.nusers)
+    out["slapd_start_s"] = round(time.monotonic() - t, 1)
+    version = subprocess.run([slapd_bin, "-VV"], capture_output=True, text=True, check=False)
+    found = re.search(r"slapd [^ ]+", version.stderr)
+    out["slapd"] = found.group(0) if found else "slapd (version unknown)"
+    servers: dict[str, Any] = {}
+    try:
+
+        def directory_pids() -> list[int]:
+            return [directory.pid]
+
+        if "dovecot" in args.servers:
+            passdb = S.dovecot_ldap_passdb(directory.url, d / "dovecot")
+            servers["dovecot"] = S.start_dovecot(args.dovecot, fx, d / "dovecot", cores=cores,
+                                                 passdb=passdb)  # fmt: skip
+        auth = S.refd_ldap_auth(directory.url, d / "refd")
+        if "refd" in args.servers:
+            servers[f"refd-w{cores}"] = S.start_refd(
+                args.python, fx, d / "refd-wN", workers=cores, routing=routing, auth=auth
+            )
+        if "refd1" in args.servers and cores != 1:
+            servers["refd-w1"] = S.start_refd(
+                args.python, fx, d / "refd-w1", workers=1, routing=routing, auth=auth
+            )
+        configs: dict[str, str] = {}
+        for name, srv in servers.items():
+            f = "dovecot.conf" if name == "dovecot" else "refd.yaml"
+            if f not in configs:
+                configs[f] = (srv.directory / f).read_text().replace(str(work), "<work>")
+        if "dovecot" in servers:
+            text = (d / "dovecot" / "dovecot-ldap.conf.ext").read_text()
+            configs["dovecot-ldap.conf.ext"] = text.replace(str(work), "<work>")
+        configs["slapd.conf"] = (
+            (d / "slapd" / "slapd.conf").read_text().replace(str(work), "<work>")
+        )
+        out["configs"] = configs
+        # Both answer with the user's own mailHost (user 1 lives on the second host).
+        user = f"{S.LDAP_PREFIX}{1:06d}"
+        out["answers"] = {
+            name: check_referral(srv.port, user, "@" + S.ldap_mail_host(1))
+            for name, srv in servers.items()
+        }
+        cells = []
+        for conc in args.conc:
+            for name, srv in servers.items():
+                o = flow_options("plain", name, prof, fx.nusers)
+                o.update(prefix=S.LDAP_PREFIX, expect1="NO [REFERRAL imap://")
+                cell = gen.run_cell(Cell(name, "ldap", conc), srv.port, srv.pids,
+                                    directory_pids=directory_pids, **o)  # fmt: skip
+                cells.append(cell)
+                log(
+                    f"ldap {name:9} c={conc:<3} {cell.rate:9.1f}/s p50={_ms(cell.p50_ms)} "
+                    f"p99={_ms(cell.p99_ms)} err={cell.error_count} srv={cell.server_cpu_pct:.0f}% "
+                    f"slapd={cell.directory_cpu_pct or 0:.0f}% gen={cell.gen_cpu_pct:.0f}% "
+                    f"other={cell.other_cpu_pct:.0f}% "
+                    f"{'' if not cell.first_bad else 'first_bad=' + cell.first_bad}"
+                )
+                quiesce(lambda srv=srv: srv.pids() + directory_pids())
+        out["cells"] = [asdict(c) for c in cells]
+        for srv in servers.values():
+            srv.stop()
+        servers = {}
+        lookups = 100_000 if prof.name == "full" else 10_000
+        cmd = [args.python, str(BENCH / "ldap_bench.py"), "--lookup-only", directory.url,
+               "--users", str(fx.nusers), "--name-format", S.LDAP_PREFIX + "{:06d}",
+               "--lookups", str(lookups)]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(S.SOURCE["path"])}
+        log("ldap: " + " ".join(shlex.quote(c) for c in cmd))
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
+        if p.returncode != 0:
+            raise RuntimeError(f"ldap_bench --lookup-only failed: {p.stderr[-2000:]}")
+        out["lookup"] = json.loads(p.stdout.strip().splitlines()[-1])
+        shown = ["PYTHONPATH=<snapshot of refd/>", "<python>", "bench/ldap_bench.py", *cmd[2:]]
+        out["lookup"]["command"] = " ".join(shlex.quote(c) for c in shown).replace(
+            directory.url, "ldap://127.0.0.1:<slapd port>"
+        )
+        log(f"ldap lookup: {json.dumps(out['lookup'])}")
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        directory.stop()
+    out["load_end"] = loadavg()
+    out["duration_s"] = round(time.monotonic() - started, 1)
+    return out
+
+
+# -- part 6 (optional): where refd's time goes ---------------------------------------------
 
 
 def find_pyspy(python: str) -> str | None:
@@ -698,7 +843,7 @@ def main() -> int:
     p.add_argument("--loadgen", type=Path, help="the built loadgen binary (bench/run passes it)")
     p.add_argument("--loadgen-build", default="", help="how it was built (for RESULTS.md)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes per cell")
-    p.add_argument("--parts", default="throughput,memory,routing,reload")
+    p.add_argument("--parts", default="throughput,memory,routing,reload,ldap")
     p.add_argument("--flows", default=",".join(FLOWS))
     p.add_argument("--conc", default=",".join(map(str, CONCURRENCY)))
     p.add_argument("--servers", default="dovecot,refd,refd1",
@@ -721,6 +866,13 @@ def main() -> int:
         choices=("head", "worktree"),
         default="head",
         help="benchmark refd/ as committed (default) or as on disk",
+    )
+    p.add_argument(
+        "--merge",
+        type=Path,
+        metavar="RESULTS.json",
+        help="start from this results file and replace only the parts run now "
+        "(e.g. --parts ldap --merge bench/RESULTS.json --out bench/RESULTS.md)",
     )
     p.add_argument(
         "--render-only",
@@ -767,6 +919,7 @@ def main() -> int:
     snapshot_refd(args.refd_source, work / "src")
     S.SOURCE["path"] = work / "src"
     env = environment(args, args.loadgen_build)
+    args.env = env
     log(f"{prof.name} run on {env['nproc']} x {env['cpu_model']}, load average {load_start}")
     log(
         f"refd {env['refd_version']} from commit {env['refd_commit']}"
@@ -774,6 +927,11 @@ def main() -> int:
     )
     gen = LoadGen(args.loadgen, args.gen_procs)
     results: dict[str, Any] = {"profile": asdict(prof), "env": env, "load_start": load_start}
+    base: dict[str, Any] | None = None
+    if args.merge is not None:
+        base = json.loads(args.merge.read_text())
+        if base["profile"]["name"] != prof.name:
+            p.error(f"--merge: {args.merge} is a {base['profile']['name']} run, not {prof.name}")
     try:
         fx = S.make_fixture(work / "fixture", 1000)
         routing = S.write_routing(work / "fixture", fx.nusers)
@@ -787,6 +945,8 @@ def main() -> int:
             results["routing"] = run_routing(args, prof, work)
         if "reload" in parts:
             results["reload"] = run_reload(args, prof, fx, gen, work, cores)
+        if "ldap" in parts:
+            results["ldap"] = run_ldap(args, prof, fx, gen, routing, work, cores)
         if args.profile:
             results["profiles"] = run_profiles(args, prof, fx, gen, routing, work, cores)
     finally:
@@ -797,6 +957,22 @@ def main() -> int:
     results["load_end"] = loadavg()
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["cores"] = cores
+    if base is not None:
+        # the parts run now replace the old ones; machine, versions and run time stay
+        # the old run's, and "merged" says what came later (each part's own date is kept)
+        ran = [k for k in ("throughput", "memory", "routing", "reload", "ldap", "profiles")
+               if k in results]  # fmt: skip
+        later = {"parts": ran, "date": env["date"], "refd_commit": env["refd_commit"],
+                 "load_start": load_start, "load_end": results["load_end"],
+                 "duration_s": results["duration_s"],
+                 "command": f"bench/run {env['user_args']}"}  # fmt: skip
+        for k in ran:
+            base[k] = results[k]
+        if "throughput" in ran:
+            base["configs"] = results.get("configs", {})
+        base.setdefault("merged", []).append(later)
+        results = base
+        results.pop("notes", None)
     if args.notes and args.notes.exists() and not args.quick:  # written for a full run
         results["notes"] = args.notes.read_text()
     import report  # noqa: PLC0415
@@ -806,7 +982,7 @@ def main() -> int:
     args.out.with_name(args.out.stem + ".json").write_text(json.dumps(results, indent=1) + "\n")
     print()
     print(report.console_table(results))
-    log(f"done in {results['duration_s']} s; wrote {args.out}")
+    log(f"done in {round(time.monotonic() - started, 1)} s; wrote {args.out}")
     return 0
 
 

@@ -119,6 +119,117 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]
     return out
 
 
+def _ldap_servers(cells: list[dict[str, Any]]) -> list[str]:
+    names = {c["server"] for c in cells}
+    mains = sorted(n for n in names if n.startswith("refd-w") and n != "refd-w1")
+    return [n for n in ("dovecot", *mains, "refd-w1") if n in names]
+
+
+def render_ldap(results: dict[str, Any]) -> list[str]:
+    """The "LDAP bind source" section (or a line saying it was not run)."""
+    L = ["## LDAP bind source\n"]
+    ld = results.get("ldap")
+    if not ld:
+        L.append("Not run in this run (`bench/run --parts ldap`: see `bench/README.md`).\n")
+        return L
+    cells = ld.get("cells", [])
+    names = _ldap_servers(cells)
+    main = next((n for n in names if n.startswith("refd-w") and n != "refd-w1"), None)
+    main = main or ("refd-w1" if "refd-w1" in names else None)
+    dove = "dovecot" if "dovecot" in names else None
+    L.append(
+        f"One private OpenLDAP slapd with {ld['users']:,} users (`uid=ldap-NNNNNN`, "
+        "`{SSHA}` passwords with a salt each, a `mailHost` each); refd's `ldap` source in "
+        "bind mode and Dovecot's `passdb ldap` with `auth_bind = yes` ask the *same* slapd "
+        "over `ldap://127.0.0.1`: a search as the service account, then a bind as the "
+        "user's DN, on every login (no auth cache on either side). Both answer with a "
+        "login referral to the user's `mailHost` (Dovecot: `pass_attrs` `mailHost=host` "
+        "and `=nologin=y`, its documented referral). One session = connect, greeting, "
+        "`LOGIN`, tagged answer, `LOGOUT`, server's close, *c* clients in a closed loop "
+        "(`bench/loadgen.c`, as for the login-referral tables); each cell measured on the "
+        "servers back to back. "
+        "`µs/sess` is the server's CPU per session, `slapd µs` the directory's CPU per "
+        "session while that server ran; `other` is CPU used by anything but the servers, "
+        "slapd and the generator (other people's jobs), % of one core.\n"
+    )
+    L.append(
+        f"Run {ld['date']} (refd commit {ld['refd_commit']}), {ld['duration_s']} s; load "
+        f"average at start / end {ld['load_start']} / {ld['load_end']}; "
+        f"{ld.get('slapd', 'slapd')}.\n"
+    )
+    if cells:
+        by = {(c["server"], c["conc"]): c for c in cells}
+        head, sep = "| c |", "|---|"
+        for n in names:
+            head += f" {n} /s | p50 ms | p99 ms | µs/sess | slapd µs |"
+            sep += "---|---|---|---|---|"
+        if dove and main:
+            head += " ratio |"
+            sep += "---|"
+        head += " errors | gen % | other % |"
+        sep += "---|---|---|"
+        L += [head, sep]
+        for c in sorted({k[1] for k in by}):
+            line = f"| {c} |"
+            errs, gen, other = [], [], []
+            for n in names:
+                x = by.get((n, c))
+                if x is None:
+                    line += " - | - | - | - | - |"
+                    continue
+                line += (f" {_f(x['rate'])} | {_ms(x['p50_ms'])} | {_ms(x['p99_ms'])} |"
+                         f" {_f(x['server_cpu_us_per_session'], 0)} |"
+                         f" {_f(x.get('directory_cpu_us_per_session'), 0)} |")  # fmt: skip
+                errs.append(str(sum(v for k, v in x["errors"].items() if k != "cut_at_end")))
+                gen.append(f"{x['gen_cpu_pct']:.0f}")
+                other.append(f"{x['other_cpu_pct']:.0f}")
+            if dove and main:
+                a, b = by.get((main, c)), by.get((dove, c))
+                line += f" {a['rate'] / b['rate']:.2f}× |" if a and b and b["rate"] else " - |"
+            line += f" {'/'.join(errs)} | {'/'.join(gen)} | {'/'.join(other)} |"
+            L.append(line)
+        L.append("")
+        if dove and main:
+            d, r = (
+                max((by[k] for k in by if k[0] == dove), key=lambda x: x["rate"]),
+                max((by[k] for k in by if k[0] == main), key=lambda x: x["rate"]),
+            )
+            if d["rate"]:
+                L.append(
+                    f"Peak: {main} {_f(r['rate'])}/s (c={r['conc']}) vs Dovecot "
+                    f"{_f(d['rate'])}/s (c={d['conc']}): {r['rate'] / d['rate']:.2f}×. "
+                    "No target is set for this flow.\n"
+                )
+        bad = [x for x in cells if x["first_bad"]]
+        if bad:
+            first = [f"{x['server']} c={x['conc']}: `{x['first_bad']}`" for x in bad[:4]]
+            L.append("First unexpected answers: " + "; ".join(first) + "\n")
+    answers = ld.get("answers")
+    if answers:
+        L.append("Checked before the cells (user 1's `mailHost` is `mail2.example.org`):\n")
+        L.append("```")
+        L += [f"{n}: {a}" for n, a in answers.items()]
+        L.append("```\n")
+    lk = ld.get("lookup")
+    if lk:
+        L.append(
+            f"**Route lookup** (`LdapSource.lookup`, refd's in-process API behind routing, "
+            f"`refd explain` and `refd probe`), {lk['names']:,} users: answered by the route "
+            f"cache **{lk['cached_lookup_us']:.2f} µs** per call (best of 3 passes of "
+            f"{lk['lookups']:,} calls); not cached, one search round trip to slapd "
+            f"{lk['uncached_lookup_us']:,.0f} µs per call.\n"
+        )
+        L.append(f"```\n{lk['command']}\n```\n")
+    configs = ld.get("configs")
+    if configs:
+        for name, text in configs.items():
+            L.append(
+                f"<details><summary>{name} (ldap part)</summary>\n\n```\n{text.rstrip()}\n```\n"
+                "</details>\n"
+            )
+    return L
+
+
 def render(results: dict[str, Any]) -> str:
     env = results["env"]
     prof = results["profile"]
@@ -155,6 +266,11 @@ def render(results: dict[str, Any]) -> str:
         ("fd limit", env["fd_limit"]),
         ("run time", f"{results.get('duration_s')} s"),
     ]  # fmt: skip
+    for later in results.get("merged", []):
+        rows.append((f"later run of {', '.join(later['parts'])}",
+                     f"{later['date']}, commit {later['refd_commit']}, load "
+                     f"{later['load_start']} / {later['load_end']}, {later['duration_s']} s: "
+                     f"`{later['command']}`"))  # fmt: skip
     for k, v in rows:
         L.append(f"| {k} | {v} |")
     L.append("\nExact commands:\n")
@@ -336,6 +452,7 @@ def render(results: dict[str, Any]) -> str:
                     f"{_f(x['load_rate'])} | {_ms(x['load_p99_ms'])} | {_ms(x['load_max_ms'])} |"
                 )
         L.append("\nTarget: no event-loop stall over 50 ms during reload.\n")
+    L += render_ldap(results)
     pr = results.get("profiles")
     if pr and pr.get("runs"):
         L.append("## Where refd's time goes (py-spy)\n")
@@ -418,6 +535,19 @@ def console_table(results: dict[str, Any]) -> str:
                         f"  {a['rate'] / b['rate']:5.2f}x" if a and b and b["rate"] else "      -"
                     )
                 out.append(line)
+    ld = results.get("ldap")
+    if ld and ld.get("cells"):
+        names = _ldap_servers(ld["cells"])
+        by = {(c["server"], c["conc"]): c for c in ld["cells"]}
+        out.append(
+            f"{'ldap':8} {'c':>4} " + " ".join(f"{n + ' /s':>12} {'p99ms':>8}" for n in names)
+        )
+        for c in sorted({k[1] for k in by}):
+            out.append(f"{'ldap':8} {c:>4} " + " ".join(
+                f"{by[n, c]['rate']:12.1f} {_ms(by[n, c]['p99_ms']):>8}" if (n, c) in by
+                else f"{'-':>12} {'-':>8}" for n in names))  # fmt: skip
+    if ld and ld.get("lookup"):
+        out.append(f"ldap cached route lookup: {ld['lookup']['cached_lookup_us']:.2f} µs")
     for target, measured, _n, met in verdicts(results):
         out.append(
             f"[{'ok  ' if met else 'MISS' if met is not None else '    '}] {target}: {measured}"

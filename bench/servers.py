@@ -326,10 +326,13 @@ def start_refd(
     routing: Path,
     name: str = "refd",
     log_level: str = "info",
+    auth: str | None = None,
 ) -> Refd:
+    """``auth``: the config's ``auth:`` block (YAML, indented two spaces under
+    it); default the bench passwd-file."""
     return _retry_port_clash(
         lambda: _start_refd(python, fx, directory, workers=workers, routing=routing, name=name,
-                            log_level=log_level),
+                            log_level=log_level, auth=auth),
         directory, ("refd.log",),
     )  # fmt: skip
 
@@ -343,18 +346,22 @@ def _start_refd(
     routing: Path,
     name: str = "refd",
     log_level: str = "info",
+    auth: str | None = None,
 ) -> Refd:
     directory.mkdir(parents=True, exist_ok=True)
     port, tls_port, mport = free_ports(3)
     config = directory / "refd.yaml"
+    if auth is None:
+        auth = f"""  source: passwd-file
+  passwd_file: {fx.passwd}
+  failure_delay_s: 2          # irrelevant: every login in the bench succeeds
+"""
     config.write_text(
         f"""# written by bench/servers.py
 hostname: bench.refd.invalid
 routing: {routing}
 auth:
-  source: passwd-file
-  passwd_file: {fx.passwd}
-  failure_delay_s: 2          # irrelevant: every login in the bench succeeds
+{auth.rstrip()}
 listeners:
   - {{name: imap, address: {HOST}, port: {port}, tls: none}}
   - {{name: imaps, address: {HOST}, port: {tls_port}, tls: implicit}}
@@ -432,14 +439,19 @@ def dovecot_version(binary: str) -> str:
     return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
 
 
-def start_dovecot(binary: str, fx: Fixture, directory: Path, *, cores: int) -> Dovecot:
+def start_dovecot(
+    binary: str, fx: Fixture, directory: Path, *, cores: int, passdb: str | None = None
+) -> Dovecot:
+    """``passdb``: the ``passdb { ... }`` block; default the bench passwd-file."""
     return _retry_port_clash(
-        lambda: _start_dovecot(binary, fx, directory, cores=cores),
+        lambda: _start_dovecot(binary, fx, directory, cores=cores, passdb=passdb),
         directory, ("dovecot.log", "dovecot.stderr"),
     )  # fmt: skip
 
 
-def _start_dovecot(binary: str, fx: Fixture, directory: Path, *, cores: int) -> Dovecot:
+def _start_dovecot(
+    binary: str, fx: Fixture, directory: Path, *, cores: int, passdb: str | None = None
+) -> Dovecot:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
     nobody = pwd.getpwnam("nobody")
@@ -448,6 +460,11 @@ def _start_dovecot(binary: str, fx: Fixture, directory: Path, *, cores: int) -> 
     os.chown(home, nobody.pw_uid, nobody.pw_gid)
     port, tls_port = free_ports(2)
     conf = directory / "dovecot.conf"
+    if passdb is None:
+        passdb = f"""passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN {fx.passwd}
+}}"""
     conf.write_text(
         f"""# written by bench/servers.py: login referrals, tuned for throughput
 base_dir = {directory}/run
@@ -471,10 +488,7 @@ namespace inbox {{
   inbox = yes
   separator = /
 }}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN {fx.passwd}
-}}
+{passdb}
 userdb {{
   driver = static
   args = uid={nobody.pw_uid} gid={nobody.pw_gid} home={home}/%u
@@ -512,6 +526,98 @@ service imap {{
     return server
 
 
+# -- the directory: a private slapd (tests/interop/slapd.py) -------------------------------
+
+LDAP_PREFIX = "ldap-"
+#: the users' mailHost values: two servers of the bench routing table
+LDAP_HOSTS = ("mail1.example.org", "mail2.example.org")
+LDAP_FILTER = "(&(objectClass=inetOrgPerson)(uid=%u))"
+
+
+def ldap_mail_host(i: int) -> str:
+    return LDAP_HOSTS[i % len(LDAP_HOSTS)]
+
+
+def _interop() -> Any:
+    """tests.interop.slapd from this checkout (it needs refd's test extras)."""
+    if str(REPO) not in sys.path:
+        sys.path.append(str(REPO))
+    import tests.interop.slapd as slapd_fixture
+
+    return slapd_fixture
+
+
+def find_slapd() -> str | None:
+    try:
+        return _interop().find_slapd()  # type: ignore[no-any-return]
+    except ImportError:
+        return None
+
+
+def start_directory(binary: str, fx: Fixture, directory: Path, nusers: int) -> Any:
+    """A running slapd with ``nusers`` entries ``uid=ldap-NNNNNN``: password
+    ``secret`` as {SSHA} with a salt of its own each, and a ``mailHost``
+    (``mail1``/``mail2.example.org``, alternately). Returns the
+    ``SlapdInstance`` (``.url``, ``.pid``, ``.stop()``)."""
+    sf = _interop()
+    from tests.interop.dovecot import ServerCert
+
+    cert = ServerCert(fx.cert.read_bytes(), fx.key.read_bytes())
+    users = [
+        sf.LdapUser(f"{LDAP_PREFIX}{i:06d}", sf.ssha(PASSWORD, salt=os.urandom(4)),
+                    mail_host=ldap_mail_host(i))
+        for i in range(nusers)
+    ]  # fmt: skip
+    return sf.start_slapd(binary, directory, cert, fx.cert.read_bytes(), users)
+
+
+def refd_ldap_auth(url: str, directory: Path) -> str:
+    """refd's ``auth:`` block: the ldap source in bind mode, routes from mailHost."""
+    sf = _interop()
+    secret = directory / "ldap.secret"
+    directory.mkdir(parents=True, exist_ok=True)
+    secret.write_text(sf.SERVICE_PASSWORD + "\n")
+    return f"""  source: ldap
+  failure_delay_s: 2          # irrelevant: every login in the bench succeeds
+  ldap:
+    servers: [{url}]
+    mode: bind
+    bind_dn: "{sf.SERVICE_DN}"
+    bind_password_file: {secret}
+    base: "{sf.PEOPLE}"
+    user_filter: "{LDAP_FILTER}"
+    route_attribute: mailHost   # names a host of the routing table
+    # pool_size (8 per worker), timeouts, route cache: the defaults
+"""
+
+
+def dovecot_ldap_passdb(url: str, directory: Path) -> str:
+    """Dovecot's ``passdb``: driver ldap with auth_bind (search as the service
+    account, then bind as the user's DN), ``host`` from mailHost and
+    ``nologin=y``: its login referral, as for the passwd-file users."""
+    sf = _interop()
+    directory.mkdir(parents=True, exist_ok=True)
+    args = directory / "dovecot-ldap.conf.ext"
+    args.write_text(
+        f"""# written by bench/servers.py
+uris = {url}
+ldap_version = 3
+dn = {sf.SERVICE_DN}
+dnpass = {sf.SERVICE_PASSWORD}
+auth_bind = yes
+base = {sf.PEOPLE}
+scope = subtree
+pass_filter = {LDAP_FILTER}
+pass_attrs = uid=user, mailHost=host, =nologin=y
+"""
+    )
+    args.chmod(0o600)
+    return f"""passdb {{
+  driver = ldap
+  args = {args}
+}}"""
+
+
 __all__ = [
     "HOST",
     "Dovecot",
@@ -524,6 +630,7 @@ __all__ = [
     "machine_cpu",
     "make_fixture",
     "rss_bytes",
+    "start_directory",
     "start_dovecot",
     "start_refd",
     "write_routing",
