@@ -281,7 +281,8 @@ LEVELS = [
         "config",
         ("autodiscovery", "limits"),
         CONFIG
-        + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}], limits: {zzz_unknown: 1}}\n",
+        + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}],"
+        + " limits: {zzz_unknown: 1}}\n",
     ),
     ("routing", (), ROUTING + "zzz_unknown: 1\n"),
     ("routing", ("servers", "*"), ROUTING.replace("{host: mail1", "{zzz_unknown: 1, host: mail1")),
