@@ -37,8 +37,8 @@ from refd.config.loader import (
     TLS_MODES,
 )
 from refd.limits import HttpLimits, Limits
-from refd.routing.load import _SERVER_NAME, FORMAT_VERSION
-from refd.routing.model import LoginMode
+from refd.routing.load import _LOGIN_NAMES, _SERVER_NAME, FORMAT_VERSION
+from refd.routing.model import ClientTls, LoginMode
 from refd.runtime import AUTH_PROTOCOLS
 
 __all__ = ["KINDS", "config_schema", "routing_schema", "schema_text"]
@@ -320,6 +320,28 @@ def config_schema() -> Schema:
     }
 
 
+_TLS = tuple(mode.value for mode in ClientTls)
+# A DNS name of letters, digits and "-" labels (any case: the loader lower-cases it).
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_NAME = rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$"
+
+
+def _submission(description: str) -> Schema:
+    endpoint = _object(
+        {
+            "host": _str("DNS name or IP address"),
+            "port": _int(1, 65535, "default 587"),
+            "tls": _enum(_TLS, "default implicit on port 465, else starttls"),
+        },
+        "An SMTP submission endpoint",
+        ("host",),
+    )
+    return {
+        "anyOf": [_str("host[:port]; port default 587, TLS implicit on 465"), endpoint],
+        "description": description,
+    }
+
+
 def routing_schema() -> Schema:
     """The schema of the routing table (``routing.yaml``)."""
     server = _object(
@@ -327,9 +349,28 @@ def routing_schema() -> Schema:
             "host": _str("DNS name, IPv4, or IPv6 (::1 or [::1])"),
             "port": _int(1, 65535, "default 143"),
             "replicas": _str_or_list("servers holding the same mailboxes, tried after this one"),
+            "imaps_port": _int(1, 65535, "the server's implicit-TLS port (993), if any"),
+            "client_tls": _enum(
+                _TLS,
+                "what setup documents offer: implicit (imaps_port; default with it), "
+                "starttls (port; default without), none (plaintext: demo and tests only)",
+            ),
+            "submission": _submission("SMTP submission for this server's users"),
         },
-        "A backend IMAP server",
+        "A backend IMAP server; port is what referral URLs name (STARTTLS, not 993)",
         ("host",),
+    )
+    domain = _object(
+        {
+            "login_name": _enum(_LOGIN_NAMES, "what users log in with; default address"),
+            "display_name": _str("the account's name in clients; default the domain"),
+            "server": _str(
+                'the domain-level answer\'s server; default: the users: rule glob "*@DOMAIN", '
+                "else the default rule's"
+            ),
+            "submission": _submission("SMTP submission for the domain"),
+        },
+        "A mail domain served by account-setup documents and refd dns",
     )
     selectors = ("user", "glob", "regex", "default")
     user_rule = _object(
@@ -403,6 +444,12 @@ def routing_schema() -> Schema:
                 "items": {"type": "string"},
                 "uniqueItems": True,
                 "description": "listed by RLIST / RLSUB after INBOX",
+            },
+            "domains": {
+                "type": "object",
+                "propertyNames": {"pattern": _DOMAIN_NAME},
+                "additionalProperties": domain,
+                "description": "mail domain -> its account-setup facts",
             },
             "namespaces": _object(
                 {

@@ -195,6 +195,16 @@ ROUTING_MISTAKES = {
     "users not a list": ROUTING.split("users:", maxsplit=1)[0] + "users: {alice: mail1}\n",
     "unknown namespace": ROUTING + "namespaces: {public: []}\n",
     "default false": ROUTING + "  - {default: false, server: mail1}\n",
+    "bad client_tls": ROUTING.replace("{host: mail1.example.org}", "{host: a, client_tls: ssl}"),
+    "imaps_port out of range": ROUTING.replace(
+        "{host: mail1.example.org}", "{host: a, imaps_port: 0}"
+    ),
+    "submission without host": ROUTING.replace(
+        "{host: mail1.example.org}", "{host: a, submission: {port: 465}}"
+    ),
+    "unknown domain key": ROUTING + "domains: {example.org: {login: address}}\n",
+    "bad login_name": ROUTING + "domains: {example.org: {login_name: uid}}\n",
+    "bad domain name": ROUTING + "domains: {'exa mple.org': {server: mail1}}\n",
 }
 
 
@@ -253,8 +263,16 @@ def schema_properties(schema: dict[str, Any], path: tuple[str, ...]) -> set[str]
         elif step == "*":
             node = node["additionalProperties"]
         else:
-            node = node["properties"][step]
-    return set(node["properties"])
+            node = _mapping(node["properties"][step])
+    return set(_mapping(node)["properties"])
+
+
+def _mapping(node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or its one ``anyOf`` member that is a mapping (``host[:port]`` or a map)."""
+    if "anyOf" in node and "properties" not in node:
+        (found,) = [n for n in node["anyOf"] if "properties" in n]
+        return found
+    return node
 
 
 IMAP = CONFIG.replace(
@@ -293,6 +311,17 @@ LEVELS = [
     ),
     ("routing", ("mailboxes", "[]"), ROUTING + "    zzz_unknown: 1\n"),
     ("routing", ("namespaces",), ROUTING + "namespaces: {zzz_unknown: 1}\n"),
+    (
+        "routing",
+        ("servers", "*", "submission"),
+        ROUTING.replace("{host: mail1.example.org}", "{host: h, submission: {zzz_unknown: 1}}"),
+    ),
+    ("routing", ("domains", "*"), ROUTING + "domains: {example.org: {zzz_unknown: 1}}\n"),
+    (
+        "routing",
+        ("domains", "*", "submission"),
+        ROUTING + "domains: {example.org: {submission: {zzz_unknown: 1}}}\n",
+    ),
 ]
 
 
@@ -319,6 +348,9 @@ def test_every_level_of_the_schema_is_compared() -> None:
             found |= levels(node["items"], (*path, "[]"))
         if isinstance(node.get("additionalProperties"), dict):
             found |= levels(node["additionalProperties"], (*path, "*"))
+        for member in node.get("anyOf", ()):
+            if "properties" in member:
+                found |= levels(member, path)
         return found
 
     compared = {(kind, path) for kind, path, _ in LEVELS}
