@@ -152,6 +152,7 @@ def write_config(
     text = DEMO_CONFIG.read_text()
     text = text.replace("port: 1143", f"port: {imap_port}")
     text = text.replace("port: 9143", f"port: {metrics_port}")
+    text = text.replace("port: 1180", "port: 0")  # the demo's autodiscovery
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.01")
     if limits:
         text += "limits:\n" + "".join(f"  {k}: {v}\n" for k, v in limits.items())
@@ -213,9 +214,12 @@ class RefdProcess:
         self.stop()
 
 
-def http_get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
+def http_get(
+    port: int, path: str, timeout: float = 10, host: str = "localhost"
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection (``Connection: close``): status and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
