@@ -27,7 +27,7 @@ import trio
 from refd import __version__, probe
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
-from refd.checks import Finding, check_config, port_conflicts
+from refd.checks import Finding, check_config, port_conflicts, routing_warnings
 from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.config.tree import Reader, TreeError
 from refd.config.yamltree import parse_yaml
@@ -322,7 +322,8 @@ def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
     kind = kind or _guess(path)
     if kind == "routing":
         table = load_routing(path)
-        return [f"routing table sha256 {table.sha256[:12]}", _table_summary(table)], []
+        summary = [f"routing table sha256 {table.sha256[:12]}", _table_summary(table)]
+        return summary, routing_warnings(table)
     config = load_config(path)
     service = load_service(config)
     table = service.table

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from refd.routing.model import (
+    ClientTls,
     Domain,
     LoginMode,
     MailboxRule,
@@ -177,11 +178,15 @@ class RoutingTable:
         if route is None:
             why = "no rule matched" if url_can_name(user) else "an IMAP URL cannot name it"
             return [f"{shown}: {why}", "no referral: the user has no home server in this table"]
-        return [
+        lines = [
             f"{shown} -> {route.rule}",
             "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
-            f"login: {route.login.value}",
         ]
+        endpoints = _client_endpoints(route.server)
+        if endpoints:
+            lines.append(f"{route.server.name} for clients: {endpoints}")
+        lines.append(f"login: {route.login.value}")
+        return lines
 
     def explain_mailbox(self, user: str, mailbox: str) -> list[str]:
         """A human trace of where ``mailbox`` of ``user`` is sent: rule, name, servers."""
@@ -223,3 +228,26 @@ class RoutingTable:
 
 def _server(server: Server) -> str:
     return f"{server.name} ({server.authority})"
+
+
+_TLS_WORDS = {
+    ClientTls.IMPLICIT: "implicit TLS",
+    ClientTls.STARTTLS: "STARTTLS",
+    ClientTls.NONE: "no TLS",
+}
+
+
+def _client_endpoints(server: Server) -> str:
+    """What account-setup documents offer for ``server``, when it says more than its port."""
+    if (
+        server.imaps_port is None
+        and server.client_tls is ClientTls.STARTTLS
+        and not server.submission
+    ):
+        return ""
+    imap = server.imap_endpoint
+    text = f"IMAP {imap.authority} {_TLS_WORDS[imap.tls]}"
+    if server.submission is not None:
+        sub = server.submission
+        text += f", submission {sub.authority} {_TLS_WORDS[sub.tls]}"
+    return text
