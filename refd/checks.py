@@ -279,5 +279,23 @@ def check_config(config: DaemonConfig, service: Service) -> list[Finding]:
         *_public_trust(config, lines),
         *_world_readable(config.tls_key, "tls.key", lines.of("tls", "key"), lines.file),
         *routing_warnings(service.table),
+        *_autodiscovery_without_domains(config, service, lines),
     ]
     return errors + warnings
+
+
+def _autodiscovery_without_domains(
+    config: DaemonConfig, service: Service, lines: _Lines
+) -> list[Finding]:
+    """Setup documents served from a table that names no mail domain: every answer 404."""
+    if config.autodiscovery is None or service.table.domains:
+        return []
+    return [
+        Finding(
+            lines.file,
+            lines.of("autodiscovery"),
+            "autodiscovery is served but the routing table has no domains: section, "
+            "so every setup request gets 404 (add the mail domains to the routing table)",
+            warning=True,
+        )
+    ]

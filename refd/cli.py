@@ -353,6 +353,18 @@ def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
             f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}" for lc in config.listeners
         ),
     ]
+    if config.autodiscovery is not None:
+        ad = config.autodiscovery.policy
+        summary.append(
+            "autodiscovery: "
+            + ", ".join(
+                f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}"
+                for lc in config.autodiscovery.listeners
+            )
+            + f"; {len(table.domains)} domain{'' if len(table.domains) == 1 else 's'}"
+            + f"; per_user {'yes' if ad.per_user else 'no'}"
+            + f"; require_auth {', '.join(ad.require_auth) or 'none'}"
+        )
     if config.metrics_address is not None:
         summary.append(f"metrics: {authority(*config.metrics_address)}")
     if config.tls_cert is not None:
