@@ -12,6 +12,7 @@ failed logins runs over memory streams on trio's MockClock.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import re
 import ssl
@@ -25,10 +26,11 @@ import trustme
 from refd.autodiscovery import server as http_server
 from refd.autodiscovery.answer import setup_answer
 from refd.autodiscovery.documents import autoconfig, autodiscover, mobileconfig
-from refd.config.loader import DaemonConfig, load_config, load_service
+from refd.config.loader import DaemonConfig, ListenerConfig, load_config, load_service
 from refd.daemon import Daemon
 from refd.door import DoorState
 from refd.runtime import ClientInfo, Service, ServiceRef
+from tests.conftest import hits
 from tests.robustness.helpers import (
     AUTODISCOVER_REQUEST,
     HttpClient,
@@ -474,3 +476,81 @@ async def test_sighup_reloads_the_https_certificate(nursery: trio.Nursery, tmp_p
     assert await daemon.reload()
     assert await subject() == "second"
     daemon.door.stop()
+
+
+# -- the accept path: PROXY header, connection caps, shutdown ---------------------------------
+
+
+async def test_a_proxy_header_names_the_client(
+    nursery: trio.Nursery,
+    demo_config: DaemonConfig,
+    demo_service: Service,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Behind a load balancer the header's source is the client: its address is
+    logged, and it is not in trusted_networks, so credentials need HTTPS."""
+    caplog.set_level(logging.INFO)
+    config = dataclasses.replace(demo_config, proxy_networks=(ipaddress.ip_network("127.0.0.0/8"),))
+    door = await start_http_door(
+        nursery,
+        config,
+        demo_service,
+        listeners=(ListenerConfig("http", "127.0.0.1", 0, proxy_protocol=True),),
+    )
+    header = b"PROXY TCP4 203.0.113.7 127.0.0.1 40000 80\r\n"
+    reply = await http_request(
+        door.port, header + autodiscover_post(b"alice@example.org", basic("alice", "secret"))
+    )
+    assert seen(reply) == text_reply(
+        403, b"Forbidden", b"use HTTPS: credentials are not taken over plain HTTP"
+    )
+    reply = await http_request(door.port, header + get(ALICE))
+    assert reply.status == 200
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("autodiscovery ")]
+    assert [ln.split(" ")[2] for ln in lines] == ["addr=203.0.113.7"] * 2
+    # No header at all from a proxy network: the connection is dropped, unanswered.
+    client = await HttpClient.connect(door.port)
+    await client.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert await client.closed()
+    await client.aclose()
+    assert hits(door.door, "proxy_header") == 1
+
+
+async def test_connection_caps_answer_503(
+    nursery: trio.Nursery,
+    demo_config: DaemonConfig,
+    demo_service: Service,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    door = await start_http_door(
+        nursery, demo_config, demo_service, http_limits={"max_connections_per_address": 1}
+    )
+    first = await HttpClient.connect(door.port)
+    await first.send(get(ALICE))
+    assert (await first.reply()).status == 200  # it is open and counted now
+    second = await HttpClient.connect(door.port)
+    reply = await second.reply()
+    assert seen(reply) == text_reply(
+        503,
+        b"Service Unavailable",
+        b"too many connections; try again later",
+        (b"Connection", b"close"),
+    )
+    assert await second.closed()
+    await second.aclose()
+    await first.aclose()
+    assert hits(door.door, "http_connections_per_address") == 1
+    assert (
+        "limit=http_connections_per_address reason=1 open from this address; "
+        "autodiscovery.limits.max_connections_per_address is 1" in caplog.text
+    )
+
+
+async def test_stopping_closes_idle_keep_alive_connections(http) -> None:
+    client = await HttpClient.connect(http.port)
+    await client.send(get(ALICE))
+    assert (await client.reply()).status == 200
+    http.door.stop()
+    with trio.fail_after(5):
+        assert await client.closed()
+    await client.aclose()
