@@ -449,7 +449,7 @@ async def test_sighup_reloads_the_https_certificate(nursery: trio.Nursery, tmp_p
     for name in ("routing.yaml", "users.passwd"):
         (tmp_path / name).write_text((DEMO_CONFIG.parent / name).read_text())
     text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
-    text = text.replace("port: 1180\n      tls: none", "port: 0\n      tls: implicit")
+    text = text.replace("port: 1180, tls: none", "port: 0, tls: implicit")
     (tmp_path / "refd.yaml").write_text(text + f"tls: {{cert: {pem}, key: {pem}}}\n")
     config = load_config(tmp_path / "refd.yaml")
     daemon = Daemon(config, load_service(config))
