@@ -30,6 +30,7 @@ import trio
 
 from refd import __version__
 from refd.auth.registry import source_spec
+from refd.autodiscovery.server import serve_autodiscovery
 from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.config.tree import TreeError
 from refd.door import DoorState
@@ -227,6 +228,11 @@ class Daemon:
         )
         announce(self.config)
         async with trio.open_nursery() as nursery:
+            if signals:
+                # Before anything listens: a SIGHUP sent as soon as /readyz
+                # says 200 must reach the reload, not the default action
+                # (which ends the process).
+                await nursery.start(self._signals)
             await nursery.start(self.door.throttle.run)
             bound: list[object] = []
             if self.config.metrics_address is not None:
@@ -246,10 +252,6 @@ class Daemon:
                 # its own grace; then the rest (metrics, watcher) goes.
                 async with trio.open_nursery() as doors:
                     if self.config.http_listeners:
-                        from refd.autodiscovery.server import (  # noqa: PLC0415
-                            serve_autodiscovery,
-                        )
-
                         self.http_bound = await doors.start(
                             partial(
                                 serve_autodiscovery,
@@ -271,8 +273,6 @@ class Daemon:
             bound.insert(0, await nursery.start(serve_then_stop))
             if self.config.watch_interval_s > 0:
                 nursery.start_soon(self._watch, self.config.watch_interval_s)
-            if signals:
-                nursery.start_soon(self._signals)
             log_event(
                 log,
                 logging.INFO,
@@ -282,8 +282,9 @@ class Daemon:
             )
             task_status.started(bound)
 
-    async def _signals(self) -> None:
+    async def _signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()
