@@ -508,7 +508,9 @@ async def _read_request(reader: _Reader) -> tuple[h11.Request, bytes] | None:
     if reader.conn.they_are_waiting_for_100_continue:
         await send_all(
             reader.stream,
-            reader.conn.send(h11.InformationalResponse(status_code=100, headers=[])),
+            reader.conn.send(
+                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            ),
             reader.limits.request_timeout_s,
         )
     while True:

@@ -616,3 +616,16 @@ async def test_an_unknown_address_takes_the_time_a_known_one_does(
             times.append(await _autoconfig_time(service, address))
     a, b = statistics.quantiles(known, n=4)[0], statistics.quantiles(unknown, n=4)[0]
     assert abs(a - b) <= 0.15 * max(a, b), (a, b)
+
+
+async def test_expect_100_continue(http) -> None:
+    """RFC 9110 §10.1.1: a client that waits for 100 before its body gets it."""
+    raw = autodiscover_post(b"alice@example.org", basic("alice", "secret"), "Expect: 100-continue")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    client = await HttpClient.connect(http.port)
+    await client.send(head + b"\r\n\r\n")
+    assert await client.lines(2) == [b"HTTP/1.1 100 Continue\r\n", b"\r\n"]
+    await client.send(body)
+    reply = await client.reply()
+    await client.aclose()
+    assert reply.status == 200 and b"<Server>mail1.example.org</Server>" in reply.body
