@@ -14,6 +14,12 @@ Is it what the admin meant?  (warnings: the daemon starts anyway)
 
 - passwd-file users the routing table has no route for: their logins get
   ``NO [UNAVAILABLE]``;
+- what the auth source serves without (``SPEC.problems``: a passwd-file line
+  with an unknown scheme or a malformed hash, whose user cannot log in), at
+  that line;
+- passwd-file users whose scheme is weak (clear text, one unsalted or salted
+  MD5 or SHA-1, MD5-crypt, DES crypt): one warning per scheme with the count
+  of users, at the first such line;
 - public ``trusted_networks`` while a listener without TLS faces clients:
   passwords from anywhere may arrive in clear;
 - a TLS private key that every local user can read;
@@ -36,7 +42,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from refd.auth.passwd_file import PasswdFileSource
+from refd.auth.passwd_file import PasswdEntry, PasswdFileSource
+from refd.auth.registry import source_spec
+from refd.auth.schemes import WEAK_ALGORITHMS, PasswordHash
 from refd.auth.trust import public_networks
 from refd.config.loader import DaemonConfig
 from refd.config.tree import Map, Node, Seq, TreeError, get
@@ -195,6 +203,45 @@ def _users_without_route(config: DaemonConfig, service: Service, lines: _Lines) 
     ]
 
 
+def _source_problems(config: DaemonConfig, service: Service) -> list[Finding]:
+    problems = source_spec(config.auth_source).problems(service.auth)
+    return [Finding(p.file, p.line, p.message, warning=True) for p in problems]
+
+
+#: Schemes that name a family rather than an algorithm: the warning says which.
+_DISPATCHING = frozenset({"CRYPT", "MD5"})
+
+
+def _weak_label(hashed: PasswordHash) -> str:
+    base = hashed.scheme.partition(".")[0]
+    return f"{base} ({hashed.algorithm.value})" if base in _DISPATCHING else base
+
+
+def _weak_schemes(service: Service) -> list[Finding]:
+    auth = service.auth
+    if not isinstance(auth, PasswdFileSource):
+        return []
+    weak: dict[str, list[PasswdEntry]] = {}  # in file order of the first user
+    for entry in auth.table.entries.values():
+        if entry.password is not None and entry.password.algorithm in WEAK_ALGORITHMS:
+            weak.setdefault(_weak_label(entry.password), []).append(entry)
+    found = []
+    for label, entries in weak.items():
+        first, n = entries[0], len(entries)
+        assert first.password is not None
+        found.append(
+            Finding(
+                auth.table.file,
+                first.line,
+                f"weak scheme {label}: {WEAK_ALGORITHMS[first.password.algorithm]}; "
+                f"{n} user{'' if n == 1 else 's'}, the first on this line; refd verifies it, "
+                "but rehash with ARGON2ID, BLF-CRYPT or SHA512-CRYPT (doveadm pw -s SCHEME)",
+                warning=True,
+            )
+        )
+    return found
+
+
 def _public_trust(config: DaemonConfig, lines: _Lines) -> list[Finding]:
     public = public_networks(config.policy.trusted_networks)
     if not public:
@@ -276,6 +323,8 @@ def check_config(config: DaemonConfig, service: Service) -> list[Finding]:
     errors = port_conflicts(config) + missing_addresses(config)
     warnings = [
         *_users_without_route(config, service, lines),
+        *_source_problems(config, service),
+        *_weak_schemes(service),
         *_public_trust(config, lines),
         *_world_readable(config.tls_key, "tls.key", lines.of("tls", "key"), lines.file),
         *routing_warnings(service.table),

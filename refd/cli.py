@@ -1,12 +1,13 @@
-"""The ``refd`` command: serve, check, config, schema, explain, probe, dns.
+"""The ``refd`` command: serve, check, config, schema, explain, probe, dns, auth.
 
 ``main(argv=None) -> int`` is the entry point; every subcommand goes through
 the same loaders as the daemon (``refd.config``), so ``refd check`` accepts
 exactly what ``refd serve`` accepts.  The decisions the tools show are the
 daemon's own: ``explain`` (`refd.explain`) runs `refd.answers`, ``check``
 adds `refd.checks`, ``config`` prints `refd.effective`, ``schema``
-`refd.schema`.  A file error or a port that cannot be had is one line,
-``refd: ...``, and exit code 1.
+`refd.schema`, ``auth`` asks the source as a login does (`refd.authtest`).
+A file error or a port that cannot be had is one line, ``refd: ...``, and
+exit code 1.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from pathlib import Path
 
 import trio
 
-from refd import __version__, probe
+from refd import __version__, authtest, probe
+from refd.auth.auth_http import AuthHttpSource
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
 from refd.checks import Finding, check_config, port_conflicts, routing_warnings
@@ -128,6 +130,25 @@ def _parser() -> argparse.ArgumentParser:
         help="the public name of the host serving autoconfig/autodiscover (default: hostname)",
     )
 
+    a = sub.add_parser(
+        "auth",
+        help="check a password with the configured source and show the route (doveadm auth test)",
+        description="Ask the configured authentication source about USER's password, as a "
+        "login does, and print the verdict, the route and where it came from, and the "
+        "directory requests made. Exit 0: OK and routed; 3: authentication failed; "
+        "6: unavailable (the source could not decide, or no route); 2: usage; 1: config error.",
+    )
+    a.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
+    a.add_argument("user")
+    password = a.add_mutually_exclusive_group(required=True)
+    password.add_argument("--password-env", metavar="VAR", help="take the password from $VAR")
+    password.add_argument(
+        "--password-file",
+        metavar="FILE",
+        help="take the password from FILE's first line (-: stdin)",
+    )
+    a.add_argument("--client-ip", default="127.0.0.1", help="the client address the source is told")
+
     e = sub.add_parser(
         "explain",
         help="show which rules match and the referral sent",
@@ -171,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return probe.run(args)
         if args.subcommand == "dns":
             return _dns(args)
+        if args.subcommand == "auth":
+            return _auth(args)
         return _explain(args)
     except (TreeError, BindError) as exc:
         print(f"refd: {exc}", file=sys.stderr)
@@ -394,6 +417,8 @@ def _auth_summary(config: DaemonConfig, service: Service) -> str:
         return f"passwd-file {auth.table.file}: {n} user{'' if n == 1 else 's'}"
     if isinstance(config.auth, TrustConfig):
         return "trust: " + ", ".join(str(n) for n in config.auth.networks)
+    if isinstance(auth, AuthHttpSource):
+        return f"auth_http {auth.url}"
     return config.auth_source
 
 
@@ -440,6 +465,18 @@ def _dns(args: argparse.Namespace) -> int:
     for line in zone_lines(table, host.lower()):
         print(line)
     return 0
+
+
+def _auth(args: argparse.Namespace) -> int:
+    try:
+        password = authtest.read_password(args.password_env, args.password_file)
+    except authtest.UsageError as exc:
+        print(f"refd auth: {exc}", file=sys.stderr)
+        return authtest.EXIT_USAGE
+    service = load_service(load_config(args.config or DEMO_CONFIG))
+    code, line = authtest.run(service, args.user, password, args.client_ip)
+    print(line)
+    return code
 
 
 def _explain(args: argparse.Namespace) -> int:

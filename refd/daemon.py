@@ -51,10 +51,13 @@ def _identity(config: DaemonConfig) -> DaemonConfig:
     return config
 
 
-def announce(config: DaemonConfig) -> None:
+def announce(config: DaemonConfig, service: Service) -> None:
     """Say loudly what an admin must know about a loaded config."""
-    if (warning := source_spec(config.auth_source).warning(config.auth)) is not None:
+    spec = source_spec(config.auth_source)
+    if (warning := spec.warning(config.auth)) is not None:
         log.warning("%s", warning)
+    for problem in spec.problems(service.auth):
+        log.warning("%s", problem)
     if config.policy.drain:
         log.warning("drain mode: new connections are answered with * BYE")
 
@@ -180,7 +183,7 @@ class Daemon:
             self.config = new_config
             self.config_sha256 = sha256
             self.metrics.config_loaded(sha256, time.time(), reload=True)
-            announce(new_config)
+            announce(new_config, service)
             log_event(
                 log,
                 logging.INFO,
@@ -226,7 +229,7 @@ class Daemon:
             config_sha256=self.config_sha256,
             pid=os.getpid(),
         )
-        announce(self.config)
+        announce(self.config, self.ref.current)
         async with trio.open_nursery() as nursery:
             if signals:
                 # Before anything listens: a SIGHUP sent as soon as /readyz

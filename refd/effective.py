@@ -19,6 +19,7 @@ import dataclasses
 import re
 from typing import Any
 
+from refd.auth.auth_http import AuthHttpConfig
 from refd.auth.imap_backend import ImapAuthConfig
 from refd.auth.passwd_file import PasswdFileConfig
 from refd.auth.trust import TrustConfig, public_networks
@@ -67,6 +68,21 @@ def _imap(ia: ImapAuthConfig) -> dict[str, Any]:
     return out
 
 
+def _auth_http(ac: AuthHttpConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": ac.url}
+    if ac.headers:
+        # nginx's auth_http_header is where the shared secret goes: every value is redacted.
+        out["headers"] = {name: REDACTED for name, _ in ac.headers}
+    if ac.ca_file is not None:
+        out["ca_file"] = str(ac.ca_file)
+    return out | {
+        "connect_timeout_s": ac.connect_timeout_s,
+        "timeout_s": ac.timeout_s,
+        "max_concurrent": ac.max_concurrent,
+        "home_first": ac.home_first,
+    }
+
+
 def _throttle(config: DaemonConfig) -> dict[str, Any]:
     store = config.store
     out: dict[str, Any] = dataclasses.asdict(config.policy.throttle)
@@ -101,6 +117,8 @@ def effective_config(config: DaemonConfig) -> dict[str, Any]:
         auth["passwd_file"] = str(config.auth.path)
     if isinstance(config.auth, ImapAuthConfig):
         auth["imap"] = _imap(config.auth)
+    if isinstance(config.auth, AuthHttpConfig):
+        auth["auth_http"] = _auth_http(config.auth)
     if isinstance(config.auth, TrustConfig):
         auth["trust_networks"] = [str(n) for n in config.auth.networks]
         # It loaded, so public networks were allowed explicitly.

@@ -14,6 +14,9 @@ Apple profile) costs exactly what one guessed over IMAP costs:
   user name (`refd.throttle`); a success waits what the address and
   network have earned, so hanging up early tells a guesser nothing; trusted
   networks only ever wait the base delay;
+- a failure the source asks to answer later (``AuthResult.wait_s``, an
+  auth service's ``Auth-Wait``) waits at least that long, up to
+  ``auth.failure_delay_max_s`` (rule ``auth_wait`` in the log);
 - one ``auth`` log line per check, never with the password.
 
 The caller turns the `LoginCheck` into its protocol's answer and sends it
@@ -38,7 +41,7 @@ from refd.runtime import ClientInfo, Service
 from refd.store import Verdict
 from refd.throttle import Counts, Delay
 
-__all__ = ["LoginCheck", "Outcome", "check_login"]
+__all__ = ["LoginCheck", "Outcome", "ask_source", "auth_request", "check_login"]
 
 log = logging.getLogger("refd.session")
 
@@ -64,8 +67,8 @@ class LoginCheck:
     home: Home | None = None
 
 
-def auth_request(client: ClientInfo, user: str, password: str) -> AuthRequest:
-    """The request the source sees for ``client``'s attempt."""
+def auth_request(client: ClientInfo, user: str, password: str, attempt: int = 1) -> AuthRequest:
+    """The request the source sees for ``client``'s ``attempt``-th login."""
     return AuthRequest(
         user=user,
         password=password,
@@ -74,6 +77,8 @@ def auth_request(client: ClientInfo, user: str, password: str) -> AuthRequest:
         local_address=client.local_address,
         local_port=client.local_port,
         session_id=client.conn_id,
+        attempt=attempt,
+        tls=client.tls,
     )
 
 
@@ -84,12 +89,14 @@ async def check_login(
     user: str,
     password: str,
     limit_hit: Callable[[str, str], None],
+    attempt: int = 1,
 ) -> LoginCheck:
     """Check ``user``/``password`` for ``client`` under the door's rules.
 
     ``service`` is the caller's one snapshot for the whole attempt;
     ``limit_hit(name, reason)`` reports a limit the way the caller's
-    connection does (once per connection in the log).
+    connection does (once per connection in the log); ``attempt`` counts
+    the connection's logins (1 for the first).
     """
     limits = service.limits
     if door.auth_in_flight >= limits.max_auth_in_flight:
@@ -100,14 +107,14 @@ async def check_login(
             f"{limits.max_auth_in_flight}",
         )
         return LoginCheck(Outcome.BUSY, user)
-    request = auth_request(client, user, password)
+    request = auth_request(client, user, password, attempt)
     door.auth_in_flight += 1
     # The delay counts from here, so the answer comes at the same time
     # whatever the check cost (a cheap hash, an unknown user's dummy).
     begun = trio.current_time()
     started = time.perf_counter()
     try:
-        result = await _ask(service, request, limit_hit)
+        result = await ask_source(service, request, limit_hit)
     finally:
         door.auth_in_flight -= 1
     door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
@@ -140,6 +147,9 @@ async def check_login(
             if failed:
                 reason = f"recent failures ({delay.rule}): answer delayed {delay.seconds:g}s"
                 limit_hit("auth_failures", reason)
+    if failed and min(result.wait_s, max_s) > delay.seconds:
+        # The source asked for a longer wait (an auth service's Auth-Wait).
+        delay = Delay(min(result.wait_s, max_s), "auth_wait")
     degraded = " store=unavailable" if verdict.degraded else ""
     log_event(
         log,
@@ -161,7 +171,7 @@ async def check_login(
     return LoginCheck(outcome, result.user, remaining, result.home)
 
 
-async def _ask(
+async def ask_source(
     service: Service, request: AuthRequest, limit_hit: Callable[[str, str], None]
 ) -> AuthResult:
     """Ask the source, unless the password is over ``limits.max_password_bytes``.

@@ -191,11 +191,30 @@ def config_schema() -> Schema:
         },
         "auth.imap: check passwords with one LOGIN on a backend",
     )
+    auth_http = _object(
+        {
+            "url": _str("the auth_http service: http://HOST[:PORT]/PATH or https://..."),
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "extra request headers, e.g. a shared secret (nginx's "
+                "auth_http_header)",
+            },
+            "ca_file": _str("CA certificates (PEM) to verify an https service with"),
+            "connect_timeout_s": _seconds("seconds, default 5", positive=True),
+            "timeout_s": _seconds("the whole exchange, seconds, default 10", positive=True),
+            "max_concurrent": _int(1, 10000, "requests at once, default 16"),
+            "home_first": _bool("Auth-Server wins over the users: rules (default true)"),
+        },
+        "auth.auth_http: ask an HTTP service in nginx mail's auth_http protocol",
+        ("url",),
+    )
     auth = _object(
         {
             "source": _enum(tuple(AUTH_SOURCES), "where passwords are checked"),
             "passwd_file": _str("a Dovecot passwd-file (source: passwd-file)"),
             "imap": imap,
+            "auth_http": auth_http,
             "trust_networks": _str_or_list(
                 "source: trust: networks whose logins are accepted with any password"
             ),
@@ -216,6 +235,7 @@ def config_schema() -> Schema:
             ("passwd-file", "passwd_file"),
             ("imap", "imap"),
             ("trust", "trust_networks"),
+            ("auth_http", "auth_http"),
         )
     ]
     listener = _object(

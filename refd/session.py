@@ -116,6 +116,8 @@ class Session:
         self.home: Home | None = None
         #: who authenticated here, also when referred away (for the log)
         self.login_user: str | None = None
+        #: password checks asked on this connection (an auth service is told)
+        self.login_attempts = 0
         self.outcome = "disconnected"
         self._limits_logged: set[str] = set()
         #: the cancel scope of the read the server loop is waiting in, if any
@@ -259,7 +261,10 @@ class Session:
 
     async def _authenticate(self, tag: str, command: str, user: str, password: str) -> Reply:
         service = self.service  # one snapshot for the whole login
-        check = await check_login(service, self.door, self.client, user, password, self.limit_hit)
+        self.login_attempts += 1
+        check = await check_login(
+            service, self.door, self.client, user, password, self.limit_hit, self.login_attempts
+        )
         if check.outcome is Outcome.BUSY:
             text = "Too many logins in progress; try again shortly."
             return Reply([Tagged(tag, Cond.NO, text, "UNAVAILABLE")])

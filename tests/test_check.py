@@ -147,7 +147,7 @@ def test_a_tab_is_named_a_tab(tmp_path: Path) -> None:
 def test_passwd_users_without_a_route_are_a_warning(tmp_path: Path) -> None:
     users = ["alice@example.org", *(f"user{i}@elsewhere.example" for i in range(1, 8))]
     (tmp_path / "users.passwd").write_text(
-        "".join(f"{u}:{{PLAIN}}pw\n" for u in users) + "locked@elsewhere.example:\n"
+        "".join(f"{u}:{HASH}\n" for u in users) + "locked@elsewhere.example:\n"
     )
     cfg = config(tmp_path)
     code, out, err = refd("check", cfg)
@@ -159,6 +159,56 @@ def test_passwd_users_without_a_route_are_a_warning(tmp_path: Path) -> None:
         "user1@elsewhere.example, user2@elsewhere.example, user3@elsewhere.example, "
         "user4@elsewhere.example, user5@elsewhere.example, ...\n"
     )
+
+
+def test_unusable_lines_and_weak_schemes_are_warnings(tmp_path: Path) -> None:
+    passwd = tmp_path / "users.passwd"
+    passwd.write_text(
+        f"alice@example.org:{HASH}\n"
+        "bob@example.org:{SSHA}L9qz7gS7Wx/7R+nSHJoizbiCfso2d8zh\n"
+        "carol@example.org:{NOPE}hunter2\n"
+        "dave@example.org:{PLAIN}hunter2\n"
+        "erin@example.org:{SSHA.B64}oyU8jzeQc4q5yCb6JnLvFcDYxtZdQK/g\n"
+        "# a comment\n"
+        "frank@example.org:d.eSsVuuYTv7I\n"
+        "grace@example.org:{PBKDF2}$1$HzZ7EaTyGN74L820$5000$"
+        "9169f636ff2699a4714f50dec6b75b07bbd9d87d\n"
+        "heidi@example.org:{SHA256}hunter2\n"
+        "ivan@example.org:{MD5}$1$lG1onFDv$QfarpVJvFNK4Vh3f/nQIN1\n"
+        "judy@example.org:{MD5-CRYPT}$1$pqbdloVY$cUHEuC89KdBwePqn5YOvX.\n"
+    )
+    cfg = config(tmp_path)
+    (tmp_path / "routing.yaml").write_text(ROUTING + "  - default: true\n    server: mail1\n")
+    code, out, err = refd("check", cfg)
+    assert code == 0  # warnings do not change the exit code: refd serve starts
+    assert out.startswith(f"{cfg}: OK (daemon config; ")
+    assert "  auth: passwd-file " + str(passwd) + ": 10 users" in out.splitlines()
+    rehash = (
+        "refd verifies it, but rehash with ARGON2ID, BLF-CRYPT or SHA512-CRYPT "
+        "(doveadm pw -s SCHEME)"
+    )
+    schemes = (
+        "ARGON2I, ARGON2ID, BLF-CRYPT, CLEAR, CLEARTEXT, CRYPT, DES-CRYPT, LDAP-MD5, MD5, "
+        "MD5-CRYPT, PBKDF2, PLAIN, PLAIN-MD5, PLAIN-TRUNC, SHA, SHA1, SHA256, SHA256-CRYPT, "
+        "SHA512, SHA512-CRYPT, SMD5, SSHA, SSHA256, SSHA512"
+    )
+    assert err.splitlines() == [
+        f"refd check: {passwd}:3: warning: user carol@example.org cannot log in: "
+        f"unsupported scheme NOPE; refd verifies {schemes}",
+        f"refd check: {passwd}:9: warning: user heidi@example.org cannot log in: "
+        f"malformed SHA256 password: digest is 5 bytes, expected 32; refd verifies {schemes}",
+        f"refd check: {passwd}:2: warning: weak scheme SSHA: one salted SHA-1; 2 users, "
+        f"the first on this line; {rehash}",
+        f"refd check: {passwd}:4: warning: weak scheme PLAIN: the password is stored in clear; "
+        f"1 user, the first on this line; {rehash}",
+        f"refd check: {passwd}:7: warning: weak scheme CRYPT (DES-CRYPT): DES crypt, only 8 "
+        f"characters of the password count; 1 user, the first on this line; {rehash}",
+        f"refd check: {passwd}:10: warning: weak scheme MD5 (MD5-CRYPT): MD5-crypt, 1000 MD5 "
+        f"rounds; 1 user, the first on this line; {rehash}",
+        f"refd check: {passwd}:11: warning: weak scheme MD5-CRYPT: MD5-crypt, 1000 MD5 rounds; "
+        f"1 user, the first on this line; {rehash}",
+    ]
+    assert "hunter2" not in out + err
 
 
 # -- what would stop refd serve on this host ------------------------------------------------

@@ -33,6 +33,7 @@ from refd.probe.plan import (
     Verdict,
     command_chunks,
     command_verdict,
+    hop_tls,
     login_verdict,
     plan_referral,
     probe_message,
@@ -652,3 +653,19 @@ def test_append_sends_no_body_when_refused_before_continuation(
     )
     assert re.fullmatch(rb"p2 APPEND INBOX \{\d+\}", got[1])
     assert got[2] == b"p3 LOGOUT"  # the message was never sent
+
+
+@pytest.mark.parametrize(
+    ("mode", "door", "later"),
+    [
+        (p.TlsMode.NONE, p.TlsMode.NONE, p.TlsMode.NONE),
+        (p.TlsMode.STARTTLS, p.TlsMode.STARTTLS, p.TlsMode.STARTTLS),
+        # A URL cannot say TLS: after an implicit-TLS door, STARTTLS on the URL's port.
+        (p.TlsMode.IMPLICIT, p.TlsMode.IMPLICIT, p.TlsMode.STARTTLS),
+    ],
+)
+def test_referred_servers_are_upgraded_with_starttls(
+    mode: p.TlsMode, door: p.TlsMode, later: p.TlsMode
+) -> None:
+    assert hop_tls(mode, at_door=True) is door
+    assert hop_tls(mode, at_door=False) is later

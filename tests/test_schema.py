@@ -278,10 +278,19 @@ def _mapping(node: dict[str, Any]) -> dict[str, Any]:
 IMAP = CONFIG.replace(
     "  source: passwd-file\n  passwd_file: users.passwd\n", "  source: imap\n  imap: {}\n"
 )
+AUTH_HTTP = CONFIG.replace(
+    "  source: passwd-file\n  passwd_file: users.passwd\n",
+    "  source: auth_http\n  auth_http: {url: 'http://127.0.0.1/auth'}\n",
+)
 LEVELS = [
     ("config", (), CONFIG + "zzz_unknown: 1\n"),
     ("config", ("auth",), CONFIG.replace("  source:", "  zzz_unknown: 1\n  source:")),
     ("config", ("auth", "imap"), IMAP.replace("imap: {}", "imap: {zzz_unknown: 1}")),
+    (
+        "config",
+        ("auth", "auth_http"),
+        AUTH_HTTP.replace("auth_http: {", "auth_http: {zzz_unknown: 1, "),
+    ),
     ("config", ("listeners", "[]"), CONFIG + "    zzz_unknown: 1\n"),
     ("config", ("tls",), CONFIG + "tls: {zzz_unknown: 1}\n"),
     ("config", ("log",), CONFIG + "log: {zzz_unknown: 1}\n"),

@@ -129,6 +129,11 @@ for scheme in ("SHA512-CRYPT", "SHA256-CRYPT", "BLF-CRYPT", "ARGON2I", "ARGON2ID
     assert schemes.verify_password(stored, "secret"), scheme
     assert not schemes.verify_password(stored, "wrong"), scheme
     schemes_run.append(scheme)
+for stored in ("{MD5-CRYPT}$1$pqbdloVY$cUHEuC89KdBwePqn5YOvX.", "{DES-CRYPT}d.eSsVuuYTv7I",
+               "{PBKDF2}$1$HzZ7EaTyGN74L820$5000$9169f636ff2699a4714f50dec6b75b07bbd9d87d"):
+    assert schemes.verify_password(stored, "secret"), stored
+    assert not schemes.verify_password(stored, "wrong"), stored
+    schemes_run.append(stored[1:stored.index("}")])
 import trio
 async def main():
     assert await trio.to_thread.run_sync(lambda: 42) == 42

@@ -52,6 +52,9 @@ class AuthResult:
     home: Home | None = None
     # The directory or service requests made to decide, for the metrics.
     ops: tuple[DirectoryOp, ...] = ()
+    # A failure is answered no sooner than this (an auth service's Auth-Wait);
+    # the door bounds it by auth.failure_delay_max_s (refd.login).
+    wait_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,20 @@ class AuthRequest:
     local_port: int | None = None
     # The door's connection id, to match the backend's log to the door's.
     session_id: str | None = None
+    # Which login attempt of the connection this is (1 for the first), and
+    # whether the client is on TLS: an auth service may want to know.
+    attempt: int = 1
+    tls: bool = False
+
+
+def redacted(result: AuthResult, *secrets: str) -> AuthResult:
+    """Last guard: a reason that somehow holds a secret (the password) is withheld whole."""
+    if any(secret and secret in result.reason for secret in secrets):
+        reason = "reason withheld: it contained the password"
+        return AuthResult(
+            result.status, result.user, reason, result.home, result.ops, result.wait_s
+        )
+    return result
 
 
 class AuthSource(Protocol):

@@ -89,7 +89,7 @@ from typing import Protocol
 
 import trio
 
-from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus, redacted
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.config.loader import TLS_MODES, choice, host_port, opt, resolve_path
 from refd.config.tree import Node, Reader, Seq, TreeError, get
@@ -347,7 +347,7 @@ class ImapBackendSource:
             result = AuthResult(
                 AuthStatus.UNAVAILABLE, user, f"internal error: {type(exc).__name__}"
             )
-        result = _redacted(result, password)
+        result = redacted(result, password)
         log.debug(
             "auth source %s: user=%s status=%s reason=%s elapsed=%.3fs",
             self.name,
@@ -528,13 +528,6 @@ def _decide(answer: Response) -> tuple[AuthStatus, str]:
 def _where(backend: Backend) -> str:
     host, port = backend
     return f"{url_host(host)}:{port}"
-
-
-def _redacted(result: AuthResult, password: str) -> AuthResult:
-    """Last guard: a reason that somehow holds the password is withheld whole."""
-    if password and password in result.reason:
-        return AuthResult(result.status, result.user, "reason withheld: it contained the password")
-    return result
 
 
 async def _open_tcp_stream(host: str, port: int) -> trio.abc.Stream:

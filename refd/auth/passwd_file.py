@@ -8,11 +8,18 @@ cannot contain one: a plaintext password with `:` must be written as
 `{PLAIN.B64}...` or `{PLAIN.HEX}...` (`hash_password("PLAIN", ...)` does
 this), and the hashes of every scheme here never contain `:`.
 
-`parse_password_hash` runs on every password field at load time, so a typo
-or an unsupported scheme is a `PasswdFileError` naming the file and line, not
-a failed login at 3 a.m. An empty password field, or a crypt-style field
-starting with `!` or `*` (the shadow(5) convention for a locked account),
-loads as a user with no password: that user can never log in.
+`parse_password_hash` runs on every password field at load time. A field
+it cannot use (an unknown `{SCHEME}`, an unsupported crypt format, data of
+the wrong shape) does not stop the load: that one user loads with no
+password and a `problem`, and every other user keeps working. The problem
+(`file:line: user NAME cannot log in: <why>; refd verifies <schemes>`, never
+the hash) is logged as a warning at every load (`SPEC.problems`, which the
+daemon logs) and reported by `refd check`; a login as that user fails like a
+wrong password, and its log reason names the line and the scheme. A broken
+line (no `:`, no user name, a duplicate user) is still an error that stops
+the load. An empty password field, or a crypt-style field starting with `!`
+or `*` (the shadow(5) convention for a locked account), loads as a user with
+no password: that user can never log in.
 
 User names are matched case-insensitively, by refd's one case rule
 (`refd.routing.model.normalise_user`, which routing uses too; Dovecot
@@ -50,6 +57,8 @@ from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.auth.schemes import (
     CRYPT_SCHEMES,
+    INLINE_ALGORITHMS,
+    SUPPORTED_SCHEMES,
     Algorithm,
     PasswordHash,
     SchemeError,
@@ -65,12 +74,8 @@ from refd.routing.model import normalise_user
 
 # With no usable hash in the file, unknown users are checked against this.
 _FALLBACK_HASH_LIKE = PasswordHash("SHA512-CRYPT", Algorithm.SHA512_CRYPT, (5000,), b"")
-
-
-#: Schemes verified on the event loop: a single digest, microseconds each.
-_INLINE = frozenset(
-    {Algorithm.PLAIN, Algorithm.SHA256, Algorithm.SHA512, Algorithm.SSHA256, Algorithm.SSHA512}
-)
+# Named in the warning about an unusable line.
+_SUPPORTED = ", ".join(sorted(SUPPORTED_SCHEMES))
 
 
 class PasswdFileError(ValueError):
@@ -86,9 +91,11 @@ class PasswdFileError(ValueError):
 @dataclass(frozen=True, slots=True)
 class PasswdEntry:
     user: str
-    # None: no usable password (empty field or locked with "!"/"*").
+    # None: no usable password (empty field, locked with "!"/"*", or a problem).
     password: PasswordHash | None
     line: int
+    # Why the password field could not be used (never quotes it), if it could not.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,18 @@ class PasswdTable:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def problems(self) -> list[TreeError]:
+        """The lines whose password field is unusable, in file order."""
+        return [
+            TreeError(
+                self.file,
+                e.line,
+                f"user {e.user} cannot log in: {e.problem}; refd verifies {_SUPPORTED}",
+            )
+            for e in self.entries.values()
+            if e.problem is not None
+        ]
 
 
 def _parse_password_field(field: str, default_scheme: str) -> PasswordHash | None:
@@ -117,8 +136,10 @@ def _parse_password_field(field: str, default_scheme: str) -> PasswordHash | Non
 def parse_passwd_file(text: str, file: str, *, default_scheme: str = "CRYPT") -> PasswdTable:
     """Parse passwd-file text; `file` names it in errors.
 
-    Raises PasswdFileError for a bad line, UnsupportedScheme for a bad
-    `default_scheme` (used for fields without a `{SCHEME}` prefix).
+    Raises PasswdFileError for a line that is not `user:password...` or
+    repeats a user, UnsupportedScheme for a bad `default_scheme` (used for
+    fields without a `{SCHEME}` prefix).  A password field that cannot be
+    used loads as an entry without password and with its `problem`.
     """
     validate_scheme_name(default_scheme)
     entries: dict[str, PasswdEntry] = {}
@@ -140,7 +161,8 @@ def parse_passwd_file(text: str, file: str, *, default_scheme: str = "CRYPT") ->
         try:
             password = _parse_password_field(rest.split(":", 1)[0], default_scheme)
         except SchemeError as exc:
-            raise PasswdFileError(file, number, str(exc)) from None
+            entries[key] = PasswdEntry(user, None, number, str(exc))
+            continue
         entries[key] = PasswdEntry(user, password, number)
     return PasswdTable(file, entries)
 
@@ -199,7 +221,7 @@ class PasswdFileSource:
         # Same path for every request up to here: one verification.  The
         # slow schemes run off the loop; a plain or salted digest takes
         # microseconds, less than the thread hop would.
-        if hashed.algorithm in _INLINE:
+        if hashed.algorithm in INLINE_ALGORITHMS:
             matched = self._verify(hashed, request.password)
             await trio.lowlevel.checkpoint()
         else:
@@ -208,6 +230,10 @@ class PasswdFileSource:
             )
         if entry is None:
             return AuthResult(AuthStatus.FAILURE, request.user, "unknown user")
+        if entry.problem is not None:
+            # The scheme is named in the problem; the stored data never is.
+            reason = f"unusable password at {self.table.file}:{entry.line}: {entry.problem}"
+            return AuthResult(AuthStatus.FAILURE, entry.user, reason)
         if entry.password is None:
             return AuthResult(AuthStatus.FAILURE, entry.user, "no password set")
         if not matched:
@@ -240,10 +266,15 @@ def _build(settings: PasswdFileConfig, ctx: BuildContext) -> PasswdFileSource:
         raise TreeError(exc.file, exc.line, exc.message) from None
 
 
+def _problems(source: PasswdFileSource) -> list[TreeError]:
+    return source.table.problems()
+
+
 SPEC = AuthSourceSpec(
     name="passwd-file",
     keys=frozenset({"passwd_file"}),
     parse=_parse,
     build=_build,
     watched=lambda settings: (settings.path,),
+    problems=_problems,
 )

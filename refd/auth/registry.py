@@ -4,7 +4,7 @@ Each module named in :data:`AUTH_SOURCES` defines ``SPEC``, an
 :class:`AuthSourceSpec`: the keys it adds to the ``auth:`` section, the
 parser from that section to its settings value, the builder from settings
 to the :class:`~refd.auth.base.AuthSource`, the files a reload watches and
-the warning the daemon logs at start.  A new source (LDAP, HTTP) is one
+the warnings the daemon logs at start.  A new source (LDAP, HTTP) is one
 entry here and one module in ``refd/auth/``; ``refd.config`` and
 ``refd.daemon`` only ever go through this table.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from refd.auth.base import AuthSource
-from refd.config.tree import Map, Reader
+from refd.config.tree import Map, Reader, TreeError
 from refd.routing import RoutingTable
 
 __all__ = ["AUTH_SOURCES", "AuthSourceSpec", "BuildContext", "ParseContext", "source_spec"]
@@ -31,6 +31,7 @@ AUTH_SOURCES: dict[str, str] = {
     "passwd-file": "refd.auth.passwd_file",
     "imap": "refd.auth.imap_backend",
     "trust": "refd.auth.trust",
+    "auth_http": "refd.auth.auth_http",
 }
 
 S = TypeVar("S")
@@ -61,6 +62,10 @@ def _no_warning(settings: Any) -> str | None:
     return None
 
 
+def _no_problems(source: Any) -> list[TreeError]:
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSourceSpec(Generic[S]):
     """One authentication source, as the config loader and the daemon see it."""
@@ -76,6 +81,10 @@ class AuthSourceSpec(Generic[S]):
     watched: Callable[[S], tuple[Path, ...]] = _no_files
     #: what the daemon warns about at start and on reload, if anything
     warning: Callable[[S], str | None] = _no_warning
+    #: what a built source serves without (``file:line: message``, e.g. a
+    #: passwd-file line with an unknown scheme): logged as a warning at every
+    #: (re)load and reported by ``refd check``
+    problems: Callable[[Any], list[TreeError]] = _no_problems
 
 
 def source_spec(name: str) -> AuthSourceSpec[Any]:

@@ -13,17 +13,34 @@ without one, each scheme has a default encoding, and for the unsalted digests
 else as base64. Layouts:
 
 - PLAIN, CLEAR, CLEARTEXT: the password itself.
-- SHA256, SHA512: the digest of the password.
-- SSHA256, SSHA512: digest(password + salt) followed by the salt; the salt is
-  whatever follows the digest (at least one byte).
-- CRYPT, SHA256-CRYPT, SHA512-CRYPT: a crypt(3) string, dispatched on its
-  prefix as the system crypt would: `$5$`/`$6$` SHA-crypt, `$2a$`/`$2b$`/`$2y$`
-  bcrypt. DES, `$1$` (MD5-crypt), `$y$` (yescrypt) and other formats are
-  refused with `UnsupportedScheme`.
+- PLAIN-TRUNC: `<length>-<password>`; a password at least `length` bytes long
+  whose first `length` bytes match is accepted too (Dovecot's
+  plain_trunc_verify, for systems that cut passwords short).
+- SHA1 (alias SHA), SHA256, SHA512: the digest of the password.
+- PLAIN-MD5 (hex by default), LDAP-MD5 (base64 by default): its MD5 digest.
+- SSHA (SHA-1), SSHA256, SSHA512, SMD5 (MD5): digest(password + salt)
+  followed by the salt; the salt is whatever follows the digest (at least
+  one byte; doveadm writes four).
+- PBKDF2: `$1$<salt>$<rounds>$<40 hex digits>`, PBKDF2-HMAC-SHA1 (RFC 8018
+  section 5.2) of the password with the salt string as written, `rounds`
+  iterations, 20 bytes of output (Dovecot's password-scheme-pbkdf2.c).
+- MD5-CRYPT: a `$1$<salt up to 8>$<22 characters>` MD5-crypt string (the
+  FreeBSD format, Dovecot's password_generate_md5_crypt). MD5 takes it when
+  the data starts with `$1$`, and reads anything else as PLAIN-MD5.
+- CRYPT, DES-CRYPT, SHA256-CRYPT, SHA512-CRYPT: a crypt(3) string, dispatched
+  on its prefix as the system crypt would: `$5$`/`$6$` SHA-crypt,
+  `$2a$`/`$2b$`/`$2y$` bcrypt, `$1$` MD5-crypt, and 13 characters of the
+  crypt alphabet for traditional DES crypt (salt 2, hash 11; only the first
+  8 bytes of a password count). `$y$` (yescrypt), BSDi `_` DES and other
+  formats are refused with `UnsupportedScheme`.
 - BLF-CRYPT: a bcrypt string. As with crypt_blowfish, only the first 72 bytes
   of the password count.
 - ARGON2I, ARGON2ID: a PHC string; as in libsodium, its `$argon2i$` or
   `$argon2id$` prefix picks the variant.
+
+MD5-crypt and DES crypt are computed by the system libcrypt (libxcrypt)
+through ctypes, as Dovecot does through crypt(3); without a libcrypt that
+passes their self-test they are refused with `UnsupportedScheme` at load.
 
 SHA-crypt (Drepper, https://www.akkadia.org/drepper/SHA-crypt.txt) has two
 implementations that give the same strings: `native_sha_crypt` calls
@@ -45,7 +62,7 @@ Dovecot that verifies SHA-crypt through it refuses them too, and here they
 would need the pure-Python path (its cost grows with the length, and it
 holds the GIL). So with libxcrypt present every verification runs in C:
 SHA-crypt in libxcrypt, bcrypt (72 bytes used) and argon2 in their C
-libraries, the digests in hashlib. Comparisons are constant-time. No error
+libraries, the digests and PBKDF2 in hashlib. Comparisons are constant-time. No error
 message ever contains password data.
 """
 
@@ -126,6 +143,11 @@ class Algorithm(enum.Enum):
     """What actually verifies a password (CRYPT resolves to one of these)."""
 
     PLAIN = "PLAIN"
+    PLAIN_TRUNC = "PLAIN-TRUNC"
+    PLAIN_MD5 = "PLAIN-MD5"
+    SHA1 = "SHA1"
+    SSHA = "SSHA"
+    SMD5 = "SMD5"
     SHA256 = "SHA256"
     SHA512 = "SHA512"
     SSHA256 = "SSHA256"
@@ -135,6 +157,39 @@ class Algorithm(enum.Enum):
     BLF_CRYPT = "BLF-CRYPT"
     ARGON2I = "ARGON2I"
     ARGON2ID = "ARGON2ID"
+    MD5_CRYPT = "MD5-CRYPT"
+    DES_CRYPT = "DES-CRYPT"
+    PBKDF2 = "PBKDF2"
+
+
+#: Verified on the event loop: a digest or two, microseconds each.  Every
+#: other algorithm costs enough to go to a worker thread.
+INLINE_ALGORITHMS = frozenset(
+    {
+        Algorithm.PLAIN,
+        Algorithm.PLAIN_TRUNC,
+        Algorithm.PLAIN_MD5,
+        Algorithm.SHA1,
+        Algorithm.SSHA,
+        Algorithm.SMD5,
+        Algorithm.SHA256,
+        Algorithm.SHA512,
+        Algorithm.SSHA256,
+        Algorithm.SSHA512,
+    }
+)
+
+#: Algorithms refd verifies but an admin should move away from, and why.
+WEAK_ALGORITHMS: dict[Algorithm, str] = {
+    Algorithm.PLAIN: "the password is stored in clear",
+    Algorithm.PLAIN_TRUNC: "the password is stored in clear",
+    Algorithm.PLAIN_MD5: "one unsalted MD5",
+    Algorithm.SHA1: "one unsalted SHA-1",
+    Algorithm.SSHA: "one salted SHA-1",
+    Algorithm.SMD5: "one salted MD5",
+    Algorithm.MD5_CRYPT: "MD5-crypt, 1000 MD5 rounds",
+    Algorithm.DES_CRYPT: "DES crypt, only 8 characters of the password count",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +218,9 @@ class _Family(enum.Enum):
     CRYPT = "crypt"  # system crypt(3): SHA-crypt or bcrypt by prefix
     BLOWFISH = "blowfish"  # bcrypt strings only
     ARGON2 = "argon2"  # PHC argon2i / argon2id strings
+    MD5_CRYPT = "md5-crypt"  # $1$ strings only
+    MD5 = "md5"  # $1$ MD5-crypt, else a PLAIN-MD5 digest
+    PBKDF2 = "pbkdf2"  # Dovecot's $1$salt$rounds$hex
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,11 +236,22 @@ _SCHEMES: dict[str, _Scheme] = {
     "PLAIN": _Scheme(_Family.FIXED, _Encoding.NONE, algorithm=Algorithm.PLAIN),
     "CLEAR": _Scheme(_Family.FIXED, _Encoding.NONE, algorithm=Algorithm.PLAIN),
     "CLEARTEXT": _Scheme(_Family.FIXED, _Encoding.NONE, algorithm=Algorithm.PLAIN),
+    "PLAIN-TRUNC": _Scheme(_Family.FIXED, _Encoding.NONE, algorithm=Algorithm.PLAIN_TRUNC),
+    "PLAIN-MD5": _Scheme(_Family.FIXED, _Encoding.HEX, 16, Algorithm.PLAIN_MD5),
+    "LDAP-MD5": _Scheme(_Family.FIXED, _Encoding.BASE64, 16, Algorithm.PLAIN_MD5),
+    "SHA": _Scheme(_Family.FIXED, _Encoding.BASE64, 20, Algorithm.SHA1),
+    "SHA1": _Scheme(_Family.FIXED, _Encoding.BASE64, 20, Algorithm.SHA1),
+    "SSHA": _Scheme(_Family.FIXED, _Encoding.BASE64, algorithm=Algorithm.SSHA),
+    "SMD5": _Scheme(_Family.FIXED, _Encoding.BASE64, algorithm=Algorithm.SMD5),
     "SHA256": _Scheme(_Family.FIXED, _Encoding.BASE64, 32, Algorithm.SHA256),
     "SHA512": _Scheme(_Family.FIXED, _Encoding.BASE64, 64, Algorithm.SHA512),
     "SSHA256": _Scheme(_Family.FIXED, _Encoding.BASE64, algorithm=Algorithm.SSHA256),
     "SSHA512": _Scheme(_Family.FIXED, _Encoding.BASE64, algorithm=Algorithm.SSHA512),
     "CRYPT": _Scheme(_Family.CRYPT, _Encoding.NONE),
+    "DES-CRYPT": _Scheme(_Family.CRYPT, _Encoding.NONE),
+    "MD5-CRYPT": _Scheme(_Family.MD5_CRYPT, _Encoding.NONE),
+    "MD5": _Scheme(_Family.MD5, _Encoding.NONE),
+    "PBKDF2": _Scheme(_Family.PBKDF2, _Encoding.NONE),
     "SHA256-CRYPT": _Scheme(_Family.CRYPT, _Encoding.NONE),
     "SHA512-CRYPT": _Scheme(_Family.CRYPT, _Encoding.NONE),
     "BLF-CRYPT": _Scheme(_Family.BLOWFISH, _Encoding.NONE),
@@ -194,15 +263,22 @@ SUPPORTED_SCHEMES = frozenset(_SCHEMES)
 # Schemes whose data is a crypt(3)-style string, where a leading "!" or "*"
 # conventionally marks a locked account.
 CRYPT_SCHEMES = frozenset(
-    name for name, s in _SCHEMES.items() if s.family in (_Family.CRYPT, _Family.BLOWFISH)
+    name
+    for name, s in _SCHEMES.items()
+    if s.family in (_Family.CRYPT, _Family.BLOWFISH, _Family.MD5_CRYPT)
 )
 
 _DIGEST_SIZE = {
+    Algorithm.PLAIN_MD5: 16,
+    Algorithm.SHA1: 20,
+    Algorithm.SSHA: 20,
+    Algorithm.SMD5: 16,
     Algorithm.SHA256: 32,
     Algorithm.SHA512: 64,
     Algorithm.SSHA256: 32,
     Algorithm.SSHA512: 64,
 }
+_SALTED = (Algorithm.SSHA, Algorithm.SMD5, Algorithm.SSHA256, Algorithm.SSHA512)
 _ENCODING_SUFFIXES = {"b64": _Encoding.BASE64, "base64": _Encoding.BASE64, "hex": _Encoding.HEX}
 _PRINTABLE_SCHEME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -214,6 +290,14 @@ _SHA_CRYPT_HASH_LEN = {"5": 43, "6": 86}
 _BCRYPT = re.compile(r"\$2[aby]\$(?P<cost>[0-9]{2})\$[./A-Za-z0-9]{53}")
 _CRYPT_ID = re.compile(r"\$([A-Za-z0-9]{1,8})\$")
 _DES_CRYPT = re.compile(r"[./0-9A-Za-z]{13}")
+# libxcrypt's md5crypt refuses a salt with any of "$:;*!\\" or a space;
+# more than 8 salt characters never come back from crypt(3), so never match.
+_MD5_CRYPT = re.compile(r"\$1\$(?:(?![$:;*!\\])[!-~]){0,8}\$[./0-9A-Za-z]{22}")
+_PBKDF2 = re.compile(
+    rb"\$1\$(?P<salt>[^$\x00]*)\$(?P<rounds>[0-9]{1,10})\$(?P<hash>[0-9A-Fa-f]{40})"
+)
+PBKDF2_ROUNDS_MAX = 2**32 - 1  # Dovecot reads them as an unsigned int
+PBKDF2_KEY_BYTES = 20  # PBKDF2-HMAC-SHA1, one block
 
 
 def _printable(scheme: str) -> str:
@@ -285,15 +369,13 @@ def _crypt_kind(data: str) -> str | None:
         return "$2x$ bcrypt, the buggy pre-2011 variant"
     if data.startswith("$argon2"):
         return "argon2 is not a crypt(3) format; use {ARGON2I} or {ARGON2ID}"
-    known = {"1": "MD5-crypt", "y": "yescrypt", "gy": "gost-yescrypt", "7": "scrypt"}
+    known = {"y": "yescrypt", "gy": "gost-yescrypt", "7": "scrypt"}
     match = _CRYPT_ID.match(data)
     if match:
         ident = match[1]
         return f"${ident}$ {known.get(ident, 'crypt format')}"
     if data.startswith("_") and len(data) == 20:
         return "BSDi extended DES crypt"
-    if _DES_CRYPT.fullmatch(data):
-        return "DES crypt"
     return None
 
 
@@ -346,6 +428,38 @@ def _parse_argon2(text: str, scheme: str) -> PasswordHash:
     return PasswordHash(scheme, algorithm, cost, text.encode("ascii"))
 
 
+def _parse_native_crypt(text: str, scheme: str) -> PasswordHash:
+    """MD5-crypt or DES crypt, which only the system crypt(3) computes here."""
+    if text.startswith("$1$"):
+        if not _MD5_CRYPT.fullmatch(text) or not text.isascii():
+            raise MalformedHash(scheme, "not a $1$ MD5-crypt string (salt of up to 8 characters)")
+        algorithm, kind = Algorithm.MD5_CRYPT, "MD5-crypt"
+    else:
+        algorithm, kind = Algorithm.DES_CRYPT, "DES crypt"
+    if algorithm not in _native_algorithms():
+        raise UnsupportedScheme(scheme, f"{kind} needs the system crypt(3), which lacks it")
+    return PasswordHash(scheme, algorithm, (), text.encode("ascii"))
+
+
+def _parse_pbkdf2(raw: bytes, scheme: str) -> PasswordHash:
+    # Dovecot's pbkdf2_verify: "$1$" salt "$" rounds "$" 40 hex digits.
+    match = _PBKDF2.fullmatch(raw)
+    if match is None:
+        raise MalformedHash(scheme, "not a $1$salt$rounds$hex PBKDF2 string")
+    rounds = int(match["rounds"])
+    if not 1 <= rounds <= PBKDF2_ROUNDS_MAX:
+        raise MalformedHash(scheme, f"rounds {rounds} is outside 1..{PBKDF2_ROUNDS_MAX}")
+    return PasswordHash(scheme, Algorithm.PBKDF2, (rounds,), raw)
+
+
+def _parse_plain_trunc(raw: bytes, scheme: str) -> PasswordHash:
+    # Dovecot's plain_trunc_verify: decimal length, "-", the password.
+    length, dash, _ = raw.partition(b"-")
+    if not dash or not length.isdigit():
+        raise MalformedHash(scheme, "missing the <length>- prefix")
+    return PasswordHash(scheme, Algorithm.PLAIN_TRUNC, (), raw)
+
+
 def parse_password_hash(stored: str, *, default_scheme: str = "CRYPT") -> PasswordHash:
     """Parse and validate a Dovecot password field; raise SchemeError if unusable."""
     scheme, data = split_scheme(stored, default_scheme)
@@ -355,24 +469,40 @@ def parse_password_hash(stored: str, *, default_scheme: str = "CRYPT") -> Passwo
     if info.family is _Family.FIXED:
         assert info.algorithm is not None
         cost: tuple[int, ...] = ()
-        if info.algorithm in (Algorithm.SSHA256, Algorithm.SSHA512):
+        if info.algorithm is Algorithm.PLAIN_TRUNC:
+            return _parse_plain_trunc(raw, label)
+        if info.algorithm in _SALTED:
             size = _DIGEST_SIZE[info.algorithm]
             if len(raw) <= size:
                 raise MalformedHash(label, f"shorter than the {size}-byte digest plus a salt")
             cost = (len(raw) - size,)
         return PasswordHash(label, info.algorithm, cost, raw)
+    if info.family is _Family.PBKDF2:
+        return _parse_pbkdf2(raw, label)
+    if info.family is _Family.MD5 and not raw.startswith(b"$1$"):
+        # Dovecot's md5_verify: anything but MD5-crypt is a PLAIN-MD5 digest.
+        plain_md5 = _SCHEMES["PLAIN-MD5"]
+        text = raw.decode("utf-8", "surrogateescape")
+        digest = _decode(text, label, plain_md5, plain_md5.encoding, False)
+        return PasswordHash(label, Algorithm.PLAIN_MD5, (), digest)
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
         raise MalformedHash(label, "not ASCII") from None
     if info.family is _Family.ARGON2:
         return _parse_argon2(text, label)
+    if info.family in (_Family.MD5_CRYPT, _Family.MD5):
+        if not text.startswith("$1$"):
+            raise MalformedHash(label, "not a $1$ MD5-crypt string")
+        return _parse_native_crypt(text, label)
     if text.startswith(("$2a$", "$2b$", "$2y$")):
         return _parse_bcrypt(text, label)
     if info.family is _Family.BLOWFISH:
         raise MalformedHash(label, "not a $2a$/$2b$/$2y$ bcrypt string")
     if text.startswith(("$5$", "$6$")):
         return _parse_sha_crypt(text, label)
+    if text.startswith("$1$") or _DES_CRYPT.fullmatch(text):
+        return _parse_native_crypt(text, label)
     kind = _crypt_kind(text)
     if kind is None:
         raise MalformedHash(label, "not a crypt(3) string")
@@ -392,6 +522,48 @@ def _sha512(data: bytes) -> bytes:
 
 def _verify_plain(value: bytes, secret: bytes) -> bool:
     return hmac.compare_digest(value, secret)
+
+
+def _verify_plain_trunc(value: bytes, secret: bytes) -> bool:
+    # Dovecot's plain_trunc_verify: "<n>-<stored>"; when the stored part is
+    # n bytes long, a password whose first n bytes match it is accepted.
+    length, _, stored = value.partition(b"-")
+    n = int(length)
+    if len(stored) == n and len(secret) >= n:
+        return hmac.compare_digest(stored, secret[:n])
+    return hmac.compare_digest(stored, secret)
+
+
+def _verify_plain_md5(value: bytes, secret: bytes) -> bool:
+    return hmac.compare_digest(hashlib.md5(secret, usedforsecurity=False).digest(), value)
+
+
+def _verify_sha1(value: bytes, secret: bytes) -> bool:
+    return hmac.compare_digest(hashlib.sha1(secret, usedforsecurity=False).digest(), value)
+
+
+def _verify_ssha(value: bytes, secret: bytes) -> bool:
+    digest = hashlib.sha1(secret + value[20:], usedforsecurity=False).digest()
+    return hmac.compare_digest(digest, value[:20])
+
+
+def _verify_smd5(value: bytes, secret: bytes) -> bool:
+    digest = hashlib.md5(secret + value[16:], usedforsecurity=False).digest()
+    return hmac.compare_digest(digest, value[:16])
+
+
+def _verify_pbkdf2(value: bytes, secret: bytes) -> bool:
+    # Parsed already: b"$1$" salt b"$" rounds b"$" hex.  hashlib releases
+    # the GIL while it iterates.
+    _, _, salt, rounds, hex_key = value.split(b"$")
+    key = hashlib.pbkdf2_hmac("sha1", secret, salt, int(rounds), PBKDF2_KEY_BYTES)
+    return hmac.compare_digest(key, bytes.fromhex(hex_key.decode("ascii")))
+
+
+def _verify_native_crypt(value: bytes, secret: bytes) -> bool:
+    # MD5-crypt and DES crypt: crypt(3) with the stored string as setting.
+    computed = native_crypt(secret, value)
+    return computed is not None and hmac.compare_digest(computed, value)
 
 
 def _verify_sha256(value: bytes, secret: bytes) -> bool:
@@ -431,6 +603,14 @@ def _verify_argon2(value: bytes, secret: bytes) -> bool:
 
 _VERIFY: dict[Algorithm, Callable[[bytes, bytes], bool]] = {
     Algorithm.PLAIN: _verify_plain,
+    Algorithm.PLAIN_TRUNC: _verify_plain_trunc,
+    Algorithm.PLAIN_MD5: _verify_plain_md5,
+    Algorithm.SHA1: _verify_sha1,
+    Algorithm.SSHA: _verify_ssha,
+    Algorithm.SMD5: _verify_smd5,
+    Algorithm.PBKDF2: _verify_pbkdf2,
+    Algorithm.MD5_CRYPT: _verify_native_crypt,
+    Algorithm.DES_CRYPT: _verify_native_crypt,
     Algorithm.SHA256: _verify_sha256,
     Algorithm.SHA512: _verify_sha512,
     Algorithm.SSHA256: _verify_ssha256,
@@ -600,8 +780,11 @@ class _LibCrypt:
             result = self._fn(phrase, setting, data, self._size)
         else:
             result = self._fn(phrase, setting, data)
-        # Failure: NULL from crypt_rn, a "*0"/"*1" token from crypt_r.
-        if not isinstance(result, bytes) or not result.startswith(setting[:3]):
+        # Failure: NULL from crypt_rn, a "*0"/"*1" token from crypt_r; a
+        # result with another prefix is an old crypt_r that fell back to DES
+        # on a "$id$" it does not know.
+        prefix = setting[:3] if setting[:1] == b"$" else setting[:2]
+        if not isinstance(result, bytes) or not result.startswith(prefix):
             return None
         return result
 
@@ -628,6 +811,36 @@ def _load_libcrypt(*, use_crypt_rn: bool = True) -> _LibCrypt | None:
 @functools.cache
 def _libcrypt() -> _LibCrypt | None:
     return _load_libcrypt()
+
+
+# MD5-crypt and DES crypt, checked once on the library in use.  The MD5-crypt
+# vector is the "password"/"3azHgidD" one of passlib's md5_crypt tests; the
+# DES one is crypt("secret", "d.") as doveadm pw -s DES-CRYPT gives it.
+_NATIVE_ONLY_SELF_TEST = {
+    Algorithm.MD5_CRYPT: (b"password", b"$1$3azHgidD$SrJPt7B.9rekpmwJwtON31"),
+    Algorithm.DES_CRYPT: (b"secret", b"d.eSsVuuYTv7I"),
+}
+
+
+@functools.cache
+def _native_algorithms() -> frozenset[Algorithm]:
+    """The crypt(3)-only algorithms the system libcrypt computes correctly."""
+    native = _libcrypt()
+    if native is None:
+        return frozenset()
+    return frozenset(
+        algorithm
+        for algorithm, (phrase, expected) in _NATIVE_ONLY_SELF_TEST.items()
+        if native.crypt(phrase, expected) == expected
+    )
+
+
+def native_crypt(password: bytes, setting: bytes) -> bytes | None:
+    """crypt(3) through the system libcrypt (GIL released), or None if refused."""
+    native = _libcrypt()
+    if native is None or b"\0" in password or b"\0" in setting:
+        return None
+    return native.crypt(password, setting)
 
 
 def native_sha_crypt_available() -> bool:
@@ -757,10 +970,19 @@ def dummy_hash(like: PasswordHash) -> PasswordHash:
     name = algorithm.value
     if algorithm is Algorithm.PLAIN:
         stored = "{PLAIN}" + secrets.token_hex(16)
-    elif algorithm in (Algorithm.SHA256, Algorithm.SHA512):
-        stored = "{" + name + "}" + _b64(secrets.token_bytes(_DIGEST_SIZE[algorithm]))
-    elif algorithm in (Algorithm.SSHA256, Algorithm.SSHA512):
+    elif algorithm is Algorithm.PLAIN_TRUNC:
+        stored = "{PLAIN-TRUNC}32-" + secrets.token_hex(16)
+    elif algorithm in (Algorithm.PLAIN_MD5, Algorithm.SHA1, Algorithm.SHA256, Algorithm.SHA512):
+        stored = "{" + name + ".B64}" + _b64(secrets.token_bytes(_DIGEST_SIZE[algorithm]))
+    elif algorithm in _SALTED:
         stored = "{" + name + "}" + _b64(secrets.token_bytes(_DIGEST_SIZE[algorithm] + cost[0]))
+    elif algorithm is Algorithm.PBKDF2:
+        salt = _random_crypt_chars(16)
+        stored = f"{{PBKDF2}}$1${salt}${cost[0]}${secrets.token_hex(PBKDF2_KEY_BYTES)}"
+    elif algorithm is Algorithm.MD5_CRYPT:
+        stored = f"{{MD5-CRYPT}}$1${_random_crypt_chars(8)}${_random_crypt_chars(22)}"
+    elif algorithm is Algorithm.DES_CRYPT:
+        stored = "{DES-CRYPT}" + _random_crypt_chars(13)
     elif algorithm in (Algorithm.SHA256_CRYPT, Algorithm.SHA512_CRYPT):
         ident = "5" if algorithm is Algorithm.SHA256_CRYPT else "6"
         rounds = "" if cost[0] == SHA_CRYPT_ROUNDS_DEFAULT else f"rounds={cost[0]}$"

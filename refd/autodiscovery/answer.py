@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 
 from refd.routing import RoutingTable
-from refd.routing.model import Domain, Endpoint
+from refd.routing.model import Domain, Endpoint, Home, UnknownHome
 
 __all__ = ["BadAddress", "SetupAnswer", "parse_address", "setup_answer"]
 
@@ -112,6 +112,7 @@ def setup_answer(
     *,
     domain: str | None = None,
     per_user: bool = True,
+    home: Home | None = None,
 ) -> SetupAnswer | None:
     """The answer for ``address`` (validated here: BadAddress), or, when it is
     None, the domain-level answer for ``domain``. None: the table serves no
@@ -120,6 +121,9 @@ def setup_answer(
     With ``per_user`` the address's login name is routed like a login
     (`RoutingTable.route_user`); no route, or ``per_user=False``, gives the
     domain-level server. ``domain`` is only read when ``address`` is None.
+    ``home`` is the home server the authentication source named when the
+    user proved who they are (HTTP Basic): routed as at an IMAP login. A
+    home the table lacks gives the domain-level server, as no route does.
     """
     if address is not None:
         address = parse_address(address)
@@ -139,7 +143,10 @@ def setup_answer(
     elif not per_user:
         rule = f"per-user answers are off -> {_where(table, found)}"
     else:
-        route = table.route_user(login)
+        try:
+            route = table.route_user(login, home)
+        except UnknownHome:
+            route = None
         if route is None:
             rule = f'no rule routes "{login}" -> {_where(table, found)}'
         else:

@@ -39,12 +39,16 @@ Decisions:
   the name it authenticated (domain lower-cased), so the two agree. A URL
   without ``;AUTH=*`` would ask for anonymous login (RFC 5092 §3.2); the
   probe checks a user's route, so it logs in as the user anyway.
-- **TLS: the same mode at every hop as at the door** (``--tls``: implicit
-  TLS, ``--starttls``: STARTTLS, neither: plaintext), verifying each
-  server's certificate against the host in its URL (``--cafile``, else the
-  system CAs; ``--insecure`` verifies nothing). An IMAP URL cannot say
-  "TLS", and the port is taken from the URL as it is: a door meant for
-  implicit-TLS clients must refer to implicit-TLS ports.
+- **TLS: at the door as asked, at referred servers STARTTLS** (``--tls``:
+  implicit TLS at the door, ``--starttls``: STARTTLS there, neither:
+  plaintext everywhere), verifying each server's certificate against the
+  host in its URL (``--cafile``, else the system CAs; ``--insecure``
+  verifies nothing). An IMAP URL cannot say "TLS", so a referral-following
+  client (alpine) opens the URL's port in plaintext and upgrades with
+  STARTTLS, whichever way it reached the door; refd's URLs name STARTTLS
+  ports for that reason, and the probe follows them the same way
+  (`refd.probe.plan.hop_tls`). A referral to an implicit-TLS port fails
+  here as it hangs alpine.
 - **Loops** (RFC 2221 §3: "MUST NOT follow more than 10 levels"): every
   server visited is remembered as (host, port, user, mailbox the URL named);
   a referral naming one of them again, or a hop beyond ``--max-hops`` (the

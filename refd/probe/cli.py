@@ -54,10 +54,12 @@ exit codes:
   7  a server referred to refused the command (NO or BAD without referral)
   8  the door itself unreachable (connect, TLS, timeout, not IMAP)
 
-Referrals are followed with the same TLS mode as the door, to the port in
-the URL; the URL's user name is the login name there, with the same
-password. The password is read from --password-file (one trailing newline
-stripped) or --password-env, never from the command line, and never shown.
+Referrals are followed to the port in the URL, in plaintext, upgraded with
+STARTTLS when the door was reached with --tls or --starttls (a URL cannot
+say "TLS": referral-following clients do the same); the URL's user name
+is the login name there, with the same password. The password is read
+from --password-file (one trailing newline stripped) or --password-env,
+never from the command line, and never shown.
 """
 
 
@@ -129,7 +131,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: SELECT)",
     )
     tls = parser.add_mutually_exclusive_group()
-    tls.add_argument("--tls", action="store_true", help="implicit TLS, at the door and every hop")
+    tls.add_argument(
+        "--tls", action="store_true", help="implicit TLS at the door, STARTTLS at every later hop"
+    )
     tls.add_argument("--starttls", action="store_true", help="STARTTLS, at the door and every hop")
     parser.add_argument(
         "--cafile", metavar="FILE", help="trust the CAs in FILE (PEM) instead of the system's"

@@ -31,6 +31,7 @@ __all__ = [
     "Verdict",
     "command_chunks",
     "command_verdict",
+    "hop_tls",
     "login_verdict",
     "plan_referral",
     "probe_message",
@@ -98,6 +99,19 @@ class Verdict(enum.Enum):
 
     FOLLOW = "follow"  # NO [REFERRAL ...]: go where it says
     CONTINUE = "continue"  # OK (with or without a referral): go on here
+
+
+def hop_tls(mode: TlsMode, *, at_door: bool) -> TlsMode:
+    """How the probe secures one hop: the door as asked; a referred server with STARTTLS.
+
+    An IMAP URL cannot say "TLS", so a client that follows it (alpine) opens
+    the URL's port in plaintext and upgrades with STARTTLS, whichever way it
+    reached the door; refd's referral URLs therefore name STARTTLS ports
+    (``port``), and the probe checks them as such a client uses them.
+    """
+    if at_door or mode is TlsMode.NONE:
+        return mode
+    return TlsMode.STARTTLS
 
 
 def login_verdict(condition: str, code: str, *, at_door: bool) -> Verdict | Exit:

@@ -26,6 +26,7 @@ from refd.probe.plan import (
     Verdict,
     command_chunks,
     command_verdict,
+    hop_tls,
     login_verdict,
     plan_referral,
     probe_message,
@@ -138,7 +139,7 @@ class _Prober:
         timeout_s = self.options.timeout_s
         stream = await connect(target.host, target.port, timeout_s=timeout_s)
         client = ImapClient(stream, timeout_s=timeout_s)
-        if self.options.tls is TlsMode.IMPLICIT:
+        if hop_tls(self.options.tls, at_door=target.url is None) is TlsMode.IMPLICIT:
             assert self.context is not None
             try:
                 await client.tls_handshake(self.context, target.host)
@@ -164,7 +165,7 @@ class _Prober:
                 if greeting.code == "REFERRAL":  # RFC 2221 §4.2
                     return _Referred(tuple(greeting.code_args.split()))
                 raise ClientError(f"the server said {render(greeting)}")
-            if o.tls is TlsMode.STARTTLS:
+            if hop_tls(o.tls, at_door=at_door) is TlsMode.STARTTLS:
                 stage = "STARTTLS"
                 answer = await client.request_starttls()
                 self.step(hop, target, "STARTTLS", render(answer))

@@ -17,7 +17,7 @@ def test_request_repr_hides_the_password() -> None:
     )
     shown = (
         "AuthRequest(user='alice', client_address='192.0.2.7', client_port=51234, "
-        "local_address=None, local_port=None, session_id=None)"
+        "local_address=None, local_port=None, session_id=None, attempt=1, tls=False)"
     )
     assert repr(request) == shown
     assert str(request) == shown
@@ -28,7 +28,7 @@ def test_result_repr_and_status_values() -> None:
     result = AuthResult(AuthStatus.FAILURE, "alice", "password mismatch")
     assert repr(result) == (
         "AuthResult(status=<AuthStatus.FAILURE: 'failure'>, user='alice', "
-        "reason='password mismatch', home=None, ops=())"
+        "reason='password mismatch', home=None, ops=(), wait_s=0.0)"
     )
     assert [s.value for s in AuthStatus] == ["success", "failure", "unavailable"]
 

@@ -171,17 +171,43 @@ def test_passwords_that_never_verify(stored: str, password: str, expected: bool)
 
 
 PARSE_ERRORS = [
-    ("{SMD5}abcdefgh", UnsupportedScheme, "unsupported scheme SMD5"),
-    ("{sha}abcdefgh", UnsupportedScheme, "unsupported scheme SHA"),
+    ("{NOPE}abcdefgh", UnsupportedScheme, "unsupported scheme NOPE"),
+    ("{sha3}abcdefgh", UnsupportedScheme, "unsupported scheme SHA3"),
     ("{SHA256.XYZ}" + SHA256_SECRET_HEX, UnsupportedScheme,
      "unsupported scheme SHA256.XYZ (unknown encoding suffix)"),
     ("{SHA256.}" + SHA256_SECRET_HEX, UnsupportedScheme,
      "unsupported scheme SHA256. (unknown encoding suffix)"),
     ("{my secret}abc", UnsupportedScheme, "unsupported scheme (unprintable name)"),
-    ("abcdefghijklm", UnsupportedScheme, "unsupported scheme CRYPT (DES crypt)"),
+    ("{DES-CRYPT}abcdefghijkl", MalformedHash,
+     "malformed DES-CRYPT password: not a crypt(3) string"),
     ("_J9..abcdefghijklmno", UnsupportedScheme,
      "unsupported scheme CRYPT (BSDi extended DES crypt)"),
-    ("$1$saltsalt$hash", UnsupportedScheme, "unsupported scheme MD5-CRYPT"),
+    ("$1$saltsalt$hash", MalformedHash,
+     "malformed MD5-CRYPT password: not a $1$ MD5-crypt string (salt of up to 8 characters)"),
+    ("{MD5-CRYPT}$1$saltsalt9$" + "a" * 22, MalformedHash,
+     "malformed MD5-CRYPT password: not a $1$ MD5-crypt string (salt of up to 8 characters)"),
+    ("{MD5-CRYPT}$1$sa:t$" + "a" * 22, MalformedHash,
+     "malformed MD5-CRYPT password: not a $1$ MD5-crypt string (salt of up to 8 characters)"),
+    ("{MD5-CRYPT}" + SHA256_CRYPT_HELLO, MalformedHash,
+     "malformed MD5-CRYPT password: not a $1$ MD5-crypt string"),
+    ("{MD5}" + SHA256_CRYPT_HELLO, MalformedHash, "malformed MD5 password: not valid base64"),
+    ("{PBKDF2}$2$salt$5000$" + "0" * 40, MalformedHash,
+     "malformed PBKDF2 password: not a $1$salt$rounds$hex PBKDF2 string"),
+    ("{PBKDF2}$1$salt$5000$" + "0" * 39, MalformedHash,
+     "malformed PBKDF2 password: not a $1$salt$rounds$hex PBKDF2 string"),
+    ("{PBKDF2}$1$salt$-5$" + "0" * 40, MalformedHash,
+     "malformed PBKDF2 password: not a $1$salt$rounds$hex PBKDF2 string"),
+    ("{PBKDF2}$1$salt$4294967296$" + "0" * 40, MalformedHash,
+     "malformed PBKDF2 password: rounds 4294967296 is outside 1..4294967295"),
+    ("{SSHA}" + base64.b64encode(b"x" * 20).decode(), MalformedHash,
+     "malformed SSHA password: shorter than the 20-byte digest plus a salt"),
+    ("{SMD5.HEX}" + "ab" * 16, MalformedHash,
+     "malformed SMD5.HEX password: shorter than the 16-byte digest plus a salt"),
+    ("{SHA1}abcd", MalformedHash, "malformed SHA1 password: digest is 3 bytes, expected 20"),
+    ("{PLAIN-MD5.HEX}" + "ab" * 20, MalformedHash,
+     "malformed PLAIN-MD5.HEX password: digest is 20 bytes, expected 16"),
+    ("{PLAIN-TRUNC}secret", MalformedHash,
+     "malformed PLAIN-TRUNC password: missing the <length>- prefix"),
     ("{CRYPT}$y$j9T$salt$hash", UnsupportedScheme, "unsupported scheme CRYPT ($y$ yescrypt)"),
     ("{SHA512-CRYPT}$7$salt", UnsupportedScheme, "unsupported scheme SHA512-CRYPT ($7$ scrypt)"),
     ("{CRYPT}$2x$05$" + "C" * 53, UnsupportedScheme,
@@ -234,8 +260,8 @@ def test_parse_errors(stored: str, error: type[SchemeError], message: str) -> No
 
 def test_verify_password_raises_for_an_unusable_hash() -> None:
     with pytest.raises(UnsupportedScheme) as info:
-        verify_password("{SMD5}abcdefgh", "secret")
-    assert info.value.scheme == "SMD5"
+        verify_password("{NOPE}abcdefgh", "secret")
+    assert info.value.scheme == "NOPE"
 
 
 @pytest.mark.parametrize(
@@ -314,7 +340,7 @@ def test_plain_is_base64_when_a_passwd_file_could_not_hold_it(password: str, sto
 @pytest.mark.parametrize(
     ("scheme", "password", "rounds", "error", "message"),
     [
-        ("SMD5", "secret", None, UnsupportedScheme, "unsupported scheme SMD5"),
+        ("NOPE", "secret", None, UnsupportedScheme, "unsupported scheme NOPE"),
         ("SHA256", "secret", None, UnsupportedScheme,
          "unsupported scheme SHA256 (verified, but not generated)"),
         ("CRYPT", "secret", None, UnsupportedScheme,
@@ -360,6 +386,15 @@ DUMMY_LIKE = [
     "{BLF-CRYPT}" + OPENWALL_BCRYPT,
     "{ARGON2ID}" + argon2.PasswordHasher(time_cost=2, memory_cost=512, parallelism=2).hash("x"),
     "{ARGON2I}$argon2i$v=16$m=256,t=1,p=1$c29tZXNhbHQ$wWKIMhR9lyDFvRz9YTZweHKfbftvj+qf+YFY4NeBbtA",
+    "{PLAIN-TRUNC}6-secret",
+    "{PLAIN-MD5}5ebe2294ecd0e0f08eab7690d2a6ee69",
+    "{LDAP-MD5}Xr4ilOzQ4PCOq3aQ0qbuaQ==",
+    "{SHA1}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+    "{SSHA}L9qz7gS7Wx/7R+nSHJoizbiCfso2d8zh",
+    "{SMD5}+Gt3a76vG09notmwriUvAJbmB40=",
+    "{MD5-CRYPT}$1$pqbdloVY$cUHEuC89KdBwePqn5YOvX.",
+    "{CRYPT}d.eSsVuuYTv7I",
+    "{PBKDF2}$1$HzZ7EaTyGN74L820$7000$9169f636ff2699a4714f50dec6b75b07bbd9d87d",
 ]
 
 

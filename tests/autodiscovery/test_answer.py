@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from refd.autodiscovery.answer import BadAddress, SetupAnswer, parse_address, setup_answer
-from refd.routing.model import ClientTls, Endpoint
+from refd.routing.model import ClientTls, Endpoint, Home
 
 from ._support import example_table
 
@@ -157,3 +157,17 @@ def test_a_bad_address_is_refused_before_any_lookup() -> None:
 def test_a_question_needs_an_address_or_a_domain() -> None:
     with pytest.raises(ValueError, match="needs an address or a domain"):
         setup_answer(example_table(), None)
+
+
+def test_a_home_named_by_the_auth_source_is_routed_like_at_login() -> None:
+    table = example_table()
+    home = Home("mail3", "ldap uid=carol")
+    answer = setup_answer(table, "carol@example.org", home=home)
+    assert answer is not None
+    assert (answer.imap.host, answer.per_user) == ("mail3.example.org", True)
+    assert answer.rule == "ldap uid=carol names 'mail3'"
+    # A home the table lacks: the domain-level answer, never an error page.
+    lost = setup_answer(table, "carol@example.org", home=Home("mail9", "ldap uid=carol"))
+    level = setup_answer(table, None, domain="example.org")
+    assert lost is not None and level is not None
+    assert (lost.imap, lost.per_user) == (level.imap, False)

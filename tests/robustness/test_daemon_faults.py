@@ -9,6 +9,7 @@ run refd as a subprocess (``RefdProcess``).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import queue
 import re
@@ -88,7 +89,8 @@ def breakages(tmp: Path) -> list[tuple[str, object]]:
         ("a second document", write(routing, good + "---\nversion: 1\n")),
         ("an alias", write(routing, "version: 1\nservers: &s {}\nusers: *s\n")),
         ("passwd-file removed", remove(tmp / "users.passwd")),
-        ("passwd-file garbage", write(tmp / "users.passwd", "alice:{NOPE}xyz\n")),
+        ("passwd-file garbage", write(tmp / "users.passwd", "alice {PLAIN}xyz\n")),
+        ("passwd-file duplicate", write(tmp / "users.passwd", "a:{PLAIN}x\nA:{PLAIN}y\n")),
         ("daemon config garbage", write(tmp / "refd.yaml", "listeners: [\n")),
     ]
 
@@ -128,6 +130,69 @@ async def test_broken_files_at_reload_keep_the_table(nursery: trio.Nursery, tmp_
     # The repaired files are the ones the door started with: the same hash.
     assert metric(body, "refd_config_info", sha256=config_sha) == 1
     assert metric(body, "refd_config_last_reload_successful") == 1
+    daemon.door.stop()
+
+
+async def login(port: int, user: bytes, password: bytes) -> bytes:
+    client = await LineClient.connect(port)
+    try:
+        await client.line()  # the greeting
+        await client.send(b"a1 LOGIN " + user + b" " + password + b"\r\n")
+        return await client.line()
+    finally:
+        await client.stream.aclose()
+
+
+SCHEMES = (
+    "ARGON2I, ARGON2ID, BLF-CRYPT, CLEAR, CLEARTEXT, CRYPT, DES-CRYPT, LDAP-MD5, MD5, "
+    "MD5-CRYPT, PBKDF2, PLAIN, PLAIN-MD5, PLAIN-TRUNC, SHA, SHA1, SHA256, SHA256-CRYPT, "
+    "SHA512, SHA512-CRYPT, SMD5, SSHA, SSHA256, SSHA512"
+)
+FAILED = b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+
+
+async def test_an_unusable_passwd_line_fails_one_user_at_start_and_reload(
+    nursery: trio.Nursery, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = write_config(tmp_path)
+    passwd = tmp_path / "users.passwd"
+    good = passwd.read_text()
+    n = len(good.splitlines())
+    passwd.write_text(good + "mallory:{NOPE}secret\n")
+    caplog.set_level(logging.INFO, logger="refd")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+    def auth_reasons() -> list[str]:
+        return [
+            r.getMessage().split(" reason=")[1]
+            for r in caplog.records
+            if " reason=" in r.getMessage()
+        ]
+
+    mallory = f"{passwd}:{n + 1}: user mallory cannot log in: unsupported scheme NOPE; "
+    daemon, port, _ = await start(nursery, cfg)
+    assert warnings() == [mallory + f"refd verifies {SCHEMES}"]  # once, at start
+    assert await login(port, b"alice", b"secret") == ALICE_REFERRAL
+    assert await login(port, b"mallory", b"secret") == FAILED
+    assert auth_reasons()[-1].startswith(
+        f"unusable password at {passwd}:{n + 1}: unsupported scheme NOPE delay="
+    )
+
+    # A reload with one more such line loads, and says so once per line.
+    caplog.clear()
+    passwd.write_text(good + "mallory:{NOPE}secret\ntrent:{SHA1}c2VjcmV0\n")
+    assert await daemon.reload()
+    trent = (
+        f"{passwd}:{n + 2}: user trent cannot log in: malformed SHA1 password: "
+        "digest is 6 bytes, expected 20; "
+    )
+    assert warnings() == [mallory + f"refd verifies {SCHEMES}", trent + f"refd verifies {SCHEMES}"]
+    assert await login(port, b"alice", b"secret") == ALICE_REFERRAL
+    assert await login(port, b"trent", b"secret") == FAILED
+    assert await login(port, b"mallory", b"secret") == FAILED
+    assert "secret" not in caplog.text and "c2VjcmV0" not in caplog.text
     daemon.door.stop()
 
 
