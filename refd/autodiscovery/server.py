@@ -64,7 +64,7 @@ from refd.limits import HttpLimits
 from refd.listen import bind_tcp
 from refd.login import Outcome, check_login
 from refd.logs import log_event
-from refd.routing.model import normalise_user
+from refd.routing.model import Home, normalise_user
 from refd.runtime import AutodiscoveryPolicy, ClientInfo, Service, ServiceRef
 from refd.server import BoundListener
 from refd.transport import (
@@ -279,6 +279,7 @@ def basic_credentials(value: bytes) -> tuple[str, str] | None:
 async def _per_user(ctx: Context, request: Request, protocol: str, address: str) -> Answer:
     """The answer for ``address``, after a good password when ``protocol`` needs one."""
     user: str | None = None
+    home: Home | None = None
     if protocol in ctx.policy.require_auth:
         header = request.headers.get(b"authorization")
         if header is None:
@@ -298,8 +299,10 @@ async def _per_user(ctx: Context, request: Request, protocol: str, address: str)
                 headers=(("Retry-After", str(RETRY_AFTER_S)),),
                 delay_s=check.delay_s,
             )
-        user = check.user
-    answer = setup_answer(ctx.service.table, address, per_user=ctx.policy.per_user)
+        user, home = check.user, check.home
+    # With a good password, the home the auth source named routes the answer,
+    # as it routes that user's login.
+    answer = setup_answer(ctx.service.table, address, per_user=ctx.policy.per_user, home=home)
     if answer is None:
         return _text(404, "not_found", "no such mail domain", user=user)
     if user is not None and normalise_user(answer.domain.login_for(address)) != normalise_user(

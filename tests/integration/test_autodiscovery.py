@@ -25,12 +25,14 @@ import trio
 import trio.testing
 import trustme
 
+from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.autodiscovery import server as http_server
 from refd.autodiscovery.answer import setup_answer
 from refd.autodiscovery.documents import autoconfig, autodiscover, mobileconfig
 from refd.config.loader import DaemonConfig, ListenerConfig, load_config, load_service
 from refd.daemon import Daemon
 from refd.door import DoorState
+from refd.routing.model import Home
 from refd.runtime import ClientInfo, Service, ServiceRef
 from tests.conftest import hits
 from tests.robustness.helpers import (
@@ -629,3 +631,30 @@ async def test_expect_100_continue(http) -> None:
     reply = await client.reply()
     await client.aclose()
     assert reply.status == 200 and b"<Server>mail1.example.org</Server>" in reply.body
+
+
+class _DirectorySource:
+    """An auth source that names alice's home, as a directory's mailHost would."""
+
+    name = "directory"
+
+    async def authenticate(self, request: AuthRequest) -> AuthResult:
+        if (request.user, request.password) != ("alice", "secret"):
+            return AuthResult(AuthStatus.FAILURE, request.user, "wrong")
+        return AuthResult(AuthStatus.SUCCESS, "alice", "ok", home=Home("mail2", "test directory"))
+
+
+async def test_the_home_the_auth_source_names_routes_the_answer(
+    nursery: trio.Nursery, demo_config: DaemonConfig, demo_service: Service
+) -> None:
+    """The table sends alice to mail1; her directory entry says mail2: the
+    authenticated answer names mail2, as her login referral does."""
+    service = dataclasses.replace(demo_service, auth=_DirectorySource())
+    door = await start_http_door(nursery, demo_config, service)
+    reply = await http_request(
+        door.port, autodiscover_post(b"alice@example.org", basic("alice", "secret"))
+    )
+    assert reply.status == 200 and b"<Server>mail2.example.org</Server>" in reply.body
+    # autoconfig has no password, so no home: the table's answer.
+    reply = await http_request(door.port, get(ALICE))
+    assert b"<hostname>mail1.example.org</hostname>" in reply.body
