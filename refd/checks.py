@@ -293,7 +293,8 @@ IMAPS_PORT = 993
 
 
 def routing_warnings(table: RoutingTable) -> list[Finding]:
-    """Warnings about a loaded routing table: referral ports that are implicit-TLS ports."""
+    """Warnings about a loaded routing table: referral ports that are implicit-TLS
+    ports, and domains whose setup documents would name no submission server."""
     lines = _Lines(Path(table.file))
     found = []
     for server in table.servers.values():
@@ -309,11 +310,24 @@ def routing_warnings(table: RoutingTable) -> list[Finding]:
                 lines.of("servers", server.name, "port") or server.line,
                 f"servers.{server.name}.port {server.port} {why}: referral URLs name this "
                 "port, and alpine rebuilds the connection from the URL alone, connects in "
-                "plaintext and hangs for about a minute; name the STARTTLS port in port "
-                "and the implicit-TLS one in imaps_port",
+                "plaintext and hangs until the server drops it (3 minutes with Dovecot); name "
+                "the STARTTLS port in port and the implicit-TLS one in imaps_port",
                 warning=True,
             )
         )
+    for domain in table.domains.values():
+        if domain.submission is None and domain.server.submission is None:
+            found.append(
+                Finding(
+                    lines.file,
+                    domain.line,
+                    f"domains.{domain.name} has no submission (nor has its server "
+                    f"{domain.server.name}): setup documents then name no outgoing server, "
+                    "which Thunderbird refuses and Apple profiles require; add submission: "
+                    "host[:port]",
+                    warning=True,
+                )
+            )
     return found
 
 

@@ -27,6 +27,7 @@ import trio
 
 from refd import __version__, authtest, probe
 from refd.auth.auth_http import AuthHttpSource
+from refd.auth.ldap import LdapSource
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
 from refd.checks import Finding, check_config, port_conflicts, routing_warnings
@@ -419,6 +420,12 @@ def _auth_summary(config: DaemonConfig, service: Service) -> str:
         return "trust: " + ", ".join(str(n) for n in config.auth.networks)
     if isinstance(auth, AuthHttpSource):
         return f"auth_http {auth.url}"
+    if isinstance(auth, LdapSource):
+        s = auth.settings
+        route = f", home from {s.route_attribute}" if s.route_attribute else ""
+        tls = " (StartTLS)" if any(srv.starttls for srv in s.servers) else ""
+        servers = ", ".join(str(srv) for srv in s.servers)
+        return f"ldap {servers}{tls}: {s.mode} mode, base {s.base}{route}"
     return config.auth_source
 
 
@@ -491,7 +498,14 @@ def _explain(args: argparse.Namespace) -> int:
         found = explain(load_routing(args.routing), args.user, args.mailbox)
     else:
         service = load_service(load_config(args.config or DEMO_CONFIG))
-        found = explain(service.table, args.user, args.mailbox, service.auth)
+        # A directory source answers "which entry, which home" without a
+        # password, with the same search and route cache the door uses.
+        lookup = getattr(service.auth, "lookup", None)
+        directory = trio.run(lookup, args.user) if lookup is not None else None
+        close = getattr(service.auth, "close", None)
+        if close is not None:
+            close()
+        found = explain(service.table, args.user, args.mailbox, service.auth, directory)
     for line in found.lines:
         print(line)
     return 0 if found.referred else 2

@@ -21,13 +21,20 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from refd.answers import auth_failed, login_answer, mailbox_answer
-from refd.auth.base import AuthSource
+from refd.auth.base import AuthSource, AuthStatus, DirectoryRoute
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustSource
 from refd.autodiscovery.answer import BadAddress, SetupAnswer, setup_answer
-from refd.autodiscovery.documents import OUTLOOK_RESPONSE_NS, autoconfig, autodiscover, mobileconfig
-from refd.protocol.responses import Response, to_bytes, wire_mailbox
+from refd.autodiscovery.documents import (
+    OUTLOOK_RESPONSE_NS,
+    autoconfig,
+    autodiscover,
+    mobileconfig,
+    read_autoconfig,
+)
+from refd.protocol.responses import Cond, Response, Tagged, to_bytes, wire_mailbox
 from refd.routing import RoutingTable
+from refd.routing.model import Home
 from refd.session import BASE_CAPABILITIES
 
 __all__ = ["Explanation", "explain", "explain_setup"]
@@ -65,27 +72,69 @@ def _authenticated_as(auth: AuthSource | None, user: str) -> tuple[str | None, l
     return user, []
 
 
+def _from_directory(
+    auth: AuthSource | None, found: DirectoryRoute
+) -> tuple[str | None, list[str], Home | None]:
+    """What the directory's lookup says: the name, the trace lines and the home."""
+    source = auth.name if auth is not None else "directory"
+    cached = " (from the route cache)" if found.cached else ""
+    if found.status is AuthStatus.UNAVAILABLE:
+        return None, [f"auth: {source}: the directory did not answer: {found.reason}"], None
+    if found.status is AuthStatus.FAILURE:
+        return None, [f"auth: {source}: {found.reason}{cached}: every LOGIN fails"], None
+    lines = [f'auth: {source}: {found.reason}{cached}: authenticated as "{found.user}"']
+    home = found.home
+    if home is None:
+        lines.append("home from the directory: none; the table decides")
+    else:
+        when = "before the table's users: rules" if home.first else "when no users: rule matches"
+        lines.append(f"home from the directory: {home.origin} names {home.value!r} ({when})")
+    return found.user, lines, home
+
+
 def explain(
-    table: RoutingTable, user: str, mailbox: str | None = None, auth: AuthSource | None = None
+    table: RoutingTable,
+    user: str,
+    mailbox: str | None = None,
+    auth: AuthSource | None = None,
+    directory: DirectoryRoute | None = None,
 ) -> Explanation:
     """The trace for a login as ``user`` (and a SELECT of ``mailbox``).
 
     Without ``auth`` (a routing table on its own), ``user`` is taken as
-    authenticated as given.
+    authenticated as given. ``directory``: what the source's directory
+    says about ``user`` (`refd.auth.ldap.LdapSource.lookup`): the entry,
+    the name it gives and the home server it names.
     """
-    name, lines = _authenticated_as(auth, user)
+    home = None
+    if directory is not None:
+        name, lines, home = _from_directory(auth, directory)
+    else:
+        name, lines = _authenticated_as(auth, user)
     login = f"C: a1 LOGIN {user} <password>"
+    if directory is not None and directory.status is AuthStatus.UNAVAILABLE:
+        text = "Authentication is temporarily unavailable; try again later."
+        lines += [login, *_wire([Tagged("a1", Cond.NO, text, "UNAVAILABLE")])]
+        return Explanation(lines, referred=False)
     if name is None:
         lines += table.explain_user(user)
         lines += [login, *_wire([auth_failed("a1")])]
         return Explanation(lines, referred=False)
-    lines += table.explain_user(name)
-    answer = login_answer(table, name)
+    answer = login_answer(table, name, home)
+    route = answer.route
+    from_home = route is not None and home is not None and route.rule.startswith(home.origin)
+    if answer.error is not None:
+        lines.append(f"no route: {answer.error}")
+    elif from_home and route is not None:
+        lines.append(f"home server: {route.server.name} ({route.rule})")
+    else:
+        lines += table.explain_user(name)
     lines += [login, *_wire(answer.responses("a1", " ".join(BASE_CAPABILITIES)))]
     if mailbox is not None and answer.route is not None:
-        lines += table.explain_mailbox(name, mailbox)
+        # A directory's home is always a login referral: no mailbox command follows.
+        lines += [] if from_home else table.explain_mailbox(name, mailbox)
         if answer.logged_in:
-            command = mailbox_answer(table, name, "a2", "SELECT", mailbox)
+            command = mailbox_answer(table, name, "a2", "SELECT", mailbox, home)
             lines += [f"C: a2 SELECT {wire_mailbox(mailbox)}", *_wire([command.response])]
         else:
             lines.append(
@@ -130,19 +179,17 @@ def explain_setup(table: RoutingTable, question: str, *, per_user: bool = True) 
 
 
 def _autoconfig_lines(answer: SetupAnswer) -> list[str]:
-    # Our own documents are read back (never a client's input): no DTD in them.
-    provider = ET.fromstring(autoconfig(answer)).find("emailProvider")  # noqa: S314
-    assert provider is not None
+    # Read back as refd probe reads a fetched document: one reader.
+    offered = {server.element: server for server in read_autoconfig(autoconfig(answer))}
     lines = []
     for element in ("incomingServer", "outgoingServer"):
-        server = provider.find(element)
+        server = offered.get(element)
         if server is None:
             lines.append(f"autoconfig: no {element} (no submission server known)")
             continue
         lines.append(
-            f"autoconfig: {element} {server.get('type')} "
-            f"{server.findtext('hostname')}:{server.findtext('port')} "
-            f"socketType {server.findtext('socketType')} username {server.findtext('username')}"
+            f"autoconfig: {element} {server.type} {server.hostname}:{server.port} "
+            f"socketType {server.socket_type} username {server.username}"
         )
     return lines
 

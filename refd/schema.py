@@ -26,6 +26,8 @@ import json
 from typing import Any
 
 from refd.auth.imap_backend import ID_FIELDS
+from refd.auth.ldap import MODES as LDAP_MODES
+from refd.auth.ldap import SCOPES as LDAP_SCOPES
 from refd.auth.registry import AUTH_SOURCES
 from refd.config.loader import (
     _LIMIT_INTS,
@@ -209,12 +211,47 @@ def config_schema() -> Schema:
         "auth.auth_http: ask an HTTP service in nginx mail's auth_http protocol",
         ("url",),
     )
+    ldap = _object(
+        {
+            "servers": {
+                "type": "array",
+                "items": {"type": "string", "pattern": "^[Ll][Dd][Aa][Pp][Ss]?://"},
+                "minItems": 1,
+                "description": "ldap://host[:389] or ldaps://host[:636], tried in order",
+            },
+            "starttls": _bool("StartTLS on ldap:// servers (default false)"),
+            "ca_file": _str("CA certificates (PEM) to verify the directory with"),
+            "bind_dn": _str("the service account that searches; default: anonymous"),
+            "bind_password_file": _str("a file holding the service account's password"),
+            "base": _str("the DN searches start from"),
+            "scope": _enum(LDAP_SCOPES, "default subtree"),
+            "user_filter": _str("RFC 4515 filter; %u user, %n local part, %d domain (escaped)"),
+            "usable_filter": _str("an entry must match this too, else: wrong password"),
+            "mode": _enum(LDAP_MODES, "bind (default): bind as the user; compare: read the hash"),
+            "password_attribute": _str("compare mode: the hash's attribute, default userPassword"),
+            "default_scheme": _str("compare mode: the scheme of values without {SCHEME}"),
+            "login_attribute": _str("the entry's user name, default uid"),
+            "route_attribute": _str("the home server's attribute, e.g. mailHost"),
+            "route_first": _bool("the directory's home before the table's users: (default true)"),
+            "pool_size": _int(1, 1024, "connections (and threads) per server, default 8"),
+            "connect_timeout_s": _seconds("seconds, default 3", positive=True),
+            "operation_timeout_s": _seconds("seconds, default 5", positive=True),
+            "timeout_s": _seconds("the whole exchange, seconds, default 10", positive=True),
+            "retry_after_s": _seconds("skip a failed server this long, default 30", positive=True),
+            "route_cache_ttl_s": _seconds("lookups without a password: found, default 60; 0 off"),
+            "route_cache_negative_ttl_s": _seconds("lookups: not found, default 10; 0: off"),
+            "route_cache_max_entries": _int(1, 10_000_000, "default 10000"),
+        },
+        "auth.ldap: a directory checks passwords and names the home server",
+        ("servers", "base", "user_filter"),
+    )
     auth = _object(
         {
             "source": _enum(tuple(AUTH_SOURCES), "where passwords are checked"),
             "passwd_file": _str("a Dovecot passwd-file (source: passwd-file)"),
             "imap": imap,
             "auth_http": auth_http,
+            "ldap": ldap,
             "trust_networks": _str_or_list(
                 "source: trust: networks whose logins are accepted with any password"
             ),
@@ -234,6 +271,7 @@ def config_schema() -> Schema:
         for source, needs in (
             ("passwd-file", "passwd_file"),
             ("imap", "imap"),
+            ("ldap", "ldap"),
             ("trust", "trust_networks"),
             ("auth_http", "auth_http"),
         )

@@ -20,6 +20,7 @@ from refd.cli import main
 from tests.auth_http_service import AuthService
 
 DEMO_ROUTING = Path(__file__).resolve().parents[1] / "refd" / "demo" / "routing.yaml"
+ALICE_LINE = DEMO_ROUTING.read_text().splitlines().index("  - user: alice") + 1
 SECRET = "top secret%"
 
 
@@ -42,7 +43,8 @@ def test_demo_ok_names_the_route_and_the_rule(capsys: pytest.CaptureFixture[str]
     assert code == 0
     assert out == (
         "OK alice: passwd-file: password ok; route: mail1 imap://alice;AUTH=*@mail1.example.org/ "
-        f'(login refer) from users[1] user "alice" ({DEMO_ROUTING}:18); directory requests: none\n'
+        f'(login refer) from users[1] user "alice" ({DEMO_ROUTING}:{ALICE_LINE}); '
+        "directory requests: none\n"
     )
 
 

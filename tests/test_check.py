@@ -325,8 +325,8 @@ users:
 """
 ALPINE = (
     ": referral URLs name this port, and alpine rebuilds the connection from the URL "
-    "alone, connects in plaintext and hangs for about a minute; name the STARTTLS port in "
-    "port and the implicit-TLS one in imaps_port\n"
+    "alone, connects in plaintext and hangs until the server drops it (3 minutes with "
+    "Dovecot); name the STARTTLS port in port and the implicit-TLS one in imaps_port\n"
 )
 
 
@@ -374,4 +374,27 @@ def test_autodiscovery_is_summarised_and_a_table_without_domains_warned(tmp_path
         f"refd check: {cfg}:6: warning: autodiscovery is served but the routing table has no "
         "domains: section, so every setup request gets 404 (add the mail domains to the "
         "routing table)\n"
+    )
+
+
+def test_a_domain_without_a_submission_server_is_a_warning(tmp_path: Path) -> None:
+    routing = tmp_path / "table.yaml"
+    routing.write_text(
+        "version: 1\n"
+        "servers:\n"
+        "  mail1: {host: mail1.example.org}\n"
+        "  mail2: {host: mail2.example.org, submission: smtp2.example.org}\n"
+        "users:\n"
+        "  - default: true\n"
+        "    server: mail1\n"
+        "domains:\n"
+        "  a.example: {}\n"
+        "  b.example: {server: mail2}\n"
+    )
+    code, _, err = refd("check", "--routing", routing)
+    assert (code, err) == (
+        0,
+        f"refd check: {routing}:9: warning: domains.a.example has no submission (nor has its "
+        "server mail1): setup documents then name no outgoing server, which Thunderbird "
+        "refuses and Apple profiles require; add submission: host[:port]\n",
     )

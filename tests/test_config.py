@@ -80,7 +80,7 @@ BAD = [
     ),
     (
         BASE.replace("source: passwd-file\n  passwd_file: users.passwd", "source: kerberos"),
-        ":3: source must be one of passwd-file, imap, trust, auth_http, not 'kerberos'",
+        ":3: source must be one of passwd-file, imap, trust, auth_http, ldap, not 'kerberos'",
     ),
     (
         BASE.replace(

@@ -282,6 +282,10 @@ AUTH_HTTP = CONFIG.replace(
     "  source: passwd-file\n  passwd_file: users.passwd\n",
     "  source: auth_http\n  auth_http: {url: 'http://127.0.0.1/auth'}\n",
 )
+LDAP = CONFIG.replace(
+    "  source: passwd-file\n  passwd_file: users.passwd\n",
+    "  source: ldap\n  ldap: {zzz_unknown: 1}\n",
+)
 LEVELS = [
     ("config", (), CONFIG + "zzz_unknown: 1\n"),
     ("config", ("auth",), CONFIG.replace("  source:", "  zzz_unknown: 1\n  source:")),
@@ -291,6 +295,7 @@ LEVELS = [
         ("auth", "auth_http"),
         AUTH_HTTP.replace("auth_http: {", "auth_http: {zzz_unknown: 1, "),
     ),
+    ("config", ("auth", "ldap"), LDAP),
     ("config", ("listeners", "[]"), CONFIG + "    zzz_unknown: 1\n"),
     ("config", ("tls",), CONFIG + "tls: {zzz_unknown: 1}\n"),
     ("config", ("log",), CONFIG + "log: {zzz_unknown: 1}\n"),

@@ -58,6 +58,25 @@ class AuthResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectoryRoute:
+    """What a directory says about a user without a password (``refd explain``).
+
+    SUCCESS: one usable entry (``user`` its own name for the user, ``home``
+    the home server it names, None if none); FAILURE: no usable entry, or
+    several; UNAVAILABLE: the directory did not answer. ``reason`` names the
+    entry (e.g. ``entry uid=alice,ou=people,dc=example,dc=org``) or why not;
+    ``cached``: from the source's route cache, no request made.
+    """
+
+    status: AuthStatus
+    user: str
+    home: Home | None
+    reason: str
+    cached: bool = False
+    ops: tuple[DirectoryOp, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AuthRequest:
     user: str
     password: str = field(repr=False)

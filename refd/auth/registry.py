@@ -32,6 +32,7 @@ AUTH_SOURCES: dict[str, str] = {
     "imap": "refd.auth.imap_backend",
     "trust": "refd.auth.trust",
     "auth_http": "refd.auth.auth_http",
+    "ldap": "refd.auth.ldap",
 }
 
 S = TypeVar("S")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import plistlib
 import re
 import uuid
+from dataclasses import dataclass
 from typing import NoReturn
 from xml.parsers import expat
 
@@ -43,11 +44,13 @@ __all__ = [
     "AUTODISCOVER_RESPONSE_NS",
     "OUTLOOK_RESPONSE_NS",
     "BadRequest",
+    "OfferedServer",
     "autoconfig",
     "autodiscover",
     "autodiscover_error",
     "mobileconfig",
     "parse_autodiscover_request",
+    "read_autoconfig",
 ]
 
 AUTODISCOVER_REQUEST_NS = (
@@ -212,6 +215,23 @@ def _refuse(reason: str) -> NoReturn:
     raise BadRequest(reason)
 
 
+def _hardened_parser() -> expat.XMLParserType:
+    """An expat parser that refuses DTDs and entities outright (``BadRequest``).
+
+    The one way refd reads XML it did not write. UTF-8 is forced (it
+    overrides the document's own declaration); a document type declaration
+    is refused before it can declare an entity, so nothing is ever expanded
+    ("billion laughs") or fetched (XXE).
+    """
+    parser = expat.ParserCreate("UTF-8", _SEP)
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    parser.StartDoctypeDeclHandler = lambda *_: _refuse("document type declarations are refused")
+    parser.EntityDeclHandler = lambda *_: _refuse("entity declarations are refused")
+    parser.UnparsedEntityDeclHandler = lambda *_: _refuse("entity declarations are refused")
+    parser.ExternalEntityRefHandler = lambda *_: _refuse("external entities are refused")
+    return parser
+
+
 class _RequestReader:
     """expat handlers that keep the ``EMailAddress`` (and refuse everything exotic)."""
 
@@ -261,13 +281,7 @@ def parse_autodiscover_request(body: bytes) -> str:
     except UnicodeDecodeError:
         raise BadRequest("the body is not UTF-8") from None
     reader = _RequestReader()
-    # The encoding given here overrides the document's own declaration.
-    parser = expat.ParserCreate("UTF-8", _SEP)
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-    parser.StartDoctypeDeclHandler = lambda *_: _refuse("document type declarations are refused")
-    parser.EntityDeclHandler = lambda *_: _refuse("entity declarations are refused")
-    parser.UnparsedEntityDeclHandler = lambda *_: _refuse("entity declarations are refused")
-    parser.ExternalEntityRefHandler = lambda *_: _refuse("external entities are refused")
+    parser = _hardened_parser()
     parser.StartElementHandler = reader.start
     parser.EndElementHandler = reader.end
     parser.CharacterDataHandler = reader.data
@@ -281,6 +295,92 @@ def parse_autodiscover_request(body: bytes) -> str:
     if any(schema != OUTLOOK_RESPONSE_NS for schema in reader.schemas):
         raise BadRequest("AcceptableResponseSchema is not the Outlook 2006a schema")
     return reader.addresses[0]
+
+
+# -- reading an autoconfig document back (refd probe, refd explain) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedServer:
+    """One ``incomingServer`` or ``outgoingServer`` of an autoconfig document, as read."""
+
+    element: str  # incomingServer | outgoingServer
+    type: str  # imap, pop3, smtp ...
+    hostname: str
+    port: int | None
+    socket_type: str  # SSL | STARTTLS | plain, as written
+    username: str  # as written: %EMAILADDRESS%, %EMAILLOCALPART% or a name
+
+    def login_for(self, address: str) -> str:
+        """The login name a client fills in for ``address`` (the placeholders resolved)."""
+        local, _, domain = address.rpartition("@")
+        return (
+            self.username.replace("%EMAILADDRESS%", address)
+            .replace("%EMAILLOCALPART%", local)
+            .replace("%EMAILDOMAIN%", domain)
+        )
+
+
+MAX_AUTOCONFIG_DEPTH = 16
+_SERVER_FIELDS = ("hostname", "port", "socketType", "username")
+
+
+def read_autoconfig(body: bytes) -> tuple[OfferedServer, ...]:
+    """The servers an autoconfig document offers, in document order.
+
+    Read as a client reads a document from the network: with the hardened
+    parser (no DTD, no entities), at most `MAX_AUTOCONFIG_DEPTH` deep.
+    BadRequest (a short reason) when it is not a ``clientConfig`` with an
+    ``emailProvider``, or a server lacks its hostname or has a bad port.
+    """
+    path: list[str] = []
+    found: list[dict[str, str]] = []
+    text: list[str] = []
+
+    def start(name: str, attrs: dict[str, str]) -> None:
+        path.append(name)
+        text.clear()
+        if len(path) > MAX_AUTOCONFIG_DEPTH:
+            _refuse("elements nested too deep")
+        if len(path) == 1 and name != "clientConfig":
+            _refuse("not an autoconfig document (the root is not clientConfig)")
+        if path[1:] in (["emailProvider", "incomingServer"], ["emailProvider", "outgoingServer"]):
+            found.append({"element": name, "type": attrs.get("type", "")})
+
+    def end(name: str) -> None:
+        if len(path) == 4 and path[1] == "emailProvider" and name in _SERVER_FIELDS and found:
+            found[-1].setdefault(name, "".join(text).strip())
+        path.pop()
+
+    parser = _hardened_parser()
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text.append
+    try:
+        body.decode("utf-8")
+        parser.Parse(body, True)
+    except UnicodeDecodeError:
+        raise BadRequest("the document is not UTF-8") from None
+    except expat.ExpatError as exc:
+        raise BadRequest(f"malformed XML ({expat.ErrorString(exc.code)})") from None
+    servers = []
+    for entry in found:
+        if not entry.get("hostname"):
+            _refuse(f"an {entry['element']} without a hostname")
+        port = entry.get("port", "")
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            _refuse(f"an {entry['element']} with the port {port[:8]!r}")
+        servers.append(
+            OfferedServer(
+                entry["element"],
+                entry["type"].lower(),
+                entry["hostname"],
+                int(port) if port else None,
+                entry.get("socketType", ""),
+                entry.get("username", ""),
+            )
+        )
+    return tuple(servers)
 
 
 # -- Apple configuration profile ------------------------------------------------------

@@ -116,13 +116,13 @@ def test_unknown_keys_and_sources_name_the_registered_ones(tmp_path: Path) -> No
         load_config(tmp_path / "refd.yaml")
     assert str(err.value) == (
         f'{tmp_path}/refd.yaml:4: unknown key "x" in auth (known keys: advertise_plain, auth_http, '
-        "failure_delay_max_s, failure_delay_s, imap, passwd_file, source, trust_allow_public, "
-        "trust_networks)"
+        "failure_delay_max_s, failure_delay_s, imap, ldap, passwd_file, source, "
+        "trust_allow_public, trust_networks)"
     )
     (tmp_path / "refd.yaml").write_text(CONFIG.replace("  token_file: token.txt\n", ""))
     with pytest.raises(TreeError) as err:
         load_config(tmp_path / "refd.yaml")
     assert str(err.value) == (
         f"{tmp_path}/refd.yaml:3: source must be one of passwd-file, imap, trust, auth_http, "
-        "not 'token'"
+        "ldap, not 'token'"
     )

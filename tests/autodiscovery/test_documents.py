@@ -50,11 +50,13 @@ from refd.autodiscovery.documents import (
     AUTODISCOVER_RESPONSE_NS,
     OUTLOOK_RESPONSE_NS,
     BadRequest,
+    OfferedServer,
     autoconfig,
     autodiscover,
     autodiscover_error,
     mobileconfig,
     parse_autodiscover_request,
+    read_autoconfig,
 )
 from refd.routing.model import ClientTls, Endpoint
 from tests.routing._support import load
@@ -616,3 +618,71 @@ def test_mobileconfig_escapes_the_display_name() -> None:
     body = mobileconfig(answer)
     assert b'<string>A &amp; B &lt;"x"&gt;\xef\xbf\xbd</string>' in body
     assert _mail(body)["EmailAccountDescription"] == 'A & B <"x">\ufffd'
+
+
+# -- reading an autoconfig document back ------------------------------------------------
+
+
+def test_read_autoconfig_reads_back_what_autoconfig_writes() -> None:
+    servers = read_autoconfig(autoconfig(answer_for("carol@example.org")))
+    assert servers == (
+        OfferedServer(
+            "incomingServer", "imap", "mail2.example.org", 10143, "STARTTLS", "%EMAILADDRESS%"
+        ),
+        OfferedServer("outgoingServer", "smtp", "smtp2.example.org", 465, "SSL", "%EMAILADDRESS%"),
+    )
+    assert servers[0].login_for("carol@example.org") == "carol@example.org"
+    local = OfferedServer("incomingServer", "imap", "h", 143, "STARTTLS", "%EMAILLOCALPART%")
+    assert local.login_for("Carol@example.org") == "Carol"
+
+
+AUTOCONFIG_HOSTILE = [
+    (
+        b'<!DOCTYPE a [<!ENTITY h SYSTEM "file:///etc/passwd">]><clientConfig/>',
+        "document type declarations are refused",
+    ),
+    (
+        b"<html><body>It works!</body></html>",
+        "not an autoconfig document (the root is not clientConfig)",
+    ),
+    (
+        b'<clientConfig><emailProvider><incomingServer type="imap"><port>993</port>'
+        b"</incomingServer></emailProvider></clientConfig>",
+        "an incomingServer without a hostname",
+    ),
+    (
+        b'<clientConfig><emailProvider><incomingServer type="imap"><hostname>h</hostname>'
+        b"<port>99999</port></incomingServer></emailProvider></clientConfig>",
+        "an incomingServer with the port '99999'",
+    ),
+    (b"<clientConfig>", "malformed XML (no element found)"),
+    (b"<clientConfig>\xff</clientConfig>", "the document is not UTF-8"),
+    (
+        b"<clientConfig>" + b"<a>" * 20 + b"</a>" * 20 + b"</clientConfig>",
+        "elements nested too deep",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("body", "reason"), AUTOCONFIG_HOSTILE)
+def test_read_autoconfig_refuses_what_is_not_a_document(body: bytes, reason: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        read_autoconfig(body)
+    assert str(info.value) == reason
+
+
+def test_read_autoconfig_keeps_document_order_and_ignores_the_rest() -> None:
+    body = (
+        b'<?xml version="1.0"?><clientConfig version="1.1"><emailProvider id="x">'
+        b"<domain>x</domain><displayName>X</displayName>"
+        b'<incomingServer type="pop3"><hostname>pop.x</hostname><port>995</port>'
+        b"<socketType>SSL</socketType><username>%EMAILADDRESS%</username></incomingServer>"
+        b'<incomingServer type="IMAP"><hostname>imap.x</hostname>'
+        b"<socketType>STARTTLS</socketType></incomingServer>"
+        b"<documentation url='http://x/'><descr>hi</descr></documentation>"
+        b"</emailProvider></clientConfig>"
+    )
+    assert read_autoconfig(body) == (
+        OfferedServer("incomingServer", "pop3", "pop.x", 995, "SSL", "%EMAILADDRESS%"),
+        OfferedServer("incomingServer", "imap", "imap.x", None, "STARTTLS", ""),
+    )

@@ -9,6 +9,9 @@
   that CA). `c_client_cert(ca, host)`: a certificate that alpine accepts
   for an IP address literal (see there).
 
+- `slapd_binary`: OpenLDAP's slapd (`tests/interop/slapd.py` starts private
+  instances; `tests/interop/test_ldap.py` has the directory fixtures).
+
 - `redis_server`: a private redis-server on loopback (`tests/interop/redis.py`),
   stopped by PID at teardown.
 
@@ -38,6 +41,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .dovecot import INSTALL_HINT, DovecotInstance, ServerCert, find_dovecot, start_dovecot
 from .redis import INSTALL_HINT as REDIS_HINT
 from .redis import RedisInstance, find_redis, start_redis
+from .slapd import INSTALL_HINT as SLAPD_HINT
+from .slapd import find_slapd
 
 USERS = {
     "alice": "alice-password",
@@ -162,3 +167,13 @@ def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisInstance]:
     instance = start_redis(redis_binary, tmp_path / "redis")
     yield instance
     instance.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd_binary() -> str:
+    binary = find_slapd()
+    if binary is None:
+        if under_ci():
+            pytest.fail(f"{SLAPD_HINT} (CI=true: interop tests may not skip)")
+        pytest.skip(SLAPD_HINT)
+    return binary
