@@ -111,6 +111,12 @@ def _sockets(config: DaemonConfig, lines: _Lines) -> list[_Socket]:
         _Socket(f"listener {lc.name}", lc.address, lc.port, lines.of("listeners", i))
         for i, lc in enumerate(config.listeners)
     ]
+    out += [
+        _Socket(
+            f"listener {lc.name}", lc.address, lc.port, lines.of("autodiscovery", "listeners", i)
+        )
+        for i, lc in enumerate(config.http_listeners)
+    ]
     if config.metrics_address is not None:
         host, port = config.metrics_address
         out.append(_Socket("metrics", host, port, lines.of("metrics")))
@@ -336,5 +342,23 @@ def check_config(config: DaemonConfig, service: Service) -> list[Finding]:
         *_public_trust(config, lines),
         *_world_readable(config.tls_key, "tls.key", lines.of("tls", "key"), lines.file),
         *routing_warnings(service.table),
+        *_autodiscovery_without_domains(config, service, lines),
     ]
     return errors + warnings
+
+
+def _autodiscovery_without_domains(
+    config: DaemonConfig, service: Service, lines: _Lines
+) -> list[Finding]:
+    """Setup documents served from a table that names no mail domain: every answer 404."""
+    if config.autodiscovery is None or service.table.domains:
+        return []
+    return [
+        Finding(
+            lines.file,
+            lines.of("autodiscovery"),
+            "autodiscovery is served but the routing table has no domains: section, "
+            "so every setup request gets 404 (add the mail domains to the routing table)",
+            warning=True,
+        )
+    ]

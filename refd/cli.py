@@ -228,11 +228,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(config: DaemonConfig, fds: str) -> int:
     """One worker under the supervisor: inherited listening sockets, no metrics endpoint."""
+    inherited = {
+        name: socket.socket(fileno=int(fd))
+        for name, fd in (i.split("=", 1) for i in fds.split(","))
+    }
+    http_names = {lc.name for lc in config.http_listeners}
     bound = Bound(
-        {
-            name: socket.socket(fileno=int(fd))
-            for name, fd in (i.split("=", 1) for i in fds.split(","))
-        }
+        {n: s for n, s in inherited.items() if n not in http_names},
+        http={n: s for n, s in inherited.items() if n in http_names},
     )
     ports = bound.ports()
 
@@ -240,7 +243,16 @@ def _worker(config: DaemonConfig, fds: str) -> int:
         listeners = tuple(
             dataclasses.replace(lc, port=ports.get(lc.name, lc.port)) for lc in config.listeners
         )
-        return dataclasses.replace(config, listeners=listeners, metrics_address=None)
+        autodiscovery = config.autodiscovery
+        if autodiscovery is not None:
+            http = tuple(
+                dataclasses.replace(lc, port=ports.get(lc.name, lc.port))
+                for lc in autodiscovery.listeners
+            )
+            autodiscovery = dataclasses.replace(autodiscovery, listeners=http)
+        return dataclasses.replace(
+            config, listeners=listeners, metrics_address=None, autodiscovery=autodiscovery
+        )
 
     config = pin(config)
     store_socket = os.environ.get(STORE_SOCKET_ENV)
@@ -365,6 +377,18 @@ def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
             f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}" for lc in config.listeners
         ),
     ]
+    if config.autodiscovery is not None:
+        ad = config.autodiscovery.policy
+        summary.append(
+            "autodiscovery: "
+            + ", ".join(
+                f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}"
+                for lc in config.autodiscovery.listeners
+            )
+            + f"; {len(table.domains)} domain{'' if len(table.domains) == 1 else 's'}"
+            + f"; per_user {'yes' if ad.per_user else 'no'}"
+            + f"; require_auth {', '.join(ad.require_auth) or 'none'}"
+        )
     if config.metrics_address is not None:
         summary.append(f"metrics: {authority(*config.metrics_address)}")
     if config.tls_cert is not None:

@@ -30,6 +30,7 @@ import trio
 
 from refd import __version__
 from refd.auth.registry import source_spec
+from refd.autodiscovery.server import serve_autodiscovery
 from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
 from refd.config.tree import TreeError
 from refd.door import DoorState
@@ -38,7 +39,7 @@ from refd.listen import Bound
 from refd.logs import log_event
 from refd.metrics import Metrics
 from refd.runtime import Service, ServiceRef
-from refd.server import serve
+from refd.server import BoundListener, serve
 from refd.store import Throttle
 
 __all__ = ["Daemon", "announce", "config_sha256", "run"]
@@ -142,6 +143,8 @@ class Daemon:
         self.config_sha256 = config_sha256(config, service)
         self.metrics.config_loaded(self.config_sha256, time.time())
         self._reload_lock = trio.Lock()
+        #: the autodiscovery listeners as bound, once :meth:`run` has started
+        self.http_bound: list[BoundListener] = []
 
     def ready(self) -> bool:
         return (
@@ -169,7 +172,10 @@ class Daemon:
                 self.metrics.reload_failed()
                 log.exception("reload failed unexpectedly, keeping the tables in service")
                 return False
-            if new_config.listeners != self.config.listeners:
+            if (
+                new_config.listeners != self.config.listeners
+                or new_config.http_listeners != self.config.http_listeners
+            ):
                 log.warning("reload: listener changes take effect only after a restart")
             self.door.throttle.reconfigure(new_config.store)
             bind_shared_cache(new_config, service, self.door.throttle)
@@ -225,6 +231,11 @@ class Daemon:
         )
         announce(self.config, self.ref.current)
         async with trio.open_nursery() as nursery:
+            if signals:
+                # Before anything listens: a SIGHUP sent as soon as /readyz
+                # says 200 must reach the reload, not the default action
+                # (which ends the process).
+                await nursery.start(self._signals)
             await nursery.start(self.door.throttle.run)
             bound: list[object] = []
             if self.config.metrics_address is not None:
@@ -240,20 +251,31 @@ class Daemon:
                 )
 
             async def serve_then_stop(task_status: trio.TaskStatus[object]) -> None:
-                await serve(
-                    self.config,
-                    self.ref,
-                    door=self.door,
-                    sockets=self.sockets.listeners if self.sockets else None,
-                    task_status=task_status,
-                )
+                # The IMAP door and the HTTP side stop together, each after
+                # its own grace; then the rest (metrics, watcher) goes.
+                async with trio.open_nursery() as doors:
+                    if self.config.http_listeners:
+                        self.http_bound = await doors.start(
+                            partial(
+                                serve_autodiscovery,
+                                self.config,
+                                self.ref,
+                                door=self.door,
+                                sockets=self.sockets.http if self.sockets else None,
+                            )
+                        )
+                    await serve(
+                        self.config,
+                        self.ref,
+                        door=self.door,
+                        sockets=self.sockets.listeners if self.sockets else None,
+                        task_status=task_status,
+                    )
                 nursery.cancel_scope.cancel()
 
             bound.insert(0, await nursery.start(serve_then_stop))
             if self.config.watch_interval_s > 0:
                 nursery.start_soon(self._watch, self.config.watch_interval_s)
-            if signals:
-                nursery.start_soon(self._signals)
             log_event(
                 log,
                 logging.INFO,
@@ -263,8 +285,9 @@ class Daemon:
             )
             task_status.started(bound)
 
-    async def _signals(self) -> None:
+    async def _signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()

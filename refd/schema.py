@@ -29,10 +29,19 @@ from refd.auth.imap_backend import ID_FIELDS
 from refd.auth.ldap import MODES as LDAP_MODES
 from refd.auth.ldap import SCOPES as LDAP_SCOPES
 from refd.auth.registry import AUTH_SOURCES
-from refd.config.loader import _LIMIT_INTS, _LIMIT_SECONDS, STORE_KINDS, TLS_MODES
-from refd.limits import Limits
+from refd.config.loader import (
+    _LIMIT_INTS,
+    _LIMIT_SECONDS,
+    HTTP_LIMIT_INTS,
+    HTTP_LIMIT_SECONDS,
+    HTTP_TLS_MODES,
+    STORE_KINDS,
+    TLS_MODES,
+)
+from refd.limits import HttpLimits, Limits
 from refd.routing.load import _LOGIN_NAMES, _SERVER_NAME, FORMAT_VERSION
 from refd.routing.model import ClientTls, LoginMode
+from refd.runtime import AUTH_PROTOCOLS
 
 __all__ = ["KINDS", "config_schema", "routing_schema", "schema_text"]
 
@@ -98,6 +107,60 @@ def _limits() -> Schema:
         elif f.name in _LIMIT_SECONDS:
             props[f.name] = _seconds(f"seconds, default {f.default:g}", positive=True)
     return _object(props, "Limits; every value has a default")
+
+
+def _http_limits() -> Schema:
+    props: dict[str, Schema] = {}
+    for f in dataclasses.fields(HttpLimits):
+        if f.name in HTTP_LIMIT_INTS:
+            lo, hi = HTTP_LIMIT_INTS[f.name]
+            props[f.name] = _int(lo, hi, f"default {f.default}")
+        elif f.name in HTTP_LIMIT_SECONDS:
+            props[f.name] = _seconds(f"seconds, default {f.default:g}", positive=True)
+    return _object(props, "Limits of the HTTP side; every value has a default")
+
+
+def _autodiscovery() -> Schema:
+    listener = _object(
+        {
+            "name": _str("for logs and metric labels; default httpN"),
+            "address": _str("an IP address to listen on (0.0.0.0 or :: for all)"),
+            "port": _int(0, 65535, "0: any free port"),
+            "tls": _enum(HTTP_TLS_MODES, "none (plain HTTP, port 80) or implicit (HTTPS, 443)"),
+            "proxy_protocol": _bool("expect a PROXY v1/v2 header from proxy_networks"),
+        },
+        "One HTTP listening socket",
+        ("address", "port"),
+    )
+    return _object(
+        {
+            "listeners": {
+                "type": "array",
+                "minItems": 1,
+                "items": listener,
+                "description": "where setup clients connect (autoconfig., autodiscover. names)",
+            },
+            "per_user": _bool(
+                "answer with the user's own server (default true); false: domain-level answers only"
+            ),
+            "require_auth": {
+                "anyOf": [
+                    {"enum": list(AUTH_PROTOCOLS)},
+                    {"type": "array", "items": {"enum": list(AUTH_PROTOCOLS)}, "uniqueItems": True},
+                ],
+                "description": "protocols answered only after HTTP Basic credentials; default both",
+            },
+            "hosts": _str_or_list(
+                "Host values accepted besides autoconfig.D, autodiscover.D and D of each "
+                "domain, and hostname"
+            ),
+            "sign_profiles": _bool("sign Apple profiles with the tls: certificate (default false)"),
+            "limits": _http_limits(),
+        },
+        "Account-setup documents (Mozilla autoconfig, Microsoft Autodiscover, Apple "
+        "profiles) over HTTP",
+        ("listeners",),
+    )
 
 
 def config_schema() -> Schema:
@@ -310,6 +373,7 @@ def config_schema() -> Schema:
             ),
             "workers": _int(1, 256, "worker processes sharing the ports; one per core"),
             "watch_interval_s": _seconds("> 0: poll the files and reload on change"),
+            "autodiscovery": _autodiscovery(),
         },
     }
 

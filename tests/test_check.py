@@ -357,6 +357,26 @@ def test_the_shipped_tables_have_no_implicit_tls_referral_port() -> None:
         assert (code, err) == (0, ""), path
 
 
+def test_autodiscovery_is_summarised_and_a_table_without_domains_warned(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        "autodiscovery:\n"
+        "  listeners: [{name: web, address: 127.0.0.1, port: 0}]\n"
+        "  require_auth: []\n",
+    )
+    code, out, err = refd("check", "-c", cfg)
+    assert code == 0
+    assert (
+        "  autodiscovery: web 127.0.0.1:0 tls none; 0 domains; per_user yes; require_auth none"
+        in (out.splitlines())
+    )
+    assert err == (
+        f"refd check: {cfg}:6: warning: autodiscovery is served but the routing table has no "
+        "domains: section, so every setup request gets 404 (add the mail domains to the "
+        "routing table)\n"
+    )
+
+
 def test_a_domain_without_a_submission_server_is_a_warning(tmp_path: Path) -> None:
     routing = tmp_path / "table.yaml"
     routing.write_text(

@@ -168,6 +168,14 @@ CONFIG_MISTAKES = {
     "listeners not a list": CONFIG.split("listeners:", maxsplit=1)[0] + "listeners: {a: 1}\n",
     "tls without key": CONFIG + "tls: {cert: c.pem}\n",
     "bad log level": CONFIG + "log: {level: loud}\n",
+    "autodiscovery starttls": CONFIG
+    + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80, tls: starttls}]}\n",
+    "autodiscovery without listeners": CONFIG + "autodiscovery: {per_user: true}\n",
+    "autodiscovery require_auth autoconfig": CONFIG
+    + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}], require_auth: autoconfig}\n",
+    "autodiscovery zero timeout": CONFIG
+    + "autodiscovery:\n  listeners: [{address: 127.0.0.1, port: 80}]\n"
+    + "  limits: {request_timeout_s: 0}\n",
 }
 ROUTING_MISTAKES = {
     "unknown top key": ROUTING + "mailbox: []\n",
@@ -295,6 +303,19 @@ LEVELS = [
     ("config", ("limits",), CONFIG + "limits: {zzz_unknown: 1}\n"),
     ("config", ("throttle",), CONFIG + "throttle: {zzz_unknown: 1}\n"),
     ("config", ("throttle", "redis"), CONFIG + "throttle: {redis: {zzz_unknown: 1}}\n"),
+    ("config", ("autodiscovery",), CONFIG + "autodiscovery: {zzz_unknown: 1}\n"),
+    (
+        "config",
+        ("autodiscovery", "listeners", "[]"),
+        CONFIG + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80, zzz_unknown: 1}]}\n",
+    ),
+    (
+        "config",
+        ("autodiscovery", "limits"),
+        CONFIG
+        + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}],"
+        + " limits: {zzz_unknown: 1}}\n",
+    ),
     ("routing", (), ROUTING + "zzz_unknown: 1\n"),
     ("routing", ("servers", "*"), ROUTING.replace("{host: mail1", "{zzz_unknown: 1, host: mail1")),
     (

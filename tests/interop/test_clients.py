@@ -215,7 +215,7 @@ def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
         "  - Shared/Sales\n"
     )
     config = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
-    config = config.replace("port: 9143", "port: 0")
+    config = config.replace("port: 9143", "port: 0").replace("port: 1180", "port: 0")
     (tmp_path / "refd.yaml").write_text(config)
     shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp_path / "users.passwd")
     daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
