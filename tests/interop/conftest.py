@@ -10,8 +10,11 @@
 
 - `redis_server`: a private redis-server on loopback (`tests/interop/redis.py`),
   stopped by PID at teardown.
+- `thunderbird`: one private headless Thunderbird for the whole session
+  (`tests/interop/thunderbird.py`, driven through Marionette), stopped by PID
+  at the end of the session.
 
-Without a dovecot (or redis-server) binary those fixtures skip on a developer
+Without a dovecot (redis-server, thunderbird) binary those fixtures skip on a developer
 machine and fail under CI=true; any other skip of an `interop` test under CI=true is
 turned into a failure too (`pytest_runtest_makereport` below).
 """
@@ -31,6 +34,8 @@ import trustme
 from .dovecot import INSTALL_HINT, DovecotInstance, ServerCert, find_dovecot, start_dovecot
 from .redis import INSTALL_HINT as REDIS_HINT
 from .redis import RedisInstance, find_redis, start_redis
+from .thunderbird import INSTALL_HINT as THUNDERBIRD_HINT
+from .thunderbird import ThunderbirdInstance, find_thunderbird, start_thunderbird
 
 USERS = {
     "alice": "alice-password",
@@ -119,5 +124,17 @@ def redis_binary() -> str:
 @pytest.fixture
 def redis_server(redis_binary: str, tmp_path: Path) -> Iterator[RedisInstance]:
     instance = start_redis(redis_binary, tmp_path / "redis")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture(scope="session")
+def thunderbird(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThunderbirdInstance]:
+    binary = find_thunderbird()
+    if binary is None:
+        if under_ci():
+            pytest.fail(f"{THUNDERBIRD_HINT} (CI=true: interop tests may not skip)")
+        pytest.skip(THUNDERBIRD_HINT)
+    instance = start_thunderbird(binary, tmp_path_factory.mktemp("thunderbird"))
     yield instance
     instance.stop()

@@ -1,0 +1,368 @@
+"""A private, headless Thunderbird driven through Marionette, for account-setup tests.
+
+`start_thunderbird(binary, directory)` creates ``directory/home`` (its
+``HOME``) and ``directory/profile`` (a fresh profile whose ``user.js`` is
+written here), starts the real binary with ``--headless --marionette
+-remote-allow-system-access --no-remote --profile ...`` in its own process
+group, reads the Marionette port Thunderbird chose (``marionette.port`` 0:
+it writes ``MarionetteActivePort`` into the profile), opens a session and
+switches to the chrome context. `ThunderbirdInstance.stop()` deletes the
+session, then SIGTERM to the PID, SIGKILL after a grace period, and ends
+any process left in its group.
+
+`account_setup(address, proxy_port=...)` runs, inside Thunderbird, the
+account hub's own lookup: ``FindConfig.parallelAutoDiscovery`` from
+``resource:///modules/accountcreation/FindConfig.sys.mjs`` (what
+``views/email.mjs`` calls when a user types an address), then
+``ewsifyConfig`` and ``AccountConfig.replaceVariables`` (what the hub does
+with the result before it shows it). It returns the incoming and outgoing
+servers Thunderbird would configure, with the lookup that produced them
+(``subSource``, e.g. ``xml-from-isp-http``).
+`exchange_autodiscover(...)` runs ``fetchConfigFromExchange`` from
+``ExchangeAutoDiscover.sys.mjs`` alone (the Microsoft Autodiscover POX
+lookup, which the hub runs in parallel).
+
+Thunderbird fetches autoconfig from fixed URLs on ports 80/443
+(``http://autoconfig.<domain>/mail/config-v1.1.xml``,
+``http://<domain>/.well-known/autoconfig/...``, their https forms, and
+``http(s)://autodiscover.<domain>/autodiscover/autodiscover.xml``). So each
+lookup first points Thunderbird's HTTP and SSL proxy prefs at the given
+loopback port (the door's autodiscovery listener): plain-HTTP lookups
+arrive there as absolute-form requests (``GET http://autoconfig.example.org/
+mail/...``), HTTPS lookups as ``CONNECT host:443``. Between lookups the
+proxy points at a closed port, so nothing Thunderbird fetches on its own
+(update checks, its ISP database, add-on lists) leaves the machine. The
+profile also turns off the ISP database lookup (``mailnews.auto_config_url``
+empty), which would otherwise be a fourth, lower-priority source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.procs import free_port
+
+from .marionette import Marionette
+
+INSTALL_HINT = "thunderbird not installed: apt-get install thunderbird"
+#: Debian's /usr/bin/thunderbird is a wrapper script; this is the application itself
+DEBIAN_BINARY = "/usr/lib/thunderbird/thunderbird"
+#: startup until the first window is idle: ~3 s alone, ~18 s on a loaded 2-core machine
+START_TIMEOUT_S = 120.0
+LOOKUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+PREFS: dict[str, object] = {
+    # Marionette picks a free port and writes it to <profile>/MarionetteActivePort.
+    "marionette.port": 0,
+    # Manual proxy configuration; account_setup() sets host and ports per lookup.
+    "network.proxy.type": 1,
+    "network.proxy.share_proxy_settings": False,
+    # No lookup in Mozilla's ISP database (live.thunderbird.net).
+    "mailnews.auto_config_url": "",
+    # The account hub's debug log goes to Thunderbird's console (thunderbird.log).
+    "mail.setup.loglevel": "All",
+    # No first-run pages, update checks, telemetry or in-app notifications.
+    "app.update.disabledForTesting": True,
+    "app.update.checkInstallTime": False,
+    "extensions.update.enabled": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "mail.provider.suppress_dialog_on_startup": True,
+    "mail.shell.checkDefaultClient": False,
+    "mailnews.start_page.enabled": False,
+    "mail.inappnotifications.enabled": False,
+}
+
+#: Shared by the lookups below: point the proxy prefs at a port, clear the HTTP
+#: cache (so no lookup sees an earlier answer), describe an AccountConfig.
+PRELUDE = """
+const setProxy = port => {
+  for (const kind of ["http", "ssl"]) {
+    Services.prefs.setStringPref(`network.proxy.${kind}`, "127.0.0.1");
+    Services.prefs.setIntPref(`network.proxy.${kind}_port`, port);
+  }
+};
+// XPCOM constants do not enumerate: map the names Thunderbird uses to them.
+const names = (iface, list) =>
+  Object.fromEntries(list.filter(n => n in iface).map(n => [iface[n], n]));
+const socketTypes = names(Ci.nsMsgSocketType, ["plain", "trySTARTTLS", "alwaysSTARTTLS", "SSL"]);
+const authMethods = names(Ci.nsMsgAuthMethod, [
+  "none", "old", "passwordCleartext", "passwordEncrypted", "GSSAPI", "NTLM",
+  "External", "secure", "anything", "OAuth2",
+]);
+const server = s => s && {
+  type: s.type,
+  hostname: s.hostname,
+  port: s.port,
+  socketType: socketTypes[s.socketType] ?? String(s.socketType),
+  username: s.username,
+  auth: authMethods[s.auth] ?? String(s.auth),
+};
+const describe = config => config && {
+  source: config.source,
+  subSource: config.subSource,
+  incoming: server(config.incoming),
+  outgoing: server(config.outgoing),
+  incomingAlternatives: config.incomingAlternatives.map(server),
+  outgoingAlternatives: config.outgoingAlternatives.map(server),
+};
+const { AccountConfig } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/AccountConfig.sys.mjs"
+);
+const lookup = async (port, closedPort, work) => {
+  Services.cache2.clear();
+  setProxy(port);
+  try {
+    return await work();
+  } catch (error) {
+    return { error: `${error}`, code: error.code ?? null, stack: `${error.stack}` };
+  } finally {
+    setProxy(closedPort);
+  }
+};
+"""
+
+ACCOUNT_SETUP_JS = (
+    PRELUDE
+    + """
+const [address, password, port, closedPort, resolve] = arguments;
+const { FindConfig } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/FindConfig.sys.mjs"
+);
+lookup(port, closedPort, async () => {
+  const domain = address.split("@")[1];
+  const discovery = FindConfig.parallelAutoDiscovery(
+    domain, address, new AbortController().signal, password, undefined
+  );
+  const { value: config } = await discovery.next();
+  if (!config || config.isRedirect) {
+    return { error: `no configuration found: ${JSON.stringify(config)}` };
+  }
+  FindConfig.ewsifyConfig(config);
+  AccountConfig.replaceVariables(config, "Test User", address, password);
+  return describe(config);
+}).then(resolve);
+"""
+)
+
+EXCHANGE_JS = (
+    PRELUDE
+    + """
+const [address, password, port, closedPort, resolve] = arguments;
+const { fetchConfigFromExchange } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/ExchangeAutoDiscover.sys.mjs"
+);
+lookup(port, closedPort, async () => {
+  const domain = address.split("@")[1];
+  const refuseRedirect = host => Promise.reject(new Error(`redirect to ${host} refused`));
+  const config = await fetchConfigFromExchange(
+    domain, address, new AbortController().signal, undefined, password, refuseRedirect
+  );
+  AccountConfig.replaceVariables(config, "Test User", address, password);
+  return describe(config);
+}).then(resolve);
+"""
+)
+
+
+def find_thunderbird() -> str | None:
+    """Thunderbird: $REFD_THUNDERBIRD if set, else Debian's, else ``thunderbird`` on PATH."""
+    override = os.environ.get("REFD_THUNDERBIRD")
+    if override is not None:
+        return override if os.access(override, os.X_OK) else None
+    if os.access(DEBIAN_BINARY, os.X_OK):
+        return DEBIAN_BINARY
+    return shutil.which("thunderbird")
+
+
+@dataclass(frozen=True)
+class ServerSetting:
+    """One server entry of Thunderbird's AccountConfig (AccountConfig.sys.mjs)."""
+
+    type: str
+    hostname: str
+    port: int
+    socket_type: str  # a name of Ci.nsMsgSocketType: plain, alwaysSTARTTLS, SSL
+    username: str
+    auth: str  # a name of Ci.nsMsgAuthMethod, e.g. passwordCleartext
+
+    @classmethod
+    def from_js(cls, value: dict[str, Any]) -> ServerSetting:
+        return cls(
+            type=value["type"],
+            hostname=value["hostname"],
+            port=value["port"],
+            socket_type=value["socketType"],
+            username=value["username"],
+            auth=value["auth"],
+        )
+
+
+@dataclass(frozen=True)
+class FoundConfig:
+    """What a lookup found: the servers Thunderbird would set up, and where from."""
+
+    source: str
+    sub_source: str
+    incoming: ServerSetting
+    outgoing: ServerSetting | None
+    incoming_alternatives: tuple[ServerSetting, ...]
+
+
+class LookupFailed(AssertionError):
+    """Thunderbird's lookup found nothing; carries its error and the console log."""
+
+
+@dataclass
+class ThunderbirdInstance:
+    binary: str
+    directory: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    marionette: Marionette | None = field(default=None, repr=False)
+    version: str = ""
+    #: seconds from exec to a Marionette session in the chrome context
+    startup_s: float = 0.0
+    closed_port: int = 0
+
+    @property
+    def profile(self) -> Path:
+        return self.directory / "profile"
+
+    def log(self) -> str:
+        try:
+            return (self.directory / "thunderbird.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def start(self) -> None:
+        home = self.directory / "home"
+        home.mkdir(parents=True)
+        self.profile.mkdir()
+        # A port nothing listens on: where the proxy points between lookups.
+        self.closed_port = free_port()
+        prefs = {
+            **PREFS,
+            "network.proxy.http": "127.0.0.1",
+            "network.proxy.http_port": self.closed_port,
+            "network.proxy.ssl": "127.0.0.1",
+            "network.proxy.ssl_port": self.closed_port,
+        }
+        (self.profile / "user.js").write_text(
+            "".join(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n" for k, v in prefs.items())
+        )
+        env = {
+            **os.environ,
+            "HOME": str(home),
+            "MOZ_HEADLESS": "1",
+            "MOZ_CRASHREPORTER_DISABLE": "1",
+        }
+        started = time.monotonic()
+        with (self.directory / "thunderbird.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    self.binary,
+                    "--headless",
+                    "--marionette",
+                    "-remote-allow-system-access",
+                    "--no-remote",
+                    "--profile",
+                    str(self.profile),
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            port = self._active_port(started + START_TIMEOUT_S)
+            self.marionette = Marionette.connect(port, START_TIMEOUT_S)
+            capabilities = self.marionette.new_session()
+            self.marionette.chrome_context()
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError(f"Thunderbird did not start: {exc}\n{self.log()[-3000:]}") from exc
+        self.version = f"{capabilities['browserName']} {capabilities['browserVersion']}"
+        self.startup_s = time.monotonic() - started
+
+    def _active_port(self, deadline: float) -> int:
+        path = self.profile / "MarionetteActivePort"
+        while True:
+            with contextlib.suppress(FileNotFoundError, ValueError):
+                return int(path.read_text())
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited with status {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {path.name} after {START_TIMEOUT_S} s")
+            time.sleep(0.05)
+
+    def _run(self, script: str, address: str, password: str, proxy_port: int) -> FoundConfig:
+        assert self.marionette is not None
+        found = self.marionette.execute_async(
+            script, [address, password, proxy_port, self.closed_port], LOOKUP_TIMEOUT_S
+        )
+        if "error" in found:
+            raise LookupFailed(
+                f"Thunderbird found no configuration for {address}: {found}\n{self.log()[-3000:]}"
+            )
+        return FoundConfig(
+            source=found["source"],
+            sub_source=found["subSource"],
+            incoming=ServerSetting.from_js(found["incoming"]),
+            outgoing=(
+                ServerSetting.from_js(found["outgoing"])
+                if found["outgoing"] and found["outgoing"]["hostname"]
+                else None
+            ),
+            incoming_alternatives=tuple(
+                ServerSetting.from_js(alt) for alt in found["incomingAlternatives"]
+            ),
+        )
+
+    def account_setup(self, address: str, *, proxy_port: int, password: str = "") -> FoundConfig:
+        """The account hub's lookup for ``address``, its HTTP(S) sent to ``proxy_port``."""
+        return self._run(ACCOUNT_SETUP_JS, address, password, proxy_port)
+
+    def exchange_autodiscover(
+        self, address: str, *, proxy_port: int, password: str = ""
+    ) -> FoundConfig:
+        """Thunderbird's Microsoft Autodiscover (POX) lookup alone."""
+        return self._run(EXCHANGE_JS, address, password, proxy_port)
+
+    def stop(self) -> None:
+        """End the session, then the process by PID, then its group. Idempotent."""
+        if self.marionette is not None:
+            with contextlib.suppress(OSError, EOFError, RuntimeError):
+                self.marionette.delete_session()
+            self.marionette.close()
+            self.marionette = None
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.kill(process.pid, signal.SIGKILL)
+                process.wait(timeout=STOP_TIMEOUT_S)
+        # Content and utility processes live in the group started for this instance.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def start_thunderbird(binary: str, directory: Path) -> ThunderbirdInstance:
+    instance = ThunderbirdInstance(binary, directory)
+    instance.start()
+    return instance
