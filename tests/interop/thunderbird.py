@@ -69,8 +69,9 @@ PREFS: dict[str, object] = {
     "network.proxy.share_proxy_settings": False,
     # No lookup in Mozilla's ISP database (live.thunderbird.net).
     "mailnews.auto_config_url": "",
-    # The account hub's debug log goes to Thunderbird's console (thunderbird.log).
+    # The account hub's debug log, and the chrome console, go to thunderbird.log.
     "mail.setup.loglevel": "All",
+    "devtools.console.stdout.chrome": True,
     # No first-run pages, update checks, telemetry or in-app notifications.
     "app.update.disabledForTesting": True,
     "app.update.checkInstallTime": False,
@@ -86,8 +87,8 @@ PREFS: dict[str, object] = {
 #: Shared by the lookups below: point the proxy prefs at a port, clear the HTTP
 #: cache (so no lookup sees an earlier answer), describe an AccountConfig.
 PRELUDE = """
-const setProxy = port => {
-  for (const kind of ["http", "ssl"]) {
+const setProxy = (httpPort, sslPort) => {
+  for (const [kind, port] of [["http", httpPort], ["ssl", sslPort]]) {
     Services.prefs.setStringPref(`network.proxy.${kind}`, "127.0.0.1");
     Services.prefs.setIntPref(`network.proxy.${kind}_port`, port);
   }
@@ -119,15 +120,16 @@ const describe = config => config && {
 const { AccountConfig } = ChromeUtils.importESModule(
   "resource:///modules/accountcreation/AccountConfig.sys.mjs"
 );
-const lookup = async (port, closedPort, work) => {
+const [address, password, httpPort, sslPort, closedPort, resolve] = arguments;
+const lookup = async work => {
   Services.cache2.clear();
-  setProxy(port);
+  setProxy(httpPort, sslPort);
   try {
     return await work();
   } catch (error) {
     return { error: `${error}`, code: error.code ?? null, stack: `${error.stack}` };
   } finally {
-    setProxy(closedPort);
+    setProxy(closedPort, closedPort);
   }
 };
 """
@@ -135,11 +137,10 @@ const lookup = async (port, closedPort, work) => {
 ACCOUNT_SETUP_JS = (
     PRELUDE
     + """
-const [address, password, port, closedPort, resolve] = arguments;
 const { FindConfig } = ChromeUtils.importESModule(
   "resource:///modules/accountcreation/FindConfig.sys.mjs"
 );
-lookup(port, closedPort, async () => {
+lookup(async () => {
   const domain = address.split("@")[1];
   const discovery = FindConfig.parallelAutoDiscovery(
     domain, address, new AbortController().signal, password, undefined
@@ -158,11 +159,10 @@ lookup(port, closedPort, async () => {
 EXCHANGE_JS = (
     PRELUDE
     + """
-const [address, password, port, closedPort, resolve] = arguments;
 const { fetchConfigFromExchange } = ChromeUtils.importESModule(
   "resource:///modules/accountcreation/ExchangeAutoDiscover.sys.mjs"
 );
-lookup(port, closedPort, async () => {
+lookup(async () => {
   const domain = address.split("@")[1];
   const refuseRedirect = host => Promise.reject(new Error(`redirect to ${host} refused`));
   const config = await fetchConfigFromExchange(
@@ -173,6 +173,13 @@ lookup(port, closedPort, async () => {
 }).then(resolve);
 """
 )
+
+TRUST_CA_JS = """
+const [derBase64, resolve] = arguments;
+const certdb = Cc["@mozilla.org/security/x509certdb;1"].getService(Ci.nsIX509CertDB);
+certdb.addCertFromBase64(derBase64, "C,,");
+resolve(true);
+"""
 
 
 def find_thunderbird() -> str | None:
@@ -239,10 +246,17 @@ class ThunderbirdInstance:
         return self.directory / "profile"
 
     def log(self) -> str:
+        """Thunderbird's output, without headless GTK's warnings about the missing screen."""
         try:
-            return (self.directory / "thunderbird.log").read_text(errors="replace")
+            text = (self.directory / "thunderbird.log").read_text(errors="replace")
         except FileNotFoundError:
             return ""
+        noise = ("Gtk-CRITICAL", "glib warning")
+        return "".join(
+            line
+            for line in text.splitlines(keepends=True)
+            if line.strip() and not any(mark in line for mark in noise)
+        )
 
     def start(self) -> None:
         home = self.directory / "home"
@@ -307,11 +321,12 @@ class ThunderbirdInstance:
                 raise RuntimeError(f"no {path.name} after {START_TIMEOUT_S} s")
             time.sleep(0.05)
 
-    def _run(self, script: str, address: str, password: str, proxy_port: int) -> FoundConfig:
+    def _run(
+        self, script: str, address: str, password: str, http_proxy: int, https_proxy: int | None
+    ) -> FoundConfig:
         assert self.marionette is not None
-        found = self.marionette.execute_async(
-            script, [address, password, proxy_port, self.closed_port], LOOKUP_TIMEOUT_S
-        )
+        ports = [http_proxy, https_proxy or self.closed_port, self.closed_port]
+        found = self.marionette.execute_async(script, [address, password, *ports], LOOKUP_TIMEOUT_S)
         if "error" in found:
             raise LookupFailed(
                 f"Thunderbird found no configuration for {address}: {found}\n{self.log()[-3000:]}"
@@ -330,15 +345,40 @@ class ThunderbirdInstance:
             ),
         )
 
-    def account_setup(self, address: str, *, proxy_port: int, password: str = "") -> FoundConfig:
-        """The account hub's lookup for ``address``, its HTTP(S) sent to ``proxy_port``."""
-        return self._run(ACCOUNT_SETUP_JS, address, password, proxy_port)
+    def account_setup(
+        self,
+        address: str,
+        *,
+        http_proxy: int,
+        https_proxy: int | None = None,
+        password: str = "",
+    ) -> FoundConfig:
+        """The account hub's lookup for ``address``.
+
+        Its plain-HTTP requests go to the proxy at ``http_proxy``, its HTTPS
+        CONNECTs to ``https_proxy`` (None: a closed port, so every HTTPS
+        lookup fails at once).
+        """
+        return self._run(ACCOUNT_SETUP_JS, address, password, http_proxy, https_proxy)
 
     def exchange_autodiscover(
-        self, address: str, *, proxy_port: int, password: str = ""
+        self,
+        address: str,
+        *,
+        http_proxy: int,
+        https_proxy: int | None = None,
+        password: str = "",
     ) -> FoundConfig:
-        """Thunderbird's Microsoft Autodiscover (POX) lookup alone."""
-        return self._run(EXCHANGE_JS, address, password, proxy_port)
+        """Thunderbird's Microsoft Autodiscover (POX) lookup alone; proxies as above."""
+        return self._run(EXCHANGE_JS, address, password, http_proxy, https_proxy)
+
+    def trust_ca(self, ca_pem: bytes) -> None:
+        """Add a CA certificate to the profile's NSS store, trusted for TLS servers."""
+        assert self.marionette is not None
+        der_b64 = "".join(
+            line for line in ca_pem.decode("ascii").splitlines() if not line.startswith("-----")
+        )
+        self.marionette.execute_async(TRUST_CA_JS, [der_b64], LOOKUP_TIMEOUT_S)
 
     def stop(self) -> None:
         """End the session, then the process by PID, then its group. Idempotent."""
