@@ -97,6 +97,12 @@ def _sockets(config: DaemonConfig, lines: _Lines) -> list[_Socket]:
         _Socket(f"listener {lc.name}", lc.address, lc.port, lines.of("listeners", i))
         for i, lc in enumerate(config.listeners)
     ]
+    out += [
+        _Socket(
+            f"listener {lc.name}", lc.address, lc.port, lines.of("autodiscovery", "listeners", i)
+        )
+        for i, lc in enumerate(config.http_listeners)
+    ]
     if config.metrics_address is not None:
         host, port = config.metrics_address
         out.append(_Socket("metrics", host, port, lines.of("metrics")))

@@ -1,4 +1,4 @@
-"""The ``refd`` command: serve, check, config, schema, explain, probe.
+"""The ``refd`` command: serve, check, config, schema, explain, probe, dns.
 
 ``main(argv=None) -> int`` is the entry point; every subcommand goes through
 the same loaders as the daemon (``refd.config``), so ``refd check`` accepts
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -31,11 +32,13 @@ from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_rout
 from refd.config.tree import Reader, TreeError
 from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon, run
+from refd.dns import zone_lines
 from refd.effective import effective_text
 from refd.explain import explain
 from refd.listen import BindError, Bound, authority, bind_all
 from refd.logs import setup_logging
 from refd.routing import RoutingTable
+from refd.routing.url import split_host_port
 from refd.runtime import Service
 from refd.schema import KINDS, schema_text
 from refd.supervisor import STORE_SOCKET_ENV, Supervisor
@@ -108,6 +111,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_arguments(pr)
 
+    d = sub.add_parser(
+        "dns",
+        help="print the DNS records (SRV, autoconfig, autodiscover) of the routing table's domains",
+        description="Zone-file records for each domain under domains: in the routing table: "
+        "RFC 6186 / RFC 8314 SRV records naming the domain-level server, and the "
+        "autoconfig. / autodiscover. names of the host that serves account-setup documents "
+        "(the config's hostname, or --web-host). Exit code 2: the config or table is invalid.",
+    )
+    dsrc = d.add_mutually_exclusive_group()
+    dsrc.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
+    dsrc.add_argument("-r", "--routing", type=Path, help="a routing table file (needs --web-host)")
+    d.add_argument(
+        "--web-host",
+        metavar="HOST",
+        help="the public name of the host serving autoconfig/autodiscover (default: hostname)",
+    )
+
     e = sub.add_parser("explain", help="show which rules match and the referral sent")
     src = e.add_mutually_exclusive_group()
     src.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
@@ -132,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.subcommand == "probe":
             return probe.run(args)
+        if args.subcommand == "dns":
+            return _dns(args)
         return _explain(args)
     except (TreeError, BindError) as exc:
         print(f"refd: {exc}", file=sys.stderr)
@@ -165,11 +187,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _worker(config: DaemonConfig, fds: str) -> int:
     """One worker under the supervisor: inherited listening sockets, no metrics endpoint."""
+    inherited = {
+        name: socket.socket(fileno=int(fd))
+        for name, fd in (i.split("=", 1) for i in fds.split(","))
+    }
+    http_names = {lc.name for lc in config.http_listeners}
     bound = Bound(
-        {
-            name: socket.socket(fileno=int(fd))
-            for name, fd in (i.split("=", 1) for i in fds.split(","))
-        }
+        {n: s for n, s in inherited.items() if n not in http_names},
+        http={n: s for n, s in inherited.items() if n in http_names},
     )
     ports = bound.ports()
 
@@ -177,7 +202,16 @@ def _worker(config: DaemonConfig, fds: str) -> int:
         listeners = tuple(
             dataclasses.replace(lc, port=ports.get(lc.name, lc.port)) for lc in config.listeners
         )
-        return dataclasses.replace(config, listeners=listeners, metrics_address=None)
+        autodiscovery = config.autodiscovery
+        if autodiscovery is not None:
+            http = tuple(
+                dataclasses.replace(lc, port=ports.get(lc.name, lc.port))
+                for lc in autodiscovery.listeners
+            )
+            autodiscovery = dataclasses.replace(autodiscovery, listeners=http)
+        return dataclasses.replace(
+            config, listeners=listeners, metrics_address=None, autodiscovery=autodiscovery
+        )
 
     config = pin(config)
     store_socket = os.environ.get(STORE_SOCKET_ENV)
@@ -331,6 +365,51 @@ def _auth_summary(config: DaemonConfig, service: Service) -> str:
     if isinstance(config.auth, TrustConfig):
         return "trust: " + ", ".join(str(n) for n in config.auth.networks)
     return config.auth_source
+
+
+def _dns(args: argparse.Namespace) -> int:
+    try:
+        if args.routing is not None:
+            table = load_routing(args.routing)
+            web_host = args.web_host
+            source = str(args.routing)
+        else:
+            config = load_config(args.config or DEMO_CONFIG)
+            table = load_routing(config.routing_file, self_addresses=config.self_addresses())
+            web_host = args.web_host or config.policy.hostname
+            source = str(config.file)
+    except TreeError as exc:
+        print(f"refd dns: {exc}", file=sys.stderr)
+        return 2
+    if web_host is None:
+        print(
+            "refd dns: with --routing, name the autodiscovery host: --web-host HOST",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        host = ipaddress.ip_address(web_host.removeprefix("[").removesuffix("]")).compressed
+        port = None
+    except ValueError:
+        try:
+            host, port = split_host_port(web_host)
+        except ValueError as exc:
+            print(f'refd dns: --web-host "{web_host}": {exc}', file=sys.stderr)
+            return 2
+    if port is not None or not host:
+        print(f'refd dns: --web-host "{web_host}": a host name, without a port', file=sys.stderr)
+        return 2
+    if not table.domains:
+        print(
+            f"refd dns: {table.file} has no domains: section; add one (see config/routing.yaml)",
+            file=sys.stderr,
+        )
+        return 1
+    via = "" if source == table.file else f" (routing of {source})"
+    print(f"; refd dns: records for the mail domains of {table.file}{via}")
+    for line in zone_lines(table, host.lower()):
+        print(line)
+    return 0
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from refd.listen import Bound
 from refd.logs import log_event
 from refd.metrics import Metrics
 from refd.runtime import Service, ServiceRef
-from refd.server import serve
+from refd.server import BoundListener, serve
 from refd.store import Throttle
 
 __all__ = ["Daemon", "announce", "config_sha256", "run"]
@@ -139,6 +139,8 @@ class Daemon:
         self.config_sha256 = config_sha256(config, service)
         self.metrics.config_loaded(self.config_sha256, time.time())
         self._reload_lock = trio.Lock()
+        #: the autodiscovery listeners as bound, once :meth:`run` has started
+        self.http_bound: list[BoundListener] = []
 
     def ready(self) -> bool:
         return (
@@ -166,7 +168,10 @@ class Daemon:
                 self.metrics.reload_failed()
                 log.exception("reload failed unexpectedly, keeping the tables in service")
                 return False
-            if new_config.listeners != self.config.listeners:
+            if (
+                new_config.listeners != self.config.listeners
+                or new_config.http_listeners != self.config.http_listeners
+            ):
                 log.warning("reload: listener changes take effect only after a restart")
             self.door.throttle.reconfigure(new_config.store)
             bind_shared_cache(new_config, service, self.door.throttle)
@@ -237,13 +242,30 @@ class Daemon:
                 )
 
             async def serve_then_stop(task_status: trio.TaskStatus[object]) -> None:
-                await serve(
-                    self.config,
-                    self.ref,
-                    door=self.door,
-                    sockets=self.sockets.listeners if self.sockets else None,
-                    task_status=task_status,
-                )
+                # The IMAP door and the HTTP side stop together, each after
+                # its own grace; then the rest (metrics, watcher) goes.
+                async with trio.open_nursery() as doors:
+                    if self.config.http_listeners:
+                        from refd.autodiscovery.server import (  # noqa: PLC0415
+                            serve_autodiscovery,
+                        )
+
+                        self.http_bound = await doors.start(
+                            partial(
+                                serve_autodiscovery,
+                                self.config,
+                                self.ref,
+                                door=self.door,
+                                sockets=self.sockets.http if self.sockets else None,
+                            )
+                        )
+                    await serve(
+                        self.config,
+                        self.ref,
+                        door=self.door,
+                        sockets=self.sockets.listeners if self.sockets else None,
+                        task_status=task_status,
+                    )
                 nursery.cancel_scope.cancel()
 
             bound.insert(0, await nursery.start(serve_then_stop))

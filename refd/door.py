@@ -33,6 +33,8 @@ class DoorState:
         self.metrics = metrics if metrics is not None else Metrics()
         self.throttle = throttle if throttle is not None else Throttle(self.metrics)
         self.connections = ConnectionTracker()
+        #: the public HTTP side's connections (``autodiscovery.limits``)
+        self.http_connections = ConnectionTracker()
         self.auth_in_flight = 0
         self.sessions: set[Session] = set()
         #: set by :meth:`stop`: listeners close and sessions are told BYE

@@ -22,7 +22,7 @@ from typing import Any
 from refd.auth.imap_backend import ImapAuthConfig
 from refd.auth.passwd_file import PasswdFileConfig
 from refd.auth.trust import TrustConfig, public_networks
-from refd.config.loader import DaemonConfig
+from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.config.yamltree import dump_yaml
 from refd.listen import authority
 
@@ -84,6 +84,16 @@ def _throttle(config: DaemonConfig) -> dict[str, Any]:
     return out
 
 
+def _listener(lc: ListenerConfig) -> dict[str, Any]:
+    return {
+        "name": lc.name,
+        "address": lc.address,
+        "port": lc.port,
+        "tls": lc.tls,
+        "proxy_protocol": lc.proxy_protocol,
+    }
+
+
 def effective_config(config: DaemonConfig) -> dict[str, Any]:
     """The configuration in force, in the file's layout, defaults included."""
     auth: dict[str, Any] = {"source": config.auth_source}
@@ -104,16 +114,7 @@ def effective_config(config: DaemonConfig) -> dict[str, Any]:
         "hostname": config.policy.hostname,
         "routing": str(config.routing_file),
         "auth": auth,
-        "listeners": [
-            {
-                "name": lc.name,
-                "address": lc.address,
-                "port": lc.port,
-                "tls": lc.tls,
-                "proxy_protocol": lc.proxy_protocol,
-            }
-            for lc in config.listeners
-        ],
+        "listeners": [_listener(lc) for lc in config.listeners],
     }
     if config.tls_cert is not None and config.tls_key is not None:
         out["tls"] = {"cert": str(config.tls_cert), "key": str(config.tls_key)}
@@ -131,6 +132,16 @@ def effective_config(config: DaemonConfig) -> dict[str, Any]:
         out["metrics"] = {"address": host, "port": port}
     out["workers"] = config.workers
     out["watch_interval_s"] = config.watch_interval_s
+    if config.autodiscovery is not None:
+        policy = config.autodiscovery.policy
+        out["autodiscovery"] = {
+            "listeners": [_listener(lc) for lc in config.autodiscovery.listeners],
+            "per_user": policy.per_user,
+            "require_auth": list(policy.require_auth),
+            "hosts": list(policy.hosts),
+            "sign_profiles": policy.sign_profiles,
+            "limits": dataclasses.asdict(policy.limits),
+        }
     return redact(out)  # type: ignore[no-any-return]
 
 

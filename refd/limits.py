@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from refd.protocol.connection import ProtocolLimits
 
-__all__ = ["ConnectionTracker", "Limits"]
+__all__ = ["ConnectionTracker", "HttpLimits", "Limits"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,29 @@ class Limits(ProtocolLimits):
     write_timeout_s: float = 60.0
     tls_handshake_timeout_s: float = 10.0
     proxy_header_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """The public HTTP side's limits (``autodiscovery.limits``).
+
+    A setup request is a few hundred bytes and one round trip, so the caps
+    are small: a client that sends more, or slower, is answered 431, 413 or
+    408 and its connection closed.  The TLS handshake, PROXY header and
+    write deadlines are the door's own (:class:`Limits`).
+    """
+
+    #: the request line and headers together (h11's max_incomplete_event_size)
+    max_header_bytes: int = 8192
+    #: an Autodiscover request is about 400 bytes
+    max_body_bytes: int = 16384
+    #: from a request's first byte to its last
+    request_timeout_s: float = 10.0
+    #: a kept-alive connection waiting for its next request (or its first)
+    idle_timeout_s: float = 15.0
+    max_connections: int = 1000
+    max_connections_per_address: int = 20
+    max_requests_per_connection: int = 100
 
 
 class ConnectionTracker:

@@ -1,6 +1,7 @@
 """Listening sockets, bound before anything is served.
 
-``refd serve`` binds every IMAP listener and the metrics endpoint here, with
+``refd serve`` binds every IMAP listener, every autodiscovery (HTTP)
+listener and the metrics endpoint here, with
 plain sockets, before trio (or any worker) starts: a port that cannot be had
 is one `BindError` whose text names the address and the reason, e.g.
 ``cannot listen on 127.0.0.1:143 (listener imap): Address already in use``,
@@ -64,13 +65,15 @@ def bind_tcp(address: str, port: int, what: str) -> socket.socket:
 
 @dataclass
 class Bound:
-    """The sockets of one door: IMAP listeners by name, and metrics."""
+    """The sockets of one door: IMAP and HTTP listeners by name, and metrics."""
 
     listeners: dict[str, socket.socket] = field(default_factory=dict)
     metrics: socket.socket | None = None
+    #: the autodiscovery listeners (names are unique across both kinds)
+    http: dict[str, socket.socket] = field(default_factory=dict)
 
     def close_listeners(self) -> None:
-        for sock in self.listeners.values():
+        for sock in [*self.listeners.values(), *self.http.values()]:
             sock.close()
 
     def close(self) -> None:
@@ -79,8 +82,9 @@ class Bound:
             self.metrics.close()
 
     def ports(self) -> Mapping[str, int]:
-        """The bound port of each listener (port 0 in the config resolved)."""
-        return {name: int(sock.getsockname()[1]) for name, sock in self.listeners.items()}
+        """The bound port of each listener, IMAP and HTTP (port 0 in the config resolved)."""
+        every = {**self.listeners, **self.http}
+        return {name: int(sock.getsockname()[1]) for name, sock in every.items()}
 
 
 def bind_all(config: DaemonConfig, *, metrics: bool = True) -> Bound:
@@ -89,6 +93,8 @@ def bind_all(config: DaemonConfig, *, metrics: bool = True) -> Bound:
     try:
         for lc in config.listeners:
             bound.listeners[lc.name] = bind_tcp(lc.address, lc.port, f"listener {lc.name}")
+        for lc in config.http_listeners:
+            bound.http[lc.name] = bind_tcp(lc.address, lc.port, f"listener {lc.name}")
         if metrics and config.metrics_address is not None:
             host, port = config.metrics_address
             bound.metrics = bind_tcp(host, port, "metrics")

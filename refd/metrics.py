@@ -32,6 +32,8 @@ from refd import __version__
 from refd.protocol.commands import PARSERS
 
 __all__ = [
+    "AUTODISCOVERY_PROTOCOLS",
+    "AUTODISCOVERY_RESULTS",
     "KNOWN_COMMANDS",
     "Metrics",
     "command_label",
@@ -42,6 +44,26 @@ __all__ = [
 #: Every label value the ``command`` label can take.
 KNOWN_COMMANDS = frozenset(PARSERS) | {"UNKNOWN"}
 
+#: the ``protocol`` label of the autodiscovery metrics ("other": no route matched)
+AUTODISCOVERY_PROTOCOLS = frozenset({"autoconfig", "autodiscover", "mobileconfig", "other"})
+#: the ``result`` label: what the answer was, one word per kind of status
+AUTODISCOVERY_RESULTS = frozenset(
+    {
+        "ok",  # 200
+        "bad_request",  # 400, or another framing error
+        "bad_host",  # 400 / 421: no Host, or one not served here
+        "not_found",  # 404: unknown path or mail domain
+        "method_not_allowed",  # 405
+        "auth_required",  # 401: no credentials
+        "auth_failed",  # 401: a failed password check
+        "forbidden",  # 403: plain HTTP from outside trusted_networks, another user's address
+        "unavailable",  # 503: the password could not be checked
+        "too_large",  # 413 / 431
+        "timeout",  # 408
+        "error",  # 500: a bug, logged
+    }
+)
+_SETUP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0)
 _LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
@@ -133,6 +155,21 @@ class Metrics:
             buckets=_STORE_BUCKETS,
             registry=r,
         )
+        self.autodiscovery_requests = Counter(
+            "refd_autodiscovery_requests",
+            "Account-setup HTTP requests answered, by protocol (autoconfig, autodiscover, "
+            "mobileconfig, other) and result (ok, bad_request, not_found, auth_failed, ...).",
+            ["protocol", "result"],
+            registry=r,
+        )
+        self.autodiscovery_duration = Histogram(
+            "refd_autodiscovery_request_duration_seconds",
+            "Time from an account-setup request's first byte to its answer, by protocol "
+            "(a failed password's delay included).",
+            ["protocol"],
+            buckets=_SETUP_BUCKETS,
+            registry=r,
+        )
         self.tls_failures = Counter(
             "refd_tls_handshake_failures",
             "TLS handshakes that failed or timed out, by listener.",
@@ -221,6 +258,15 @@ class Metrics:
     def auth_throttled_answer(self, result: str, rule: str) -> None:
         """A login answer delayed past the base delay by counter ``rule``."""
         self._child(self.auth_throttled, result, rule).inc()
+
+    def autodiscovery_request(self, protocol: str, result: str, seconds: float) -> None:
+        """An account-setup request answered with ``result`` after ``seconds``."""
+        if protocol not in AUTODISCOVERY_PROTOCOLS:
+            protocol = "other"
+        if result not in AUTODISCOVERY_RESULTS:
+            result = "error"
+        self._child(self.autodiscovery_requests, protocol, result).inc()
+        self._child(self.autodiscovery_duration, protocol).observe(seconds)
 
     def limit_hit(self, name: str) -> None:
         self._child(self.limit_hits, name).inc()

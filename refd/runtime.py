@@ -18,11 +18,18 @@ from dataclasses import dataclass, field
 
 from refd.addresses import LOOPBACK, IPNetwork, address_in
 from refd.auth.base import AuthSource
-from refd.limits import Limits
+from refd.limits import HttpLimits, Limits
 from refd.routing import RoutingTable
 from refd.throttle import ThrottleRules
 
-__all__ = ["ClientInfo", "Service", "ServiceRef", "SessionPolicy"]
+__all__ = [
+    "AUTH_PROTOCOLS",
+    "AutodiscoveryPolicy",
+    "ClientInfo",
+    "Service",
+    "ServiceRef",
+    "SessionPolicy",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,26 @@ class SessionPolicy:
     sibling: tuple[str, int] | None = None
 
 
+#: the account-setup protocols that can demand HTTP Basic credentials
+AUTH_PROTOCOLS = ("autodiscover", "mobileconfig")
+
+
+@dataclass(frozen=True, slots=True)
+class AutodiscoveryPolicy:
+    """What an account-setup request consults (``autodiscovery:``, bar its listeners)."""
+
+    #: False: domain-level answers only, no user's server disclosed
+    per_user: bool = True
+    #: the protocols (of AUTH_PROTOCOLS) answered only after a good password
+    require_auth: tuple[str, ...] = AUTH_PROTOCOLS
+    #: Host values accepted besides each domain's names and the hostname
+    #: (lower-case, no port, IPv6 without brackets)
+    hosts: tuple[str, ...] = ()
+    #: sign Apple profiles with the TLS certificate and key
+    sign_profiles: bool = False
+    limits: HttpLimits = field(default_factory=HttpLimits)
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     """Everything in service at one moment; replaced whole on reload."""
@@ -51,6 +78,10 @@ class Service:
     policy: SessionPolicy
     limits: Limits = field(default_factory=Limits)
     tls_context: ssl.SSLContext | None = None
+    #: the public HTTP side's settings; None: no ``autodiscovery:`` section
+    autodiscovery: AutodiscoveryPolicy | None = None
+    #: the TLS certificate chain and key (PEM), read with ``sign_profiles``
+    signing_pem: tuple[bytes, bytes] | None = field(default=None, repr=False)
 
 
 class ServiceRef:

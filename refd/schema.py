@@ -27,10 +27,19 @@ from typing import Any
 
 from refd.auth.imap_backend import ID_FIELDS
 from refd.auth.registry import AUTH_SOURCES
-from refd.config.loader import _LIMIT_INTS, _LIMIT_SECONDS, STORE_KINDS, TLS_MODES
-from refd.limits import Limits
-from refd.routing.load import _SERVER_NAME, FORMAT_VERSION
-from refd.routing.model import LoginMode
+from refd.config.loader import (
+    _LIMIT_INTS,
+    _LIMIT_SECONDS,
+    HTTP_LIMIT_INTS,
+    HTTP_LIMIT_SECONDS,
+    HTTP_TLS_MODES,
+    STORE_KINDS,
+    TLS_MODES,
+)
+from refd.limits import HttpLimits, Limits
+from refd.routing.load import _LOGIN_NAMES, _SERVER_NAME, FORMAT_VERSION
+from refd.routing.model import ClientTls, LoginMode
+from refd.runtime import AUTH_PROTOCOLS
 
 __all__ = ["KINDS", "config_schema", "routing_schema", "schema_text"]
 
@@ -96,6 +105,60 @@ def _limits() -> Schema:
         elif f.name in _LIMIT_SECONDS:
             props[f.name] = _seconds(f"seconds, default {f.default:g}", positive=True)
     return _object(props, "Limits; every value has a default")
+
+
+def _http_limits() -> Schema:
+    props: dict[str, Schema] = {}
+    for f in dataclasses.fields(HttpLimits):
+        if f.name in HTTP_LIMIT_INTS:
+            lo, hi = HTTP_LIMIT_INTS[f.name]
+            props[f.name] = _int(lo, hi, f"default {f.default}")
+        elif f.name in HTTP_LIMIT_SECONDS:
+            props[f.name] = _seconds(f"seconds, default {f.default:g}", positive=True)
+    return _object(props, "Limits of the HTTP side; every value has a default")
+
+
+def _autodiscovery() -> Schema:
+    listener = _object(
+        {
+            "name": _str("for logs and metric labels; default httpN"),
+            "address": _str("an IP address to listen on (0.0.0.0 or :: for all)"),
+            "port": _int(0, 65535, "0: any free port"),
+            "tls": _enum(HTTP_TLS_MODES, "none (plain HTTP, port 80) or implicit (HTTPS, 443)"),
+            "proxy_protocol": _bool("expect a PROXY v1/v2 header from proxy_networks"),
+        },
+        "One HTTP listening socket",
+        ("address", "port"),
+    )
+    return _object(
+        {
+            "listeners": {
+                "type": "array",
+                "minItems": 1,
+                "items": listener,
+                "description": "where setup clients connect (autoconfig., autodiscover. names)",
+            },
+            "per_user": _bool(
+                "answer with the user's own server (default true); false: domain-level answers only"
+            ),
+            "require_auth": {
+                "anyOf": [
+                    {"enum": list(AUTH_PROTOCOLS)},
+                    {"type": "array", "items": {"enum": list(AUTH_PROTOCOLS)}, "uniqueItems": True},
+                ],
+                "description": "protocols answered only after HTTP Basic credentials; default both",
+            },
+            "hosts": _str_or_list(
+                "Host values accepted besides autoconfig.D, autodiscover.D and D of each "
+                "domain, and hostname"
+            ),
+            "sign_profiles": _bool("sign Apple profiles with the tls: certificate (default false)"),
+            "limits": _http_limits(),
+        },
+        "Account-setup documents (Mozilla autoconfig, Microsoft Autodiscover, Apple "
+        "profiles) over HTTP",
+        ("listeners",),
+    )
 
 
 def config_schema() -> Schema:
@@ -252,7 +315,30 @@ def config_schema() -> Schema:
             ),
             "workers": _int(1, 256, "worker processes sharing the ports; one per core"),
             "watch_interval_s": _seconds("> 0: poll the files and reload on change"),
+            "autodiscovery": _autodiscovery(),
         },
+    }
+
+
+_TLS = tuple(mode.value for mode in ClientTls)
+# A DNS name of letters, digits and "-" labels (any case: the loader lower-cases it).
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_NAME = rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$"
+
+
+def _submission(description: str) -> Schema:
+    endpoint = _object(
+        {
+            "host": _str("DNS name or IP address"),
+            "port": _int(1, 65535, "default 587"),
+            "tls": _enum(_TLS, "default implicit on port 465, else starttls"),
+        },
+        "An SMTP submission endpoint",
+        ("host",),
+    )
+    return {
+        "anyOf": [_str("host[:port]; port default 587, TLS implicit on 465"), endpoint],
+        "description": description,
     }
 
 
@@ -263,9 +349,28 @@ def routing_schema() -> Schema:
             "host": _str("DNS name, IPv4, or IPv6 (::1 or [::1])"),
             "port": _int(1, 65535, "default 143"),
             "replicas": _str_or_list("servers holding the same mailboxes, tried after this one"),
+            "imaps_port": _int(1, 65535, "the server's implicit-TLS port (993), if any"),
+            "client_tls": _enum(
+                _TLS,
+                "what setup documents offer: implicit (imaps_port; default with it), "
+                "starttls (port; default without), none (plaintext: demo and tests only)",
+            ),
+            "submission": _submission("SMTP submission for this server's users"),
         },
-        "A backend IMAP server",
+        "A backend IMAP server; port is what referral URLs name (STARTTLS, not 993)",
         ("host",),
+    )
+    domain = _object(
+        {
+            "login_name": _enum(_LOGIN_NAMES, "what users log in with; default address"),
+            "display_name": _str("the account's name in clients; default the domain"),
+            "server": _str(
+                'the domain-level answer\'s server; default: the users: rule glob "*@DOMAIN", '
+                "else the default rule's"
+            ),
+            "submission": _submission("SMTP submission for the domain"),
+        },
+        "A mail domain served by account-setup documents and refd dns",
     )
     selectors = ("user", "glob", "regex", "default")
     user_rule = _object(
@@ -339,6 +444,12 @@ def routing_schema() -> Schema:
                 "items": {"type": "string"},
                 "uniqueItems": True,
                 "description": "listed by RLIST / RLSUB after INBOX",
+            },
+            "domains": {
+                "type": "object",
+                "propertyNames": {"pattern": _DOMAIN_NAME},
+                "additionalProperties": domain,
+                "description": "mail domain -> its account-setup facts",
             },
             "namespaces": _object(
                 {

@@ -27,14 +27,12 @@ import itertools
 import logging
 import os
 import socket
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 import trio
 
-from refd.addresses import address_in, unmapped
 from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
 from refd.limits import Limits
@@ -43,9 +41,18 @@ from refd.logs import log_event
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
-from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
 from refd.runtime import ClientInfo, ServiceRef
 from refd.session import Reply, Session
+from refd.transport import (
+    Closed,
+    HandshakeFailed,
+    HandshakeTimeout,
+    WriteTimeout,
+    client_endpoints,
+    refuse_connection,
+    send_all,
+    tls_handshake,
+)
 
 __all__ = ["BoundListener", "handle_connection", "serve"]
 
@@ -74,54 +81,8 @@ _TIMEOUT_TEXT = {
 }
 
 
-class _Closed(Exception):
-    """The peer went away or stopped reading."""
-
-
-class _WriteTimeout(_Closed):
-    """The peer took none of an answer within ``write_timeout_s`` (a limit)."""
-
-
-class _HandshakeFailed(Exception):
-    """A TLS handshake failed or timed out (counted per listener)."""
-
-
-class _HandshakeTimeout(_HandshakeFailed):
-    """A TLS handshake not done within ``tls_handshake_timeout_s`` (a limit)."""
-
-
-class _PrefixedStream(trio.abc.Stream):
-    """A stream that first yields bytes already read (after a PROXY header)."""
-
-    def __init__(self, stream: trio.abc.Stream, prefix: bytes) -> None:
-        self._stream = stream
-        self._prefix = prefix
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if self._prefix:
-            n = len(self._prefix) if max_bytes is None else max_bytes
-            data, self._prefix = self._prefix[:n], self._prefix[n:]
-            return data
-        return await self._stream.receive_some(max_bytes)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self._stream.send_all(data)
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-
 async def _send(stream: trio.abc.Stream, data: bytes, limits: Limits) -> None:
-    with trio.move_on_after(limits.write_timeout_s) as scope:
-        try:
-            await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise _Closed from exc
-    if scope.cancelled_caught:
-        raise _WriteTimeout
+    await send_all(stream, data, limits.write_timeout_s)
 
 
 async def _send_stream(
@@ -182,7 +143,7 @@ async def handle_connection(
     metrics.session_started(client.listener)
     try:
         if client.tls:
-            stream = await _tls_handshake(stream, service.tls_context, limits)
+            stream = await tls_handshake(stream, service.tls_context, limits)
         greeting = session.greeting()
         await _send(stream, encode(greeting.responses), limits)
         if greeting.close:
@@ -204,7 +165,7 @@ async def handle_connection(
                     try:
                         data = await stream.receive_some(_RECEIVE_BYTES)
                     except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                        raise _Closed from exc
+                        raise Closed from exc
                 session.waiting = None
                 if door.stopping.is_set():
                     session.outcome = "shutdown"
@@ -248,9 +209,9 @@ async def handle_connection(
                         client=client.address,
                         octets=dropped,
                     )
-                stream = await _tls_handshake(stream, ref.current.tls_context, limits)
+                stream = await tls_handshake(stream, ref.current.tls_context, limits)
                 session.client = replace(session.client, tls=True)
-    except _WriteTimeout:
+    except WriteTimeout:
         # No BYE: the client is not reading, so it could not be told.
         session.outcome = "write-timeout"
         session.limit_hit(
@@ -258,12 +219,12 @@ async def handle_connection(
             f"the client read none of an answer within {limits.write_timeout_s:g}s "
             "(limits.write_timeout_s)",
         )
-    except _Closed:
+    except Closed:
         pass
-    except _HandshakeFailed as exc:
+    except HandshakeFailed as exc:
         session.outcome = "tls-failed"
         metrics.tls_failure(client.listener)
-        if isinstance(exc, _HandshakeTimeout):
+        if isinstance(exc, HandshakeTimeout):
             # No BYE: without TLS there is no way to say anything.
             session.limit_hit("tls_handshake_timeout", str(exc))
         else:
@@ -345,63 +306,6 @@ def _read_deadline(
     return min(deadlines)
 
 
-async def _tls_handshake(
-    stream: trio.abc.Stream, context: ssl.SSLContext | None, limits: Limits
-) -> trio.SSLStream[trio.abc.Stream]:
-    if context is None:
-        raise _HandshakeFailed("no TLS certificate is configured")
-    tls = trio.SSLStream(stream, context, server_side=True, https_compatible=False)
-    with trio.move_on_after(limits.tls_handshake_timeout_s) as scope:
-        try:
-            await tls.do_handshake()
-        except (trio.BrokenResourceError, ssl.SSLError) as exc:
-            raise _HandshakeFailed(str(exc.__cause__ or exc)) from exc
-    if scope.cancelled_caught:
-        raise _HandshakeTimeout(
-            f"TLS handshake not done within {limits.tls_handshake_timeout_s:g}s "
-            "(limits.tls_handshake_timeout_s)"
-        )
-    return tls
-
-
-def _endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, int | None]:
-    """The peer's (or with ``local``, this side's) address and port."""
-    try:
-        addr = stream.socket.getsockname() if local else stream.socket.getpeername()
-    except OSError:
-        return "unknown", None
-    if not isinstance(addr, tuple):
-        return str(addr), None
-    return unmapped(str(addr[0])), int(addr[1])
-
-
-async def _read_proxy_header(stream: trio.abc.Stream, limits: Limits) -> tuple[ProxyInfo, bytes]:
-    """Read a PROXY v1/v2 header; return what it says and the bytes after it.
-
-    Raises ProxyProtocolError, whose text says what went wrong, for every
-    way of not getting one: malformed, closed, reset or too slow.
-    """
-    buf = bytearray()
-    with trio.move_on_after(limits.proxy_header_timeout_s):
-        while True:
-            try:
-                data = await stream.receive_some(_RECEIVE_BYTES)
-            except trio.BrokenResourceError:
-                raise ProxyProtocolError("connection reset before the PROXY header") from None
-            if not data:
-                raise ProxyProtocolError("connection closed before the PROXY header")
-            buf += data
-            parsed = parse_proxy_header(buf)
-            if parsed is NEED_MORE:
-                continue
-            info, used = parsed
-            return info, bytes(buf[used:])
-    raise ProxyProtocolError(
-        f"no complete PROXY header within {limits.proxy_header_timeout_s:g}s, "
-        f"{len(buf)} octets received (limits.proxy_header_timeout_s)"
-    )
-
-
 async def _accept(
     stream: trio.SocketStream,
     lc: ListenerConfig,
@@ -411,46 +315,29 @@ async def _accept(
 ) -> None:
     """Take one accepted socket from PROXY header to session end."""
     conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
-    peer, port = _endpoint(stream)
-    address = peer
-    local, local_port = _endpoint(stream, local=True)
     limits = ref.current.limits
-    io: trio.abc.Stream = stream
-    if lc.proxy_protocol and address_in(peer, config.proxy_networks):
-        try:
-            info, leftover = await _read_proxy_header(stream, limits)
-        except ProxyProtocolError as exc:
-            # No BYE: the peer is the load balancer, which did not keep to
-            # the PROXY protocol; nothing it forwards can be trusted.
-            door.limit_hit("proxy_header", str(exc), conn_id=conn_id, address=peer)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await stream.aclose()
-            return
-        # None: a LOCAL or UNKNOWN header; the connection's own endpoints stand.
-        if info.source is not None:
-            address, port = info.source
-        if info.destination is not None:
-            local, local_port = info.destination
-        if leftover:
-            io = _PrefixedStream(stream, leftover)
-    refused = door.connections.try_open(
+    opened = await client_endpoints(
+        stream,
+        proxy_protocol=lc.proxy_protocol,
+        proxy_networks=config.proxy_networks,
+        limits=limits,
+        door=door,
+        conn_id=conn_id,
+    )
+    if opened is None:
+        return
+    io, ends = opened
+    address = ends.address
+    refused = refuse_connection(
+        door.connections,
         address,
         max_total=limits.max_connections,
         max_per_address=limits.max_connections_per_address,
     )
     if refused is not None:
-        if refused == "connections_total":
-            reason = (
-                f"{door.connections.total} open; limits.max_connections is {limits.max_connections}"
-            )
-        else:
-            reason = (
-                f"{door.connections.per_address.get(address, 0)} open from this address; "
-                f"limits.max_connections_per_address is {limits.max_connections_per_address}"
-            )
-        door.limit_hit(refused, reason, conn_id=conn_id, address=address)
+        door.limit_hit(*refused, conn_id=conn_id, address=address)
         bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
-        with contextlib.suppress(_Closed):
+        with contextlib.suppress(Closed):
             if lc.tls != "implicit":
                 await _send(io, Connection().send(bye), limits)
         with trio.CancelScope(shield=True), trio.move_on_after(1):
@@ -463,9 +350,9 @@ async def _accept(
             listener=lc.name,
             tls=lc.tls == "implicit",
             starttls_available=lc.tls == "starttls",
-            port=port,
-            local_address=local,
-            local_port=local_port,
+            port=ends.port,
+            local_address=ends.local_address,
+            local_port=ends.local_port,
         )
         await handle_connection(io, client, ref, door)
     finally:

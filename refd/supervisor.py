@@ -81,8 +81,9 @@ class Supervisor:
         self.restarts = 0
 
     def worker_command(self) -> list[str]:
-        # name=fd of each listening socket; the worker inherits the fds.
-        bound = ",".join(f"{name}={sock.fileno()}" for name, sock in self.bound.listeners.items())
+        # name=fd of each listening socket, IMAP and HTTP; the worker inherits the fds.
+        every = {**self.bound.listeners, **self.bound.http}
+        bound = ",".join(f"{name}={sock.fileno()}" for name, sock in every.items())
         return [
             sys.executable,
             "-m",
@@ -117,7 +118,10 @@ class Supervisor:
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
-                pass_fds=[sock.fileno() for sock in self.bound.listeners.values()],
+                pass_fds=[
+                    sock.fileno()
+                    for sock in [*self.bound.listeners.values(), *self.bound.http.values()]
+                ],
             )
             self.workers[slot] = proc
             log.info("worker %d started pid=%d", slot, proc.pid)

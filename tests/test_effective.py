@@ -35,7 +35,10 @@ def without_lines(config: DaemonConfig) -> DaemonConfig:
     auth = config.auth
     if dataclasses.is_dataclass(auth) and any(f.name == "line" for f in dataclasses.fields(auth)):
         auth = dataclasses.replace(auth, line=0)
-    return dataclasses.replace(config, file=Path(), tls_line=0, auth=auth)
+    ad = config.autodiscovery
+    if ad is not None:
+        ad = dataclasses.replace(ad, line=0)
+    return dataclasses.replace(config, file=Path(), tls_line=0, auth=auth, autodiscovery=ad)
 
 
 def test_a_small_config_with_every_default(tmp_path: Path) -> None:
@@ -80,14 +83,50 @@ def test_every_key_the_loader_knows_is_printed(tmp_path: Path) -> None:
     cfg.write_text(CONFIG)
     printed = refd_config(cfg)
     top = {line.split(":")[0] for line in printed.splitlines() if line[:1].isalpha()}
-    # tls, metrics and sibling are printed when configured; the rest always.
-    assert top | {"tls", "metrics", "sibling"} == loader_keys(
+    # tls, metrics, sibling and autodiscovery are printed when configured; the rest always.
+    assert top | {"tls", "metrics", "sibling", "autodiscovery"} == loader_keys(
         tmp_path, "config", CONFIG + "zzz_unknown: 1\n"
     )
     after = printed.split("limits:\n")[1].split("\n")
     limits = after[: next(i for i, ln in enumerate(after) if not ln.startswith("  "))]
     limit_keys = {ln.split(":")[0].strip() for ln in limits}
     assert limit_keys == loader_keys(tmp_path, "config", CONFIG + "limits: {zzz_unknown: 1}\n")
+
+
+AUTODISCOVERY = CONFIG + (
+    "autodiscovery:\n"
+    "  listeners: [{address: 127.0.0.1, port: 1180}]\n"
+    "  hosts: [Autoconfig.Example.NET, '[::1]']\n"
+    "  require_auth: autodiscover\n"
+)
+
+
+def test_the_autodiscovery_section_is_printed_whole(tmp_path: Path) -> None:
+    (tmp_path / "routing.yaml").write_text(ROUTING)
+    cfg = tmp_path / "ad.yaml"  # loader_keys writes refd.yaml
+    cfg.write_text(AUTODISCOVERY)
+    printed = refd_config(cfg)
+    section = printed.split("autodiscovery:\n")[1].splitlines()
+    assert section[:8] == [
+        "  listeners:",
+        "  - name: http0",
+        "    address: 127.0.0.1",
+        "    port: 1180",
+        "    tls: none",
+        "    proxy_protocol: false",
+        "  per_user: true",
+        "  require_auth:",
+    ]
+    keys = {ln.split(":")[0].strip() for ln in section if ln.startswith("  ") and ln[2] not in " -"}
+    assert keys == loader_keys(
+        tmp_path, "config", AUTODISCOVERY.replace("  listeners:", "  zzz_unknown: 1\n  listeners:")
+    )
+    limits = {ln.split(":")[0].strip() for ln in section if ln.startswith("    ") and "_" in ln}
+    assert limits >= loader_keys(tmp_path, "config", AUTODISCOVERY + "  limits: {zzz_unknown: 1}\n")
+    copy = tmp_path / "effective.yaml"
+    copy.write_text(printed)
+    assert without_lines(load_config(copy)) == without_lines(load_config(cfg))
+    assert load_config(cfg).autodiscovery.policy.hosts == ("autoconfig.example.net", "::1")  # type: ignore[union-attr]
 
 
 def test_secrets_are_redacted() -> None:

@@ -168,6 +168,14 @@ CONFIG_MISTAKES = {
     "listeners not a list": CONFIG.split("listeners:", maxsplit=1)[0] + "listeners: {a: 1}\n",
     "tls without key": CONFIG + "tls: {cert: c.pem}\n",
     "bad log level": CONFIG + "log: {level: loud}\n",
+    "autodiscovery starttls": CONFIG
+    + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80, tls: starttls}]}\n",
+    "autodiscovery without listeners": CONFIG + "autodiscovery: {per_user: true}\n",
+    "autodiscovery require_auth autoconfig": CONFIG
+    + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}], require_auth: autoconfig}\n",
+    "autodiscovery zero timeout": CONFIG
+    + "autodiscovery:\n  listeners: [{address: 127.0.0.1, port: 80}]\n"
+    + "  limits: {request_timeout_s: 0}\n",
 }
 ROUTING_MISTAKES = {
     "unknown top key": ROUTING + "mailbox: []\n",
@@ -187,6 +195,16 @@ ROUTING_MISTAKES = {
     "users not a list": ROUTING.split("users:", maxsplit=1)[0] + "users: {alice: mail1}\n",
     "unknown namespace": ROUTING + "namespaces: {public: []}\n",
     "default false": ROUTING + "  - {default: false, server: mail1}\n",
+    "bad client_tls": ROUTING.replace("{host: mail1.example.org}", "{host: a, client_tls: ssl}"),
+    "imaps_port out of range": ROUTING.replace(
+        "{host: mail1.example.org}", "{host: a, imaps_port: 0}"
+    ),
+    "submission without host": ROUTING.replace(
+        "{host: mail1.example.org}", "{host: a, submission: {port: 465}}"
+    ),
+    "unknown domain key": ROUTING + "domains: {example.org: {login: address}}\n",
+    "bad login_name": ROUTING + "domains: {example.org: {login_name: uid}}\n",
+    "bad domain name": ROUTING + "domains: {'exa mple.org': {server: mail1}}\n",
 }
 
 
@@ -245,8 +263,16 @@ def schema_properties(schema: dict[str, Any], path: tuple[str, ...]) -> set[str]
         elif step == "*":
             node = node["additionalProperties"]
         else:
-            node = node["properties"][step]
-    return set(node["properties"])
+            node = _mapping(node["properties"][step])
+    return set(_mapping(node)["properties"])
+
+
+def _mapping(node: dict[str, Any]) -> dict[str, Any]:
+    """``node``, or its one ``anyOf`` member that is a mapping (``host[:port]`` or a map)."""
+    if "anyOf" in node and "properties" not in node:
+        (found,) = [n for n in node["anyOf"] if "properties" in n]
+        return found
+    return node
 
 
 IMAP = CONFIG.replace(
@@ -263,6 +289,19 @@ LEVELS = [
     ("config", ("limits",), CONFIG + "limits: {zzz_unknown: 1}\n"),
     ("config", ("throttle",), CONFIG + "throttle: {zzz_unknown: 1}\n"),
     ("config", ("throttle", "redis"), CONFIG + "throttle: {redis: {zzz_unknown: 1}}\n"),
+    ("config", ("autodiscovery",), CONFIG + "autodiscovery: {zzz_unknown: 1}\n"),
+    (
+        "config",
+        ("autodiscovery", "listeners", "[]"),
+        CONFIG + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80, zzz_unknown: 1}]}\n",
+    ),
+    (
+        "config",
+        ("autodiscovery", "limits"),
+        CONFIG
+        + "autodiscovery: {listeners: [{address: 127.0.0.1, port: 80}],"
+        + " limits: {zzz_unknown: 1}}\n",
+    ),
     ("routing", (), ROUTING + "zzz_unknown: 1\n"),
     ("routing", ("servers", "*"), ROUTING.replace("{host: mail1", "{zzz_unknown: 1, host: mail1")),
     (
@@ -272,6 +311,17 @@ LEVELS = [
     ),
     ("routing", ("mailboxes", "[]"), ROUTING + "    zzz_unknown: 1\n"),
     ("routing", ("namespaces",), ROUTING + "namespaces: {zzz_unknown: 1}\n"),
+    (
+        "routing",
+        ("servers", "*", "submission"),
+        ROUTING.replace("{host: mail1.example.org}", "{host: h, submission: {zzz_unknown: 1}}"),
+    ),
+    ("routing", ("domains", "*"), ROUTING + "domains: {example.org: {zzz_unknown: 1}}\n"),
+    (
+        "routing",
+        ("domains", "*", "submission"),
+        ROUTING + "domains: {example.org: {submission: {zzz_unknown: 1}}}\n",
+    ),
 ]
 
 
@@ -298,6 +348,9 @@ def test_every_level_of_the_schema_is_compared() -> None:
             found |= levels(node["items"], (*path, "[]"))
         if isinstance(node.get("additionalProperties"), dict):
             found |= levels(node["additionalProperties"], (*path, "*"))
+        for member in node.get("anyOf", ()):
+            if "properties" in member:
+                found |= levels(member, path)
         return found
 
     compared = {(kind, path) for kind, path, _ in LEVELS}

@@ -29,10 +29,10 @@ from refd.auth.registry import AUTH_SOURCES, BuildContext, ParseContext, source_
 from refd.auth.schemes import MAX_PASSWORD_BYTES
 from refd.config.tree import Map, Node, Reader, Scalar, TreeError, get
 from refd.config.yamltree import parse_yaml
-from refd.limits import Limits
+from refd.limits import HttpLimits, Limits
 from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_name
 from refd.routing.url import split_host_port
-from refd.runtime import Service, SessionPolicy
+from refd.runtime import AUTH_PROTOCOLS, AutodiscoveryPolicy, Service, SessionPolicy
 from refd.throttle import ThrottleRules
 
 if TYPE_CHECKING:
@@ -40,8 +40,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_CONFIG",
+    "HTTP_TLS_MODES",
     "MIN_SECRET_BYTES",
     "STORE_KINDS",
+    "AutodiscoveryConfig",
     "DaemonConfig",
     "Limits",
     "ListenerConfig",
@@ -56,6 +58,8 @@ __all__ = [
 DEMO_CONFIG = Path(__file__).parent.parent / "demo" / "refd.yaml"
 
 TLS_MODES = ("none", "starttls", "implicit")
+#: HTTP has no STARTTLS: plain HTTP or HTTPS
+HTTP_TLS_MODES = ("none", "implicit")
 
 T = TypeVar("T")
 
@@ -91,6 +95,19 @@ class ListenerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AutodiscoveryConfig:
+    """``autodiscovery:``: the public HTTP listeners and what requests consult.
+
+    The listeners are bound once, like the IMAP ones; ``policy`` goes into
+    every :class:`~refd.runtime.Service`, so a reload changes it.
+    """
+
+    listeners: tuple[ListenerConfig, ...]
+    policy: AutodiscoveryPolicy = field(default_factory=AutodiscoveryPolicy)
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonConfig:
     file: Path
     listeners: tuple[ListenerConfig, ...]
@@ -113,6 +130,13 @@ class DaemonConfig:
     metrics_address: tuple[str, int] | None = None
     workers: int = 1
     watch_interval_s: float = 0.0
+    #: the public HTTP side (account-setup documents); None: not served
+    autodiscovery: AutodiscoveryConfig | None = None
+
+    @property
+    def http_listeners(self) -> tuple[ListenerConfig, ...]:
+        """The autodiscovery listeners (none without the section)."""
+        return () if self.autodiscovery is None else self.autodiscovery.listeners
 
     def self_addresses(self) -> frozenset[tuple[str, int]]:
         """This door's own addresses: a referral to one of them would loop."""
@@ -140,6 +164,7 @@ _TOP = {
     "metrics",
     "workers",
     "watch_interval_s",
+    "autodiscovery",
 }
 #: the keys of ``auth:`` every source shares; each source adds its own (refd.auth.registry)
 _AUTH_KEYS = frozenset({"source", "failure_delay_s", "failure_delay_max_s", "advertise_plain"})
@@ -193,6 +218,12 @@ def load_config(path: Path) -> DaemonConfig:
     advertise = opt(r, auth, "advertise_plain", r.as_bool, False, "auth.advertise_plain")
 
     listeners = _listeners(r, r.require(top, "listeners", "the top level"))
+    autodiscovery_node = get(top, "autodiscovery")
+    # (listeners, policy, the line of sign_profiles or of the section)
+    http: tuple[list[tuple[ListenerConfig, Node]], AutodiscoveryPolicy, int] | None = None
+    if autodiscovery_node is not None:
+        http = _autodiscovery(r, autodiscovery_node, {lst.name: n.line for lst, n in listeners})
+    every_listener = listeners + (http[0] if http is not None else [])
     tls_cert = tls_key = None
     tls_line = 0
     tls_node = get(top, "tls")
@@ -203,9 +234,15 @@ def load_config(path: Path) -> DaemonConfig:
         tls_cert = resolve_path(path, r.as_str(r.require(tls, "cert", "tls"), "tls.cert"))
         tls_key = resolve_path(path, r.as_str(r.require(tls, "key", "tls"), "tls.key"))
     if tls_cert is None:
-        for lst, node in listeners:
+        for lst, node in every_listener:
             if lst.tls != "none":
                 raise r.error(node, f"listener {lst.name} uses TLS but there is no tls: section")
+        if http is not None and http[1].sign_profiles:
+            raise r.error(
+                http[2],
+                "autodiscovery.sign_profiles signs with the TLS certificate, "
+                "and there is no tls: section",
+            )
 
     networks = LOOPBACK
     if (net_node := get(top, "trusted_networks")) is not None:
@@ -213,7 +250,7 @@ def load_config(path: Path) -> DaemonConfig:
     proxy_networks: tuple[IPNetwork, ...] = ()
     if (proxy_node := get(top, "proxy_networks")) is not None:
         proxy_networks = network_list(r, proxy_node, "proxy_networks")
-    for lst, node in listeners:
+    for lst, node in every_listener:
         if lst.proxy_protocol and not proxy_networks:
             raise r.error(
                 node, f"listener {lst.name} accepts PROXY headers but proxy_networks is empty"
@@ -277,6 +314,13 @@ def load_config(path: Path) -> DaemonConfig:
         metrics_address=metrics_address,
         workers=workers,
         watch_interval_s=watch,
+        autodiscovery=None
+        if http is None
+        else AutodiscoveryConfig(
+            listeners=tuple(lst for lst, _ in http[0]),
+            policy=http[1],
+            line=autodiscovery_node.line if autodiscovery_node is not None else 0,
+        ),
     )
 
 
@@ -328,29 +372,139 @@ def choice(
     return value
 
 
-def _listeners(r: Reader, node: Node) -> list[tuple[ListenerConfig, Node]]:
+def _listeners(
+    r: Reader,
+    node: Node,
+    *,
+    what: str = "listeners",
+    tls_modes: tuple[str, ...] = TLS_MODES,
+    default_name: str = "imap",
+    taken: dict[str, int] | None = None,
+) -> list[tuple[ListenerConfig, Node]]:
+    """A list of listeners under ``what`` (the IMAP ones, or autodiscovery's).
+
+    Names are unique across every listener of the door (``taken``: names
+    already used, with their lines): logs, metric labels and the sockets a
+    worker inherits are keyed by them.
+    """
     out: list[tuple[ListenerConfig, Node]] = []
-    seen: dict[str, int] = {}
-    items = r.as_seq(node, "listeners").items
+    seen: dict[str, int] = dict(taken or {})
+    items = r.as_seq(node, what).items
     if not items:
-        raise r.error(node, "listeners: at least one listener is needed")
+        raise r.error(node, f"{what}: at least one listener is needed")
     for i, item in enumerate(items):
-        m = r.as_map(item, f"listeners[{i}]")
-        r.reject_unknown(m, {"name", "address", "port", "tls", "proxy_protocol"}, f"listeners[{i}]")
-        name = opt(r, m, "name", r.as_str, f"imap{i}", f"listeners[{i}].name")
+        where = f"{what}[{i}]"
+        m = r.as_map(item, where)
+        r.reject_unknown(m, {"name", "address", "port", "tls", "proxy_protocol"}, where)
+        name = opt(r, m, "name", r.as_str, f"{default_name}{i}", f"{where}.name")
         if name in seen:
             raise r.error(m, f"listener name {name!r} is used twice (first at line {seen[name]})")
         seen[name] = m.line
-        address = r.as_str(r.require(m, "address", f"listeners[{i}]"), "address").strip("[]")
+        address = r.as_str(r.require(m, "address", where), "address").strip("[]")
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise r.error(m, f"listeners[{i}].address {address!r} is not an IP address") from None
-        port = r.as_int(r.require(m, "port", f"listeners[{i}]"), "port", 0, 65535)
-        tls = choice(r, m, "tls", TLS_MODES, "none")
-        proxy = opt(r, m, "proxy_protocol", r.as_bool, False, f"listeners[{i}].proxy_protocol")
+            raise r.error(m, f"{where}.address {address!r} is not an IP address") from None
+        port = r.as_int(r.require(m, "port", where), "port", 0, 65535)
+        tls = choice(r, m, "tls", tls_modes, "none")
+        proxy = opt(r, m, "proxy_protocol", r.as_bool, False, f"{where}.proxy_protocol")
         out.append((ListenerConfig(name, address, port, tls, proxy), m))
     return out
+
+
+_AUTODISCOVERY_KEYS = {"listeners", "per_user", "require_auth", "hosts", "sign_profiles", "limits"}
+HTTP_LIMIT_INTS = {
+    "max_header_bytes": (1024, 1 << 20),
+    "max_body_bytes": (256, 1 << 24),
+    "max_connections": (1, 10_000_000),
+    "max_connections_per_address": (1, 10_000_000),
+    "max_requests_per_connection": (1, 1_000_000),
+}
+HTTP_LIMIT_SECONDS = ("request_timeout_s", "idle_timeout_s")
+#: not a host name: what a Host header value can never be equal to
+_BAD_HOST = frozenset(" /@?#\\,")
+
+
+def _autodiscovery(
+    r: Reader, node: Node, imap_names: dict[str, int]
+) -> tuple[list[tuple[ListenerConfig, Node]], AutodiscoveryPolicy, int]:
+    """``autodiscovery:``: its listeners, its policy and its line."""
+    m = r.as_map(node, "autodiscovery")
+    r.reject_unknown(m, _AUTODISCOVERY_KEYS, "autodiscovery")
+    listeners = _listeners(
+        r,
+        r.require(m, "listeners", "autodiscovery"),
+        what="autodiscovery.listeners",
+        tls_modes=HTTP_TLS_MODES,
+        default_name="http",
+        taken=imap_names,
+    )
+    per_user = opt(r, m, "per_user", r.as_bool, True, "autodiscovery.per_user")
+    require_auth: tuple[str, ...] = AUTH_PROTOCOLS
+    if (auth_node := get(m, "require_auth")) is not None:
+        named = r.as_str_list(auth_node, "autodiscovery.require_auth")
+        for name in named:
+            if name not in AUTH_PROTOCOLS:
+                raise r.error(
+                    auth_node,
+                    f"autodiscovery.require_auth: {name!r} is not one of "
+                    f"{', '.join(AUTH_PROTOCOLS)} (autoconfig is never authenticated)",
+                )
+        require_auth = tuple(p for p in AUTH_PROTOCOLS if p in named)
+    hosts: list[str] = []
+    if (hosts_node := get(m, "hosts")) is not None:
+        for text in r.as_str_list(hosts_node, "autodiscovery.hosts"):
+            host = _host_value(text)
+            if host is None:
+                raise r.error(
+                    hosts_node,
+                    f"autodiscovery.hosts: {text!r} is not a host name or IP address "
+                    "(write it without a port or path)",
+                )
+            hosts.append(host)
+    sign = opt(r, m, "sign_profiles", r.as_bool, False, "autodiscovery.sign_profiles")
+    policy = AutodiscoveryPolicy(
+        per_user=per_user,
+        require_auth=require_auth,
+        hosts=tuple(dict.fromkeys(hosts)),
+        sign_profiles=sign,
+        limits=_http_limits(r, get(m, "limits")),
+    )
+    return listeners, policy, (get(m, "sign_profiles") or m).line
+
+
+def _host_value(text: str) -> str | None:
+    """``text`` as a Host value compares (lower-case, IPv6 unbracketed), or None."""
+    host = text.lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if ":" not in host:
+            return None
+    if ":" in host:  # an IPv6 address, or a port that does not belong here
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    if not host or _BAD_HOST & set(host):
+        return None
+    return host
+
+
+def _http_limits(r: Reader, node: Node | None) -> HttpLimits:
+    if node is None:
+        return HttpLimits()
+    m = r.as_map(node, "autodiscovery.limits")
+    r.reject_unknown(m, set(HTTP_LIMIT_INTS) | set(HTTP_LIMIT_SECONDS), "autodiscovery.limits")
+    values: dict[str, int | float] = {}
+    for key, (lo, hi) in HTTP_LIMIT_INTS.items():
+        if (n := get(m, key)) is not None:
+            values[key] = r.as_int(n, f"autodiscovery.limits.{key}", lo, hi)
+    for key in HTTP_LIMIT_SECONDS:
+        if (n := get(m, key)) is not None:
+            values[key] = r.as_float_seconds(n, f"autodiscovery.limits.{key}")
+            if values[key] <= 0:
+                raise r.error(n, f"autodiscovery.limits.{key} must be more than 0")
+    return HttpLimits(**values)  # type: ignore[arg-type]
 
 
 _LIMIT_INTS = {
@@ -532,12 +686,28 @@ def load_service(config: DaemonConfig) -> Service:
                 config.tls_line,
                 f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {reason}",
             ) from None
+    autodiscovery = config.autodiscovery
+    signing_pem = None
+    if autodiscovery is not None and autodiscovery.policy.sign_profiles:
+        # Checked at load: sign_profiles needs a tls: section.
+        assert config.tls_cert is not None and config.tls_key is not None
+        try:
+            signing_pem = (config.tls_cert.read_bytes(), config.tls_key.read_bytes())
+        except OSError as exc:
+            raise TreeError(
+                str(config.file),
+                config.tls_line,
+                f"cannot read TLS certificate {config.tls_cert} / key {config.tls_key} "
+                f"to sign profiles: {exc.strerror or exc}",
+            ) from None
     return Service(
         table=table,
         auth=auth,
         policy=config.policy,
         limits=config.limits,
         tls_context=tls_context,
+        autodiscovery=None if autodiscovery is None else autodiscovery.policy,
+        signing_pem=signing_pem,
     )
 
 

@@ -44,6 +44,9 @@ from typing import ParamSpec, TypeVar
 from refd.config.tree import Map, Node, Reader, Scalar, Seq, TreeError, get, is_null
 from refd.routing.match import RoutingTable
 from refd.routing.model import (
+    ClientTls,
+    Domain,
+    Endpoint,
     LoginMode,
     MailboxRule,
     Namespaces,
@@ -78,9 +81,19 @@ _TOP_KEYS = frozenset(
         "mailboxes",
         "published",
         "namespaces",
+        "domains",
     }
 )
-_SERVER_KEYS = frozenset({"host", "port", "replicas"})
+_SERVER_KEYS = frozenset({"host", "port", "replicas", "imaps_port", "client_tls", "submission"})
+_ENDPOINT_KEYS = frozenset({"host", "port", "tls"})
+_DOMAIN_KEYS = frozenset({"login_name", "display_name", "server", "submission"})
+_LOGIN_NAMES = ("address", "local_part")
+#: The submission port when ``submission`` names none (RFC 6409 §1).
+SUBMISSION_PORT = 587
+#: The implicit-TLS submission port (RFC 8314): its endpoint defaults to tls implicit.
+SUBMISSIONS_PORT = 465
+# One DNS label: letters, digits and "-", not at either end (RFC 1123 §2.1).
+_DNS_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _SELECTORS: tuple[UserRuleKind, ...] = ("user", "glob", "regex", "default")
 _USER_KEYS = frozenset({*_SELECTORS, "server", "login"})
 _MAILBOX_KEYS = frozenset({"match", "servers", "rename"})
@@ -243,8 +256,16 @@ class _Loader:
 
         user_rules: list[UserRule] = []
         node = get(top, "users")
+        users_ok = True
         if node is not None:
+            before = len(self.errors)
             user_rules.extend(self.attempt(self.user_rules, node) or ())
+            users_ok = len(self.errors) == before
+
+        domains: dict[str, Domain] = {}
+        node = get(top, "domains")
+        if node is not None:
+            self.attempt(self.domains, node, user_rules, users_ok, domains)
 
         user_map: dict[str, Server] = {}
         map_file = user_map_file
@@ -301,6 +322,7 @@ class _Loader:
             published=tuple(published),
             declared_namespaces=namespaces,
             sha256="",
+            domains=domains,
         )
 
     def delimiter(self, node: Node) -> str:
@@ -378,8 +400,75 @@ class _Loader:
             dupes = sorted({n for n in replicas if replicas.count(n) > 1})
             if dupes:
                 raise r.error(node, f"{what}.replicas lists {dupes[0]} twice")
+        imaps_port: int | None = None
+        node = get(spec, "imaps_port")
+        if node is not None:
+            imaps_port = r.as_int(node, f"{what}.imaps_port", 1, 65535)
+        client_tls = ClientTls.STARTTLS if imaps_port is None else ClientTls.IMPLICIT
+        node = get(spec, "client_tls")
+        if node is not None:
+            client_tls = self.tls_mode(node, f"{what}.client_tls")
+            if client_tls is ClientTls.IMPLICIT and imaps_port is None:
+                raise r.error(
+                    node,
+                    f"{what}.client_tls: implicit needs imaps_port, the server's "
+                    "implicit-TLS port (e.g. imaps_port: 993)",
+                )
+        submission: Endpoint | None = None
+        node = get(spec, "submission")
+        if node is not None:
+            submission = self.endpoint(node, f"{what}.submission")
         self.broken.discard(name)
-        self.servers[name] = Server(name, host, port, replicas, key.line)
+        self.servers[name] = Server(
+            name,
+            host,
+            port,
+            replicas,
+            key.line,
+            imaps_port=imaps_port,
+            client_tls=client_tls,
+            submission=submission,
+        )
+
+    def tls_mode(self, node: Node, what: str) -> ClientTls:
+        value = self.r.as_str(node, what)
+        try:
+            return ClientTls(value)
+        except ValueError:
+            raise self.r.error(
+                node, f'{what} must be implicit, starttls or none, got "{value}"'
+            ) from None
+
+    def endpoint(self, node: Node, what: str) -> Endpoint:
+        """A submission endpoint: ``host[:port]`` or ``{host, port, tls}``.
+
+        The port defaults to 587; the TLS mode to implicit on port 465 and
+        starttls on any other (RFC 8314: 465 is implicit TLS, 587 STARTTLS).
+        """
+        r = self.r
+        if isinstance(node, Map):
+            r.reject_unknown(node, _ENDPOINT_KEYS, what)
+            host_node = r.require(node, "host", what)
+            host = self.host(host_node, r.as_str(host_node, f"{what}.host"), f"{what}.host")
+            port = SUBMISSION_PORT
+            port_node = get(node, "port")
+            if port_node is not None:
+                port = r.as_int(port_node, f"{what}.port", 1, 65535)
+            tls_node = get(node, "tls")
+            if tls_node is not None:
+                return Endpoint(host, port, self.tls_mode(tls_node, f"{what}.tls"))
+        else:
+            text = r.as_str(node, what)
+            try:
+                host_text, port_text = split_host_port(text)
+            except ValueError as exc:
+                raise r.error(node, f'{what} "{text}": {exc}') from None
+            host = self.host(node, url_host(host_text), what)
+            port = SUBMISSION_PORT
+            if port_text is not None:
+                port = r.as_int(Scalar(port_text, node.line, False), f"{what} port", 1, 65535)
+        tls = ClientTls.IMPLICIT if port == SUBMISSIONS_PORT else ClientTls.STARTTLS
+        return Endpoint(host, port, tls)
 
     def chains(self, servers_node: Map) -> dict[str, tuple[Server, ...]]:
         """Check replica references and cycles; flatten each server's chain."""
@@ -451,6 +540,83 @@ class _Loader:
         if name in self.broken:
             return None
         raise self.r.error(node, f'{what}: unknown server "{name}"{_known(self.servers)}')
+
+    # -- domains ----------------------------------------------------------------------
+
+    def domains(
+        self, node: Node, rules: list[UserRule], users_ok: bool, found: dict[str, Domain]
+    ) -> None:
+        spec = self.r.as_map(node, "domains")
+        first_line: dict[str, int] = {}
+        for key, value in spec.items:
+            self.attempt(self.domain, key, value, rules, users_ok, found, first_line)
+
+    def domain(
+        self,
+        key: Scalar,
+        value: Node,
+        rules: list[UserRule],
+        users_ok: bool,
+        found: dict[str, Domain],
+        first_line: dict[str, int],
+    ) -> None:
+        r = self.r
+        name = key.value.lower()
+        if not _is_domain_name(name):
+            raise r.error(
+                key,
+                f'domain "{key.value}" is not a DNS name: labels of letters, digits and "-" '
+                "separated by dots (an internationalised name in its xn-- form)",
+            )
+        if name in first_line:
+            raise r.error(
+                key, f'domain "{key.value}" is listed twice (first at line {first_line[name]})'
+            )
+        first_line[name] = key.line
+        what = f"domains.{name}"
+        spec = r.as_map(value, what)
+        r.reject_unknown(spec, _DOMAIN_KEYS, what)
+        login_name = "address"
+        node = get(spec, "login_name")
+        if node is not None:
+            login_name = r.as_str(node, f"{what}.login_name")
+            if login_name not in _LOGIN_NAMES:
+                raise r.error(
+                    node, f'{what}.login_name must be address or local_part, got "{login_name}"'
+                )
+        display_name = name
+        node = get(spec, "display_name")
+        if node is not None:
+            display_name = r.as_str(node, f"{what}.display_name")
+            if not display_name.isprintable():
+                raise r.error(node, f"{what}.display_name must not contain control characters")
+        submission: Endpoint | None = None
+        node = get(spec, "submission")
+        if node is not None:
+            submission = self.endpoint(node, f"{what}.submission")
+        node = get(spec, "server")
+        server: Server | None
+        if node is not None:
+            server = self.server_ref(node, r.as_str(node, f"{what}.server"), f"{what}.server")
+        else:
+            server = _domain_server(rules, name)
+            if server is None and users_ok:
+                raise r.error(
+                    key,
+                    f"{what}: no server for the domain-level answer: write server: NAME, "
+                    f'or add a users: rule glob: "*@{name}" or a default rule',
+                )
+        if server is None:
+            return
+        assert login_name in _LOGIN_NAMES
+        found[name] = Domain(
+            name,
+            "local_part" if login_name == "local_part" else "address",
+            display_name,
+            server,
+            submission,
+            key.line,
+        )
 
     # -- users ------------------------------------------------------------------------
 
@@ -748,6 +914,23 @@ def _default_namespaces(rules: Iterable[MailboxRule], delimiter: str) -> Namespa
         ):
             shared.append((prefix, delimiter))
     return Namespaces(personal=(("", delimiter),), other=(), shared=tuple(shared))
+
+
+def _is_domain_name(name: str) -> bool:
+    """A lower-case DNS name of LDH labels, without the trailing dot (RFC 1035 §2.3.4)."""
+    return len(name) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _domain_server(rules: Iterable[UserRule], domain: str) -> Server | None:
+    """The domain-level server without ``server:``: the first rule glob ``*@domain``,
+    else the default rule's server."""
+    default: Server | None = None
+    for rule in rules:
+        if rule.kind == "glob" and rule.text == f"*@{domain}":
+            return rule.server
+        if rule.kind == "default":
+            default = rule.server
+    return default
 
 
 def _address_key(host: str, port: int) -> tuple[str, int]:

@@ -17,10 +17,13 @@ from refd.routing import (
     parse_user_map,
     read_user_map_name,
 )
+from refd.routing.model import ClientTls, Domain, Endpoint
 
 from ._support import CONFIG, load, load_example
 
-KNOWN_TOP = "delimiter, mailboxes, namespaces, published, self, servers, user_map, users, version"
+KNOWN_TOP = (
+    "delimiter, domains, mailboxes, namespaces, published, self, servers, user_map, users, version"
+)
 SERVERS = (
     "version: 1",  # 1
     "servers:",  # 2
@@ -48,7 +51,8 @@ ERRORS = [
     ),
     (
         doc("version: 1", "servers:", "  mail1:", "    host: h", "    prot: 143"),
-        'routing.yaml:5: unknown key "prot" in servers.mail1 (known keys: host, port, replicas)',
+        'routing.yaml:5: unknown key "prot" in servers.mail1 '
+        "(known keys: client_tls, host, imaps_port, port, replicas, submission)",
     ),
     (
         doc(*SERVERS, "users:", "  - user: a@example.org", "    server: mail1", "    lgoin: refer"),
@@ -109,6 +113,108 @@ ERRORS = [
     (
         doc("version: 1", "servers:", "  mail1: mail1.example.org"),
         'routing.yaml:3: servers.mail1 must be a mapping (key: value), got "mail1.example.org"',
+    ),
+    # -- client-facing TLS facts ---------------------------------------------------
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", "    client_tls: implicit"),
+        "routing.yaml:5: servers.mail1.client_tls: implicit needs imaps_port, the server's "
+        "implicit-TLS port (e.g. imaps_port: 993)",
+    ),
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", "    client_tls: ssl"),
+        'routing.yaml:5: servers.mail1.client_tls must be implicit, starttls or none, got "ssl"',
+    ),
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", "    imaps_port: 99999"),
+        "routing.yaml:5: servers.mail1.imaps_port must be between 1 and 65535, got 99999",
+    ),
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", "    submission: smtp:0465"),
+        "routing.yaml:5: servers.mail1.submission port: write 465, leading zeros are not "
+        "allowed (YAML 1.1 would read 0465 as octal)",
+    ),
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", '    submission: "::1:465"'),
+        'routing.yaml:5: servers.mail1.submission "::1:465": write an IPv6 address in '
+        "brackets, [::1]:143",
+    ),
+    (
+        doc("version: 1", "servers:", "  mail1:", "    host: h", "    submission: smtp host"),
+        'routing.yaml:5: servers.mail1.submission "smtp host" is not a host name or IP address',
+    ),
+    (
+        doc(
+            "version: 1", "servers:", "  mail1:", "    host: h", "    submission:", "      port: 1"
+        ),
+        'routing.yaml:6: servers.mail1.submission needs "host"',
+    ),
+    (
+        doc("version: 1", "servers:", "  m:", "    host: h", "    submission: {host: s, tsl: x}"),
+        'routing.yaml:5: unknown key "tsl" in servers.m.submission (known keys: host, port, tls)',
+    ),
+    (
+        doc("version: 1", "servers:", "  m:", "    host: h", "    submission: {host: s, tls: ssl}"),
+        'routing.yaml:5: servers.m.submission.tls must be implicit, starttls or none, got "ssl"',
+    ),
+    # -- domains ------------------------------------------------------------------------
+    (
+        doc(*SERVERS, "domains:", "  example.org:", "    server: mail1", "    login: address"),
+        'routing.yaml:9: unknown key "login" in domains.example.org '
+        "(known keys: display_name, login_name, server, submission)",
+    ),
+    (
+        doc(*SERVERS, "domains:", "  example.org:", "    server: mail9"),
+        'routing.yaml:8: domains.example.org.server: unknown server "mail9" '
+        "(servers: mail1, mail2)",
+    ),
+    (
+        doc(*SERVERS, "domains:", "  example.org:", "    submission: smtp.example.org"),
+        "routing.yaml:7: domains.example.org: no server for the domain-level answer: write "
+        'server: NAME, or add a users: rule glob: "*@example.org" or a default rule',
+    ),
+    (
+        doc(
+            *SERVERS, "domains:", "  example.org: {server: mail1}", "  Example.ORG: {server: mail2}"
+        ),
+        'routing.yaml:8: domain "Example.ORG" is listed twice (first at line 7)',
+    ),
+    (
+        doc(*SERVERS, "domains:", "  ex_ample.org: {server: mail1}"),
+        'routing.yaml:7: domain "ex_ample.org" is not a DNS name: labels of letters, digits '
+        'and "-" separated by dots (an internationalised name in its xn-- form)',
+    ),
+    (
+        doc(*SERVERS, "domains:", "  -example.org: {server: mail1}"),
+        'routing.yaml:7: domain "-example.org" is not a DNS name: labels of letters, digits '
+        'and "-" separated by dots (an internationalised name in its xn-- form)',
+    ),
+    (
+        doc(*SERVERS, "domains:", "  bücher.example: {server: mail1}"),
+        'routing.yaml:7: domain "bücher.example" is not a DNS name: labels of letters, digits '
+        'and "-" separated by dots (an internationalised name in its xn-- form)',
+    ),
+    (
+        doc(*SERVERS, "domains:", "  example.org.: {server: mail1}"),
+        'routing.yaml:7: domain "example.org." is not a DNS name: labels of letters, digits '
+        'and "-" separated by dots (an internationalised name in its xn-- form)',
+    ),
+    (
+        doc(*SERVERS, "domains:", "  example.org:", "    server: mail1", "    login_name: uid"),
+        'routing.yaml:9: domains.example.org.login_name must be address or local_part, got "uid"',
+    ),
+    (
+        doc(
+            *SERVERS, "domains:", "  example.org:", "    server: mail1", '    display_name: "a\\tb"'
+        ),
+        "routing.yaml:9: domains.example.org.display_name must not contain control characters",
+    ),
+    (
+        doc(*SERVERS, "domains:", "  example.org:", "    server: mail1", "    submission: s:0"),
+        "routing.yaml:9: domains.example.org.submission port must be between 1 and 65535, got 0",
+    ),
+    (
+        doc(*SERVERS, "domains: [example.org]"),
+        "routing.yaml:6: domains must be a mapping (key: value), got a list",
     ),
     # -- replicas -------------------------------------------------------------------
     (
@@ -527,3 +633,157 @@ def test_namespaces(extra: tuple[str, ...], expected: Namespaces) -> None:
 def test_hosts(host: str, stored: str, authority: str) -> None:
     table = load(doc("version: 1", "servers:", f"  s: {{host: {host}}}"))
     assert (table.servers["s"].host, table.servers["s"].authority) == (stored, authority)
+
+
+# -- servers' client-facing facts and domains ------------------------------------------
+
+TLS = ClientTls
+
+
+@pytest.mark.parametrize(
+    ("spec", "imaps_port", "client_tls", "endpoint", "submission"),
+    [
+        ("{host: h}", None, TLS.STARTTLS, Endpoint("h", 143, TLS.STARTTLS), None),
+        ("{host: h, port: 10143}", None, TLS.STARTTLS, Endpoint("h", 10143, TLS.STARTTLS), None),
+        ("{host: h, imaps_port: 993}", 993, TLS.IMPLICIT, Endpoint("h", 993, TLS.IMPLICIT), None),
+        (
+            "{host: h, imaps_port: 993, client_tls: starttls}",
+            993,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            None,
+        ),
+        ("{host: h, client_tls: none}", None, TLS.NONE, Endpoint("h", 143, TLS.NONE), None),
+        (
+            "{host: h, submission: smtp.example.org}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("smtp.example.org", 587, TLS.STARTTLS),
+        ),
+        (
+            "{host: h, submission: 'smtp.example.org:465'}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("smtp.example.org", 465, TLS.IMPLICIT),
+        ),
+        (
+            "{host: h, submission: '[2001:db8::1]:2525'}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("2001:db8::1", 2525, TLS.STARTTLS),
+        ),
+        (
+            "{host: h, submission: {host: s, port: 465, tls: starttls}}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("s", 465, TLS.STARTTLS),
+        ),
+        (
+            "{host: h, submission: {host: s, port: 465}}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("s", 465, TLS.IMPLICIT),
+        ),
+        (
+            "{host: h, submission: {host: s, tls: none}}",
+            None,
+            TLS.STARTTLS,
+            Endpoint("h", 143, TLS.STARTTLS),
+            Endpoint("s", 587, TLS.NONE),
+        ),
+    ],
+)
+def test_server_client_facts(
+    spec: str,
+    imaps_port: int | None,
+    client_tls: ClientTls,
+    endpoint: Endpoint,
+    submission: Endpoint | None,
+) -> None:
+    server = load(doc("version: 1", "servers:", f"  m: {spec}")).servers["m"]
+    assert server.imaps_port == imaps_port
+    assert server.client_tls is client_tls
+    assert server.imap_endpoint == endpoint
+    assert server.submission == submission
+
+
+DOMAIN_BASE = (
+    *SERVERS,  # 1-5
+    "users:",  # 6
+    "  - {user: boss@example.org, server: mail2}",  # 7
+    '  - {glob: "*@example.org", server: mail1}',  # 8
+    '  - {glob: "*@other.example", server: mail2}',  # 9
+    '  - {glob: "*@other.example", server: mail1}',  # 10
+    "  - {default: true, server: mail2}",  # 11
+    "domains:",  # 12
+)
+
+
+def test_domains() -> None:
+    table = load(
+        doc(
+            *DOMAIN_BASE,
+            "  Example.ORG:",  # 13
+            "    login_name: local_part",
+            "    display_name: Example Org",
+            "    submission: smtp.example.org:465",
+            "  other.example:",  # 17
+            "  third.example: {server: mail1, login_name: address}",  # 18
+        )
+    )
+    mail1, mail2 = table.servers["mail1"], table.servers["mail2"]
+    assert table.domains == {
+        "example.org": Domain(
+            "example.org",
+            "local_part",
+            "Example Org",
+            mail1,
+            Endpoint("smtp.example.org", 465, TLS.IMPLICIT),
+            13,
+        ),
+        # the first glob "*@other.example" rule's server, not the default's
+        "other.example": Domain("other.example", "address", "other.example", mail2, None, 17),
+        "third.example": Domain("third.example", "address", "third.example", mail1, None, 18),
+    }
+    assert table.domains["example.org"].login_for("alice@example.org") == "alice"
+    assert table.domains["other.example"].login_for("bob@other.example") == "bob@other.example"
+
+
+def test_domain_server_falls_back_to_the_default_rule() -> None:
+    table = load(doc(*DOMAIN_BASE, "  elsewhere.example: {}"))
+    assert table.domains["elsewhere.example"].server.name == "mail2"
+
+
+def test_no_domains_section_means_no_domains() -> None:
+    assert load(doc(*SERVERS)).domains == {}
+    assert load(doc(*SERVERS, "domains:")).domains == {}
+
+
+def test_a_domain_naming_a_broken_server_is_reported_once() -> None:
+    text = doc(
+        "version: 1", "servers:", "  m: {host: h, port: 0}", "domains:", "  d.example: {server: m}"
+    )
+    assert failure(text) == "routing.yaml:3: servers.m.port must be between 1 and 65535, got 0"
+
+
+def test_the_demo_and_example_domains() -> None:
+    from refd.config.loader import DEMO_CONFIG, load_routing
+
+    demo = load_routing(DEMO_CONFIG.parent / "routing.yaml")
+    (domain,) = demo.domains.values()
+    assert domain == Domain(
+        "example.org",
+        "local_part",
+        "example.org",
+        demo.servers["mail1"],
+        Endpoint("smtp.example.org", 587, TLS.STARTTLS),
+        domain.line,
+    )
+    assert demo.servers["mail1"].imap_endpoint == Endpoint("mail1.example.org", 143, TLS.STARTTLS)
+    assert demo.servers["mail2"].imap_endpoint == Endpoint("mail2.example.org", 10143, TLS.STARTTLS)
+    assert set(load_example().domains) == {"example.org"}
