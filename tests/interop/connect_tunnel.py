@@ -32,6 +32,9 @@ class ConnectTunnel:
         self.port: int = self.listener.getsockname()[1]
         self.closing = threading.Event()
         self.threads: list[threading.Thread] = []
+        #: every open socket of a tunnel, shut down by close()
+        self.open: set[socket.socket] = set()
+        self.lock = threading.Lock()
         self.acceptor = threading.Thread(target=self._accept, daemon=True)
         self.acceptor.start()
 
@@ -39,6 +42,10 @@ class ConnectTunnel:
         self.closing.set()
         self.acceptor.join(timeout=TIMEOUT_S)
         self.listener.close()
+        with self.lock:
+            for sock in self.open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         for thread in self.threads:
             thread.join(timeout=TIMEOUT_S)
 
@@ -60,37 +67,61 @@ class ConnectTunnel:
             self.threads.append(thread)
             thread.start()
 
-    def _serve(self, client: socket.socket) -> None:
-        with client:
-            client.settimeout(TIMEOUT_S)
-            head = b""
+    def _track(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.open.add(sock)
+        if self.closing.is_set():
             with contextlib.suppress(OSError):
-                while b"\r\n\r\n" not in head and len(head) < MAX_HEAD_BYTES:
-                    data = client.recv(4096)
-                    if not data:
-                        return
-                    head += data
-            method, _, rest = head.partition(b" ")
-            if method != b"CONNECT":
-                with contextlib.suppress(OSError):
-                    client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            self.targets.append(rest.split(b" ", 1)[0].decode("ascii", "replace"))
-            try:
-                upstream = socket.create_connection((HOST, self.target_port), timeout=TIMEOUT_S)
-            except OSError:
-                with contextlib.suppress(OSError):
-                    client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-                return
-            with upstream:
-                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                early = head.partition(b"\r\n\r\n")[2]
-                if early:
-                    upstream.sendall(early)
-                back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-                back.start()
-                _pipe(client, upstream)
-                back.join(timeout=TIMEOUT_S)
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self.lock:
+            self.open.discard(sock)
+
+    def _serve(self, client: socket.socket) -> None:
+        self._track(client)
+        try:
+            self._tunnel(client)
+        finally:
+            self._forget(client)
+            client.close()
+
+    def _tunnel(self, client: socket.socket) -> None:
+        client.settimeout(TIMEOUT_S)
+        head = b""
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in head and len(head) < MAX_HEAD_BYTES:
+                data = client.recv(4096)
+                if not data:
+                    return
+                head += data
+        method, _, rest = head.partition(b" ")
+        if method != b"CONNECT":
+            with contextlib.suppress(OSError):
+                client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        self.targets.append(rest.split(b" ", 1)[0].decode("ascii", "replace"))
+        try:
+            upstream = socket.create_connection((HOST, self.target_port), timeout=TIMEOUT_S)
+        except OSError:
+            with contextlib.suppress(OSError):
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        self._track(upstream)
+        try:
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            early = head.partition(b"\r\n\r\n")[2]
+            if early:
+                upstream.sendall(early)
+            back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+            back.start()
+            _pipe(client, upstream)
+            back.join(timeout=TIMEOUT_S)
+        except OSError:
+            pass
+        finally:
+            self._forget(upstream)
+            upstream.close()
 
 
 def _pipe(source: socket.socket, sink: socket.socket) -> None:
