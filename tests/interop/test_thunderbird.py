@@ -26,7 +26,26 @@ up (type, hostname, port, username) is the one refd's IMAP door names in
 its login referral for that user, over the wire (``LOGIN`` -> ``[REFERRAL
 imap://user;AUTH=*@host[:port]/]``); the socket type is STARTTLS; the
 lookup that won is the one expected (``subSource``); and the door logged
-the request for that address.
+the request for that user and server.
+
+Thunderbird 153.8.0esr's behaviour, as these tests pin it down:
+
+- Autoconfig is exact: hostname, port, ``socketType`` and the
+  ``%EMAILLOCALPART%`` user name are used as sent. Over HTTPS,
+  ``https://autoconfig.D`` wins (``xml-from-isp-https``); with HTTPS
+  unreachable, ``http://autoconfig.D`` (``xml-from-isp-http``).
+- Autodiscover (POX) sends HTTP Basic credentials only over HTTPS, with the
+  full address as user name; over plain HTTP it sends none (refd answers
+  401 when ``require_auth`` holds ``autodiscover``, the default).
+- Autodiscover's TLS mode is guessed from the port: ``<Encryption>TLS``
+  (STARTTLS) is ignored; 143 means STARTTLS, any other port implicit TLS.
+  So bob (10143, STARTTLS) would be set up with implicit TLS through
+  Autodiscover; the hub prefers the autoconfig answer, which is exact.
+
+Seen by hand, not tested here: an autoconfig document without
+``<outgoingServer>`` (refd's, for a domain and server with no
+``submission``) is rejected ("Need proper <outgoingServer> in XML file"),
+and the hub falls back to guessing.
 """
 
 from __future__ import annotations
@@ -40,11 +59,11 @@ from dataclasses import dataclass
 import pytest
 import trustme
 
-from refd.config.loader import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG, load_routing
 from tests.procs import Daemon, free_port, session
 
 from .connect_tunnel import ConnectTunnel
-from .thunderbird import ServerSetting, ThunderbirdInstance
+from .thunderbird import LookupFailed, ServerSetting, ThunderbirdInstance
 
 pytestmark = pytest.mark.interop
 
@@ -196,6 +215,7 @@ def test_autoconfig_over_https_names_the_login_referral_server(
     trusting: ThunderbirdInstance, door: Door, tunnel: ConnectTunnel, user: str
 ) -> None:
     referral = door.login_referral(user)
+    since = door.mark()
     found = trusting.account_setup(
         f"{user}@{DOMAIN}",
         http_proxy=door.http_port,
@@ -207,6 +227,12 @@ def test_autoconfig_over_https_names_the_login_referral_server(
     assert f"autoconfig.{DOMAIN}:443" in tunnel.targets
     assert found.incoming == imap_setting(referral)
     assert found.outgoing == smtp_setting(user)
+    # The hub's Autodiscover lookup ran alongside, with the address as Basic user name.
+    door.logged(
+        f"protocol=autodiscover method=POST result=ok status=200 user={user} "
+        f"server={referral.host}:{referral.port} ",
+        since,
+    )
 
 
 @pytest.mark.parametrize(
@@ -226,6 +252,7 @@ def test_autodiscover_with_credentials_names_the_login_referral_server(
     socket_type: str,
 ) -> None:
     referral = door.login_referral(user)
+    since = door.mark()
     found = trusting.exchange_autodiscover(
         f"{user}@{DOMAIN}",
         http_proxy=door.http_port,
@@ -247,4 +274,38 @@ def test_autodiscover_with_credentials_names_the_login_referral_server(
         "smtp.example.org",
         587,
         user,
+    )
+    door.logged(
+        f"protocol=autodiscover method=POST result=ok status=200 user={user} "
+        f"server={referral.host}:{referral.port} ",
+        since,
+    )
+
+
+def test_autodiscover_with_a_wrong_password_finds_nothing(
+    trusting: ThunderbirdInstance, door: Door, tunnel: ConnectTunnel
+) -> None:
+    since = door.mark()
+    with pytest.raises(LookupFailed):
+        trusting.exchange_autodiscover(
+            f"alice@{DOMAIN}",
+            http_proxy=door.http_port,
+            https_proxy=tunnel.port,
+            password="not-" + PASSWORD,
+        )
+    failed = door.logged("protocol=autodiscover method=POST result=auth_failed status=401 ", since)
+    assert "server=- " in failed
+    assert "not-" + PASSWORD not in "".join(door.daemon.log)
+
+
+def test_an_unknown_address_gets_the_domain_level_server(
+    thunderbird: ThunderbirdInstance, door: Door
+) -> None:
+    table = load_routing(DEMO_CONFIG.parent / "routing.yaml")
+    domain_level = table.domains[DOMAIN].server.imap_endpoint
+    assert table.route_user("nobody") is None
+    found = thunderbird.account_setup(f"nobody@{DOMAIN}", http_proxy=door.http_port)
+    assert found.sub_source == "xml-from-isp-http", found
+    assert found.incoming == imap_setting(
+        LoginReferral(user="nobody", host=domain_level.host, port=domain_level.port)
     )

@@ -23,17 +23,22 @@ servers Thunderbird would configure, with the lookup that produced them
 lookup, which the hub runs in parallel).
 
 Thunderbird fetches autoconfig from fixed URLs on ports 80/443
-(``http://autoconfig.<domain>/mail/config-v1.1.xml``,
-``http://<domain>/.well-known/autoconfig/...``, their https forms, and
-``http(s)://autodiscover.<domain>/autodiscover/autodiscover.xml``). So each
-lookup first points Thunderbird's HTTP and SSL proxy prefs at the given
-loopback port (the door's autodiscovery listener): plain-HTTP lookups
-arrive there as absolute-form requests (``GET http://autoconfig.example.org/
-mail/...``), HTTPS lookups as ``CONNECT host:443``. Between lookups the
-proxy points at a closed port, so nothing Thunderbird fetches on its own
-(update checks, its ISP database, add-on lists) leaves the machine. The
-profile also turns off the ISP database lookup (``mailnews.auto_config_url``
-empty), which would otherwise be a fourth, lower-priority source.
+(``http(s)://autoconfig.<domain>/mail/config-v1.1.xml``,
+``http(s)://<domain>/.well-known/autoconfig/mail/config-v1.1.xml``) and
+Autodiscover from ``https://autodiscover.<domain>/``, ``https://<domain>/``
+and ``http://autodiscover.<domain>/autodiscover/autodiscover.xml``. So each
+lookup first sets Thunderbird's proxy prefs: plain HTTP goes to the proxy at
+``http_proxy`` as absolute-form requests (``GET http://autoconfig.example.org
+/mail/...``: the door's HTTP listener answers them itself), HTTPS as ``CONNECT
+host:443`` to ``https_proxy`` (a `ConnectTunnel` to the door's TLS listener;
+`trust_ca` makes Thunderbird accept the test certificate). Between lookups
+both point at a closed port, so nothing Thunderbird fetches on its own
+(update checks, add-on lists) leaves the machine. The profile also turns off
+the lookup in Mozilla's ISP database (``mailnews.auto_config_url`` empty),
+a lower-priority source that cannot change what the door's answer gives.
+Thunderbird's MX and SRV look-ups (``forMX``, ``_autodiscover._tcp``) use
+the system resolver; they find nothing for example.org and lose to any
+answer the door gives.
 """
 
 from __future__ import annotations
