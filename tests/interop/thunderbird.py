@@ -10,7 +10,7 @@ switches to the chrome context. `ThunderbirdInstance.stop()` deletes the
 session, then SIGTERM to the PID, SIGKILL after a grace period, and ends
 any process left in its group.
 
-`account_setup(address, proxy_port=...)` runs, inside Thunderbird, the
+`account_setup(address, http_proxy=..., https_proxy=...)` runs, inside Thunderbird, the
 account hub's own lookup: ``FindConfig.parallelAutoDiscovery`` from
 ``resource:///modules/accountcreation/FindConfig.sys.mjs`` (what
 ``views/email.mjs`` calls when a user types an address), then
@@ -32,7 +32,8 @@ lookup first sets Thunderbird's proxy prefs: plain HTTP goes to the proxy at
 /mail/...``: the door's HTTP listener answers them itself), HTTPS as ``CONNECT
 host:443`` to ``https_proxy`` (a `ConnectTunnel` to the door's TLS listener;
 `trust_ca` makes Thunderbird accept the test certificate). Between lookups
-both point at a closed port, so nothing Thunderbird fetches on its own
+both point at a closed port (bound for the instance's lifetime and never
+listening, so no other server can take it), so nothing Thunderbird fetches on its own
 (update checks, add-on lists) leaves the machine. The profile also turns off
 the lookup in Mozilla's ISP database (``mailnews.auto_config_url`` empty),
 a lower-priority source that cannot change what the door's answer gives.
@@ -48,13 +49,12 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from tests.procs import free_port
 
 from .marionette import Marionette
 
@@ -244,7 +244,14 @@ class ThunderbirdInstance:
     version: str = ""
     #: seconds from exec to a Marionette session in the chrome context
     startup_s: float = 0.0
-    closed_port: int = 0
+    #: bound, never listening: connections to it are refused
+    closed: socket.socket | None = field(default=None, repr=False)
+
+    @property
+    def closed_port(self) -> int:
+        assert self.closed is not None
+        port: int = self.closed.getsockname()[1]
+        return port
 
     @property
     def profile(self) -> Path:
@@ -267,8 +274,9 @@ class ThunderbirdInstance:
         home = self.directory / "home"
         home.mkdir(parents=True)
         self.profile.mkdir()
-        # A port nothing listens on: where the proxy points between lookups.
-        self.closed_port = free_port()
+        # Where the proxy points between lookups.
+        self.closed = socket.socket()
+        self.closed.bind(("127.0.0.1", 0))
         prefs = {
             **PREFS,
             "network.proxy.http": "127.0.0.1",
@@ -392,6 +400,9 @@ class ThunderbirdInstance:
                 self.marionette.delete_session()
             self.marionette.close()
             self.marionette = None
+        if self.closed is not None:
+            self.closed.close()
+            self.closed = None
         process = self.process
         if process is None:
             return
