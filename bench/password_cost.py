@@ -53,6 +53,7 @@ def write_config(directory: Path, port: int) -> Path:
         shutil.copy(demo / name, directory / name)
     text = (demo / "refd.yaml").read_text()
     text = text.replace("port: 1143", f"port: {port}").replace("port: 9143", f"port: {free_port()}")
+    text = text.replace("port: 1180", "port: 0")
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.01\n  failure_delay_max_s: 0.01")
     text = text.replace("level: info", "level: warning")
     (directory / "refd.yaml").write_text(text)

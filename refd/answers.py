@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from refd.protocol.responses import Cond, Response, Tagged, Untagged, referral_code
 from refd.routing import Referral, RoutingTable, UserRoute, url_can_name
-from refd.routing.model import LoginMode
+from refd.routing.model import Home, LoginMode, UnknownHome
 
 __all__ = [
     "LoginAnswer",
@@ -40,9 +40,11 @@ class LoginAnswer:
     """What a successful authentication of ``user`` is answered with (RFC 2221 §4).
 
     ``route`` and ``referral`` are None when the table has no route for the
-    user (answered ``NO [UNAVAILABLE]``).  ``logged_in``: the session is
-    AUTHENTICATED here (``accept`` and ``stay``); ``outcome`` is the session
-    outcome it leads to, None when the session's own stays (no route).
+    user (answered ``NO [UNAVAILABLE]``); then ``error`` says why when it is
+    not simply "no rule": the source named a home the table does not have.
+    ``logged_in``: the session is AUTHENTICATED here (``accept`` and
+    ``stay``); ``outcome`` is the session outcome it leads to, None when the
+    session's own stays (no route).
     """
 
     user: str
@@ -50,6 +52,7 @@ class LoginAnswer:
     referral: Referral | None
     logged_in: bool
     outcome: str | None
+    error: str | None = None
 
     @property
     def is_referral(self) -> bool:
@@ -75,9 +78,15 @@ class LoginAnswer:
         return [Tagged(tag, Cond.NO, f"Your mail is on {where}; connect there.", code)]
 
 
-def login_answer(table: RoutingTable, user: str) -> LoginAnswer:
-    """The answer to a successful login of ``user`` (as authenticated)."""
-    route = table.route_user(user)
+def login_answer(table: RoutingTable, user: str, home: Home | None = None) -> LoginAnswer:
+    """The answer to a successful login of ``user`` (as authenticated).
+
+    ``home``: the home server the authentication source named, if any.
+    """
+    try:
+        route = table.route_user(user, home)
+    except UnknownHome as exc:
+        return LoginAnswer(user, None, None, logged_in=False, outcome=None, error=str(exc))
     referral = None if route is None else table.login_referral(user, route)
     if route is None or referral is None:
         return LoginAnswer(user, None, None, logged_in=False, outcome=None)
@@ -95,13 +104,25 @@ class MailboxAnswer:
 
 
 def mailbox_answer(
-    table: RoutingTable, user: str, tag: str, command: str, mailbox: str
+    table: RoutingTable,
+    user: str,
+    tag: str,
+    command: str,
+    mailbox: str,
+    home: Home | None = None,
 ) -> MailboxAnswer:
-    """The answer to ``command`` (SELECT, CREATE, APPEND ...) on ``mailbox``."""
+    """The answer to ``command`` (SELECT, CREATE, APPEND ...) on ``mailbox``.
+
+    ``home``: the home server the source named at login, if any. The table
+    in service may no longer have it (a reload): no referral then.
+    """
     refused = unroutable(tag, mailbox)
     if refused is not None:
         return MailboxAnswer(None, refused)
-    referral = table.mailbox_referral(user, mailbox)
+    try:
+        referral = table.mailbox_referral(user, mailbox, home)
+    except UnknownHome:
+        referral = None
     if referral is None:
         text = "No mail server is configured for this mailbox."
         return MailboxAnswer(None, Tagged(tag, Cond.NO, text, "UNAVAILABLE"))

@@ -16,7 +16,11 @@ Is it what the admin meant?  (warnings: the daemon starts anyway)
   ``NO [UNAVAILABLE]``;
 - public ``trusted_networks`` while a listener without TLS faces clients:
   passwords from anywhere may arrive in clear;
-- a TLS private key that every local user can read.
+- a TLS private key that every local user can read;
+- a server whose referral ``port`` is 993 or its own ``imaps_port``: a
+  client that follows a referral (alpine) rebuilds the connection from the
+  URL alone, connects in plaintext to an implicit-TLS port and hangs.
+  Checked for a routing table on its own too (`routing_warnings`).
 
 A finding reads ``file:line: message`` (``file:line: warning: message``);
 none quotes a secret.  ``refd serve`` runs `port_conflicts` before binding.
@@ -38,9 +42,10 @@ from refd.config.loader import DaemonConfig
 from refd.config.tree import Map, Node, Seq, TreeError, get
 from refd.config.yamltree import parse_yaml
 from refd.listen import authority
+from refd.routing import RoutingTable
 from refd.runtime import Service
 
-__all__ = ["Finding", "check_config", "port_conflicts"]
+__all__ = ["Finding", "check_config", "port_conflicts", "routing_warnings"]
 
 #: How many names a warning lists before "...".
 FIRST_FEW = 5
@@ -59,12 +64,13 @@ class Finding:
 
 
 class _Lines:
-    """Lines of the daemon config's keys, for findings about loaded values."""
+    """Lines of a loaded file's keys (the daemon config, a routing table), for
+    findings about loaded values."""
 
-    def __init__(self, config: DaemonConfig) -> None:
-        self.file = str(config.file)
+    def __init__(self, path: Path) -> None:
+        self.file = str(path)
         try:
-            root = parse_yaml(config.file.read_text(encoding="utf-8"), self.file)
+            root = parse_yaml(path.read_text(encoding="utf-8"), self.file)
         except (OSError, UnicodeDecodeError, TreeError):  # it loaded a moment ago
             root = None
         self.top = root if isinstance(root, Map) else Map((), 0)
@@ -119,7 +125,7 @@ def _overlap(a: str, b: str) -> bool:
 
 def port_conflicts(config: DaemonConfig) -> list[Finding]:
     """Listeners and metrics that would ask for one address and port twice."""
-    lines = _Lines(config)
+    lines = _Lines(config.file)
     found = []
     seen: list[_Socket] = []
     for sock in _sockets(config, lines):
@@ -146,7 +152,7 @@ def port_conflicts(config: DaemonConfig) -> list[Finding]:
 
 def missing_addresses(config: DaemonConfig) -> list[Finding]:
     """Listener and metrics addresses that this host does not have."""
-    lines = _Lines(config)
+    lines = _Lines(config.file)
     found = []
     for sock in _sockets(config, lines):
         if ipaddress.ip_address(sock.address).is_unspecified:
@@ -235,13 +241,61 @@ def _world_readable(path: Path | None, what: str, line: int, file: str) -> list[
     ]
 
 
+#: The IMAP port of implicit TLS (RFC 8314 §3.2).
+IMAPS_PORT = 993
+
+
+def routing_warnings(table: RoutingTable) -> list[Finding]:
+    """Warnings about a loaded routing table: referral ports that are implicit-TLS ports."""
+    lines = _Lines(Path(table.file))
+    found = []
+    for server in table.servers.values():
+        if server.port == server.imaps_port:
+            why = "equals its imaps_port, an implicit-TLS port"
+        elif server.port == IMAPS_PORT:
+            why = f"is {IMAPS_PORT}, the implicit-TLS IMAP port"
+        else:
+            continue
+        found.append(
+            Finding(
+                lines.file,
+                lines.of("servers", server.name, "port") or server.line,
+                f"servers.{server.name}.port {server.port} {why}: referral URLs name this "
+                "port, and alpine rebuilds the connection from the URL alone, connects in "
+                "plaintext and hangs for about a minute; name the STARTTLS port in port "
+                "and the implicit-TLS one in imaps_port",
+                warning=True,
+            )
+        )
+    return found
+
+
 def check_config(config: DaemonConfig, service: Service) -> list[Finding]:
     """Every finding for a loaded daemon config and its service, errors first."""
-    lines = _Lines(config)
+    lines = _Lines(config.file)
     errors = port_conflicts(config) + missing_addresses(config)
     warnings = [
         *_users_without_route(config, service, lines),
         *_public_trust(config, lines),
         *_world_readable(config.tls_key, "tls.key", lines.of("tls", "key"), lines.file),
+        *routing_warnings(service.table),
+        *_autodiscovery_without_domains(config, service, lines),
     ]
     return errors + warnings
+
+
+def _autodiscovery_without_domains(
+    config: DaemonConfig, service: Service, lines: _Lines
+) -> list[Finding]:
+    """Setup documents served from a table that names no mail domain: every answer 404."""
+    if config.autodiscovery is None or service.table.domains:
+        return []
+    return [
+        Finding(
+            lines.file,
+            lines.of("autodiscovery"),
+            "autodiscovery is served but the routing table has no domains: section, "
+            "so every setup request gets 404 (add the mail domains to the routing table)",
+            warning=True,
+        )
+    ]

@@ -27,14 +27,14 @@ import trio
 from refd import __version__, probe
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustConfig
-from refd.checks import Finding, check_config, port_conflicts
+from refd.checks import Finding, check_config, port_conflicts, routing_warnings
 from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_routing, load_service
 from refd.config.tree import Reader, TreeError
 from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon, run
 from refd.dns import zone_lines
 from refd.effective import effective_text
-from refd.explain import explain
+from refd.explain import explain, explain_setup
 from refd.listen import BindError, Bound, authority, bind_all
 from refd.logs import setup_logging
 from refd.routing import RoutingTable
@@ -128,17 +128,34 @@ def _parser() -> argparse.ArgumentParser:
         help="the public name of the host serving autoconfig/autodiscover (default: hostname)",
     )
 
-    e = sub.add_parser("explain", help="show which rules match and the referral sent")
+    e = sub.add_parser(
+        "explain",
+        help="show which rules match and the referral sent",
+        description="Trace a login as USER (and a SELECT of MAILBOX), or with --setup what "
+        "the account-setup documents (autoconfig, Autodiscover, Apple profile) name for "
+        "ADDRESS, or for a bare domain its domain-level answer.",
+    )
     src = e.add_mutually_exclusive_group()
     src.add_argument("-c", "--config", type=Path, help="daemon config (default: embedded demo)")
     src.add_argument("-r", "--routing", type=Path, help="a routing table file")
-    e.add_argument("user")
+    e.add_argument("--setup", metavar="ADDRESS", help="explain the setup documents for ADDRESS")
+    e.add_argument(
+        "--domain-level",
+        action="store_true",
+        help="with --setup: answer as with per-user answers switched off",
+    )
+    e.add_argument("user", nargs="?")
     e.add_argument("mailbox", nargs="?")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.subcommand == "explain" and (args.setup is None) == (args.user is None):
+        parser.error("explain takes USER [MAILBOX] or --setup ADDRESS")
+    if args.subcommand == "explain" and args.domain_level and args.setup is None:
+        parser.error("--domain-level goes with --setup")
     try:
         if args.subcommand == "serve":
             return _serve(args)
@@ -322,7 +339,8 @@ def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
     kind = kind or _guess(path)
     if kind == "routing":
         table = load_routing(path)
-        return [f"routing table sha256 {table.sha256[:12]}", _table_summary(table)], []
+        summary = [f"routing table sha256 {table.sha256[:12]}", _table_summary(table)]
+        return summary, routing_warnings(table)
     config = load_config(path)
     service = load_service(config)
     table = service.table
@@ -335,6 +353,18 @@ def _check_one(kind: str | None, path: Path) -> tuple[list[str], list[Finding]]:
             f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}" for lc in config.listeners
         ),
     ]
+    if config.autodiscovery is not None:
+        ad = config.autodiscovery.policy
+        summary.append(
+            "autodiscovery: "
+            + ", ".join(
+                f"{lc.name} {authority(lc.address, lc.port)} tls {lc.tls}"
+                for lc in config.autodiscovery.listeners
+            )
+            + f"; {len(table.domains)} domain{'' if len(table.domains) == 1 else 's'}"
+            + f"; per_user {'yes' if ad.per_user else 'no'}"
+            + f"; require_auth {', '.join(ad.require_auth) or 'none'}"
+        )
     if config.metrics_address is not None:
         summary.append(f"metrics: {authority(*config.metrics_address)}")
     if config.tls_cert is not None:
@@ -413,7 +443,14 @@ def _dns(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    if args.routing is not None:
+    if args.setup is not None:
+        table = (
+            load_routing(args.routing)
+            if args.routing is not None
+            else load_service(load_config(args.config or DEMO_CONFIG)).table
+        )
+        found = explain_setup(table, args.setup, per_user=not args.domain_level)
+    elif args.routing is not None:
         found = explain(load_routing(args.routing), args.user, args.mailbox)
     else:
         service = load_service(load_config(args.config or DEMO_CONFIG))

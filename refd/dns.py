@@ -10,18 +10,21 @@ What the records name is the domain-level answer (``Domain.server``), the
 same endpoints that the setup documents offer when no per-user answer is
 given, so DNS, documents and referrals never disagree.
 
-- RFC 6186 §3.2 defines two SRV labels for IMAP: ``imap`` for a server
-  that greets in plaintext and may offer STARTTLS (port 143 in its
-  example), and ``imaps`` for a server "where TLS is initiated directly
-  upon connection" (993). §3.1 defines ``submission`` (587). ``_imap._tcp``
-  names the server's ``port``; ``_imaps._tcp`` its ``imaps_port``.
+- RFC 6186 §3.2 defines two SRV labels for IMAP: ``imap`` "Identifies an
+  IMAP server that MAY ... require the MUA to use the "STARTTLS" command"
+  (port 143 in its example), and ``imaps`` "Identifies an IMAP server where
+  TLS is initiated directly upon connection to the IMAP server" (993). §3.1
+  defines ``submission`` (587). ``_imap._tcp`` names the server's ``port``;
+  ``_imaps._tcp`` its ``imaps_port``.
 - RFC 8314 §5.1 (use of SRV records in establishing configuration) adds
   the ``submissions`` label, submission with implicit TLS (port 465; §3.3).
   A submission endpoint with ``tls: implicit`` is published as
   ``_submissions._tcp``, any other as ``_submission._tcp``.
-- A service the domain does not offer gets the SRV target ``.`` (RFC 2782:
-  "A Target of "." means that the service is decidedly not available at
-  this domain"), written ``SRV 0 0 0 .``, so a client does not go looking.
+- A service the domain does not offer gets the SRV target ``.``, written
+  ``SRV 0 0 0 .``, so a client does not go looking for it. RFC 6186: "...
+  service is not supported at all at a particular domain by setting the
+  target of an SRV RR to "."" (RFC 2782: "A Target of "." means that the
+  service is decidedly not available at this domain").
 - Among the services a domain offers, the SRV priority says which one a
   client should prefer (lower first): the one setup documents offer
   (``client_tls``) gets 0, the other 10. RFC 8314 recommends implicit TLS;

@@ -7,21 +7,30 @@ name the rules), and `refd.answers` for the responses, printed in wire form
 as ``S:`` lines -- the bytes a live session sends (without CRLF).  Only the
 password check itself is assumed: ``C: a1 LOGIN user <password>`` stands
 for a login with the right password.
+
+`explain_setup` does the same for account setup: `setup_answer` decides
+which server an address is given, the three documents are rendered by
+`refd.autodiscovery.documents`, and the lines are read back out of those
+very bytes (``refd explain --setup ADDRESS``).
 """
 
 from __future__ import annotations
 
+import plistlib
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from refd.answers import auth_failed, login_answer, mailbox_answer
 from refd.auth.base import AuthSource
 from refd.auth.passwd_file import PasswdFileSource
 from refd.auth.trust import TrustSource
+from refd.autodiscovery.answer import BadAddress, SetupAnswer, setup_answer
+from refd.autodiscovery.documents import OUTLOOK_RESPONSE_NS, autoconfig, autodiscover, mobileconfig
 from refd.protocol.responses import Response, to_bytes, wire_mailbox
 from refd.routing import RoutingTable
 from refd.session import BASE_CAPABILITIES
 
-__all__ = ["Explanation", "explain"]
+__all__ = ["Explanation", "explain", "explain_setup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,3 +93,91 @@ def explain(
                 "the client to its home server)"
             )
     return Explanation(lines, referred=answer.route is not None)
+
+
+def explain_setup(table: RoutingTable, question: str, *, per_user: bool = True) -> Explanation:
+    """What each account-setup document names for ``question``: an address,
+    or a bare domain for the domain-level answer. ``referred`` is False when
+    no document is served (a refused address, a domain the table does not serve).
+    """
+    try:
+        if "@" in question:
+            answer = setup_answer(table, question, per_user=per_user)
+        else:
+            answer = setup_answer(table, None, domain=question)
+    except BadAddress as exc:
+        return Explanation([f"address refused: {exc} (HTTP 400)"], referred=False)
+    if answer is None:
+        name = question.rpartition("@")[2].lower()
+        return Explanation([f'no "domains:" entry serves "{name}": no document'], referred=False)
+    domain = answer.domain
+    where = f"domains.{domain.name} ({table.file}:{domain.line})"
+    if answer.address is None:
+        lines = [f"domain {domain.name}: {where}, login_name: {domain.login_name}"]
+    else:
+        lines = [
+            f'address "{answer.address}": {where}, '
+            f'login name "{answer.login}" (login_name: {domain.login_name})'
+        ]
+    kind = "per user" if answer.per_user else "domain level"
+    lines.append(f"answer: {kind}, {answer.rule}")
+    if answer.login is not None:
+        referral = table.login_referral(answer.login)
+        if referral is not None:
+            lines.append(f"login referral: {referral.urls[0]}")
+    lines += _autoconfig_lines(answer) + _autodiscover_lines(answer) + _mobileconfig_lines(answer)
+    return Explanation(lines, referred=True)
+
+
+def _autoconfig_lines(answer: SetupAnswer) -> list[str]:
+    # Our own documents are read back (never a client's input): no DTD in them.
+    provider = ET.fromstring(autoconfig(answer)).find("emailProvider")  # noqa: S314
+    assert provider is not None
+    lines = []
+    for element in ("incomingServer", "outgoingServer"):
+        server = provider.find(element)
+        if server is None:
+            lines.append(f"autoconfig: no {element} (no submission server known)")
+            continue
+        lines.append(
+            f"autoconfig: {element} {server.get('type')} "
+            f"{server.findtext('hostname')}:{server.findtext('port')} "
+            f"socketType {server.findtext('socketType')} username {server.findtext('username')}"
+        )
+    return lines
+
+
+def _autodiscover_lines(answer: SetupAnswer) -> list[str]:
+    ns = f"{{{OUTLOOK_RESPONSE_NS}}}"
+    root = ET.fromstring(autodiscover(answer))  # noqa: S314 (our own document)
+    account = root.find(f"{ns}Response/{ns}Account")
+    assert account is not None
+    lines = []
+    for protocol in account.findall(f"{ns}Protocol"):
+        login = protocol.findtext(f"{ns}LoginName") or "(none: the client uses the address)"
+        lines.append(
+            f"autodiscover: {protocol.findtext(f'{ns}Type')} "
+            f"{protocol.findtext(f'{ns}Server')}:{protocol.findtext(f'{ns}Port')} "
+            f"SSL {protocol.findtext(f'{ns}SSL')} "
+            f"Encryption {protocol.findtext(f'{ns}Encryption')} LoginName {login}"
+        )
+    if len(lines) == 1:
+        lines.append("autodiscover: no SMTP (no submission server known)")
+    return lines
+
+
+def _mobileconfig_lines(answer: SetupAnswer) -> list[str]:
+    mail = plistlib.loads(mobileconfig(answer))["PayloadContent"][0]
+    lines = []
+    for side in ("Incoming", "Outgoing"):
+        host = mail.get(f"{side}MailServerHostName")
+        if host is None:
+            lines.append(f"mobileconfig: no {side}MailServer (no submission server known)")
+            continue
+        user = mail.get(f"{side}MailServerUsername", "(asked on the device)")
+        use_ssl = "true" if mail[f"{side}MailServerUseSSL"] else "false"
+        lines.append(
+            f"mobileconfig: {side}MailServer {host}:{mail[f'{side}MailServerPortNumber']} "
+            f"UseSSL {use_ssl} Username {user}"
+        )
+    return lines

@@ -33,6 +33,7 @@ import trio
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
 from refd.door import DoorState
 from refd.logs import log_event
+from refd.routing.model import Home
 from refd.runtime import ClientInfo, Service
 from refd.store import Verdict
 from refd.throttle import Counts, Delay
@@ -59,6 +60,8 @@ class LoginCheck:
     outcome: Outcome
     user: str
     delay_s: float = 0.0
+    #: the home server the source named, if any (`refd.routing.model.Home`)
+    home: Home | None = None
 
 
 def auth_request(client: ClientInfo, user: str, password: str) -> AuthRequest:
@@ -108,6 +111,8 @@ async def check_login(
     finally:
         door.auth_in_flight -= 1
     door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
+    for op in result.ops:
+        door.metrics.directory_request(service.auth.name, op.operation, op.result, op.seconds)
     if result.status is AuthStatus.UNAVAILABLE:
         log_event(
             log,
@@ -153,7 +158,7 @@ async def check_login(
     )
     outcome = Outcome.REFUSED if verdict.refuse else Outcome.FAILED if failed else Outcome.OK
     remaining = max(0.0, begun + delay.seconds - trio.current_time())
-    return LoginCheck(outcome, result.user, remaining)
+    return LoginCheck(outcome, result.user, remaining, result.home)
 
 
 async def _ask(

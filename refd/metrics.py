@@ -124,6 +124,19 @@ class Metrics:
             buckets=_AUTH_BUCKETS,
             registry=r,
         )
+        self.directory_requests = Counter(
+            "refd_directory_requests",
+            "Requests of the auth source to its directory or service, by operation and result.",
+            ["source", "operation", "result"],
+            registry=r,
+        )
+        self.directory_duration = Histogram(
+            "refd_directory_request_duration_seconds",
+            "Time one directory or auth-service request took.",
+            ["source", "operation"],
+            buckets=_AUTH_BUCKETS,
+            registry=r,
+        )
         self.limit_hits = Counter(
             "refd_limit_hits", "Abuse limits hit, by limit name.", ["limit"], registry=r
         )
@@ -254,6 +267,11 @@ class Metrics:
         """Auth source ``source`` decided ``result`` in ``seconds`` (no failure delay)."""
         self._child(self.auth_duration, source).observe(seconds)
         self._child(self.auth_checks, source, result).inc()
+
+    def directory_request(self, source: str, operation: str, result: str, seconds: float) -> None:
+        """Source ``source`` made one ``operation`` request that ended in ``result``."""
+        self._child(self.directory_duration, source, operation).observe(seconds)
+        self._child(self.directory_requests, source, operation, result).inc()
 
     def auth_throttled_answer(self, result: str, rule: str) -> None:
         """A login answer delayed past the base delay by counter ``rule``."""

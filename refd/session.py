@@ -51,6 +51,7 @@ from refd.protocol.responses import (
     referral_code,
 )
 from refd.routing import door_url
+from refd.routing.model import Home, UnknownHome
 from refd.runtime import ClientInfo, Service, ServiceRef
 
 __all__ = ["HANDLERS", "Reply", "Session"]
@@ -111,6 +112,8 @@ class Session:
         self.conn = conn
         self.door = door or DoorState()
         self.user: str | None = None
+        #: the home server the source named at login (routed by the table in service)
+        self.home: Home | None = None
         #: who authenticated here, also when referred away (for the log)
         self.login_user: str | None = None
         self.outcome = "disconnected"
@@ -267,16 +270,29 @@ class Session:
             # RFC 2221 §6: never a referral after failed authentication.
             reply = Reply([auth_failed(tag)])
         else:
-            reply = self._login_referral(tag, command, check.user, service)
+            reply = self._login_referral(tag, command, check.user, service, check.home)
         # The server loop waits, not this handler: the answer carries its
         # delay, counted from the start of the check (refd.login).
         reply.delay_s = check.delay_s
         return reply
 
-    def _login_referral(self, tag: str, command: str, user: str, service: Service) -> Reply:
+    def _login_referral(
+        self, tag: str, command: str, user: str, service: Service, home: Home | None
+    ) -> Reply:
         self.login_user = user
-        answer = login_answer(service.table, user)  # what refd explain prints, too
-        if answer.referral is None:
+        # what refd explain prints, too
+        answer = login_answer(service.table, user, home)
+        if answer.error is not None:
+            log_event(
+                log,
+                logging.ERROR,
+                "unknown_home",
+                "no route conn=%(conn)s user=%(user)s reason=%(reason)s",
+                conn=self.client.conn_id,
+                user=user,
+                reason=answer.error,
+            )
+        elif answer.referral is None:
             log_event(
                 log,
                 logging.WARNING,
@@ -289,6 +305,7 @@ class Session:
             self._log_referral("login", command, answer.referral.servers[0].name, user)
         if answer.logged_in:
             self.user = user
+            self.home = home
             self.conn.state = State.AUTHENTICATED
         if answer.outcome is not None:
             self.outcome = answer.outcome
@@ -327,7 +344,7 @@ class Session:
 
     def _mailbox_referral(self, tag: str, command: str, mailbox: str) -> Reply:
         assert self.user is not None
-        answer = mailbox_answer(self.service.table, self.user, tag, command, mailbox)
+        answer = mailbox_answer(self.service.table, self.user, tag, command, mailbox, self.home)
         if answer.referral is not None:
             self._log_referral("mailbox", command, answer.referral.servers[0].name, self.user)
         return Reply([answer.response])
@@ -379,7 +396,10 @@ class Session:
             return Reply([Tagged(tag, Cond.NO, text, "LIMIT")])
         table = service.table
         compiled = compile_patterns(reference, patterns, table.delimiter)
-        names = table.remote_names(self.user)
+        try:
+            names = table.remote_names(self.user, self.home)
+        except UnknownHome:
+            names = ()
         # The matching work is bounded before any is done: each name is
         # tested against the patterns until one matches.
         tests = len(compiled) * len(names)
@@ -545,7 +565,10 @@ async def _rename(s: Session, cmd: c.Rename) -> Reply:
     if refused is not None:
         return refused
     table = s.service.table
-    rename = table.rename_referral(s.user, cmd.mailbox, cmd.new_name)
+    try:
+        rename = table.rename_referral(s.user, cmd.mailbox, cmd.new_name, s.home)
+    except UnknownHome:
+        rename = None
     if rename is None:
         text = "No mail server is configured for this mailbox."
         return Reply([Tagged(cmd.tag, Cond.NO, text, "UNAVAILABLE")])

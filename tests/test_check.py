@@ -250,3 +250,78 @@ def test_a_world_readable_tls_key(tmp_path: Path) -> None:
     )
     key.chmod(0o640)
     assert refd("check", cfg)[::2] == (0, "")
+
+
+# -- referral ports that are implicit-TLS ports -----------------------------------------
+
+IMPLICIT_ROUTING = """\
+version: 1
+servers:
+  mail1: {host: mail1.example.org}
+  tls993:
+    host: mail2.example.org
+    port: 993
+  same:
+    host: mail3.example.org
+    port: 10993
+    imaps_port: 10993
+  fine:
+    host: mail4.example.org
+    port: 143
+    imaps_port: 993
+users:
+  - user: alice@example.org
+    server: mail1
+"""
+ALPINE = (
+    ": referral URLs name this port, and alpine rebuilds the connection from the URL "
+    "alone, connects in plaintext and hangs for about a minute; name the STARTTLS port in "
+    "port and the implicit-TLS one in imaps_port\n"
+)
+
+
+def test_a_referral_port_that_is_an_implicit_tls_port_is_a_warning(tmp_path: Path) -> None:
+    routing = tmp_path / "table.yaml"
+    routing.write_text(IMPLICIT_ROUTING)
+    warnings = (
+        f"refd check: {routing}:6: warning: servers.tls993.port 993 is 993, the implicit-TLS "
+        f"IMAP port{ALPINE}"
+        f"refd check: {routing}:9: warning: servers.same.port 10993 equals its imaps_port, an "
+        f"implicit-TLS port{ALPINE}"
+    )
+    code, out, err = refd("check", "--routing", routing)
+    assert (code, err) == (0, warnings)
+    assert out.startswith(f"{routing}: OK (routing table sha256 ")
+    # with the daemon config that names the table: the same warnings, still exit 0
+    cfg = config(tmp_path)
+    (tmp_path / "routing.yaml").write_text(IMPLICIT_ROUTING)
+    code, out, err = refd("check", "-c", cfg)
+    assert (code, err) == (0, warnings.replace(str(routing), str(tmp_path / "routing.yaml")))
+    assert out.startswith(f"{cfg}: OK (daemon config; ")
+
+
+def test_the_shipped_tables_have_no_implicit_tls_referral_port() -> None:
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "config" / "routing.yaml", root / "refd" / "demo" / "routing.yaml"):
+        code, _, err = refd("check", "--routing", path)
+        assert (code, err) == (0, ""), path
+
+
+def test_autodiscovery_is_summarised_and_a_table_without_domains_warned(tmp_path: Path) -> None:
+    cfg = config(
+        tmp_path,
+        "autodiscovery:\n"
+        "  listeners: [{name: web, address: 127.0.0.1, port: 0}]\n"
+        "  require_auth: []\n",
+    )
+    code, out, err = refd("check", "-c", cfg)
+    assert code == 0
+    assert (
+        "  autodiscovery: web 127.0.0.1:0 tls none; 0 domains; per_user yes; require_auth none"
+        in (out.splitlines())
+    )
+    assert err == (
+        f"refd check: {cfg}:6: warning: autodiscovery is served but the routing table has no "
+        "domains: section, so every setup request gets 404 (add the mail domains to the "
+        "routing table)\n"
+    )

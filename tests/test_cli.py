@@ -7,6 +7,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def demo_copy(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     for name in ("routing.yaml", "users.passwd"):
         shutil.copy(DEMO_CONFIG.parent / name, tmp_path / name)
     text = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
-    text = text.replace("port: 9143", f"port: {free_port()}")
+    text = text.replace("port: 9143", f"port: {free_port()}").replace("port: 1180", "port: 0")
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.1")
     (tmp_path / "refd.yaml").write_text(text)
     yield tmp_path / "refd.yaml", port
@@ -165,11 +166,20 @@ def test_serve_refer_reload_and_stop(demo_copy: tuple[Path, int]) -> None:
     assert "secret" not in everything and "wrong" not in everything
 
 
+#: what the embedded demo listens on: IMAP, autodiscovery (HTTP), metrics
+DEMO_PORTS = (1143, 1180, 9143)
+
+
+def skip_unless_demo_ports_free() -> None:
+    for port in DEMO_PORTS:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.skip(f"port {port} is taken on this machine")
+
+
 def test_serve_without_config_runs_the_demo() -> None:
     port = 1143
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.skip("port 1143 is taken on this machine")
+    skip_unless_demo_ports_free()
     daemon = Daemon(["serve"])
     try:
         daemon.wait_log("refd ready")
@@ -184,6 +194,56 @@ def test_serve_without_config_runs_the_demo() -> None:
         assert daemon.proc.wait(timeout=20) == 0
     finally:
         daemon.stop()
+
+
+AUTODISCOVER_ALICE = (
+    '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/'
+    'requestschema/2006"><Request><EMailAddress>alice@example.org</EMailAddress>'
+    "<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/"
+    "responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>"
+)
+
+
+def curl(*args: str) -> str:
+    """curl as the README runs it: the body, exit 0 (-f: an HTTP error fails)."""
+    done = subprocess.run(
+        ["curl", "-sS", "-f", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stderr) == (0, ""), done
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_readme_curl_lines_against_the_demo() -> None:
+    """Right after ``refd serve`` (no -c): the three account-setup lines of the README."""
+    skip_unless_demo_ports_free()
+    daemon = Daemon(["serve"])
+    try:
+        daemon.wait_log("refd ready")
+        alice = curl("http://127.0.0.1:1180/mail/config-v1.1.xml?emailaddress=alice@example.org")
+        assert "<hostname>mail1.example.org</hostname>" in alice
+        assert '<incomingServer type="imap">' in alice
+        bob = curl("http://127.0.0.1:1180/mail/config-v1.1.xml?emailaddress=bob@example.org")
+        incoming = bob.split('<incomingServer type="imap">')[1].split("</incomingServer>")[0]
+        assert "<hostname>mail2.example.org</hostname>" in incoming
+        assert "<port>10143</port>" in incoming
+        answer = curl(
+            "-u",
+            "alice:secret",
+            "-d",
+            AUTODISCOVER_ALICE,
+            "http://127.0.0.1:1180/autodiscover/autodiscover.xml",
+        )
+        imap = answer.split("<Type>IMAP</Type>")[1].split("</Protocol>")[0]
+        assert "<Server>mail1.example.org</Server>" in imap
+        assert "<LoginName>alice</LoginName>" in imap
+        daemon.wait_log("protocol=autodiscover method=POST result=ok status=200 user=alice")
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.proc.wait(timeout=20) == 0
+    finally:
+        daemon.stop()
+    everything = "".join(daemon.log) + "".join(daemon.lines.queue)
+    assert "secret" not in everything
 
 
 def test_json_logs(demo_copy: tuple[Path, int]) -> None:

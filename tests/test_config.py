@@ -91,6 +91,54 @@ BAD = [
         "anyone there could log in as anyone (set trust_allow_public: true if meant)",
     ),
     (BASE.replace("auth:", "auth:\n  advertise_plain: yes"), ":3: "),
+    *(
+        (BASE + "autodiscovery:\n  listeners:\n" + text, error)
+        for text, error in [
+            (
+                "    - {name: imap0, address: 127.0.0.1, port: 80}\n",
+                ":9: listener name 'imap0' is used twice (first at line 6)",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80, tls: starttls}\n",
+                ":9: tls must be one of none, implicit, not 'starttls'",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 443, tls: implicit}\n",
+                ":9: listener http0 uses TLS but there is no tls: section",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80, proxy_protocol: true}\n",
+                ":9: listener http0 accepts PROXY headers but proxy_networks is empty",
+            ),
+            (
+                "    - {address: www.example.org, port: 80}\n",
+                ":9: autodiscovery.listeners[0].address 'www.example.org' is not an IP address",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80}\n  sign_profiles: true\n",
+                ":10: autodiscovery.sign_profiles signs with the TLS certificate, "
+                "and there is no tls: section",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80}\n  hosts: [autoconfig.example.org:80]\n",
+                ":10: autodiscovery.hosts: 'autoconfig.example.org:80' is not a host name",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80}\n  require_auth: [autoconfig]\n",
+                ":10: autodiscovery.require_auth: 'autoconfig' is not one of autodiscover, "
+                "mobileconfig (autoconfig is never authenticated)",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80}\n  limits: {max_body_bytes: 100}\n",
+                ":10: autodiscovery.limits.max_body_bytes must be between 256 and 16777216",
+            ),
+            (
+                "    - {address: 127.0.0.1, port: 80}\n  limits: {idle_timeout_s: 0}\n",
+                ":10: autodiscovery.limits.idle_timeout_s must be more than 0",
+            ),
+            ("  per_user: true\n", ":8: autodiscovery.listeners: at least one listener is needed"),
+        ]
+    ),
 ]
 
 
@@ -109,6 +157,28 @@ def test_trust_source(cfgdir: Path) -> None:
     )
     service = load_service(load_config(write(cfgdir, text)))
     assert service.auth == TrustSource((__import__("ipaddress").ip_network("10.1.0.0/16"),))
+
+
+def test_autodiscovery_values(cfgdir: Path) -> None:
+    text = BASE + (
+        "autodiscovery:\n"
+        "  listeners: [{name: web, address: '::1', port: 0}]\n"
+        "  per_user: false\n"
+        "  require_auth: mobileconfig\n"
+        "  hosts: [Setup.Example.ORG, '[2001:db8::1]', 192.0.2.1]\n"
+        "  limits: {max_header_bytes: 4096, request_timeout_s: 2.5}\n"
+    )
+    config = load_config(write(cfgdir, text))
+    ad = config.autodiscovery
+    assert ad is not None and config.http_listeners == ad.listeners
+    assert ad.listeners[0].name == "web" and ad.listeners[0].address == "::1"
+    assert ad.policy.per_user is False and ad.policy.require_auth == ("mobileconfig",)
+    assert ad.policy.hosts == ("setup.example.org", "2001:db8::1", "192.0.2.1")
+    assert (ad.policy.limits.max_header_bytes, ad.policy.limits.request_timeout_s) == (4096, 2.5)
+    assert ad.policy.limits.max_body_bytes == 16384  # the default
+    # What a request consults goes into the service (a reload replaces it).
+    assert load_service(config).autodiscovery == ad.policy
+    assert load_config(write(cfgdir, BASE)).autodiscovery is None
 
 
 def test_bad_tls_files(cfgdir: Path) -> None:

@@ -27,7 +27,7 @@ def write_config(tmp_path: Path, port: int, metrics: int, workers: int = 1) -> P
     for name in ("routing.yaml", "users.passwd"):
         (tmp_path / name).write_text((DEMO_CONFIG.parent / name).read_text())
     text = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
-    text = text.replace("port: 9143", f"port: {metrics}")
+    text = text.replace("port: 9143", f"port: {metrics}").replace("port: 1180", "port: 0")
     path = tmp_path / f"refd-{workers}.yaml"
     path.write_text(text + f"workers: {workers}\nshutdown_grace_s: 1\n")
     return path

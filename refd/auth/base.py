@@ -16,11 +16,28 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from refd.routing.model import Home
+
 
 class AuthStatus(enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryOp:
+    """One request a source made to a directory or an auth service while deciding.
+
+    The door counts these in ``refd_directory_requests_total`` and its
+    latency histogram (`refd.login`). ``operation`` and ``result`` are from
+    small fixed sets the source documents (e.g. search, bind, compare,
+    starttls, http; ok, failure, error, timeout), so the labels stay bounded.
+    """
+
+    operation: str
+    result: str
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +47,11 @@ class AuthResult:
     user: str
     # For logs only, never shown to the client and never containing the password.
     reason: str
+    # The home server, when the source names one (a directory's mailHost, an
+    # auth service's Auth-Server): routed by the table (RoutingTable.route_user).
+    home: Home | None = None
+    # The directory or service requests made to decide, for the metrics.
+    ops: tuple[DirectoryOp, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,9 +35,14 @@ MAX_DOMAIN_OCTETS = 253
 # 1-63 characters, no hyphen at either end of a label, at least two labels.
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
+# RFC 5322 §3.2.3 atext and ".", and any non-ASCII character (RFC 6531 §3.3
+# UTF8-non-ascii): an unquoted local part. Quoted local parts are refused.
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\u0080-\U0010ffff]+")
 # C0 controls, DEL and the C1 controls: never part of an address.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SPACE = re.compile(r"\s")
+# Lone surrogates (from a lenient decoder): not text, and not encodable as UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class BadAddress(ValueError):
@@ -73,6 +78,8 @@ def parse_address(text: str) -> str:
         raise BadAddress("control character in the address")
     if _SPACE.search(text):
         raise BadAddress("space in the address")
+    if _SURROGATE.search(text):
+        raise BadAddress("the address is not valid Unicode")
     if len(text.encode("utf-8")) > MAX_ADDRESS_OCTETS:
         raise BadAddress(f"address longer than {MAX_ADDRESS_OCTETS} octets")
     ats = text.count("@")
@@ -87,6 +94,8 @@ def parse_address(text: str) -> str:
         raise BadAddress("empty domain")
     if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
         raise BadAddress(f"local part longer than {MAX_LOCAL_OCTETS} octets")
+    if not _LOCAL.fullmatch(local):
+        raise BadAddress("the local part has a character an address cannot carry")
     domain = domain.lower()
     if len(domain) > MAX_DOMAIN_OCTETS or not domain.isascii() or not _DOMAIN.fullmatch(domain):
         raise BadAddress("the domain is not a valid host name")
@@ -126,13 +135,13 @@ def setup_answer(
     login = None if address is None else found.login_for(address)
     chosen = False
     if login is None:
-        rule = f"no address: the domain-level answer, {_where(table, found)}"
+        rule = f"no address -> {_where(table, found)}"
     elif not per_user:
-        rule = f"per-user answers are off: the domain-level answer, {_where(table, found)}"
+        rule = f"per-user answers are off -> {_where(table, found)}"
     else:
         route = table.route_user(login)
         if route is None:
-            rule = f'no rule routes "{login}": the domain-level answer, {_where(table, found)}'
+            rule = f'no rule routes "{login}" -> {_where(table, found)}'
         else:
             server, chosen, rule = route.server, True, route.rule
     return SetupAnswer(

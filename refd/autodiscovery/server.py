@@ -351,9 +351,9 @@ def find_route(path: str) -> Route | None:
 class _BadHead(Exception):
     """A request refused before routing: its status, result and reason."""
 
-    def __init__(self, status: int, result: str, reason: str) -> None:
+    def __init__(self, status: int, result: str, reason: str, *, close: bool = False) -> None:
         super().__init__(reason)
-        self.answer = _text(status, result, reason)
+        self.answer = _text(status, result, reason, close=close)
 
 
 def split_target(target: str) -> tuple[str | None, str, str]:
@@ -364,12 +364,15 @@ def split_target(target: str) -> tuple[str | None, str, str]:
     else:
         scheme, sep, rest = target.partition("://")
         if not sep or scheme.lower() not in ("http", "https"):
-            raise _BadHead(400, "bad_request", "the request target is not a path or URL")
+            # What follows such a line is not to be trusted either: close.
+            raise _BadHead(
+                400, "bad_request", "the request target is not a path or URL", close=True
+            )
         authority, slash, path = rest.partition("/")
         rest = slash + path if slash else "/"
         authority = authority.partition("?")[0]
         if "@" in authority or not authority:
-            raise _BadHead(400, "bad_request", "bad authority in the request target")
+            raise _BadHead(400, "bad_request", "bad authority in the request target", close=True)
     path, _, query = rest.partition("?")
     return authority, path.partition("#")[0], query.partition("#")[0]
 
@@ -435,7 +438,21 @@ class _ReadTimeout(Exception):
 
 
 class _TooLarge(Exception):
-    pass
+    """The body is over ``max_body_bytes``."""
+
+
+class _HeadTooLarge(Exception):
+    """The request line and headers are over ``max_header_bytes``."""
+
+
+def head_size(event: h11.Request) -> int:
+    """The octets of the request line and headers (bar whitespace h11 dropped).
+
+    h11's ``max_incomplete_event_size`` only caps a head still incomplete:
+    one that arrives whole in a single read is measured here.
+    """
+    line = len(event.method) + len(event.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(k) + len(v) + 4 for k, v in event.headers) + 2
 
 
 @dataclass
@@ -487,7 +504,13 @@ async def _read_request(reader: _Reader) -> tuple[h11.Request, bytes] | None:
     if isinstance(event, h11.ConnectionClosed):
         return None
     assert isinstance(event, h11.Request), event
-    length = dict(event.headers).get(b"content-length")
+    if head_size(event) > reader.limits.max_header_bytes:
+        raise _HeadTooLarge
+    headers = dict(event.headers)
+    if b"transfer-encoding" in headers and b"content-length" in headers:
+        # RFC 9112 §6.1: a request smuggling pattern; refused, then closed.
+        raise h11.RemoteProtocolError("both Content-Length and Transfer-Encoding")
+    length = headers.get(b"content-length")
     if length is not None and int(length) > reader.limits.max_body_bytes:
         raise _TooLarge
     body = bytearray()
@@ -606,8 +629,8 @@ class _Connection:
                 )
                 answer = _text(413, "too_large", "request body too large")
                 last = True
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
+            except (h11.RemoteProtocolError, _HeadTooLarge) as exc:
+                status = 431 if isinstance(exc, _HeadTooLarge) else exc.error_status_hint
                 if status == 431:
                     self.limit_hit(
                         "http_header_size",

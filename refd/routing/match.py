@@ -24,7 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from refd.routing.model import (
+    ClientTls,
     Domain,
+    Home,
     LoginMode,
     MailboxRule,
     Namespaces,
@@ -32,12 +34,13 @@ from refd.routing.model import (
     RemoteMailbox,
     RenameReferral,
     Server,
+    UnknownHome,
     UserRoute,
     UserRule,
     is_inbox,
     normalise_user,
 )
-from refd.routing.url import imap_url, url_can_name
+from refd.routing.url import imap_url, split_host_port, url_can_name
 
 __all__ = ["RoutingTable"]
 
@@ -70,14 +73,58 @@ class RoutingTable:
 
     # -- users ----------------------------------------------------------------
 
-    def route_user(self, user: str) -> UserRoute | None:
+    def route_user(self, user: str, home: Home | None = None) -> UserRoute | None:
         """The user's home server and login mode; None when no rule matches.
 
         An empty name (``LOGIN "" ...`` is valid IMAP) has no route: no
         referral URL can name it (`url_can_name`), whatever ``default`` says.
+        ``home``, when the authentication source named one, is taken before
+        the rules (``home.first``) or after them; its server is looked up
+        in this table every time, so a reload applies to it too.
+        `UnknownHome` if it names no server here.
         """
         if not url_can_name(user):
             return None
+        if home is not None and home.first:
+            return self._home_route(home)
+        route = self._rules_route(user)
+        if route is None and home is not None:
+            return self._home_route(home)
+        return route
+
+    def server_for(self, value: str) -> Server | None:
+        """The server ``value`` names: a server name, or its ``host[:port]``.
+
+        A host alone matches a server on that host only when exactly one
+        server has it (with ``:port`` the pair must match); host names are
+        compared case-insensitively. None when nothing (or more than one
+        server) matches.
+        """
+        server = self.servers.get(value)
+        if server is not None:
+            return server
+        text = value.strip()
+        host, port_text = text, None
+        if text.count(":") <= 1 or text.startswith("["):  # not a bare IPv6 address
+            try:
+                host, port_text = split_host_port(text)
+            except ValueError:
+                return None
+        host = host.lower()
+        found = [
+            s
+            for s in self.servers.values()
+            if s.host.lower() == host and (port_text is None or str(s.port) == port_text)
+        ]
+        return found[0] if len(found) == 1 else None
+
+    def _home_route(self, home: Home) -> UserRoute:
+        server = self.server_for(home.value)
+        if server is None:
+            raise UnknownHome(f"{home.origin} names {home.value!r}: no server of the table")
+        return UserRoute(server, LoginMode.REFER, f"{home.origin} names {home.value!r}")
+
+    def _rules_route(self, user: str) -> UserRoute | None:
         key = normalise_user(user)
         server = self.user_map.get(key)
         if server is not None:
@@ -99,19 +146,24 @@ class RoutingTable:
 
     # -- mailboxes --------------------------------------------------------------
 
-    def mailbox_referral(self, user: str, mailbox: str) -> Referral | None:
+    def mailbox_referral(
+        self, user: str, mailbox: str, home: Home | None = None
+    ) -> Referral | None:
         """RFC 2193 mailbox referral for ``mailbox`` (a decoded name).
 
         None only when the user has no route at all.  The caller first asks
         `url_can_name` (the empty name has no referral); ValueError if not.
+        ``home``: as for `route_user`.
         """
-        route = self.route_user(user)
+        route = self.route_user(user, home)
         if route is None:
             return None
         servers, remote, rule = self._mailbox_target(route, mailbox)
         return self._referral(user, servers, remote, rule)
 
-    def rename_referral(self, user: str, old: str, new: str) -> RenameReferral | None:
+    def rename_referral(
+        self, user: str, old: str, new: str, home: Home | None = None
+    ) -> RenameReferral | None:
         """Referral pairs for ``RENAME old new`` (RFC 2193 §4.3).
 
         The RFC: "In each pair of IMAP mailbox referrals, the first one is an
@@ -129,8 +181,8 @@ class RoutingTable:
         no server holds both, a single pair of the preferred URLs,
         ``cross_server=True``. None only when the user has no route.
         """
-        old_ref = self.mailbox_referral(user, old)
-        new_ref = self.mailbox_referral(user, new)
+        old_ref = self.mailbox_referral(user, old, home)
+        new_ref = self.mailbox_referral(user, new, home)
         if old_ref is None or new_ref is None:
             return None
         new_index = {server.name: i for i, server in enumerate(new_ref.servers)}
@@ -145,17 +197,17 @@ class RoutingTable:
             old_ref, new_ref, ((old_ref.urls[0], new_ref.urls[0]),), cross_server=True
         )
 
-    def remote_names(self, user: str) -> tuple[str, ...]:
+    def remote_names(self, user: str, home: Home | None = None) -> tuple[str, ...]:
         """Names for RLIST / RLSUB: INBOX first, then ``published`` in file order."""
-        if self.route_user(user) is None:
+        if self.route_user(user, home) is None:
             return ()
         return ("INBOX", *self.published)
 
-    def remote_mailboxes(self, user: str) -> tuple[RemoteMailbox, ...]:
+    def remote_mailboxes(self, user: str, home: Home | None = None) -> tuple[RemoteMailbox, ...]:
         """`remote_names` with the referral of each."""
         found = []
-        for name in self.remote_names(user):
-            referral = self.mailbox_referral(user, name)
+        for name in self.remote_names(user, home):
+            referral = self.mailbox_referral(user, name, home)
             assert referral is not None  # the user has a route
             found.append(RemoteMailbox(name, referral))
         return tuple(found)
@@ -177,11 +229,15 @@ class RoutingTable:
         if route is None:
             why = "no rule matched" if url_can_name(user) else "an IMAP URL cannot name it"
             return [f"{shown}: {why}", "no referral: the user has no home server in this table"]
-        return [
+        lines = [
             f"{shown} -> {route.rule}",
             "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
-            f"login: {route.login.value}",
         ]
+        endpoints = _client_endpoints(route.server)
+        if endpoints:
+            lines.append(f"{route.server.name} for clients: {endpoints}")
+        lines.append(f"login: {route.login.value}")
+        return lines
 
     def explain_mailbox(self, user: str, mailbox: str) -> list[str]:
         """A human trace of where ``mailbox`` of ``user`` is sent: rule, name, servers."""
@@ -223,3 +279,26 @@ class RoutingTable:
 
 def _server(server: Server) -> str:
     return f"{server.name} ({server.authority})"
+
+
+_TLS_WORDS = {
+    ClientTls.IMPLICIT: "implicit TLS",
+    ClientTls.STARTTLS: "STARTTLS",
+    ClientTls.NONE: "no TLS",
+}
+
+
+def _client_endpoints(server: Server) -> str:
+    """What account-setup documents offer for ``server``, when it says more than its port."""
+    if (
+        server.imaps_port is None
+        and server.client_tls is ClientTls.STARTTLS
+        and not server.submission
+    ):
+        return ""
+    imap = server.imap_endpoint
+    text = f"IMAP {imap.authority} {_TLS_WORDS[imap.tls]}"
+    if server.submission is not None:
+        sub = server.submission
+        text += f", submission {sub.authority} {_TLS_WORDS[sub.tls]}"
+    return text

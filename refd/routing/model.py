@@ -24,6 +24,7 @@ __all__ = [
     "ClientTls",
     "Domain",
     "Endpoint",
+    "Home",
     "LoginMode",
     "MailboxRule",
     "Namespaces",
@@ -31,6 +32,7 @@ __all__ = [
     "RemoteMailbox",
     "RenameReferral",
     "Server",
+    "UnknownHome",
     "UserRoute",
     "UserRule",
     "is_inbox",
@@ -142,6 +144,28 @@ class LoginMode(enum.Enum):
     # OK [REFERRAL] of "accept" as a login referral and leaves; with "stay"
     # it remains, lists with RLIST and follows each mailbox referral.
     STAY = "stay"
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    """A home server named by the authentication source, not by the table.
+
+    A directory's ``mailHost`` attribute or an auth service's
+    ``Auth-Server``/``Auth-Port`` say where a user's mail is. ``value`` is
+    what the source said (a server name of the table, its host, or
+    ``host:port``); ``origin`` says who said it (the directory entry, the
+    service URL), for logs and ``refd explain``. With ``first`` the source
+    wins over the table's ``users:`` rules; without it, the source only
+    answers for users no rule matches.
+    """
+
+    value: str
+    origin: str
+    first: bool = True
+
+
+class UnknownHome(LookupError):
+    """A `Home` whose value names no server of the table (an error of the source's data)."""
 
 
 @dataclass(frozen=True, slots=True)

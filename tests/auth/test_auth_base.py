@@ -28,7 +28,7 @@ def test_result_repr_and_status_values() -> None:
     result = AuthResult(AuthStatus.FAILURE, "alice", "password mismatch")
     assert repr(result) == (
         "AuthResult(status=<AuthStatus.FAILURE: 'failure'>, user='alice', "
-        "reason='password mismatch')"
+        "reason='password mismatch', home=None, ops=())"
     )
     assert [s.value for s in AuthStatus] == ["success", "failure", "unavailable"]
 

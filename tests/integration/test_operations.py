@@ -32,6 +32,7 @@ def write_config(tmp: Path, extra: str = "", **replace: str) -> Path:
             shutil.copy(DEMO_CONFIG.parent / name, tmp / name)
     text = DEMO_CONFIG.read_text()
     text = text.replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
+    text = text.replace("port: 1180", "port: 0")
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.01")
     for old, new in replace.items():
         text = text.replace(old, new)

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from refd.config.loader import DEMO_CONFIG
 from tests.procs import Daemon, session
+from tests.robustness.helpers import http_get
 
 REFERRAL = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"
 
@@ -45,6 +46,7 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
     for name in ("routing.yaml", "users.passwd"):
         shutil.copy(DEMO_CONFIG.parent / name, tmp_path / name)
     text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
+    text = text.replace("port: 1180", "port: 0")
     (tmp_path / "refd.yaml").write_text(text + "workers: 2\nshutdown_grace_s: 2\n")
     daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
     try:
@@ -58,6 +60,11 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
         assert sorted(pids) == [0, 1]
 
         assert logins(port, 20) == [REFERRAL] * 20
+        # The autodiscovery listener is shared the same way (the demo's, on port 0 here).
+        http_port = int(re.search(r"'http': (\d+)", ready).group(1))  # type: ignore[union-attr]
+        for _ in range(4):
+            status, body = http_get(http_port, "/mail/config-v1.1.xml?emailaddress=bob@example.org")
+            assert status == 200 and b"<hostname>mail2.example.org</hostname>" in body
         os.kill(pids[0], signal.SIGKILL)
         # The workers share the supervisor's listening sockets (one accept
         # queue): the live worker serves every new client.

@@ -6,7 +6,8 @@
 - `dovecot`: one plain-text instance with the users in `USERS`.
 - `tls_ca` (a trustme CA), `dovecot_cert` (a `ServerCert` from it for
   127.0.0.1, 127.0.0.2 and localhost), `client_ssl_context` (trusts only
-  that CA).
+  that CA). `c_client_cert(ca, host)`: a certificate that alpine accepts
+  for an IP address literal (see there).
 
 - `redis_server`: a private redis-server on loopback (`tests/interop/redis.py`),
   stopped by PID at teardown.
@@ -21,6 +22,8 @@ turned into a failure too (`pytest_runtest_makereport` below).
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import os
 import shutil
 import ssl
@@ -30,6 +33,10 @@ from typing import Any
 
 import pytest
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .dovecot import INSTALL_HINT, DovecotInstance, ServerCert, find_dovecot, start_dovecot
 from .redis import INSTALL_HINT as REDIS_HINT
@@ -103,6 +110,40 @@ def dovecot_cert(tls_ca: trustme.CA) -> ServerCert:
     leaf = tls_ca.issue_cert("127.0.0.1", "127.0.0.2", "localhost")
     chain = b"".join(pem.bytes() for pem in leaf.cert_chain_pems)
     return ServerCert(chain_pem=chain, key_pem=leaf.private_key_pem.bytes())
+
+
+def c_client_cert(ca: trustme.CA, host: str) -> ServerCert:
+    """A certificate from `ca` for the IP address `host`, as alpine 2.26 checks it.
+
+    c-client (alpine's IMAP library) compares the host of the folder name or
+    referral URL, as text, with the certificate's subject entries and
+    subjectAltName values read as text: it never decodes an IP address
+    entry, and a subject with entries before the CN (trustme's O and OU)
+    never matches. So `host` is the only subject entry (CN) and a DNS-name
+    entry too; the IP address entry is what RFC-conforming clients check.
+    """
+    ca_key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.DNSName(host), x509.IPAddress(ipaddress.ip_address(host))]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return ServerCert(chain_pem=cert.public_bytes(serialization.Encoding.PEM), key_pem=key_pem)
 
 
 @pytest.fixture

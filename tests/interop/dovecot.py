@@ -40,6 +40,7 @@ import pwd
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -163,7 +164,17 @@ class DovecotInstance:
     # -- mail, over IMAP as the user ------------------------------------------------
 
     def _client(self, user: str, password: str | None) -> imapclient.IMAPClient:
-        client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+        if self.tls_port is None:
+            client = imapclient.IMAPClient(self.host, port=self.port, ssl=False, timeout=10)
+        else:
+            # Implicit TLS, so that `ssl_required` and LOGINDISABLED do not stop
+            # the seeding; this is the test's own backend, so no verification.
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            client = imapclient.IMAPClient(
+                self.host, port=self.tls_port, ssl=True, ssl_context=context, timeout=10
+            )
         client.login(user, self.users[user] if password is None else password)
         return client
 
@@ -277,13 +288,15 @@ def _config(
     tls_port: int | None,
     identity: _Identity,
     plaintext_auth: bool,
+    ssl_required: bool,
     extra_config: str,
 ) -> str:
     if tls_port is None:
         ssl_settings = "ssl = no\n"
     else:
+        ssl = "required" if ssl_required else "yes"
         ssl_settings = (
-            f"ssl = yes\nssl_cert = <{directory}/cert.pem\nssl_key = <{directory}/key.pem\n"
+            f"ssl = {ssl}\nssl_cert = <{directory}/cert.pem\nssl_key = <{directory}/key.pem\n"
         )
     return f"""\
 # refd interop test instance {name!r}; written by tests/interop/dovecot.py
@@ -362,6 +375,7 @@ def start_dovecot(
     scheme: str = "PLAIN",
     cert: ServerCert | None = None,
     plaintext_auth: bool = True,
+    ssl_required: bool = False,
     extra_config: str = "",
     files: Mapping[str, bytes] | None = None,
     attempts: int = 3,
@@ -372,12 +386,15 @@ def start_dovecot(
     passwd-file hashed with `scheme` (any scheme refd's `hash_password`
     makes). `cert` turns on TLS: implicit TLS on `tls_port` and STARTTLS on
     `port`. `plaintext_auth=False` sets `disable_plaintext_auth = yes`
-    (LOGINDISABLED before TLS) - but Dovecot counts a connection whose
-    remote IP equals its local IP as secured, so listen on another loopback
-    address (`host="127.0.0.2"`; clients then connect from 127.0.0.1) to
-    see it. `host` is the listen address. `files` are written into the
-    instance directory (mode 0755) before start; `extra_config` (appended to
-    the config) names them as `{directory}/NAME`. `extra_config` is appended to the config.
+    (LOGINDISABLED before TLS); `ssl_required=True` (with `cert`) sets
+    `ssl = required`, which also refuses AUTHENTICATE before TLS
+    (PRIVACYREQUIRED). Dovecot counts a connection whose remote IP equals
+    its local IP as secured, so listen on another loopback address
+    (`host="127.0.0.2"`; clients then connect from 127.0.0.1) to see either.
+    With `cert`, `seed` and `subjects` log in over implicit TLS. `host` is
+    the listen address. `files` are written into the instance directory
+    (mode 0755) before start; `extra_config` (appended to the config) names
+    them as `{directory}/NAME`.
     """
     users = dict(users if users is not None else {"alice": "alice-password"})
     identity = _identity()
@@ -404,7 +421,15 @@ def start_dovecot(
             tls_port = free_port(host) if cert is not None else None
             config = directory / "dovecot.conf"
             text = _config(
-                directory, host, name, port, tls_port, identity, plaintext_auth, extra_config
+                directory,
+                host,
+                name,
+                port,
+                tls_port,
+                identity,
+                plaintext_auth,
+                ssl_required,
+                extra_config,
             )
             config.write_text(text)
             started = time.monotonic()

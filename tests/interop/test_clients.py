@@ -33,6 +33,8 @@ Results (Debian 12 packages; "login" = follows the login referral,
   door for another mailbox (see below). After a plain ``OK`` it stays,
   lists the door's folders with ``RLIST`` and follows each ``SELECT``
   referral the same way.
+  Over TLS (implicit-TLS and STARTTLS doors, STARTTLS backends) the
+  same: see ``test_alpine_tls.py``.
 - mutt 2.2.12 (``mutt``): no, no. Shows "Login failed." (not the referral
   text) for the login referral, and the SELECT's text ("Remote mailbox.
   Try ...") for the mailbox referral.
@@ -74,7 +76,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,36 +138,47 @@ class Lab:
         return len(lines) > before
 
     def door_said(self, needle: str) -> str:
-        """A line of the door's log containing ``needle`` (waiting for it)."""
-        for line in self.daemon.log:
-            if needle in line:
-                return line
-        return self.daemon.wait_log(needle, timeout=5)
+        return door_said(self.daemon, needle)
 
     def door_session(self, needle: str) -> str:
-        """Every door log line of the connection that logged ``needle``, once it has ended.
+        return door_session(self.daemon, needle)
 
-        The door logs ``session end conn=ID`` last for each connection, so
-        what a finished session did not log, it never will.
-        """
-        found = re.search(r" conn=(\S+) ", self.door_said(needle))
-        assert found is not None, needle
-        ended = f"session end conn={found[1]} "
-        self.door_said(ended)
-        return "".join(line for line in self.daemon.log if f" conn={found[1]} " in line)
+    def logs(self) -> str:
+        return recent_logs(self.daemon, [self.home, self.shared])
 
-    def logs(self, lines: int = 12) -> str:
-        """The last ``lines`` of the door's and each backend's log, for a failure message."""
-        while True:
-            try:
-                self.daemon.log.append(self.daemon.lines.get_nowait())
-            except queue.Empty:
-                break
-        parts = [f"--- door log ---\n{''.join(self.daemon.log[-lines:])}"]
-        for backend in (self.home, self.shared):
-            tail = backend.log().splitlines()[-lines:]
-            parts.append(f"--- {backend.name} log ---\n" + "\n".join(tail))
-        return "\n".join(parts)
+
+def door_said(daemon: Daemon, needle: str) -> str:
+    """A line of the door's log containing ``needle`` (waiting for it)."""
+    for line in daemon.log:
+        if needle in line:
+            return line
+    return daemon.wait_log(needle, timeout=5)
+
+
+def door_session(daemon: Daemon, needle: str) -> str:
+    """Every door log line of the connection that logged ``needle``, once it has ended.
+
+    The door logs ``session end conn=ID`` last for each connection, so
+    what a finished session did not log, it never will.
+    """
+    found = re.search(r" conn=(\S+) ", door_said(daemon, needle))
+    assert found is not None, needle
+    door_said(daemon, f"session end conn={found[1]} ")
+    return "".join(line for line in daemon.log if f" conn={found[1]} " in line)
+
+
+def recent_logs(daemon: Daemon, backends: list[DovecotInstance], lines: int = 12) -> str:
+    """The last ``lines`` of the door's and each backend's log, for a failure message."""
+    while True:
+        try:
+            daemon.log.append(daemon.lines.get_nowait())
+        except queue.Empty:
+            break
+    parts = [f"--- door log ---\n{''.join(daemon.log[-lines:])}"]
+    for backend in backends:
+        tail = backend.log().splitlines()[-lines:]
+        parts.append(f"--- {backend.name} log ---\n" + "\n".join(tail))
+    return "\n".join(parts)
 
 
 def seed(backend: DovecotInstance, user: str, mailbox: str, subject: str) -> None:
@@ -202,7 +215,7 @@ def lab(tmp_path: Path, dovecot_factory: DovecotFactory) -> Iterator[Lab]:
         "  - Shared/Sales\n"
     )
     config = DEMO_CONFIG.read_text().replace("port: 1143", f"port: {port}")
-    config = config.replace("port: 9143", "port: 0")
+    config = config.replace("port: 9143", "port: 0").replace("port: 1180", "port: 0")
     (tmp_path / "refd.yaml").write_text(config)
     shutil.copy(DEMO_CONFIG.parent / "users.passwd", tmp_path / "users.passwd")
     daemon = Daemon(["serve", "-c", str(tmp_path / "refd.yaml")])
@@ -242,16 +255,24 @@ class Terminal:
     matter (the door's and the backends') to a timeout's message.
     """
 
-    def __init__(self, argv: list[str], home: Path, context: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        home: Path,
+        context: Callable[[], str],
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         need("tmux", "tmux")
         self.socket = str(home / "tmux.sock")
         self.context = context
         #: the password prompts answered, in order (alpine's
         #: ``HOST: ... USER: ... ENTER PASSWORD:`` lines, without the echo)
         self.prompts: list[str] = []
+        variables = {"HOME": str(home), **(env or {})}
+        assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in variables.items())
         command = " ".join(shlex.quote(a) for a in argv)
         # The shell stays after the client exits, so its last screen can be read.
-        shell = f"env HOME={shlex.quote(str(home))} {command}; echo '[client exited]'; sleep 600"
+        shell = f"env {assignments} {command}; echo '[client exited]'; sleep 600"
         self.tmux("new-session", "-d", "-s", "main", "-x", "200", "-y", "50", shell)
 
     def tmux(self, *args: str) -> str:
@@ -334,12 +355,16 @@ def alpine_home(lab: Lab, user: str, *, door_folders: bool = False) -> Path:
     ``door_folders``: the folder list (``L``) is the door's, listed there
     with RLIST.
     """
-    home = lab.directory / f"alpine-{user}"
+    door = f"{{127.0.0.1:{lab.port}/user={user}/norsh/notls}}"
+    return pinerc_home(lab.directory / f"alpine-{user}", door, door_folders=door_folders)
+
+
+def pinerc_home(home: Path, door: str, *, door_folders: bool = False) -> Path:
+    """``home`` with a pinerc whose INBOX is ``{door}INBOX``; see `alpine_home`."""
     home.mkdir()
     # An existing ~/mail spares the "Creating subdirectory" message, which
     # holds the start for 4 s.
     (home / "mail").mkdir()
-    door = f"{{127.0.0.1:{lab.port}/user={user}/norsh/notls}}"
     # last-version-used skips the greeting screen; busy-cue-rate=0 and
     # status-message-delay=-1 keep status messages from hiding or delaying
     # the password prompts; no password file, so no "save it?" question.
@@ -359,10 +384,14 @@ def alpine_home(lab: Lab, user: str, *, door_folders: bool = False) -> Path:
 
 
 def alpine(terminals: Callable[[list[str], Path], Terminal], home: Path, *args: str) -> Terminal:
-    """alpine in ``home``, tracing IMAP (``-d flush,imap=4``), at the index (``-i``)."""
+    """alpine in ``home``; see `alpine_argv`."""
+    return terminals(alpine_argv(home, *args), home)
+
+
+def alpine_argv(home: Path, *args: str) -> list[str]:
+    """alpine with ``home``'s pinerc, tracing IMAP (``-d flush,imap=4``), at the index (``-i``)."""
     binary = need("alpine", "alpine")
-    argv = [binary, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", *args]
-    return terminals(argv, home)
+    return [binary, "-p", str(home / "pinerc"), "-d", "flush,imap=4", "-i", *args]
 
 
 def alpine_trace(home: Path) -> str:

@@ -38,6 +38,7 @@ def write_door(tmp: Path, host: str, port: int, login: str = "refer") -> Path:
         f"    login: {login}\n"
     )
     text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
+    text = text.replace("port: 1180", "port: 0")
     text = text.replace(
         "  source: passwd-file\n  passwd_file: users.passwd\n",
         "  source: imap\n  imap:\n    connect_timeout_s: 1\n    response_timeout_s: 2\n",

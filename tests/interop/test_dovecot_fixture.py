@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from .conftest import USERS, DovecotFactory
-from .dovecot import DovecotInstance
+from .dovecot import DovecotInstance, ServerCert
 
 pytestmark = pytest.mark.interop
 
@@ -56,3 +56,19 @@ def test_seed_uses_the_password_given(dovecot_factory: DovecotFactory) -> None:
     backend = dovecot_factory(users={"alice": USERS["alice"]})
     backend.seed("alice", "INBOX", "x", password=USERS["alice"])
     assert backend.subjects("alice") == ["x"]
+
+
+def test_ssl_required_refuses_authentication_before_tls(
+    dovecot_factory: DovecotFactory, dovecot_cert: ServerCert
+) -> None:
+    # On 127.0.0.2 (clients come from 127.0.0.1): Dovecot counts equal
+    # addresses as secured. Seeding goes over implicit TLS.
+    backend = dovecot_factory(host="127.0.0.2", cert=dovecot_cert, ssl_required=True)
+    backend.seed("alice", "INBOX", "seeded over TLS")
+    with socket.create_connection(backend.address, timeout=2) as s, s.makefile("rb") as f:
+        assert b" STARTTLS LOGINDISABLED] " in f.readline()
+        s.sendall(b"a AUTHENTICATE PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk\r\n")  # alice's
+        assert f.readline() == (
+            b"a NO [PRIVACYREQUIRED] Authentication not allowed until SSL/TLS is enabled.\r\n"
+        )
+    assert backend.subjects("alice") == ["seeded over TLS"]

@@ -7,20 +7,28 @@ time and records each answer and how long it took, so a test can assert
 that everybody else was served while it attacked the door.
 ``RefdProcess`` runs ``refd serve`` as a subprocess on chosen ports (via
 ``tests.procs.Daemon``) for the tests whose server must own its own file
-descriptors, core or fate (it may be hung or killed).
+descriptors, core or fate (it may be hung or killed).  For the public HTTP
+side: ``HttpClient`` (one connection, exact responses), ``start_http_door``
+(``serve_autodiscovery`` in-process on port 0) and request builders.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import shutil
 import socket
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from refd.config.loader import DEMO_CONFIG
+from refd.config.loader import DEMO_CONFIG, DaemonConfig, ListenerConfig
+from refd.door import DoorState
+from refd.runtime import Service, ServiceRef
 from tests.procs import Daemon, free_port
 
 ALICE_REFERRAL = (
@@ -144,6 +152,7 @@ def write_config(
     text = DEMO_CONFIG.read_text()
     text = text.replace("port: 1143", f"port: {imap_port}")
     text = text.replace("port: 9143", f"port: {metrics_port}")
+    text = text.replace("port: 1180", "port: 0")  # the demo's autodiscovery
     text = text.replace("failure_delay_s: 2", "failure_delay_s: 0.01")
     if limits:
         text += "limits:\n" + "".join(f"  {k}: {v}\n" for k, v in limits.items())
@@ -205,9 +214,12 @@ class RefdProcess:
         self.stop()
 
 
-def http_get(port: int, path: str, timeout: float = 10) -> tuple[int, bytes]:
+def http_get(
+    port: int, path: str, timeout: float = 10, host: str = "localhost"
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection (``Connection: close``): status and body."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -231,3 +243,153 @@ def metric(text: bytes, name: str, **labels: str) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
+
+
+# -- the public HTTP side (autodiscovery) -------------------------------------------
+
+
+@dataclass
+class HttpReply:
+    """One HTTP response as received: status line, headers in order, body."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def without_date(self) -> list[tuple[bytes, bytes]]:
+        """The headers bar ``Date`` (its value is the moment), which must be present."""
+        assert self.header(b"date") is not None
+        return [(k, v) for k, v in self.headers if k.lower() != b"date"]
+
+
+class HttpClient(LineClient):
+    """One HTTP/1.1 connection over a real socket, every read bounded."""
+
+    async def reply(self, *, head: bool = False, timeout: float = 10) -> HttpReply:
+        """The next response; ``head``: it answers a HEAD (no body, whatever it says)."""
+        status_line = await self.line(timeout)
+        assert status_line.startswith(b"HTTP/1.1 "), status_line
+        _, code, reason = status_line.rstrip(b"\r\n").split(b" ", 2)
+        headers = []
+        while (line := await self.line(timeout)) not in (b"\r\n", b""):
+            key, _, value = line.rstrip(b"\r\n").partition(b":")
+            headers.append((key, value.strip()))
+        out = HttpReply(int(code), reason, headers, b"")
+        length = int(out.header(b"content-length") or 0)
+        if head:
+            return out
+        with trio.fail_after(timeout):
+            while len(self.buf) < length and not self.eof:
+                await self._fill()
+        out.body, self.buf = bytes(self.buf[:length]), self.buf[length:]
+        return out
+
+    async def closed(self, timeout: float = 10) -> bool:
+        """True once the server has closed and said nothing more."""
+        return await self.rest(timeout) == b""
+
+
+async def http_request(
+    port: int, raw: bytes, *, head: bool = False, timeout: float = 10
+) -> HttpReply:
+    """Send ``raw`` on a fresh connection; the one response."""
+    client = await HttpClient.connect(port)
+    try:
+        await client.send(raw)
+        return await client.reply(head=head, timeout=timeout)
+    finally:
+        await client.aclose()
+
+
+def get(target: str, host: str = "autoconfig.example.org", *extra: str) -> bytes:
+    """A GET request's bytes."""
+    lines = [f"GET {target} HTTP/1.1", f"Host: {host}", *extra, "", ""]
+    return "\r\n".join(lines).encode()
+
+
+def post(target: str, body: bytes, host: str = "autodiscover.example.org", *extra: str) -> bytes:
+    """A POST request's bytes with ``body``."""
+    lines = [
+        f"POST {target} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: text/xml",
+        f"Content-Length: {len(body)}",
+        *extra,
+        "",
+        "",
+    ]
+    return "\r\n".join(lines).encode() + body
+
+
+def basic(user: str, password: str) -> str:
+    """An ``Authorization: Basic`` header line (RFC 7617)."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return f"Authorization: Basic {token}"
+
+
+AUTODISCOVER_REQUEST = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/'
+    b'requestschema/2006"><Request><EMailAddress>%s</EMailAddress>'
+    b"<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/"
+    b"responseschema/2006a</AcceptableResponseSchema></Request></Autodiscover>"
+)
+
+
+@dataclass
+class HttpDoor:
+    """The HTTP side in-process on loopback port 0: its listeners, door and service."""
+
+    ports: dict[str, int]
+    door: DoorState
+    ref: ServiceRef
+    config: DaemonConfig
+
+    @property
+    def port(self) -> int:
+        return self.ports["http"]
+
+
+async def start_http_door(
+    nursery: trio.Nursery,
+    config: DaemonConfig,
+    service: Service,
+    *,
+    listeners: tuple[ListenerConfig, ...] = (ListenerConfig("http", "127.0.0.1", 0),),
+    policy: dict[str, Any] | None = None,
+    http_limits: dict[str, Any] | None = None,
+    **autodiscovery: Any,
+) -> HttpDoor:
+    """``serve_autodiscovery`` on the demo config, with settings changed.
+
+    ``policy``: session policy (auth delays, trusted networks); ``http_limits``:
+    ``autodiscovery.limits``; other keywords: the autodiscovery policy.
+    """
+    from refd.autodiscovery.server import serve_autodiscovery
+
+    assert config.autodiscovery is not None
+    ad = config.autodiscovery.policy
+    ad = dataclasses.replace(
+        ad, limits=dataclasses.replace(ad.limits, **(http_limits or {})), **autodiscovery
+    )
+    config = dataclasses.replace(
+        config, autodiscovery=dataclasses.replace(config.autodiscovery, listeners=listeners)
+    )
+    service = dataclasses.replace(
+        service,
+        policy=dataclasses.replace(
+            service.policy, **{"auth_failure_delay_s": 0.05, **(policy or {})}
+        ),
+        autodiscovery=ad,
+    )
+    ref = ServiceRef(service)
+    door = DoorState()
+    bound = await nursery.start(partial(serve_autodiscovery, config, ref, door=door))
+    return HttpDoor({b.config.name: b.port for b in bound}, door, ref, config)

@@ -470,6 +470,31 @@ def test_explain_user(user: str, lines: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ("{host: h}", None),
+        ("{host: h, imaps_port: 993}", "m for clients: IMAP h:993 implicit TLS"),
+        ("{host: h, imaps_port: 993, client_tls: starttls}", "m for clients: IMAP h:143 STARTTLS"),
+        ("{host: h, port: 10143, client_tls: none}", "m for clients: IMAP h:10143 no TLS"),
+        (
+            "{host: h, imaps_port: 993, submission: 's:465'}",
+            "m for clients: IMAP h:993 implicit TLS, submission s:465 implicit TLS",
+        ),
+        (
+            "{host: h, submission: s}",
+            "m for clients: IMAP h:143 STARTTLS, submission s:587 STARTTLS",
+        ),
+    ],
+)
+def test_explain_user_shows_what_clients_are_offered(spec: str, line: str | None) -> None:
+    table = load(f"version: 1\nservers:\n  m: {spec}\nusers:\n  - {{default: true, server: m}}\n")
+    trace = table.explain_user("u")
+    expected = ["home server: m (h:143)" if "10143" not in spec else "home server: m (h:10143)"]
+    expected += [line] if line else []
+    assert trace[1:] == [*expected, "login: refer"]
+
+
+@pytest.mark.parametrize(
     ("user", "mailbox", "lines"),
     [
         (
