@@ -9,7 +9,9 @@ asks the :class:`~refd.session.Session` what to answer.
 
 Before a session starts, :func:`_accept` reads the PROXY protocol header
 (only on listeners that enable it and only from ``proxy_networks``), then
-applies the connection limits to the real client address.  Limits, TLS
+applies the connection limits to the real client address; these steps, the
+TLS handshake and the write deadline are `refd.transport`'s, shared with the
+public HTTP side.  Limits, TLS
 certificates and tables come from the :class:`~refd.runtime.Service` in
 service when the connection starts, so a reload applies to new connections.
 

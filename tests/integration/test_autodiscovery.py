@@ -16,6 +16,8 @@ import ipaddress
 import logging
 import re
 import ssl
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -465,7 +467,7 @@ async def test_sighup_reloads_the_https_certificate(nursery: trio.Nursery, tmp_p
     for name in ("routing.yaml", "users.passwd"):
         (tmp_path / name).write_text((DEMO_CONFIG.parent / name).read_text())
     text = DEMO_CONFIG.read_text().replace("port: 1143", "port: 0").replace("port: 9143", "port: 0")
-    text = text.replace("port: 1180\n      tls: none", "port: 0\n      tls: implicit")
+    text = text.replace("port: 1180, tls: none", "port: 0, tls: implicit")
     (tmp_path / "refd.yaml").write_text(text + f"tls: {{cert: {pem}, key: {pem}}}\n")
     config = load_config(tmp_path / "refd.yaml")
     daemon = Daemon(config, load_service(config))
@@ -572,3 +574,63 @@ async def test_stopping_closes_idle_keep_alive_connections(http) -> None:
     with trio.fail_after(5):
         assert await client.closed()
     await client.aclose()
+
+
+async def test_signed_profiles_carry_the_profile(
+    nursery: trio.Nursery, demo_config: DaemonConfig, demo_service: Service, tmp_path: Path
+) -> None:
+    """sign_profiles: the answer is a CMS SignedData (DER) holding the profile unchanged."""
+    pem = tmp_path / "server.pem"
+    trustme.CA().issue_cert("example.org").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    service = dataclasses.replace(demo_service, signing_pem=(pem.read_bytes(), pem.read_bytes()))
+    door = await start_http_door(nursery, demo_config, service, sign_profiles=True)
+    reply = await http_request(
+        door.port,
+        get(
+            "/mobileconfig?emailaddress=alice@example.org", "example.org", basic("alice", "secret")
+        ),
+    )
+    plain = mobileconfig(setup_answer(demo_service.table, "alice@example.org"))  # type: ignore[arg-type]
+    assert reply.status == 200
+    assert reply.header(b"content-type") == b"application/x-apple-aspen-config"
+    assert reply.body[:1] == b"\x30" and plain in reply.body and reply.body != plain
+
+
+async def _autoconfig_time(service: Service, address: str) -> float:
+    """Real time for one autoconfig request over memory streams (no sockets, no clock jumps)."""
+    client, server = trio.testing.memory_stream_pair()
+    info = ClientInfo(conn_id="t-1", address="192.0.2.1", listener="http")
+    raw = get(
+        f"/mail/config-v1.1.xml?emailaddress={address}",
+        "autoconfig.example.org",
+        "Connection: close",
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(
+            http_server.handle_http_connection, server, info, ServiceRef(service), DoorState()
+        )
+        start = time.perf_counter()
+        await client.send_all(raw)
+        while await client.receive_some(65536):
+            pass
+        took = time.perf_counter() - start
+        await client.aclose()
+    return took
+
+
+async def test_an_unknown_address_takes_the_time_a_known_one_does(
+    demo_service: Service, demo_config: DaemonConfig
+) -> None:
+    """Interleaved runs, as tests/integration/test_secrets.py does, compared by their
+    lower quartile: on a busy machine the median wanders with the load, the fast
+    runs show what the code path costs."""
+    assert demo_config.autodiscovery is not None
+    service = dataclasses.replace(demo_service, autodiscovery=demo_config.autodiscovery.policy)
+    known: list[float] = []
+    unknown: list[float] = []
+    for i in range(100):
+        order = [("alice@example.org", known), ("nobody@example.org", unknown)]
+        for address, times in order if i % 2 else order[::-1]:
+            times.append(await _autoconfig_time(service, address))
+    a, b = statistics.quantiles(known, n=4)[0], statistics.quantiles(unknown, n=4)[0]
+    assert abs(a - b) <= 0.15 * max(a, b), (a, b)
