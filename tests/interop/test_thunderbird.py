@@ -133,7 +133,8 @@ def door(tmp_path_factory: pytest.TempPathFactory, door_ca: trustme.CA) -> Itera
     config = DEMO_CONFIG.read_text()
     config = config.replace("port: 1143", f"port: {imap_port}")
     config = config.replace("port: 9143", "port: 0")
-    config = re.sub(
+    # The demo's autodiscovery section, replaced by an HTTP and an HTTPS listener.
+    config, replaced = re.subn(
         r"(?ms)^autodiscovery:.*?(?=^\S|\Z)",
         "autodiscovery:\n"
         "  listeners:\n"
@@ -141,6 +142,7 @@ def door(tmp_path_factory: pytest.TempPathFactory, door_ca: trustme.CA) -> Itera
         f"    - {{name: https, address: 127.0.0.1, port: {https_port}, tls: implicit}}\n",
         config,
     )
+    assert replaced == 1, config
     config += f"tls:\n  cert: {directory / 'fullchain.pem'}\n  key: {directory / 'privkey.pem'}\n"
     (directory / "refd.yaml").write_text(config)
     for name in ("routing.yaml", "users.passwd"):
