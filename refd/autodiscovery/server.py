@@ -26,7 +26,9 @@ Credentials (HTTP Basic, RFC 7617) are taken only over TLS or from
 in-flight cap, throttle and failure delay as an IMAP LOGIN -- and a
 per-user answer is given only for the authenticated user's own address:
 the login name of the address (``Domain.login_for``) must be the name the
-password was checked for, compared case-insensitively.
+password was checked for, compared case-insensitively. A user name that is
+an address of a served domain (what Thunderbird and Outlook send) is
+checked as that address's login name.
 """
 
 from __future__ import annotations
@@ -288,6 +290,13 @@ async def _per_user(ctx: Context, request: Request, protocol: str, address: str)
         if credentials is None:
             return _text(400, "bad_request", "the Authorization header is not HTTP Basic")
         name, password = credentials
+        if "@" in name:
+            # Thunderbird and Outlook send the address as the user name: the
+            # password is checked for its login name (Domain.login_for).
+            with contextlib.suppress(BadAddress):
+                named = setup_answer(ctx.service.table, name)
+                if named is not None and named.login is not None:
+                    name = named.login
         check = await check_login(ctx.service, ctx.door, ctx.client, name, password, ctx.limit_hit)
         if check.outcome is Outcome.FAILED:
             return _challenge("authentication failed", result="auth_failed", delay_s=check.delay_s)

@@ -255,6 +255,24 @@ async def test_the_owner_rule_is_case_insensitive(http) -> None:
     assert reply.status == 200 and b"<LoginName>Alice</LoginName>" in reply.body
 
 
+async def test_the_address_as_user_name_is_checked_as_its_login_name(http) -> None:
+    # Thunderbird and Outlook send the address the user typed as the Basic user name.
+    own = await http_request(
+        http.port, autodiscover_post(b"alice@example.org", basic("alice@example.org", "secret"))
+    )
+    assert own.status == 200 and b"<LoginName>alice</LoginName>" in own.body
+    other = await http_request(
+        http.port, autodiscover_post(b"alice@example.org", basic("bob@example.org", "secret"))
+    )
+    assert seen(other) == text_reply(
+        403, b"Forbidden", b"these credentials are not for that address"
+    )
+    wrong = await http_request(
+        http.port, autodiscover_post(b"alice@example.org", basic("alice@example.org", "nope"))
+    )
+    assert seen(wrong) == text_reply(401, b"Unauthorized", b"authentication failed", CHALLENGE)
+
+
 async def test_mobileconfig_after_a_good_password(http, demo_service: Service) -> None:
     reply = await http_request(
         http.port,

@@ -14,8 +14,11 @@
 
 - `redis_server`: a private redis-server on loopback (`tests/interop/redis.py`),
   stopped by PID at teardown.
+- `thunderbird`: one private headless Thunderbird for the whole session
+  (`tests/interop/thunderbird.py`, driven through Marionette), stopped by PID
+  at the end of the session.
 
-Without a dovecot (or redis-server) binary those fixtures skip on a developer
+Without a dovecot (redis-server, thunderbird) binary those fixtures skip on a developer
 machine and fail under CI=true; any other skip of an `interop` test under CI=true is
 turned into a failure too (`pytest_runtest_makereport` below).
 """
@@ -43,6 +46,8 @@ from .redis import INSTALL_HINT as REDIS_HINT
 from .redis import RedisInstance, find_redis, start_redis
 from .slapd import INSTALL_HINT as SLAPD_HINT
 from .slapd import find_slapd
+from .thunderbird import INSTALL_HINT as THUNDERBIRD_HINT
+from .thunderbird import ThunderbirdInstance, find_thunderbird, start_thunderbird
 
 USERS = {
     "alice": "alice-password",
@@ -177,3 +182,15 @@ def slapd_binary() -> str:
             pytest.fail(f"{SLAPD_HINT} (CI=true: interop tests may not skip)")
         pytest.skip(SLAPD_HINT)
     return binary
+
+
+@pytest.fixture(scope="session")
+def thunderbird(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThunderbirdInstance]:
+    binary = find_thunderbird()
+    if binary is None:
+        if under_ci():
+            pytest.fail(f"{THUNDERBIRD_HINT} (CI=true: interop tests may not skip)")
+        pytest.skip(THUNDERBIRD_HINT)
+    instance = start_thunderbird(binary, tmp_path_factory.mktemp("thunderbird"))
+    yield instance
+    instance.stop()
