@@ -48,12 +48,13 @@ from refd.session import Reply, Session
 from refd.transport import (
     Closed,
     HandshakeFailed,
-    HandshakeTimeout,
     WriteTimeout,
     client_endpoints,
     refuse_connection,
+    report_handshake_failure,
     send_all,
     tls_handshake,
+    write_timeout_reason,
 )
 
 __all__ = ["BoundListener", "handle_connection", "serve"]
@@ -216,29 +217,20 @@ async def handle_connection(
     except WriteTimeout:
         # No BYE: the client is not reading, so it could not be told.
         session.outcome = "write-timeout"
-        session.limit_hit(
-            "write_timeout",
-            f"the client read none of an answer within {limits.write_timeout_s:g}s "
-            "(limits.write_timeout_s)",
-        )
+        session.limit_hit("write_timeout", write_timeout_reason(limits))
     except Closed:
         pass
     except HandshakeFailed as exc:
         session.outcome = "tls-failed"
-        metrics.tls_failure(client.listener)
-        if isinstance(exc, HandshakeTimeout):
-            # No BYE: without TLS there is no way to say anything.
-            session.limit_hit("tls_handshake_timeout", str(exc))
-        else:
-            log_event(
-                log,
-                logging.INFO,
-                "tls_failed",
-                "tls handshake failed conn=%(conn)s addr=%(client)s: %(reason)s",
-                conn=client.conn_id,
-                client=client.address,
-                reason=str(exc),
-            )
+        report_handshake_failure(
+            exc,
+            door=door,
+            listener=client.listener,
+            conn_id=client.conn_id,
+            address=client.address,
+            limit_hit=session.limit_hit,
+            log=log,
+        )
     except Exception:
         session.outcome = "internal-error"
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)

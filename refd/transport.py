@@ -13,7 +13,9 @@ setting that was hit.
 
 from __future__ import annotations
 
+import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -21,6 +23,7 @@ import trio
 from refd.addresses import IPNetwork, address_in, unmapped
 from refd.door import DoorState
 from refd.limits import ConnectionTracker, Limits
+from refd.logs import log_event
 from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
 
 __all__ = [
@@ -33,8 +36,10 @@ __all__ = [
     "client_endpoints",
     "read_proxy_header",
     "refuse_connection",
+    "report_handshake_failure",
     "send_all",
     "tls_handshake",
+    "write_timeout_reason",
 ]
 
 RECEIVE_BYTES = 16384
@@ -225,4 +230,41 @@ def refuse_connection(
     return prefix + refused, (
         f"{tracker.per_address.get(address, 0)} open from this address; "
         f"{setting}.max_connections_per_address is {max_per_address}"
+    )
+
+
+def write_timeout_reason(limits: Limits) -> str:
+    """The ``write_timeout`` limit's reason: the client read none of an answer in time."""
+    return (
+        f"the client read none of an answer within {limits.write_timeout_s:g}s "
+        "(limits.write_timeout_s)"
+    )
+
+
+def report_handshake_failure(
+    exc: HandshakeFailed,
+    *,
+    door: DoorState,
+    listener: str,
+    conn_id: str,
+    address: str,
+    limit_hit: Callable[[str, str], None],
+    log: logging.Logger,
+) -> None:
+    """Count a failed TLS handshake on ``listener``; a timeout is a limit hit, the rest one line.
+
+    No answer is possible: without TLS there is no way to say anything.
+    """
+    door.metrics.tls_failure(listener)
+    if isinstance(exc, HandshakeTimeout):
+        limit_hit("tls_handshake_timeout", str(exc))
+        return
+    log_event(
+        log,
+        logging.INFO,
+        "tls_failed",
+        "tls handshake failed conn=%(conn)s addr=%(client)s: %(reason)s",
+        conn=conn_id,
+        client=address,
+        reason=str(exc),
     )

@@ -73,12 +73,13 @@ from refd.transport import (
     RECEIVE_BYTES,
     Closed,
     HandshakeFailed,
-    HandshakeTimeout,
     WriteTimeout,
     client_endpoints,
     refuse_connection,
+    report_handshake_failure,
     send_all,
     tls_handshake,
+    write_timeout_reason,
 )
 
 __all__ = ["ROUTES", "Answer", "Request", "handle_http_connection", "serve_autodiscovery"]
@@ -737,27 +738,19 @@ async def handle_http_connection(
             connection.stream = stream
         await connection.run()
     except WriteTimeout:
-        connection.limit_hit(
-            "write_timeout",
-            f"the client read none of an answer within {ref.current.limits.write_timeout_s:g}s "
-            "(limits.write_timeout_s)",
-        )
+        connection.limit_hit("write_timeout", write_timeout_reason(ref.current.limits))
     except Closed:
         pass
     except HandshakeFailed as exc:
-        metrics.tls_failure(client.listener)
-        if isinstance(exc, HandshakeTimeout):
-            connection.limit_hit("tls_handshake_timeout", str(exc))
-        else:
-            log_event(
-                log,
-                logging.INFO,
-                "tls_failed",
-                "tls handshake failed conn=%(conn)s addr=%(client)s: %(reason)s",
-                conn=client.conn_id,
-                client=client.address,
-                reason=str(exc),
-            )
+        report_handshake_failure(
+            exc,
+            door=door,
+            listener=client.listener,
+            conn_id=client.conn_id,
+            address=client.address,
+            limit_hit=connection.limit_hit,
+            log=log,
+        )
     except Exception:
         # Outside any one request (a bug in the framing): log it, close, serve on.
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)
