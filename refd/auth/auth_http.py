@@ -520,13 +520,7 @@ def _parse(ctx: ParseContext) -> AuthHttpConfig:
         ca_file = resolve_path(path, r.as_str(ca, "auth.auth_http.ca_file"))
 
     def seconds(key: str, default: float) -> float:
-        node = get(m, key)
-        if node is None:
-            return default
-        value = r.as_float_seconds(node, f"auth.auth_http.{key}")
-        if value <= 0:
-            raise r.error(node, f"auth.auth_http.{key} must be more than 0")
-        return value
+        return opt(r, m, key, r.as_positive_seconds, default, f"auth.auth_http.{key}")
 
     return AuthHttpConfig(
         url=url,

@@ -586,10 +586,7 @@ def _parse(ctx: ParseContext) -> ImapAuthConfig:
         raise r.error(m, "auth.imap: ca_file and verify_certificate: false exclude each other")
 
     def seconds(key: str, default: float) -> float:
-        value = opt(r, m, key, r.as_float_seconds, default, f"auth.imap.{key}")
-        if value <= 0 and key != "cache_ttl_s":
-            raise r.error(m, f"auth.imap.{key} must be more than 0")
-        return value
+        return opt(r, m, key, r.as_positive_seconds, default, f"auth.imap.{key}")
 
     return ImapAuthConfig(
         server=server,
@@ -606,7 +603,7 @@ def _parse(ctx: ParseContext) -> ImapAuthConfig:
             16,
             "auth.imap.max_concurrent_per_backend",
         ),
-        cache_ttl_s=seconds("cache_ttl_s", 0.0),
+        cache_ttl_s=opt(r, m, "cache_ttl_s", r.as_float_seconds, 0.0, "auth.imap.cache_ttl_s"),
         cache_max_entries=opt(
             r,
             m,

@@ -1116,10 +1116,7 @@ def _parse(ctx: ParseContext) -> LdapConfig:
         return value
 
     def seconds(key: str, default: float) -> float:
-        value = opt(r, m, key, r.as_float_seconds, default, f"auth.ldap.{key}")
-        if value <= 0:
-            raise r.error(_node(m, key), f"auth.ldap.{key} must be more than 0")
-        return value
+        return opt(r, m, key, r.as_positive_seconds, default, f"auth.ldap.{key}")
 
     base = text("base")
     if base is None:

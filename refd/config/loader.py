@@ -501,9 +501,7 @@ def _http_limits(r: Reader, node: Node | None) -> HttpLimits:
             values[key] = r.as_int(n, f"autodiscovery.limits.{key}", lo, hi)
     for key in HTTP_LIMIT_SECONDS:
         if (n := get(m, key)) is not None:
-            values[key] = r.as_float_seconds(n, f"autodiscovery.limits.{key}")
-            if values[key] <= 0:
-                raise r.error(n, f"autodiscovery.limits.{key} must be more than 0")
+            values[key] = r.as_positive_seconds(n, f"autodiscovery.limits.{key}")
     return HttpLimits(**values)  # type: ignore[arg-type]
 
 
@@ -541,9 +539,7 @@ def _limits(r: Reader, node: Node | None) -> Limits:
             values[key] = r.as_int(n, f"limits.{key}", lo, hi)
     for key in _LIMIT_SECONDS:
         if (n := get(m, key)) is not None:
-            values[key] = r.as_float_seconds(n, f"limits.{key}")
-            if values[key] <= 0:
-                raise r.error(n, f"limits.{key} must be more than 0")
+            values[key] = r.as_positive_seconds(n, f"limits.{key}")
     return Limits(**values)  # type: ignore[arg-type]
 
 
@@ -570,10 +566,7 @@ def _throttle(r: Reader, path: Path, node: Node | None) -> tuple[ThrottleRules, 
     r.reject_unknown(m, _THROTTLE_KEYS, "throttle")
 
     def seconds(key: str, default: float) -> float:
-        value = opt(r, m, key, r.as_float_seconds, default, f"throttle.{key}")
-        if value <= 0:
-            raise r.error(get(m, key) or m, f"throttle.{key} must be more than 0")
-        return value
+        return opt(r, m, key, r.as_positive_seconds, default, f"throttle.{key}")
 
     def count(key: str, default: int, lo: int, hi: int) -> int:
         return opt(r, m, key, lambda n, w: r.as_int(n, w, lo, hi), default, f"throttle.{key}")

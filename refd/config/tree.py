@@ -267,6 +267,13 @@ class Reader:
             )
         raise self.error(node, f'{what} must be true or false, got "{text}"')
 
+    def as_positive_seconds(self, node: Node, what: str) -> float:
+        """`as_float_seconds`, and more than 0 (a timeout, an interval)."""
+        value = self.as_float_seconds(node, what)
+        if value <= 0:
+            raise self.error(node, f"{what} must be more than 0")
+        return value
+
     def as_float_seconds(self, node: Node, what: str, *, max: float | None = None) -> float:
         """A non-negative decimal number of seconds (``30``, ``0.5``).
 
