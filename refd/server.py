@@ -222,15 +222,7 @@ async def handle_connection(
         pass
     except HandshakeFailed as exc:
         session.outcome = "tls-failed"
-        report_handshake_failure(
-            exc,
-            door=door,
-            listener=client.listener,
-            conn_id=client.conn_id,
-            address=client.address,
-            limit_hit=session.limit_hit,
-            log=log,
-        )
+        report_handshake_failure(exc, client, door, session.limit_hit, log)
     except Exception:
         session.outcome = "internal-error"
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)

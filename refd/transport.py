@@ -25,6 +25,7 @@ from refd.door import DoorState
 from refd.limits import ConnectionTracker, Limits
 from refd.logs import log_event
 from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_proxy_header
+from refd.runtime import ClientInfo
 
 __all__ = [
     "Closed",
@@ -243,19 +244,17 @@ def write_timeout_reason(limits: Limits) -> str:
 
 def report_handshake_failure(
     exc: HandshakeFailed,
-    *,
+    client: ClientInfo,
     door: DoorState,
-    listener: str,
-    conn_id: str,
-    address: str,
     limit_hit: Callable[[str, str], None],
     log: logging.Logger,
 ) -> None:
-    """Count a failed TLS handshake on ``listener``; a timeout is a limit hit, the rest one line.
+    """Count a failed TLS handshake on ``client``'s listener; a timeout is a limit hit,
+    anything else one line.
 
     No answer is possible: without TLS there is no way to say anything.
     """
-    door.metrics.tls_failure(listener)
+    door.metrics.tls_failure(client.listener)
     if isinstance(exc, HandshakeTimeout):
         limit_hit("tls_handshake_timeout", str(exc))
         return
@@ -264,7 +263,7 @@ def report_handshake_failure(
         logging.INFO,
         "tls_failed",
         "tls handshake failed conn=%(conn)s addr=%(client)s: %(reason)s",
-        conn=conn_id,
-        client=address,
+        conn=client.conn_id,
+        client=client.address,
         reason=str(exc),
     )

@@ -742,15 +742,7 @@ async def handle_http_connection(
     except Closed:
         pass
     except HandshakeFailed as exc:
-        report_handshake_failure(
-            exc,
-            door=door,
-            listener=client.listener,
-            conn_id=client.conn_id,
-            address=client.address,
-            limit_hit=connection.limit_hit,
-            log=log,
-        )
+        report_handshake_failure(exc, client, door, connection.limit_hit, log)
     except Exception:
         # Outside any one request (a bug in the framing): log it, close, serve on.
         log.exception("internal error conn=%s addr=%s", client.conn_id, client.address)
