@@ -32,6 +32,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
 
@@ -49,6 +50,7 @@ from refd.transport import (
     Closed,
     HandshakeFailed,
     WriteTimeout,
+    accept_loop,
     client_endpoints,
     refuse_connection,
     report_handshake_failure,
@@ -391,7 +393,8 @@ async def serve(
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             for lc, listener in listeners:
-                accepting.start_soon(_accept_loop, listener, lc, config, ref, door, connections)
+                start = partial(_start, connections, lc, config, ref, door)
+                accepting.start_soon(accept_loop, listener, lc.name, door, start, log)
             door.listening = True
             task_status.started(bound)
             await door.stopping.wait()
@@ -409,24 +412,13 @@ async def serve(
         )
 
 
-async def _accept_loop(
-    listener: trio.SocketListener,
+def _start(
+    connections: trio.Nursery,
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
     door: DoorState,
-    connections: trio.Nursery,
+    stream: trio.SocketStream,
 ) -> None:
-    """Accept until cancelled; sessions run in ``connections``, not here."""
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                # EMFILE / ENFILE / ENOBUFS / ENOMEM: back off, as trio's own
-                # serve_listeners does, rather than spin.
-                log.error("accept failed on %s: %s", lc.name, exc)
-                await trio.sleep(0.1)
-                continue
-            door.metrics.connection_opened(lc.name)
-            connections.start_soon(_accept, stream, lc, config, ref, door)
+    """Run one accepted connection in ``connections`` (not in the accept loop)."""
+    connections.start_soon(_accept, stream, lc, config, ref, door)

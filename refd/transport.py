@@ -34,6 +34,7 @@ __all__ = [
     "HandshakeTimeout",
     "PrefixedStream",
     "WriteTimeout",
+    "accept_loop",
     "client_endpoints",
     "read_proxy_header",
     "refuse_connection",
@@ -267,3 +268,29 @@ def report_handshake_failure(
         client=client.address,
         reason=str(exc),
     )
+
+
+async def accept_loop(
+    listener: trio.SocketListener,
+    name: str,
+    door: DoorState,
+    start: Callable[[trio.SocketStream], None],
+    log: logging.Logger,
+) -> None:
+    """Accept on listener ``name`` until cancelled; ``start`` runs each connection elsewhere.
+
+    ``start`` hands the stream to a nursery of connections, so cancelling the
+    accept loop (shutdown) leaves the connections to their grace period.
+    """
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                # EMFILE / ENFILE / ENOBUFS / ENOMEM: back off, as trio's own
+                # serve_listeners does, rather than spin.
+                log.error("accept failed on %s: %s", name, exc)
+                await trio.sleep(0.1)
+                continue
+            door.metrics.connection_opened(name)
+            start(stream)

@@ -74,6 +74,7 @@ from refd.transport import (
     Closed,
     HandshakeFailed,
     WriteTimeout,
+    accept_loop,
     client_endpoints,
     refuse_connection,
     report_handshake_failure,
@@ -851,9 +852,8 @@ async def serve_autodiscovery(
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
             for lc, listener in listeners:
-                accepting.start_soon(
-                    partial(_accept_loop, listener, lc, config, ref, door, connections, live)
-                )
+                start = partial(_start, connections, lc, config, ref, door, live)
+                accepting.start_soon(accept_loop, listener, lc.name, door, start, log)
             task_status.started(bound)
             await door.stopping.wait()
             accepting.cancel_scope.cancel()
@@ -863,22 +863,14 @@ async def serve_autodiscovery(
         connections.cancel_scope.deadline = trio.current_time() + config.shutdown_grace_s
 
 
-async def _accept_loop(
-    listener: trio.SocketListener,
+def _start(
+    connections: trio.Nursery,
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
     door: DoorState,
-    connections: trio.Nursery,
     live: set[_Connection],
+    stream: trio.SocketStream,
 ) -> None:
-    async with listener:
-        while True:
-            try:
-                stream = await listener.accept()
-            except OSError as exc:
-                log.error("accept failed on %s: %s", lc.name, exc)
-                await trio.sleep(0.1)
-                continue
-            door.metrics.connection_opened(lc.name)
-            connections.start_soon(_accept, stream, lc, config, ref, door, live)
+    """Run one accepted connection in ``connections`` (not in the accept loop)."""
+    connections.start_soon(_accept, stream, lc, config, ref, door, live)
