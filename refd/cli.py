@@ -199,6 +199,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TreeError, BindError) as exc:
         print(f"refd: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`refd dns | head`): no traceback. stdout is
+        # pointed at /dev/null so the interpreter's own flush at exit is quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 def _serve(args: argparse.Namespace) -> int:

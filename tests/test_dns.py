@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,23 @@ def test_no_domains(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "-r", str(path), "--web-host", "w.example")
     assert (code, out) == (1, "")
     assert err == (f"refd dns: {path} has no domains: section; add one (see config/routing.yaml)\n")
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
+    # `refd dns | head -1` on a table whose records outgrow the pipe (64 KiB):
+    # the write fails once the reader has gone.
+    domains = "".join(f"  d{n}.example: {{server: m}}\n" for n in range(2000))
+    path = tmp_path / "routing.yaml"
+    path.write_text(f"version: 1\nservers: {{m: {{host: mail.example}}}}\ndomains:\n{domains}")
+    with subprocess.Popen(
+        [sys.executable, "-m", "refd", "dns", "-r", str(path), "--web-host", "w.example"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as reader:
+        assert reader.stdout is not None and reader.stderr is not None
+        first = reader.stdout.readline()
+        reader.stdout.close()
+        err = reader.stderr.read()
+        assert reader.wait(timeout=60) == 1
+    assert first.startswith(b"; refd dns: records for the mail domains of ")
+    assert err == b""
