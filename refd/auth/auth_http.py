@@ -85,7 +85,7 @@ from refd.addresses import parse_ip
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus, DirectoryOp, redacted
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.config.loader import opt, resolve_path
-from refd.config.tree import Node, Reader, TreeError, get
+from refd.config.tree import Node, Reader, get
 from refd.imap_client import client_tls_context, describe, timed_out
 from refd.protocol.client import show
 from refd.routing.model import Home
@@ -566,13 +566,7 @@ def _headers(r: Reader, node: Node | None) -> tuple[tuple[str, str], ...]:
 
 
 def _build(ac: AuthHttpConfig, ctx: BuildContext) -> AuthHttpSource:
-    context = None
-    if ac.ca_file is not None:
-        try:
-            context = client_tls_context(str(ac.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise TreeError(str(ctx.file), ac.line, f"cannot load {ac.ca_file}: {reason}") from None
+    context = ctx.client_tls(ac.ca_file, ac.line)
     return AuthHttpSource(
         ac.url,
         headers=ac.headers,

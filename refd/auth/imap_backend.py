@@ -92,7 +92,7 @@ import trio
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus, redacted
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.config.loader import TLS_MODES, choice, host_port, opt, resolve_path
-from refd.config.tree import Node, Reader, Seq, TreeError, get
+from refd.config.tree import Node, Reader, Seq, get
 from refd.imap_client import (
     ClientError,
     ImapClient,
@@ -638,13 +638,7 @@ def _send_id(r: Reader, node: Node | None) -> tuple[str, ...]:
 
 def _build(ia: ImapAuthConfig, ctx: BuildContext) -> ImapBackendSource:
     """The imap source; with no fixed server it asks *this* table for the home."""
-    context = None
-    if ia.ca_file is not None:
-        try:
-            context = client_tls_context(str(ia.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise TreeError(str(ctx.file), ia.line, f"cannot load {ia.ca_file}: {reason}") from None
+    context = ctx.client_tls(ia.ca_file, ia.line)
 
     def home(user: str) -> tuple[str, int] | None:
         route = ctx.table.route_user(user)

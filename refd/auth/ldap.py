@@ -1193,13 +1193,7 @@ def _node(m: Map, key: str) -> Map | Any:
 
 
 def _build(lc: LdapConfig, ctx: BuildContext) -> LdapSource:
-    context = None
-    if lc.ca_file is not None:
-        try:
-            context = client_tls_context(str(lc.ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise TreeError(str(ctx.file), lc.line, f"cannot load {lc.ca_file}: {reason}") from None
+    context = ctx.client_tls(lc.ca_file, lc.line)
     password = None
     if lc.bind_password_file is not None:
         try:

@@ -15,6 +15,7 @@ loader does not import the sources (nor trio).
 from __future__ import annotations
 
 import importlib
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,19 @@ class BuildContext:
 
     file: Path
     table: RoutingTable
+
+    def client_tls(self, ca_file: Path | None, line: int) -> ssl.SSLContext | None:
+        """A client TLS context trusting ``ca_file`` (None: none given); a
+        TreeError at ``line`` when the file cannot be loaded."""
+        if ca_file is None:
+            return None
+        from refd.imap_client import client_tls_context  # noqa: PLC0415 (needs trio)
+
+        try:
+            return client_tls_context(str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise TreeError(str(self.file), line, f"cannot load {ca_file}: {reason}") from None
 
 
 def _no_files(settings: Any) -> tuple[Path, ...]:

@@ -126,3 +126,19 @@ def test_unknown_keys_and_sources_name_the_registered_ones(tmp_path: Path) -> No
         f"{tmp_path}/refd.yaml:3: source must be one of passwd-file, imap, trust, auth_http, "
         "ldap, not 'token'"
     )
+
+
+def test_a_source_ca_file_that_cannot_be_loaded_names_file_and_line(tmp_path: Path) -> None:
+    # One loader for every source's ca_file (imap, auth_http, ldap).
+    from refd.auth.registry import BuildContext
+    from refd.config.tree import TreeError
+    from tests.routing._support import load
+
+    ctx = BuildContext(tmp_path / "refd.yaml", load("version: 1\nservers: {m: {host: h}}\n"))
+    assert ctx.client_tls(None, 3) is None
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    for path in (tmp_path / "missing.pem", garbage):
+        with pytest.raises(TreeError) as info:
+            ctx.client_tls(path, 7)
+        assert str(info.value).startswith(f"{tmp_path}/refd.yaml:7: cannot load {path}: ")
