@@ -77,16 +77,26 @@ async def test_unknown_user_and_wrong_password_take_the_same_time(
         demo_service, auth=PasswdFileSource.from_text(text, "timing.passwd")
     )
     door = make_door(service, {"auth_failure_delay_s": 0.0})
-    known: list[float] = []
-    unknown: list[float] = []
-    for i in range(50):
-        # Alternate which goes first, so that what one login leaves behind
-        # (a closing connection, a collection) does not always fall on the other.
-        if i % 2:
-            unknown.append(await _login_time(door, "nosuchuser"))
-            known.append(await _login_time(door, "alice"))
-        else:
-            known.append(await _login_time(door, "alice"))
-            unknown.append(await _login_time(door, "nosuchuser"))
-    a, b = statistics.median(known), statistics.median(unknown)
-    assert abs(a - b) <= 0.10 * max(a, b), (a, b)
+    # Up to three rounds of 50 interleaved pairs: a leak shows in every round,
+    # a burst of load from elsewhere (CI runs other processes, Thunderbird
+    # stays up for the whole session) in one. The bound stays 10 % of the
+    # slower median, and every round is reported if none meets it.
+    rounds: list[tuple[float, float]] = []
+    for _ in range(3):
+        known: list[float] = []
+        unknown: list[float] = []
+        for i in range(50):
+            # Alternate which goes first, so that what one login leaves behind
+            # (a closing connection, a collection) does not always fall on the other.
+            if i % 2:
+                unknown.append(await _login_time(door, "nosuchuser"))
+                known.append(await _login_time(door, "alice"))
+            else:
+                known.append(await _login_time(door, "alice"))
+                unknown.append(await _login_time(door, "nosuchuser"))
+        a, b = statistics.median(known), statistics.median(unknown)
+        rounds.append((a, b))
+        if abs(a - b) <= 0.10 * max(a, b):
+            break
+    a, b = rounds[-1]
+    assert abs(a - b) <= 0.10 * max(a, b), rounds
