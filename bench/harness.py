@@ -434,7 +434,9 @@ def run_routing(args: argparse.Namespace, prof: Profile, work: Path) -> dict[str
     d.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
     env = {**os.environ, "PYTHONPATH": str(S.SOURCE["path"])}
-    for kind, n in (("exact", prof.routing_users), ("patterns", prof.routing_rules)):
+    kinds = (("exact", prof.routing_users), ("patterns", prof.routing_rules),
+             ("globs", prof.routing_rules))  # fmt: skip
+    for kind, n in kinds:
         cmd = [args.python, str(BENCH / "routing_bench.py"), kind, str(n), str(d)]
         log("routing: " + " ".join(shlex.quote(c) for c in cmd))
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)

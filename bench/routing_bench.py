@@ -2,16 +2,27 @@
 
     PYTHONPATH=. python bench/routing_bench.py exact N DIR
     PYTHONPATH=. python bench/routing_bench.py patterns N DIR
+    PYTHONPATH=. python bench/routing_bench.py globs N DIR
+    PYTHONPATH=. python bench/routing_bench.py reload N DIR
 
 ``exact``: a table whose ``user_map`` file has N users (``uNNNNNNN@dNNN.example.org
 mailK``, 10 servers). ``patterns``: a table with N ``users:`` rules, half globs
 (``*@gNNNNN.example.org``) and half regexes (``^rNNNNN\\.[a-z]+@corp\\.example$``),
-interleaved, then a default. Both are loaded with ``refd.config.load_routing``
+interleaved, then a default. ``globs``: N rules ``*@gNNNNN.example.org`` (the
+domain index), then a default. All are loaded with ``refd.config.load_routing``
 (exactly what the daemon does), then ``RoutingTable.route_user`` is timed
 on random users. Prints one JSON line.
 
 Memory: RSS of this process after loading minus before (after a
 ``gc.collect()``), and the peak RSS during the load (``ru_maxrss``).
+
+``reload``: the ``exact`` table loaded the way the daemon reloads it
+(``load_routing`` in ``trio.to_thread.run_sync``, the new table swapped in
+and the old one dropped on the event loop) three times, while the event
+loop bounces a byte over a socketpair (two syscalls and a wake-up per round
+trip, like a NOOP). Reports the longest gap between two round trips, during
+the reloads and for the same time without; the in-process view of the
+harness's NOOP probe (``bench/harness.py``, part 4).
 """
 
 from __future__ import annotations
@@ -21,9 +32,12 @@ import json
 import os
 import random
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
+
+import trio
 
 from refd.config.loader import load_routing
 
@@ -63,6 +77,63 @@ def write_patterns(d: Path, n: int) -> Path:
     return routing
 
 
+def write_globs(d: Path, n: int) -> Path:
+    routing = d / f"globs-{n}.yaml"
+    parts = [f"version: 1\nservers:\n{SERVERS}users:\n"]
+    for i in range(n):
+        parts.append(f'  - glob: "*@g{i:05d}.example.org"\n    server: mail{1 + i % 10}\n')
+    parts.append("  - default: true\n    server: mail1\n")
+    routing.write_text("".join(parts))
+    return routing
+
+
+def reload_stall(path: Path, reloads: int = 3) -> dict[str, object]:
+    """Longest event-loop gap (ms) with and without reloads of ``path``."""
+    tables = [load_routing(path)]  # in service; each reload replaces it
+
+    async def bounce(gaps: list[float], stop: trio.Event) -> None:
+        a, b = socket.socketpair()
+        with a, b:
+            sa, sb = trio.socket.from_stdlib_socket(a), trio.socket.from_stdlib_socket(b)
+            last = time.perf_counter()
+            while not stop.is_set():
+                await sa.send(b"x")
+                await sb.recv(1)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+    async def phase(waits: list[float]) -> dict[str, object]:
+        """Reload ``reloads`` times, or (``waits``) sleep as long as each reload took."""
+        gaps: list[float] = []
+        stop = trio.Event()
+        walls = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bounce, gaps, stop)
+            await trio.sleep(0.3)
+            for i in range(reloads):
+                t = time.perf_counter()
+                if waits:
+                    await trio.sleep(waits[i])
+                else:
+                    # the old table is freed here, on the event loop, as in the daemon
+                    tables[0] = await trio.to_thread.run_sync(load_routing, path)
+                walls.append(time.perf_counter() - t)
+                await trio.sleep(0.3)
+            stop.set()
+        gaps.sort()
+        return {
+            "gap_max_ms": round(gaps[-1] * 1000, 1),
+            "gap_p999_ms": round(gaps[int(len(gaps) * 0.999)] * 1000, 2),
+            "round_trips": len(gaps),
+            "wall_s": [round(w, 2) for w in walls],
+        }
+
+    during = trio.run(phase, [])
+    before = trio.run(phase, during["wall_s"])
+    return {"baseline": before, "reload": during}
+
+
 def timed_lookups(route, users: list[str]) -> float:  # type: ignore[no-untyped-def]
     """Seconds per lookup (best of 3 passes)."""
     best = float("inf")
@@ -77,7 +148,11 @@ def timed_lookups(route, users: list[str]) -> float:  # type: ignore[no-untyped-
 def main() -> None:
     kind, n, d = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     d.mkdir(parents=True, exist_ok=True)
-    path = write_exact(d, n) if kind == "exact" else write_patterns(d, n)
+    if kind == "reload":
+        print(json.dumps({"kind": kind, "n": n, **reload_stall(write_exact(d, n))}))
+        return
+    write = {"exact": write_exact, "patterns": write_patterns, "globs": write_globs}[kind]
+    path = write(d, n)
     size = path.stat().st_size
     if kind == "exact":
         size += (d / f"exact-{n}.map").stat().st_size
@@ -108,6 +183,18 @@ def main() -> None:
         out["miss_us"] = round(timed_lookups(route, ["nobody@nowhere.example"] * 50_000) * 1e6, 3)
         out["login_referral_us"] = round(
             timed_lookups(table.login_referral, users[:50_000]) * 1e6, 3
+        )
+    elif kind == "globs":
+        idx = rng.choices(range(n), k=20_000)  # a linear scan (before the index) takes ms each
+        users = [f"x{i}@g{i:05d}.example.org" for i in idx]
+        for i in idx[:20]:
+            r = route(f"x@g{i:05d}.example.org")
+            assert r is not None and r.rule.startswith(f"users[{i + 1}] "), (i, r)
+        per = timed_lookups(route, users)
+        out["lookup_us"] = round(per * 1e6, 3)
+        out["lookups_per_s"] = round(1 / per)
+        out["default_rule_us"] = round(
+            timed_lookups(route, ["nobody@nowhere.example"] * 2_000) * 1e6, 3
         )
     else:
 

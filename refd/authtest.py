@@ -92,7 +92,7 @@ def verdict(service: Service, user: str, result: AuthResult) -> tuple[int, str]:
     url = answer.referral.urls[0]
     line = (
         f"{head}; route: {route.server.name} {url} (login {route.login.value}) "
-        f"from {route.rule}; {ops}"
+        f"from {route.why(result.user)}; {ops}"
     )
     return EXIT_OK, line
 

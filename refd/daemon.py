@@ -21,10 +21,12 @@ import hashlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -44,6 +46,7 @@ from refd.store import Throttle
 
 __all__ = ["Daemon", "announce", "config_sha256", "run"]
 
+_T = TypeVar("_T")
 log = logging.getLogger("refd.daemon")
 
 
@@ -116,6 +119,27 @@ def _fingerprint(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
+#: The interpreter's thread switch interval while a reload parses in a thread.
+#: The default, 5 ms, is how long the event loop waits for the GIL after each
+#: syscall while the parser runs Python: a NOOP round trip needs several.
+RELOAD_SWITCH_INTERVAL_S = 0.0005
+
+
+_loading: list[float] = []  # the interval before each reload that is running
+
+
+async def _in_thread(load: Callable[[], _T]) -> _T:
+    """``load()`` in a worker thread, with the GIL handed back sooner meanwhile."""
+    _loading.append(sys.getswitchinterval())
+    sys.setswitchinterval(RELOAD_SWITCH_INTERVAL_S)
+    try:
+        return await trio.to_thread.run_sync(load)
+    finally:
+        before = _loading.pop()
+        if not _loading:  # the last of overlapping reloads (daemons in one process)
+            sys.setswitchinterval(before)
+
+
 class Daemon:
     """One door process: its service reference, shared state and metrics."""
 
@@ -162,7 +186,7 @@ class Daemon:
         """Load everything afresh and swap it in; keep what is in service on error."""
         async with self._reload_lock:
             try:
-                new_config, service, sha256 = await trio.to_thread.run_sync(self._load)
+                new_config, service, sha256 = await _in_thread(self._load)
             except TreeError as exc:
                 self.metrics.reload_failed()
                 log.error("reload failed, keeping the tables in service: %s", exc)

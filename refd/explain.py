@@ -122,11 +122,11 @@ def explain(
         return Explanation(lines, referred=False)
     answer = login_answer(table, name, home)
     route = answer.route
-    from_home = route is not None and home is not None and route.rule.startswith(home.origin)
+    from_home = route is not None and home is not None and route.why(name).startswith(home.origin)
     if answer.error is not None:
         lines.append(f"no route: {answer.error}")
     elif from_home and route is not None:
-        lines.append(f"home server: {route.server.name} ({route.rule})")
+        lines.append(f"home server: {route.server.name} ({route.why(name)})")
     else:
         lines += table.explain_user(name)
     lines += [login, *_wire(answer.responses("a1", " ".join(BASE_CAPABILITIES)))]

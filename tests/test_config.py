@@ -9,7 +9,8 @@ import pytest
 
 from refd.auth.imap_backend import ID_FIELDS, ImapBackendSource
 from refd.auth.trust import TrustSource
-from refd.config.loader import DEMO_CONFIG, load_config, load_service
+from refd.config import loader
+from refd.config.loader import DEMO_CONFIG, load_config, load_service, read_text, read_text_pieces
 from refd.config.tree import TreeError
 from refd.limits import Limits
 
@@ -230,3 +231,30 @@ def test_imap_send_id_errors(cfgdir: Path, setting: str, error: str) -> None:
     with pytest.raises(TreeError) as info:
         load_config(path)
     assert str(info.value).startswith(f"{path}{error}"), str(info.value)
+
+
+def test_read_text_pieces_is_read_text_cut_at_line_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loader, "PIECE_CHARS", 7)
+    path = tmp_path / "users.map"
+    path.write_bytes(b"a@x mail1\r\nb@x m\xc3\xa4il2\rc@x mail1\nlong-line-without-end")
+    pieces = read_text_pieces(path)
+    assert (
+        "".join(pieces)
+        == read_text(path)
+        == ("a@x mail1\nb@x m\u00e4il2\nc@x mail1\nlong-line-without-end")
+    )
+    assert len(pieces) > 3 and all(p.endswith("\n") for p in pieces[:-1])
+    path.write_bytes(b"a@x mail1\n" * 5 + b"\xff mail1\n")
+    with pytest.raises(TreeError) as err:
+        read_text_pieces(path, referer="routing.yaml", line=3)
+    assert str(err.value) == (
+        f"routing.yaml:3: cannot read {path}: 'utf-8' codec can't decode byte 0xff "
+        "in position 50: invalid start byte"
+    )
+    with pytest.raises(TreeError) as err:
+        read_text_pieces(tmp_path / "nope", referer="routing.yaml", line=3)
+    assert (
+        str(err.value) == f"routing.yaml:3: cannot read {tmp_path}/nope: No such file or directory"
+    )

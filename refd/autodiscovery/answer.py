@@ -150,7 +150,7 @@ def setup_answer(
         if route is None:
             rule = f'no rule routes "{login}" -> {_where(table, found)}'
         else:
-            server, chosen, rule = route.server, True, route.rule
+            server, chosen, rule = route.server, True, route.why(login)
     return SetupAnswer(
         domain=found,
         address=address,

@@ -7,6 +7,7 @@ loads a table in two phases::
     root = refd.config.yamltree.parse_yaml(text, str(routing_path))
     name = read_user_map_name(root, str(routing_path))   # None, or a path relative
     map_text = (routing_path.parent / name).read_text() if name else None
+    # (or the text in pieces that end at line ends: refd.config.loader.read_text_pieces)
     table = load_table(root, str(routing_path), source_text=text,
                        user_map_text=map_text, user_map_file=name or "",
                        self_addresses=...)
@@ -36,7 +37,7 @@ import fnmatch
 import hashlib
 import ipaddress
 import re
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import ParamSpec, TypeVar
@@ -152,7 +153,7 @@ def load_table(
     file: str,
     *,
     self_addresses: frozenset[tuple[str, int]] = frozenset(),
-    user_map_text: str | None = None,
+    user_map_text: str | Sequence[str] | None = None,
     user_map_file: str = "",
     source_text: str = "",
     sha256: str | None = None,
@@ -161,7 +162,9 @@ def load_table(
 
     ``self_addresses`` are (host, port) pairs of this door, added to the
     file's ``self:`` list. ``user_map_text`` is the content of the file named
-    by ``user_map`` (see `read_user_map_name`); ``user_map_file`` is the name
+    by ``user_map`` (see `read_user_map_name`): one string, or the text in
+    pieces that each end at a line end (a big map then never passes through
+    one long C call: see `parse_user_map`); ``user_map_file`` is the name
     used in messages. The table's ``sha256`` is ``sha256`` when given, else
     the hex SHA-256 of ``source_text`` + NUL + ``user_map_text`` (when there
     is one). Raises `RoutingError`.
@@ -174,7 +177,9 @@ def load_table(
         digest = hashlib.sha256(source_text.encode("utf-8", "surrogatepass"))
         if user_map_text is not None:
             digest.update(b"\0")
-            digest.update(user_map_text.encode("utf-8", "surrogatepass"))
+            pieces = (user_map_text,) if isinstance(user_map_text, str) else user_map_text
+            for piece in pieces:
+                digest.update(piece.encode("utf-8", "surrogatepass"))
         sha256 = digest.hexdigest()
     return dataclasses.replace(table, sha256=sha256)
 
@@ -211,7 +216,7 @@ class _Loader:
         self,
         root: Node | None,
         self_addresses: frozenset[tuple[str, int]],
-        user_map_text: str | None,
+        user_map_text: str | Sequence[str] | None,
         user_map_file: str,
     ) -> RoutingTable | None:
         r = self.r
@@ -819,19 +824,24 @@ class _Loader:
 
 
 def parse_user_map(
-    text: str, file: str, servers: Mapping[str, Server], *, skip: Collection[str] = ()
+    text: str | Sequence[str],
+    file: str,
+    servers: Mapping[str, Server],
+    *,
+    skip: Collection[str] = (),
 ) -> dict[str, Server]:
     """Parse ``USER SERVER`` lines into ``{normalised user: Server}``.
 
-    Raises `RoutingError` (at most `MAX_ERRORS` problems) naming ``file``.
-    Entries naming a server in ``skip`` (defined but invalid, so already
-    reported) are dropped without a message.
+    ``text`` is the map's text, or that text in pieces that each end at a
+    line end (see `load_table`). Raises `RoutingError` (at most `MAX_ERRORS`
+    problems) naming ``file``. Entries naming a server in ``skip`` (defined
+    but invalid, so already reported) are dropped without a message.
     """
     table: dict[str, Server] = {}
     errors: list[TreeError] = []
-    lines = text.splitlines()
+    pieces = (text,) if isinstance(text, str) else text
     find = servers.get
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(_lines(pieces), 1):
         fields = line.split()
         if not fields or fields[0][0] == "#":
             continue
@@ -857,7 +867,7 @@ def parse_user_map(
                 )
             )
         elif user in table:
-            first = _first_line(lines, user, number)
+            first = _first_line(pieces, user, number)
             errors.append(
                 TreeError(file, number, f'user "{written}" is listed twice (first at line {first})')
             )
@@ -870,9 +880,20 @@ def parse_user_map(
     return table
 
 
-def _first_line(lines: list[str], user: str, before: int) -> int:
+def _lines(pieces: Iterable[str]) -> Iterator[str]:
+    # One piece at a time: str.splitlines over a whole 30 MiB map is one C
+    # call that holds the GIL for ~100 ms, and a reload parses in a thread
+    # beside the event loop. Pieces end at line ends, so the lines (and
+    # their numbers) are those of the whole text.
+    for piece in pieces:
+        yield from piece.splitlines()
+
+
+def _first_line(pieces: Iterable[str], user: str, before: int) -> int:
     """Line of the first entry for ``user`` (error path only: a linear scan)."""
-    for number, line in enumerate(lines[: before - 1], 1):
+    for number, line in enumerate(_lines(pieces), 1):
+        if number >= before:
+            break
         fields = line.split()
         if len(fields) >= 2 and normalise_user(fields[0]) == user:
             return number

@@ -5,7 +5,8 @@ the daemon swaps the whole table on reload. Lookups:
 
 1. **User** (`route_user`): the name is lower-cased (`normalise_user`, the
    one case rule for auth and routing); then the bulk ``user_map`` (one dict
-   lookup), then the ``users:`` rules in file order -- first match wins. No
+   lookup), then the ``users:`` rules in file order -- first match wins
+   (`_UserRules` finds it without trying every ``*@domain`` glob). No
    match: None, and the session gives no referral.
 2. **Login referral** (RFC 2221): the home server's URL, then its replicas'.
 3. **Mailbox** (`mailbox_referral`, RFC 2193 §4): INBOX (any case) always
@@ -70,6 +71,23 @@ class RoutingTable:
     sha256: str
     #: mail domains served by autodiscovery (``domains:``), by lower-case name
     domains: Mapping[str, Domain] = field(default_factory=dict)
+    # Built from the fields above (so dataclasses.replace rebuilds them too):
+    # the routes a lookup returns, made once instead of once per lookup.
+    _rules: _UserRules = field(init=False, repr=False)
+    _map_routes: Mapping[str, UserRoute] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # frozen: the derived fields are set the way dataclasses sets fields
+        object.__setattr__(self, "_rules", _UserRules.of(self.user_rules))
+        # One route per server for user-map hits (the values of user_map are
+        # servers of this table): a hit allocates nothing. Building a
+        # UserRoute and its description per hit was 1.9 of 2.9 us a lookup.
+        rule = f"user_map {self.user_map_file}"
+        routes = {
+            name: UserRoute(server, LoginMode.REFER, rule, per_user=True)
+            for name, server in self.servers.items()
+        }
+        object.__setattr__(self, "_map_routes", routes)
 
     # -- users ----------------------------------------------------------------
 
@@ -128,11 +146,8 @@ class RoutingTable:
         key = normalise_user(user)
         server = self.user_map.get(key)
         if server is not None:
-            return UserRoute(server, LoginMode.REFER, f'user_map {self.user_map_file} "{key}"')
-        for rule in self.user_rules:
-            if rule.matches(key):
-                return UserRoute(rule.server, rule.login, rule.description)
-        return None
+            return self._map_routes[server.name]
+        return self._rules.first_match(key)
 
     def login_referral(self, user: str, route: UserRoute | None = None) -> Referral | None:
         """RFC 2221 login referral: server URLs, home server then replicas.
@@ -142,7 +157,7 @@ class RoutingTable:
         route = route if route is not None else self.route_user(user)
         if route is None:
             return None
-        return self._referral(user, self.chains[route.server.name], None, route.rule)
+        return self._referral(user, self.chains[route.server.name], None, route.why(user))
 
     # -- mailboxes --------------------------------------------------------------
 
@@ -158,7 +173,7 @@ class RoutingTable:
         route = self.route_user(user, home)
         if route is None:
             return None
-        servers, remote, rule = self._mailbox_target(route, mailbox)
+        servers, remote, rule = self._mailbox_target(user, route, mailbox)
         return self._referral(user, servers, remote, rule)
 
     def rename_referral(
@@ -230,7 +245,7 @@ class RoutingTable:
             why = "no rule matched" if url_can_name(user) else "an IMAP URL cannot name it"
             return [f"{shown}: {why}", "no referral: the user has no home server in this table"]
         lines = [
-            f"{shown} -> {route.rule}",
+            f"{shown} -> {route.why(user)}",
             "home server: " + ", then ".join(_server(s) for s in self.chains[route.server.name]),
         ]
         endpoints = _client_endpoints(route.server)
@@ -246,7 +261,7 @@ class RoutingTable:
             return []
         if not url_can_name(mailbox):
             return [f'mailbox "{mailbox}": no referral, an IMAP URL cannot name it']
-        servers, remote, rule = self._mailbox_target(route, mailbox)
+        servers, remote, rule = self._mailbox_target(user, route, mailbox)
         lines = [f'mailbox "{mailbox}" -> {rule}']
         if remote != mailbox:
             lines.append(f'remote name: "{remote}"')
@@ -256,16 +271,16 @@ class RoutingTable:
     # -- internals ----------------------------------------------------------------
 
     def _mailbox_target(
-        self, route: UserRoute, mailbox: str
+        self, user: str, route: UserRoute, mailbox: str
     ) -> tuple[tuple[Server, ...], str, str]:
         home = self.chains[route.server.name]
         if is_inbox(mailbox):  # RFC 3501 §5.1: INBOX is case-insensitive
-            return home, "INBOX", f"INBOX: always the home server ({route.rule})"
+            return home, "INBOX", f"INBOX: always the home server ({route.why(user)})"
         for rule in self.mailbox_rules:
             remote = rule.remote_name(mailbox)
             if remote is not None:
                 return rule.servers, remote, rule.description
-        return home, mailbox, f"no mailbox rule matched: home server ({route.rule})"
+        return home, mailbox, f"no mailbox rule matched: home server ({route.why(user)})"
 
     def _referral(
         self, user: str, servers: tuple[Server, ...], mailbox: str | None, rule: str
@@ -275,6 +290,64 @@ class RoutingTable:
         )
         name = "" if mailbox is None else mailbox
         return Referral(urls, servers, tuple(name for _ in servers), rule)
+
+
+@dataclass(frozen=True, slots=True)
+class _UserRules:
+    """The ``users:`` rules as a lookup runs them: the first match wins.
+
+    A glob that is exactly ``*@DOMAIN``, DOMAIN without ``*``, ``?``, ``[``
+    or ``@``, matches a name exactly when the name's part after its last
+    ``@`` is DOMAIN. ``by_domain`` maps each such domain to its first rule's
+    position; ``scan`` lists the positions of all other rules, in file order.
+    A lookup tries the scanned rules in order up to the indexed rule of the
+    name's domain, if there is one, and takes that rule if none of them
+    matched: the same rule a scan of every rule would pick. 10,000 domain
+    globs thus cost one dict lookup instead of 1.5-3.1 ms of fullmatch calls.
+    ``routes`` holds one `UserRoute` per rule, made once.
+    """
+
+    rules: tuple[UserRule, ...]
+    routes: tuple[UserRoute, ...]
+    by_domain: Mapping[str, int]
+    scan: tuple[int, ...]
+
+    @classmethod
+    def of(cls, rules: tuple[UserRule, ...]) -> _UserRules:
+        by_domain: dict[str, int] = {}
+        scan: list[int] = []
+        for i, rule in enumerate(rules):
+            domain = _glob_domain(rule)
+            if domain is not None and domain not in by_domain:
+                by_domain[domain] = i
+            else:
+                scan.append(i)
+        routes = tuple(UserRoute(r.server, r.login, r.description) for r in rules)
+        return cls(rules, routes, by_domain, tuple(scan))
+
+    def first_match(self, key: str) -> UserRoute | None:
+        """The route of the first rule that takes ``key`` (normalised), or None."""
+        indexed = len(self.rules)  # none
+        if self.by_domain:
+            _, at, domain = key.rpartition("@")
+            if at:
+                indexed = self.by_domain.get(domain, indexed)
+        for i in self.scan:
+            if i > indexed:
+                break
+            if self.rules[i].matches(key):
+                return self.routes[i]
+        return self.routes[indexed] if indexed < len(self.rules) else None
+
+
+def _glob_domain(rule: UserRule) -> str | None:
+    """DOMAIN when ``rule`` is the glob ``*@DOMAIN`` with a literal DOMAIN, else None."""
+    if rule.kind != "glob" or not rule.text.startswith("*@"):
+        return None
+    domain = rule.text[2:]
+    if any(c in domain for c in "*?[@"):  # fnmatch's wildcards, and a second "@"
+        return None
+    return domain
 
 
 def _server(server: Server) -> str:

@@ -170,11 +170,25 @@ class UnknownHome(LookupError):
 
 @dataclass(frozen=True, slots=True)
 class UserRoute:
-    """Where a user lives: the home server, the login mode, and why."""
+    """Where a user lives: the home server, the login mode, and why.
+
+    ``rule`` is what matched: a rule (``users[2] glob "*@sales.example.org"
+    (routing.yaml:31)``), a home named by the source, or the user map
+    (``user_map users.map``). The table keeps one route per rule and one per
+    server for user-map hits, so a lookup allocates nothing; a user-map
+    route has ``per_user`` set and `why` adds the entry, the name looked up.
+    """
 
     server: Server
     login: LoginMode
-    rule: str  # e.g. 'users[2] glob "*@sales.example.org" (routing.yaml:31)'
+    rule: str
+    per_user: bool = False
+
+    def why(self, user: str) -> str:
+        """The description of this route for ``user``, as explain and logs show it."""
+        if self.per_user:
+            return f'{self.rule} "{normalise_user(user)}"'
+        return self.rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from refd import daemon
 from refd.config.loader import load_config, load_service
+from refd.config.tree import TreeError
 from refd.daemon import Daemon
 from tests.robustness.helpers import (
     ALICE_REFERRAL,
@@ -437,3 +439,24 @@ async def test_metrics_endpoint_hammered_while_imap_is_served(
         len(prober.answers)
     )
     daemon.door.stop()
+
+
+async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
+    """The reload's thread runs with a 0.5 ms switch interval; then it is restored."""
+    seen: list[float] = []
+
+    def load() -> str:
+        seen.append(sys.getswitchinterval())
+        return "table"
+
+    before = sys.getswitchinterval()
+    assert await daemon._in_thread(load) == "table"
+    assert seen == [daemon.RELOAD_SWITCH_INTERVAL_S]
+    assert sys.getswitchinterval() == before
+
+    def fails() -> str:
+        raise TreeError("routing.yaml", 1, "broken")
+
+    with pytest.raises(TreeError):
+        await daemon._in_thread(fails)
+    assert sys.getswitchinterval() == before

@@ -495,6 +495,26 @@ def test_user_map_parsing() -> None:
     assert table.user_map_file == "users.map"
 
 
+def test_user_map_in_pieces_is_the_same_map() -> None:
+    """Pieces that end at line ends: the same entries, line numbers and sha256."""
+    servers = {"mail1": Server("mail1", "h", 143, (), 1), "mail2": Server("mail2", "i", 143, (), 2)}
+    text = "# users\na@x mail1\n\nB@x mail2  # moved\r\nc@x mail1\x0bd@x mail2\n"
+    pieces = ["# users\na@x mail1\n", "\nB@x mail2  # moved\r\n", "c@x mail1\x0bd@x mail2\n"]
+    assert parse_user_map(pieces, "users.map", servers) == parse_user_map(
+        text, "users.map", servers
+    )
+    root = parse_yaml(MAP_BASE, "routing.yaml")
+    whole = load_table(root, "routing.yaml", user_map_text=text, source_text=MAP_BASE)
+    split = load_table(root, "routing.yaml", user_map_text=pieces, source_text=MAP_BASE)
+    assert split.user_map == whole.user_map and split.sha256 == whole.sha256
+    with pytest.raises(RoutingError) as info:
+        parse_user_map([*pieces, "x mail1\n", "zz\nA@X mail2\n"], "users.map", servers)
+    assert [str(e) for e in info.value.errors] == [
+        "users.map:8: expected USER SERVER, got 1 field(s)",
+        'users.map:9: user "A@X" is listed twice (first at line 2)',
+    ]
+
+
 def test_user_map_error_count_is_capped() -> None:
     servers = {"mail1": Server("mail1", "h", 143, (), 1)}
     with pytest.raises(RoutingError) as info:

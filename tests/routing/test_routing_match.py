@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from refd.routing import LoginMode, Referral, RoutingTable
+from refd.routing import LoginMode, Referral, RoutingTable, UserRoute
 from refd.routing.load import compile_mailbox_pattern
 
 from ._support import CONFIG, load, load_example
@@ -67,7 +69,7 @@ NEWS = 'mailboxes[3] match "#news.*" (' + at('  - match: "#news.*"') + ")"
 def test_route_user(user: str, server: str, login: LoginMode, rule: str) -> None:
     route = EXAMPLE.route_user(user)
     assert route is not None
-    assert (route.server.name, route.login, route.rule) == (server, login, rule)
+    assert (route.server.name, route.login, route.why(user)) == (server, login, rule)
 
 
 RULES = """\
@@ -115,6 +117,130 @@ def test_first_match_wins_and_no_default(user: str, server: str | None) -> None:
         assert table.mailbox_referral(user, "INBOX") is None
         assert table.rename_referral(user, "a", "b") is None
         assert table.remote_mailboxes(user) == ()
+
+
+DOMAIN_GLOBS = """\
+version: 1
+servers:
+  a: {host: a.example.org}
+  b: {host: b.example.org}
+  c: {host: c.example.org}
+  d: {host: d.example.org}
+users:
+  - regex: "^vip[0-9]*@.*$"
+    server: a
+  - glob: "*@one.example"
+    server: b
+  - user: boss@two.example
+    server: a
+  - glob: "*@two.example"
+    server: c
+  - glob: "sales-*@one.example"
+    server: d
+  - glob: "*@ONE.example"
+    server: d
+  - glob: "*@*.three.example"
+    server: a
+  - glob: "*@x.three.example"
+    server: b
+  - glob: "*@"
+    server: c
+  - glob: "*@a?c.example"
+    server: d
+  - default: true
+    server: d
+"""
+
+
+@pytest.mark.parametrize(
+    ("user", "server", "rule"),
+    [
+        # a rule before the domain's glob still wins
+        ("vip7@one.example", "a", 1),
+        ("VIP7@Two.Example", "a", 1),
+        ("boss@two.example", "a", 3),
+        ("x@one.example", "b", 2),
+        ("X@ONE.EXAMPLE", "b", 2),
+        # the domain glob comes before a later, narrower glob of its domain
+        ("sales-x@one.example", "b", 2),
+        ("x@two.example", "c", 4),
+        # the part after the last "@" is the domain, as for the glob
+        ("a@b@two.example", "c", 4),
+        ("@two.example", "c", 4),
+        # a glob with a wildcard in the domain is tried in its place
+        ("x@x.three.example", "a", 7),
+        # "*@" takes names that end with "@"
+        ("x@", "c", 9),
+        ("abc.example", "d", 11),
+        ("x@abc.example", "d", 10),
+        # no "@": no domain, never a domain glob
+        ("two.example", "d", 11),
+        ("one.example", "d", 11),
+        ("x@sub.one.example", "d", 11),
+        ("x@one.example.org", "d", 11),
+    ],
+)
+def test_domain_globs_keep_the_first_match(user: str, server: str, rule: int) -> None:
+    table = load(DOMAIN_GLOBS)
+    route = table.route_user(user)
+    assert route is not None
+    assert (route.server.name, route.rule.split()[0]) == (server, f"users[{rule}]")
+    # the rule a plain scan of every rule in file order picks
+    first = next(r for r in table.user_rules if r.matches(user.lower()))
+    assert route.rule == first.description
+
+
+def test_domain_globs_in_any_order_match_a_plain_scan() -> None:
+    """Every order of mixed rules routes every name as a scan in file order does."""
+    rules = [
+        '{glob: "*@d1.example", server: a}',
+        '{glob: "*@d2.example", server: b}',
+        '{glob: "*@d1.example", server: c}',
+        '{glob: "u*@d2.example", server: c}',
+        '{regex: "^u1@", server: a}',
+        "{user: u2@d1.example, server: b}",
+        '{glob: "*@*", server: c}',
+        '{glob: "*@d?.example", server: a}',
+    ]
+    names = [
+        f"{local}@{domain}"
+        for local in ("u1", "u2", "v")
+        for domain in ("d1.example", "d2.example", "d3.example", "D1.example")
+    ] + ["d1.example", "u1@", "@d1.example", "u1@x@d2.example"]
+    rng = random.Random(13)
+    orders = [rules, rules[::-1]] + [rng.sample(rules, len(rules)) for _ in range(40)]
+    for order in orders:
+        text = "version: 1\nservers:\n  a: {host: a}\n  b: {host: b}\n  c: {host: c}\nusers:\n"
+        table = load(text + "".join(f"  - {rule}\n" for rule in order))
+        for name in names:
+            route = table.route_user(name)
+            first = next((r for r in table.user_rules if r.matches(name.lower())), None)
+            assert (route.rule if route else None) == (first.description if first else None), (
+                order,
+                name,
+            )
+
+
+def test_user_map_hits_share_one_route_per_server() -> None:
+    """A user-map hit allocates nothing: one route per server; why() names the entry."""
+    table = load(
+        "version: 1\nservers:\n  m: {host: m}\n  n: {host: n}\nuser_map: users.map\n",
+        user_map="bob@example.org m\ndave@example.org m\nerin@example.org n\n",
+    )
+    one, two = table.route_user("bob@example.org"), table.route_user("DAVE@example.org")
+    assert one is not None and two is not None
+    assert one is two and one.server is table.servers["m"]
+    assert table.route_user("erin@example.org") == UserRoute(
+        table.servers["n"], LoginMode.REFER, "user_map users.map", per_user=True
+    )
+    assert one.why("Dave@Example.org") == 'user_map users.map "dave@example.org"'
+    one = EXAMPLE.route_user("bob@example.org")
+    assert one is not None
+    assert (one.rule, one.per_user) == ("user_map users.map", True)
+    assert one.why("Bob@Example.org") == 'user_map users.map "bob@example.org"'
+    assert EXAMPLE.route_user("zoe@sales.example.org") is EXAMPLE.route_user(
+        "amy@sales.example.org"
+    )
 
 
 # -- login referrals ---------------------------------------------------------------
