@@ -64,3 +64,15 @@ def test_a_plain_record_has_no_event() -> None:
     logging.getLogger("refd.test").info("worker %d ready", 3)
     record = json.loads(stream.getvalue())
     assert "event" not in record and record["msg"] == "worker 3 ready"
+
+
+def test_text_time_is_the_standard_formatters() -> None:
+    """The time text, built once a second, reads as logging.Formatter's own."""
+    setup_logging("info", "text")
+    ours = logging.getLogger().handlers[0].formatter
+    assert ours is not None
+    standard = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for created in (1764600000.0, 1764600000.5, 1764600000.999, 1764600001.001, 1764500000.25):
+        record = logging.LogRecord("refd.test", logging.INFO, __file__, 1, "x", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)
