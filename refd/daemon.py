@@ -31,6 +31,7 @@ from typing import TypeVar
 import trio
 
 from refd import __version__
+from refd.auth.hash_threads import hash_limiter
 from refd.auth.registry import source_spec
 from refd.autodiscovery.server import serve_autodiscovery
 from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
@@ -246,11 +247,12 @@ class Daemon:
             logging.INFO,
             "start",
             "refd %(version)s starting config=%(config)s routing_sha256=%(routing_sha256)s "
-            "config_sha256=%(config_sha256)s pid=%(pid)d",
+            "config_sha256=%(config_sha256)s hash_threads=%(hash_threads)d pid=%(pid)d",
             version=__version__,
             config=str(self.config.file),
             routing_sha256=self.ref.current.table.sha256,
             config_sha256=self.config_sha256,
+            hash_threads=hash_limiter().total_tokens,
             pid=os.getpid(),
         )
         announce(self.config, self.ref.current)

@@ -20,7 +20,10 @@ N workers.  The supervisor:
 - hosts the login throttle's counters (``refd.store.serve_store``) on a Unix
   socket in a private directory, with a random HMAC secret next to it, so
   every worker counts against the same table without Redis; the workers find
-  the socket in ``REFD_THROTTLE_SOCKET``.
+  the socket in ``REFD_THROTTLE_SOCKET``;
+- tells each worker how many password hashes it may compute at once
+  (``REFD_HASH_THREADS``, `refd.auth.hash_threads`), so that all of them
+  together use as many threads as there are cores.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 import trio
 
 from refd import __version__
+from refd.auth.hash_threads import HASH_THREADS_ENV, usable_cores, worker_hash_threads
 from refd.config.loader import DaemonConfig, load_config
 from refd.http import serve_http
 from refd.listen import bind_all
@@ -110,6 +114,8 @@ class Supervisor:
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
             STORE_SOCKET_ENV: str(self.store_socket),
+            # All workers together hash on as many threads as there are cores.
+            HASH_THREADS_ENV: str(worker_hash_threads(self.config.workers, usable_cores())),
         }
         while not self.stopping:
             started = trio.current_time()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -269,6 +270,8 @@ def test_json_logs(demo_copy: tuple[Path, int]) -> None:
     assert start["config"] == str(cfg)
     assert re.fullmatch(r"[0-9a-f]{64}", str(start["routing_sha256"]))
     assert re.fullmatch(r"[0-9a-f]{64}", str(start["config_sha256"]))
+    # One process: it hashes on every core it may run on.
+    assert start["hash_threads"] == len(os.sched_getaffinity(0))
     assert start["msg"].startswith(f"refd {__version__} starting config={cfg} ")  # type: ignore[union-attr]
     (referral,) = events["referral"]
     assert {k: referral[k] for k in ("kind", "command", "server", "user")} == {

@@ -29,7 +29,10 @@ referral URL, and two lines that differ only in case are duplicates.
 
 `PasswdFileSource.authenticate` verifies on a worker thread
 (`trio.to_thread.run_sync`) under a `trio.CapacityLimiter`, so hashing never
-blocks the event loop and at most `limiter.total_tokens` hashes run at once.
+blocks the event loop and at most `limiter.total_tokens` hashes run at once;
+by default the process's one hashing limiter (`refd.auth.hash_threads`:
+with ``workers: N``, all workers together hash on as many threads as there
+are cores).
 bcrypt, argon2-cffi and the libxcrypt SHA-crypt path release the GIL, so
 these threads use several cores; the pure-Python SHA-crypt fallback (used
 when no libxcrypt is found) holds the GIL and does not scale.
@@ -44,7 +47,6 @@ mismatch".
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +56,7 @@ from typing import Self
 import trio
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.hash_threads import hash_limiter
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.auth.schemes import (
     CRYPT_SCHEMES,
@@ -197,7 +200,7 @@ class PasswdFileSource:
         self.table = table
         # Built without hashing: cheap here even for costly parameters.
         self.dummy = dummy_hash(_most_common_hash(table))
-        self.limiter = limiter if limiter is not None else trio.CapacityLimiter(os.cpu_count() or 1)
+        self.limiter = limiter if limiter is not None else hash_limiter()
         self._verify = verify
 
     @classmethod

@@ -11,6 +11,7 @@ import trio
 import trio.testing
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
+from refd.auth.hash_threads import hash_limiter
 from refd.auth.passwd_file import (
     PasswdEntry,
     PasswdFileError,
@@ -359,9 +360,13 @@ async def test_limiter_bounds_concurrent_verifications() -> None:
     assert sorted(r.reason for r in results) == ["password ok", "unknown user"]
 
 
-def test_default_limiter_is_sized_to_the_cpus() -> None:
+def test_default_limiter_is_the_process_hash_limiter() -> None:
+    # Shared by every source, so a reload's new source and the old one
+    # (still finishing its logins) never hash on more threads together.
     source = PasswdFileSource.from_text(USERS, "users.passwd")
-    assert source.limiter.total_tokens == (os.cpu_count() or 1)
+    assert source.limiter is hash_limiter()
+    assert PasswdFileSource.from_text(USERS, "users.passwd").limiter is source.limiter
+    assert source.limiter.total_tokens == len(os.sched_getaffinity(0))
     assert source.name == "passwd-file"
     assert PasswdFileSource.from_text("", "x", name="users").name == "users"
 

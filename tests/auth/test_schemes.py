@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refd.auth import schemes
 from refd.auth.schemes import (
     MAX_PASSWORD_BYTES,
     Algorithm,
@@ -154,6 +155,86 @@ def test_bcrypt_uses_the_first_72_bytes_like_crypt_blowfish() -> None:
     stored = "{BLF-CRYPT}" + bcrypt.hashpw(b"a" * 72, bcrypt.gensalt(rounds=4)).decode()
     assert verify_password(stored, "a" * 72 + "ignored") is True
     assert verify_password(stored, "a" * 71) is False
+
+
+# crypt_blowfish's test vectors for the 8-bit password "\xff\xff\xa3": $2b$ and
+# $2y$ give the correct bcrypt; its $2a$ gives another string (a countermeasure
+# against the pre-2011 sign-extension bug), which pyca/bcrypt does not.
+FF_FF_A3_BYTES = b"\xff\xff\xa3"
+FF_FF_A3 = FF_FF_A3_BYTES.decode("utf-8", "surrogateescape")
+BCRYPT_FF_FF_A3 = "/OK.fbVrR/bpIqNJ5ianF.CE5elHaaO4EbggVDjb8P19RukzXSM3e"
+BCRYPT_FF_FF_A3_BLOWFISH_2A = "$2a$05$/OK.fbVrR/bpIqNJ5ianF.nqd1wy.pTMdcvrRWxyiGL2eMz.2a85."
+SEVENTY_TWO_A = "$2b$04$" + "abcdefghijklmnopqrstuu"
+BCRYPT_PATH_TABLE = [
+    ("$2b$05$" + BCRYPT_FF_FF_A3, FF_FF_A3, True),
+    ("$2y$05$" + BCRYPT_FF_FF_A3, FF_FF_A3, True),
+    # pyca/bcrypt computes $2a$ as $2b$; libxcrypt is made to, so both agree.
+    ("$2a$05$" + BCRYPT_FF_FF_A3, FF_FF_A3, True),
+    (BCRYPT_FF_FF_A3_BLOWFISH_2A, FF_FF_A3, False),
+    ("$2b$05$" + BCRYPT_FF_FF_A3, FF_FF_A3 + "x", False),
+    (PHP_BCRYPT, "rasmuslerdorf", True),
+    (PHP_BCRYPT, "rasmuslerdorF", False),
+    (OPENWALL_BCRYPT, "U*U", True),
+    (OPENWALL_BCRYPT, "U*V", False),
+    # Only the first 72 bytes count, on both paths.
+    (bcrypt.hashpw(b"a" * 72, SEVENTY_TWO_A.encode()).decode(), "a" * 72 + "ignored", True),
+    (bcrypt.hashpw(b"a" * 72, SEVENTY_TWO_A.encode()).decode(), "a" * 71, False),
+    (bcrypt.hashpw("é".encode() * 36, SEVENTY_TWO_A.encode()).decode(), "é" * 36 + "é", True),
+]
+
+
+def _no_pyca_bcrypt(password: bytes, hashed: bytes) -> bool:
+    raise AssertionError("pyca/bcrypt called although libxcrypt passed its bcrypt self-test")
+
+
+@pytest.mark.skipif(
+    schemes.native_crypt(FF_FF_A3_BYTES, b"$2b$05$" + BCRYPT_FF_FF_A3.encode())
+    != b"$2b$05$" + BCRYPT_FF_FF_A3.encode(),
+    reason="no libxcrypt with bcrypt on this system",
+)
+@pytest.mark.parametrize(("stored", "password", "expected"), BCRYPT_PATH_TABLE)
+def test_bcrypt_through_libxcrypt(
+    monkeypatch: pytest.MonkeyPatch, stored: str, password: str, expected: bool
+) -> None:
+    monkeypatch.setattr(bcrypt, "checkpw", _no_pyca_bcrypt)
+    assert verify_password("{BLF-CRYPT}" + stored, password) is expected
+    assert verify_password(stored, password) is expected  # through CRYPT
+
+
+@pytest.mark.parametrize(("stored", "password", "expected"), BCRYPT_PATH_TABLE)
+def test_bcrypt_through_pyca_without_libxcrypt(
+    monkeypatch: pytest.MonkeyPatch, stored: str, password: str, expected: bool
+) -> None:
+    monkeypatch.setattr(schemes, "_native_algorithms", frozenset)
+    monkeypatch.setattr(schemes, "native_crypt", None)  # any call would fail the test
+    assert verify_password("{BLF-CRYPT}" + stored, password) is expected
+
+
+def test_bcrypt_falls_back_to_pyca_when_the_self_test_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As if libcrypt's $2b$ gave another string for the 8-bit vector.
+    wrong = {**schemes._NATIVE_ALGORITHM_SELF_TEST}
+    wrong[Algorithm.BLF_CRYPT] = (
+        FF_FF_A3_BYTES,
+        b"$2b$" + BCRYPT_FF_FF_A3_BLOWFISH_2A[4:].encode(),
+    )
+    monkeypatch.setattr(schemes, "_NATIVE_ALGORITHM_SELF_TEST", wrong)
+    schemes._native_algorithms.cache_clear()
+    try:
+        assert Algorithm.BLF_CRYPT not in schemes._native_algorithms()
+        calls = []
+        real_checkpw = bcrypt.checkpw
+
+        def counting(password: bytes, hashed: bytes) -> bool:
+            calls.append(hashed)
+            return real_checkpw(password, hashed)
+
+        monkeypatch.setattr(bcrypt, "checkpw", counting)
+        assert verify_password("{BLF-CRYPT}" + PHP_BCRYPT, "rasmuslerdorf") is True
+        assert calls == [PHP_BCRYPT.encode()]
+    finally:
+        schemes._native_algorithms.cache_clear()
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,12 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
             for slot, pid in re.findall(r"worker (\d) started pid=(\d+)", "".join(daemon.log))
         }
         assert sorted(pids) == [0, 1]
+        # Together the workers hash on as many threads as there are cores.
+        starts = re.findall(
+            r"starting config=[^\n]* hash_threads=(\d+) pid=(\d+)", "".join(daemon.log)
+        )
+        threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
+        assert sorted(starts) == sorted((threads, str(pid)) for pid in pids.values())
 
         assert logins(port, 20) == [REFERRAL] * 20
         # The autodiscovery listener is shared the same way (the demo's, on port 0 here).
