@@ -151,9 +151,13 @@ async def check_login(
         # The source asked for a longer wait (an auth service's Auth-Wait).
         delay = Delay(min(result.wait_s, max_s), "auth_wait")
     degraded = " store=unavailable" if verdict.degraded else ""
+    # A plain success is a DEBUG line: the session end line names the user,
+    # so a login referral session logs one INFO line, not three.  A failure,
+    # a delayed or refused success and a degraded store stay INFO.
+    plain_ok = not failed and delay.seconds == 0 and not verdict.refuse and not verdict.degraded
     log_event(
         log,
-        logging.INFO,
+        logging.DEBUG if plain_ok else logging.INFO,
         "auth",
         "auth %(outcome)s conn=%(conn)s addr=%(client)s source=%(source)s reason=%(reason)s "
         "delay=%(delay_s).3f rule=%(rule)s" + degraded,

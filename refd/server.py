@@ -292,13 +292,14 @@ async def handle_connection(
             logging.INFO,
             "session_end",
             "session end conn=%(conn)s addr=%(client)s listener=%(listener)s tls=%(tls)s "
-            "user=%(user)s outcome=%(outcome)s duration=%(duration_s).3f",
+            "user=%(user)s outcome=%(outcome)s server=%(server)s duration=%(duration_s).3f",
             conn=client.conn_id,
             client=session.client.address,
             listener=client.listener,
             tls=session.client.tls,
             user=session.user or session.login_user,
             outcome=session.outcome,
+            server=session.login_server,
             duration_s=round(time.monotonic() - started, 6),
         )
 

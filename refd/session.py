@@ -116,6 +116,8 @@ class Session:
         self.home: Home | None = None
         #: who authenticated here, also when referred away (for the log)
         self.login_user: str | None = None
+        #: the server the login was referred to (named by the session end line)
+        self.login_server: str | None = None
         #: password checks asked on this connection (an auth service is told)
         self.login_attempts = 0
         self.outcome = "disconnected"
@@ -307,7 +309,9 @@ class Session:
                 user=user,
             )
         elif answer.is_referral:
-            self._log_referral("login", command, answer.referral.servers[0].name, user)
+            self.login_server = answer.referral.servers[0].name
+            # The session end line names the server: one INFO line per session.
+            self._log_referral("login", command, self.login_server, user, logging.DEBUG)
         if answer.logged_in:
             self.user = user
             self.home = home
@@ -354,11 +358,13 @@ class Session:
             self._log_referral("mailbox", command, answer.referral.servers[0].name, self.user)
         return Reply([answer.response])
 
-    def _log_referral(self, kind: str, command: str, server: str, user: str | None) -> None:
+    def _log_referral(
+        self, kind: str, command: str, server: str, user: str | None, level: int = logging.INFO
+    ) -> None:
         self.door.metrics.referral(kind, command, server)
         log_event(
             log,
-            logging.INFO,
+            level,
             "referral",
             "referral conn=%(conn)s kind=%(kind)s command=%(command)s server=%(server)s "
             "user=%(user)s",

@@ -171,6 +171,7 @@ trusted_networks: [127.0.0.1/32]
 metrics: {{address: 127.0.0.1, port: 0}}
 workers: {workers}
 shutdown_grace_s: 1
+log: {{level: debug}}  # the tests read every login's auth line; a plain success is DEBUG
 {extra}"""
     )
     return path

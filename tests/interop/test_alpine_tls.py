@@ -212,7 +212,7 @@ def test_alpine_follows_login_referral_from_implicit_tls_door(
     assert_tls_login(lab, "alice", before)
     assert prompt_ports(terminal) == [str(lab.implicit_port), str(lab.backend.port)]
     assert not [p for p in terminal.prompts if "INSECURE" in p], terminal.prompts
-    session = lab.door_session("kind=login command=LOGIN server=home user=alice")
+    session = lab.door_session("user=alice outcome=login-referral server=home")
     assert "listener=imaps tls=yes user=alice outcome=login-referral" in session
     referral = f"NO [REFERRAL imap://alice;AUTH=*@{BACKEND_HOST}:{lab.backend.port}/]"
     assert_backend_over_starttls(home, referral)
@@ -231,7 +231,7 @@ def test_alpine_follows_login_referral_from_starttls_door(
     assert_tls_login(lab, "alice", before)
     assert prompt_ports(terminal) == [str(lab.starttls_port), str(lab.backend.port)]
     assert not [p for p in terminal.prompts if "INSECURE" in p], terminal.prompts
-    session = lab.door_session("kind=login command=LOGIN server=home user=alice")
+    session = lab.door_session("user=alice outcome=login-referral server=home")
     assert "listener=imap tls=yes user=alice outcome=login-referral" in session
     trace = alpine_trace(home)
     referral = f"NO [REFERRAL imap://alice;AUTH=*@{BACKEND_HOST}:{lab.backend.port}/]"
@@ -256,7 +256,7 @@ def test_alpine_stays_and_follows_mailbox_referral_over_tls(
     assert prompt_ports(terminal) == [str(lab.implicit_port), str(lab.backend.port)]
     assert not [p for p in terminal.prompts if "INSECURE" in p], terminal.prompts
     session = lab.door_session("kind=mailbox command=SELECT server=home user=carol")
-    assert "kind=login" not in session  # a plain OK: no login referral
+    assert "outcome=accepted server=-" in session  # a plain OK: no login referral
     assert "listener=imaps tls=yes user=carol" in session
     referral = f"NO [REFERRAL imap://carol;AUTH=*@{BACKEND_HOST}:{lab.backend.port}/INBOX]"
     trace = alpine_trace(home)
