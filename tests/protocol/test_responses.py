@@ -31,6 +31,9 @@ WIRE = [
     (Continuation("Ready"), b"+ Ready\r\n"),
     # CR/LF never escape into the stream, whatever the text holds.
     (Tagged("a", Cond.NO, "x\r\n* OK y"), b"a NO x  * OK y\r\n"),
+    (Tagged("a", Cond.NO, "x", "REFERRAL a\x00b\nc"), b"a NO [REFERRAL a b c] x\r\n"),
+    (Untagged("CAPABILITY\r\nX"), b"* CAPABILITY  X\r\n"),
+    (Continuation("go\x00on\r"), b"+ go on \r\n"),
     (Tagged("a", Cond.NO, ""), b"a NO .\r\n"),
 ]
 
