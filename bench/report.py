@@ -519,7 +519,7 @@ def render(results: dict[str, Any]) -> str:
             L.append("```")
             for (flow, is_refd), cmd in examples.items():
                 L.append(f"# {flow}, {'refd' if is_refd else 'dovecot'}")
-                L.append(cmd.replace(str(results.get("work", "")), "<work>"))
+                L.append(cmd)  # the generator and a port: no <work> path in it
             L.append("```\n")
     return "\n".join(L) + "\n"
 
