@@ -7,7 +7,8 @@ Parts, in order (each can be skipped):
 
 1. throughput: login-referral sessions per second and p50/p99 latency at
    concurrency 1, 16, 64, 256 for PLAIN, SHA512-CRYPT, BLF-CRYPT (cost 10),
-   PLAIN over implicit TLS, and the mailbox flow; Dovecot, refd with
+   PLAIN over implicit TLS with an RSA-2048 and with an ECDSA P-256
+   certificate, and the mailbox flow; Dovecot, refd with
    ``workers: nproc`` and refd with ``workers: 1`` all run at once, and each
    cell is measured on the three back to back, so background load hits all
    three alike;
@@ -56,18 +57,12 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 CONCURRENCY = (1, 16, 64, 256)
-FLOWS = ("plain", "sha", "blf", "tls", "mailbox")
-FLOW_TITLES = {
-    "plain": "PLAIN",
-    "sha": "SHA512-CRYPT",
-    "blf": "BLF-CRYPT (cost 10)",
-    "tls": "PLAIN over implicit TLS",
-    "mailbox": "mailbox referral (LOGIN accept + SELECT)",
-}
-# Target ratios refd(workers=nproc) / Dovecot, sessions per second.
-RATIO_TARGETS = {"plain": 0.5, "sha": 1.0, "blf": 1.8, "tls": 1.0}
-MEM_TARGET_KIB = {"plain": 10.0, "tls": 40.0}
-KNOWN_DOVECOT = {"plain": 14700, "sha": 775, "blf": 22, "tls": 1600}
+# Flow titles and the targets live in report.py (the one home for them).
+FLOWS = ("plain", "sha", "blf", "tls", "tls-ecdsa", "mailbox")
+#: The implicit-TLS flows and the certificate (servers.CERT_KINDS) each serves.
+#: refd has one certificate per process and Dovecot one per instance here, so
+#: the ECDSA cell runs on a second instance of each server, configured alike.
+TLS_FLOWS = {"tls": "rsa", "tls-ecdsa": "ecdsa"}
 # Login load during the reload test: paced well below capacity, so NOOP gaps
 # show event-loop stalls rather than queueing behind a saturated CPU.
 RELOAD_LOAD_RATE = 200
@@ -297,32 +292,88 @@ def flow_options(flow: str, server: str, prof: Profile, nusers: int) -> dict[str
         o.update(mode="mailbox", prefix="mbx-", expect1="a1 OK", mailbox="Shared/x")
         o["expect2"] = "a2 NO [REFERRAL" if server.startswith("refd") else "a2 NO"
     else:
-        o.update(mode="login", prefix={"plain": "plain-", "sha": "sha-", "blf": "blf-",
-                                       "tls": "plain-"}[flow], expect1="NO [REFERRAL")  # fmt: skip
-        o["tls"] = flow == "tls"
+        prefix = "plain-" if flow in TLS_FLOWS else {"plain": "plain-", "sha": "sha-",
+                                                       "blf": "blf-"}[flow]  # fmt: skip
+        o.update(mode="login", prefix=prefix, expect1="NO [REFERRAL", tls=flow in TLS_FLOWS)
     return o
+
+
+def start_throughput_servers(args: argparse.Namespace, fx: S.Fixture, routing: Path, work: Path,
+                             cores: int, cert: str) -> dict[str, Any]:  # fmt: skip
+    """Dovecot, refd workers=N and refd workers=1 (as ``--servers`` asks), all
+    serving the fixture's ``cert`` on their implicit-TLS listener."""
+    tail = "" if cert == "rsa" else f"-{cert}"
+    servers: dict[str, Any] = {}
+    try:
+        if "dovecot" in args.servers:
+            servers["dovecot"] = S.start_dovecot(args.dovecot, fx, work / f"tp-dovecot{tail}",
+                                                 cores=cores, cert=cert)  # fmt: skip
+        if "refd" in args.servers:
+            servers[f"refd-w{cores}"] = S.start_refd(
+                args.python, fx, work / f"tp-refd-wN{tail}", workers=cores, routing=routing,
+                cert=cert,
+            )  # fmt: skip
+        if "refd1" in args.servers and cores != 1:
+            servers["refd-w1"] = S.start_refd(
+                args.python, fx, work / f"tp-refd-w1{tail}", workers=1, routing=routing,
+                cert=cert,
+            )  # fmt: skip
+    except BaseException:
+        for srv in servers.values():
+            srv.stop()
+        raise
+    return servers
+
+
+HASH_THREADS_LINE = re.compile(r"refd \S+ starting .* hash_threads=(\d+) pid=(\d+)")
+
+
+def hash_threads_of(srv: S.Refd) -> dict[str, Any]:
+    """The ``hash_threads=`` each refd process printed in its start line (one
+    line per worker; a single process with ``workers: 1``)."""
+    per_pid: dict[int, int] = {}
+    for found in HASH_THREADS_LINE.finditer(srv.log_text()):
+        per_pid[int(found.group(2))] = int(found.group(1))
+    return {"workers": srv.workers, "per_process": list(per_pid.values()),
+            "cores": len(os.sched_getaffinity(0))}  # fmt: skip
 
 
 def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
                    routing: Path, work: Path, cores: int) -> list[Cell]:  # fmt: skip
-    servers: dict[str, Any] = {}
+    # one set of servers per certificate the chosen TLS flows need (RSA always:
+    # every other flow runs on it)
+    certs = ["rsa", *sorted({TLS_FLOWS[f] for f in args.flows if f in TLS_FLOWS} - {"rsa"})]
+    by_cert: dict[str, dict[str, Any]] = {}
     try:
-        if "dovecot" in args.servers:
-            servers["dovecot"] = S.start_dovecot(args.dovecot, fx, work / "tp-dovecot", cores=cores)
-        if "refd" in args.servers:
-            servers[f"refd-w{cores}"] = S.start_refd(
-                args.python, fx, work / "tp-refd-wN", workers=cores, routing=routing
-            )
-        if "refd1" in args.servers and cores != 1:
-            servers["refd-w1"] = S.start_refd(
-                args.python, fx, work / "tp-refd-w1", workers=1, routing=routing
-            )
+        for cert in certs:
+            by_cert[cert] = start_throughput_servers(args, fx, routing, work, cores, cert)
+        servers = by_cert["rsa"]
         configs = {}
-        for name, srv in servers.items():
-            f = "dovecot.conf" if name == "dovecot" else "refd.yaml"
-            if f in configs:
+        for cert, group in by_cert.items():
+            for name, srv in group.items():
+                f = "dovecot.conf" if name == "dovecot" else "refd.yaml"
+                key = f if cert == "rsa" else f"{f} ({cert} instance: only the certificate differs)"
+                if key in configs:
+                    continue
+                configs[key] = (srv.directory / f).read_text().replace(str(work), "<work>")
+        # What each TLS flow's port really serves (the load generator negotiates
+        # with OpenSSL's default client settings, as s_client does).
+        args.tls_served = {}
+        for flow, cert in TLS_FLOWS.items():
+            if flow not in args.flows:
                 continue
-            configs[f] = (srv.directory / f).read_text().replace(str(work), "<work>")
+            for name, srv in by_cert[cert].items():
+                seen = S.served_certificate(srv.tls_port)
+                args.tls_served.setdefault(flow, {})[name] = seen
+                log(f"{name:9} {flow}: serves {json.dumps(seen)}")
+                want = "rsaEncryption" if cert == "rsa" else "id-ecPublicKey"
+                if seen.get("key_algorithm") != want:
+                    raise RuntimeError(f"{name} {flow}: expected a {want} certificate, got {seen}")
+        args.hash_threads = {
+            name: hash_threads_of(srv) for name, srv in servers.items() if name != "dovecot"
+        }
+        for name, ht in args.hash_threads.items():
+            log(f"{name:9} hash_threads per process {ht['per_process']} on {ht['cores']} cores")
         configs["routing.yaml"] = routing.read_text().replace(str(work), "<work>")
         configs["users.passwd (first line of each kind)"] = "".join(
             next(ln for ln in fx.passwd.read_text().splitlines(keepends=True) if ln.startswith(k))
@@ -334,13 +385,14 @@ def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: 
             for conc in args.conc:
                 if flow == "blf" and conc > prof.slow_conc_max:
                     continue
-                for name, srv in servers.items():
-                    port = srv.tls_port if flow == "tls" else srv.port
+                group = by_cert[TLS_FLOWS.get(flow, "rsa")]
+                for name, srv in group.items():
+                    port = srv.tls_port if flow in TLS_FLOWS else srv.port
                     o = flow_options(flow, name, prof, fx.nusers)
                     cell = gen.run_cell(Cell(name, flow, conc), port, srv.pids, **o)
                     cells.append(cell)
                     log(
-                        f"{name:9} {flow:7} c={conc:<3} {cell.rate:9.1f}/s "
+                        f"{name:9} {flow:9} c={conc:<3} {cell.rate:9.1f}/s "
                         f"p50={_ms(cell.p50_ms)} p99={_ms(cell.p99_ms)} err={cell.error_count} "
                         f"gen={cell.gen_cpu_pct:.0f}% srv={cell.server_cpu_pct:.0f}% "
                         f"other={cell.other_cpu_pct:.0f}% "
@@ -349,8 +401,9 @@ def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: 
                     quiesce(srv.pids)
         return cells
     finally:
-        for srv in servers.values():
-            srv.stop()
+        for group in by_cert.values():
+            for srv in group.values():
+                srv.stop()
 
 
 def _ms(v: float | None) -> str:
@@ -941,6 +994,8 @@ def main() -> int:
             cells = run_throughput(args, prof, fx, gen, routing, work, cores)
             results["throughput"] = [asdict(c) for c in cells]
             results["configs"] = getattr(args, "configs", {})
+            results["tls_served"] = getattr(args, "tls_served", {})
+            results["hash_threads"] = getattr(args, "hash_threads", {})
         if "memory" in parts:
             results["memory"] = run_idle_memory(args, prof, fx, gen, routing, work, cores)
         if "routing" in parts:
@@ -971,7 +1026,8 @@ def main() -> int:
         for k in ran:
             base[k] = results[k]
         if "throughput" in ran:
-            base["configs"] = results.get("configs", {})
+            for k in ("configs", "tls_served", "hash_threads"):
+                base[k] = results.get(k, {})
         base.setdefault("merged", []).append(later)
         results = base
         results.pop("notes", None)

@@ -149,6 +149,39 @@ def wait_greeting(
     raise RuntimeError(f"no greeting on {HOST}:{port} within {timeout_s}s")
 
 
+def served_certificate(port: int) -> dict[str, str]:
+    """What an implicit-TLS port serves, as ``openssl s_client`` (default client
+    settings, like the load generator's) and ``openssl x509`` see it: protocol
+    and cipher, the server's signature type, its key algorithm and size/curve."""
+    hello = subprocess.run(
+        ["openssl", "s_client", "-connect", f"{HOST}:{port}", "-servername", "localhost"],
+        input=b"", capture_output=True, timeout=30, check=False,
+    )  # fmt: skip
+    text = hello.stdout.decode(errors="replace")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        for prefix, key in (("Peer signature type:", "signature"), ("New, ", "session"),
+                            ("Server public key is ", "key_bits")):  # fmt: skip
+            if line.startswith(prefix):
+                out[key] = line[len(prefix) :].strip()
+    pem = text[text.find("-----BEGIN CERTIFICATE-----") : text.find("-----END CERTIFICATE-----")]
+    if pem:
+        x509 = subprocess.run(
+            ["openssl", "x509", "-noout", "-text"],
+            input=(pem + "-----END CERTIFICATE-----\n").encode(),
+            capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        for raw in x509.stdout.decode(errors="replace").splitlines():
+            line = raw.strip()
+            if line.startswith("Public Key Algorithm:"):
+                out["key_algorithm"] = line.split(":", 1)[1].strip()
+            elif line.startswith(("NIST CURVE:", "Public-Key:")):
+                out.setdefault("key", line)
+            elif line.startswith("Subject:"):
+                out["subject"] = line.split(":", 1)[1].strip()
+    return out
+
+
 def kill_tree(pid: int, proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the leader (refd's supervisor forwards it; Dovecot's master stops
     its helpers), then SIGKILL whatever is left of the group after 3 s. We
@@ -175,11 +208,19 @@ SCHEMES = {"plain": "PLAIN", "sha": "SHA512-CRYPT", "blf": "BLF-CRYPT"}
 PASSWORD = "secret"
 
 
+#: The certificates of the fixture: ``openssl req -newkey`` arguments, by name.
+#: Both self-signed for CN=localhost; the client does not verify (both servers alike).
+CERT_KINDS = {
+    "rsa": ["-newkey", "rsa:2048"],
+    "ecdsa": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+}
+
+
 @dataclass
 class Fixture:
     directory: Path
     nusers: int
-    cert: Path = field(init=False)
+    cert: Path = field(init=False)  # RSA-2048: every TLS cell but tls-ecdsa
     key: Path = field(init=False)
     passwd: Path = field(init=False)
 
@@ -187,6 +228,12 @@ class Fixture:
         self.cert = self.directory / "cert.pem"
         self.key = self.directory / "key.pem"
         self.passwd = self.directory / "users.passwd"
+
+    def cert_pair(self, kind: str = "rsa") -> tuple[Path, Path]:
+        """(certificate, key) of ``kind`` (a key of `CERT_KINDS`)."""
+        if kind == "rsa":
+            return self.cert, self.key
+        return self.directory / f"cert-{kind}.pem", self.directory / f"key-{kind}.pem"
 
 
 def make_fixture(directory: Path, nusers: int) -> Fixture:
@@ -196,13 +243,14 @@ def make_fixture(directory: Path, nusers: int) -> Fixture:
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
     fx = Fixture(directory, nusers)
-    # RSA-2048, self-signed; the client does not verify (both servers alike).
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
-         "-keyout", str(fx.key), "-out", str(fx.cert), "-days", "7", "-subj", "/CN=localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    fx.key.chmod(0o644)  # Dovecot reads it as root at start; refd as root too
+    for kind, newkey in CERT_KINDS.items():
+        cert, key = fx.cert_pair(kind)
+        subprocess.run(
+            ["openssl", "req", "-x509", *newkey, "-nodes", "-sha256", "-keyout", str(key),
+             "-out", str(cert), "-days", "7", "-subj", "/CN=localhost"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        key.chmod(0o644)  # Dovecot reads it as root at start; refd as root too
     lines = []
     # One hash per scheme, shared by all users of that scheme: hashing 1000
     # bcrypt cost-10 passwords would take a minute, and sharing a hash
@@ -327,12 +375,14 @@ def start_refd(
     name: str = "refd",
     log_level: str = "info",
     auth: str | None = None,
+    cert: str = "rsa",
 ) -> Refd:
     """``auth``: the config's ``auth:`` block (YAML, indented two spaces under
-    it); default the bench passwd-file."""
+    it); default the bench passwd-file. ``cert``: which of the fixture's
+    certificates (`CERT_KINDS`) the TLS listener serves."""
     return _retry_port_clash(
         lambda: _start_refd(python, fx, directory, workers=workers, routing=routing, name=name,
-                            log_level=log_level, auth=auth),
+                            log_level=log_level, auth=auth, cert=cert),
         directory, ("refd.log",),
     )  # fmt: skip
 
@@ -347,9 +397,11 @@ def _start_refd(
     name: str = "refd",
     log_level: str = "info",
     auth: str | None = None,
+    cert: str = "rsa",
 ) -> Refd:
     directory.mkdir(parents=True, exist_ok=True)
     port, tls_port, mport = free_ports(3)
+    cert_file, key_file = fx.cert_pair(cert)
     config = directory / "refd.yaml"
     if auth is None:
         auth = f"""  source: passwd-file
@@ -366,8 +418,8 @@ listeners:
   - {{name: imap, address: {HOST}, port: {port}, tls: none}}
   - {{name: imaps, address: {HOST}, port: {tls_port}, tls: implicit}}
 tls:
-  cert: {fx.cert}
-  key: {fx.key}
+  cert: {cert_file}
+  key: {key_file}
 limits:
   max_connections: 1000000
   max_connections_per_address: 1000000   # every bench client is 127.0.0.1
@@ -440,18 +492,32 @@ def dovecot_version(binary: str) -> str:
 
 
 def start_dovecot(
-    binary: str, fx: Fixture, directory: Path, *, cores: int, passdb: str | None = None
+    binary: str,
+    fx: Fixture,
+    directory: Path,
+    *,
+    cores: int,
+    passdb: str | None = None,
+    cert: str = "rsa",
 ) -> Dovecot:
-    """``passdb``: the ``passdb { ... }`` block; default the bench passwd-file."""
+    """``passdb``: the ``passdb { ... }`` block; default the bench passwd-file.
+    ``cert``: which of the fixture's certificates (`CERT_KINDS`) it serves."""
     return _retry_port_clash(
-        lambda: _start_dovecot(binary, fx, directory, cores=cores, passdb=passdb),
+        lambda: _start_dovecot(binary, fx, directory, cores=cores, passdb=passdb, cert=cert),
         directory, ("dovecot.log", "dovecot.stderr"),
     )  # fmt: skip
 
 
 def _start_dovecot(
-    binary: str, fx: Fixture, directory: Path, *, cores: int, passdb: str | None = None
+    binary: str,
+    fx: Fixture,
+    directory: Path,
+    *,
+    cores: int,
+    passdb: str | None = None,
+    cert: str = "rsa",
 ) -> Dovecot:
+    cert_file, key_file = fx.cert_pair(cert)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
     nobody = pwd.getpwnam("nobody")
@@ -474,8 +540,8 @@ protocols = imap
 listen = {HOST}
 log_path = {directory}/dovecot.log
 ssl = yes
-ssl_cert = <{fx.cert}
-ssl_key = <{fx.key}
+ssl_cert = <{cert_file}
+ssl_key = <{key_file}
 auth_mechanisms = plain login
 disable_plaintext_auth = no
 # no auth cache on either side (Dovecot's default, stated here)
@@ -619,6 +685,7 @@ pass_attrs = uid=user, mailHost=host, =nologin=y
 
 
 __all__ = [
+    "CERT_KINDS",
     "HOST",
     "Dovecot",
     "Fixture",
@@ -630,6 +697,7 @@ __all__ = [
     "machine_cpu",
     "make_fixture",
     "rss_bytes",
+    "served_certificate",
     "start_directory",
     "start_dovecot",
     "start_refd",
