@@ -129,6 +129,51 @@ async def test_implicit_tls_login_referral(tls_door: TlsDoor) -> None:
     assert out["bob"].startswith(b"[REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/]")
 
 
+def implicit_session_bytes(port: int, ctx: ssl.SSLContext) -> tuple[str, bytes, bytes]:
+    """A whole session on raw TLS: the version, every decrypted byte, and the end.
+
+    ``suppress_ragged_eofs=False``: the end is ``b""`` only after the
+    server's close_notify; a TCP close without one raises SSLEOFError.
+    """
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls,
+    ):
+        got = read_until(tls, b"\r\n")
+        tls.sendall(b"a1 LOGIN alice secret\r\n")
+        got += read_until(tls, b"connect there.\r\n")
+        tls.sendall(b"a2 LOGOUT\r\n")
+        got += read_until(tls, b"a2 OK LOGOUT completed.\r\n")
+        return str(tls.version()), got, tls.recv(100)
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+async def test_implicit_tls_session_bytes_and_close_notify(
+    tls_door: TlsDoor, version: ssl.TLSVersion
+) -> None:
+    """The same bytes over TLS 1.2 (whose last handshake flight is the
+    server's) and TLS 1.3 (whose session tickets go with the greeting),
+    ended with a close_notify."""
+    tls_door.client_context.minimum_version = version
+    tls_door.client_context.maximum_version = version
+    got_version, got, end = await in_thread(
+        implicit_session_bytes, tls_door.implicit_port, tls_door.client_context
+    )
+    assert got_version == version.name.replace("v1_", "v1.")
+    assert (
+        got
+        == (
+            f"* OK [CAPABILITY {CAPS}] localhost refd IMAP referral service ready.\r\n"
+            f"a1 NO {ALICE}\r\n"
+            "* BYE Logging out.\r\n"
+            "a2 OK LOGOUT completed.\r\n"
+        ).encode()
+    )
+    assert end == b""
+
+
 def imapclient_starttls(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with imapclient.IMAPClient("localhost", port=port, ssl=False) as client:
@@ -146,7 +191,14 @@ def imapclient_starttls(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
     return out
 
 
-async def test_starttls_then_login_referral(tls_door: TlsDoor) -> None:
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+async def test_starttls_then_login_referral(tls_door: TlsDoor, version: ssl.TLSVersion) -> None:
+    # TLS 1.2: the handshake's last flight is the server's, and after
+    # STARTTLS the client speaks first: it must go out at once.
+    tls_door.client_context.minimum_version = version
+    tls_door.client_context.maximum_version = version
     out = await in_thread(imapclient_starttls, tls_door.starttls_port, tls_door.client_context)
     assert b"STARTTLS" in out["before"] and b"LOGINDISABLED" in out["before"]
     # RFC 9051 §6.2.1: the capability list after TLS differs.
