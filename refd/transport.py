@@ -140,12 +140,12 @@ class TlsStream(trio.abc.Stream):
             raise
 
     async def _receive(self) -> None:
-        """Feed the next bytes from the transport (or its end) to OpenSSL."""
-        try:
-            data = await self.transport_stream.receive_some(RECEIVE_BYTES)
-        except BaseException:
-            self._broken = True
-            raise
+        """Feed the next bytes from the transport (or its end) to OpenSSL.
+
+        A receive cut short (a read deadline) consumed nothing: the stream
+        still works, e.g. for the BYE that says why the session ends.
+        """
+        data = await self.transport_stream.receive_some(RECEIVE_BYTES)
         if data:
             self._incoming.write(data)
         else:

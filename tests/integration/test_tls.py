@@ -39,6 +39,7 @@ class TlsDoor:
     implicit_port: int
     client_context: ssl.SSLContext
     door: DoorState
+    ref: ServiceRef
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,13 @@ async def tls_door(
         demo_service, policy=policy, limits=limits, tls_context=server_ctx
     )
     door = DoorState()
+    ref = ServiceRef(service)
     bound = await nursery.start(
-        lambda task_status: serve(config, ServiceRef(service), door=door, task_status=task_status)
+        lambda task_status: serve(config, ref, door=door, task_status=task_status)
     )
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    return TlsDoor(bound[0].port, bound[1].port, client_ctx, door)
+    return TlsDoor(bound[0].port, bound[1].port, client_ctx, door, ref)
 
 
 def read_until(sock: socket.socket | ssl.SSLSocket, needle: bytes) -> bytes:
@@ -256,3 +258,23 @@ async def test_tls_garbage_and_silence_are_dropped(tls_door: TlsDoor) -> None:
     # And the door still serves TLS clients.
     out = await in_thread(imapclient_implicit, tls_door.implicit_port, tls_door.client_context)
     assert out["alice"] == repr(ALICE.encode())
+
+
+def idle_tls_client(port: int, ctx: ssl.SSLContext) -> tuple[bytes, bytes]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls,
+    ):
+        greeting = read_until(tls, b"\r\n")
+        return greeting, read_until(tls, b"\r\n") + tls.recv(100)
+
+
+async def test_idle_timeout_over_tls_says_bye(tls_door: TlsDoor) -> None:
+    """A read deadline over TLS still leaves the stream able to say why it ends."""
+    limits = dataclasses.replace(tls_door.ref.current.limits, preauth_idle_timeout_s=0.3)
+    tls_door.ref.current = dataclasses.replace(tls_door.ref.current, limits=limits)
+    greeting, rest = await in_thread(
+        idle_tls_client, tls_door.implicit_port, tls_door.client_context
+    )
+    assert greeting.startswith(b"* OK [CAPABILITY ")
+    assert rest == b"* BYE Autologout; idle for too long.\r\n"  # then a close_notify
