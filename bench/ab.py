@@ -1,11 +1,13 @@
 """refd against refd: CPU per PLAIN session of two (or more) source trees, interleaved.
 
     python bench/ab.py --rounds 4 --window 4 base=/tmp/base new=.
+    python bench/ab.py --flow tls base=/tmp/base new=.   # PLAIN over implicit TLS
 
 Each NAME=DIR is a directory holding a ``refd/`` package (``git archive
 <commit> refd | tar -x -C DIR`` for a commit, ``.`` for this checkout).
 One refd per tree (``workers: 1``, bench/servers.py's config) runs PLAIN
-login referrals at c=64 from the load generator ``bench/run`` builds; the
+login referrals (``--flow tls``: over implicit TLS, the bench certificate)
+at c=64 from the load generator ``bench/run`` builds; the
 trees take turns cell by cell, so the machine's other load falls on all
 of them alike.  Prints per cell the rate, refd's CPU per session (from
 /proc, as RESULTS.md's ``µs/sess``), ``other %`` (busy CPU that is neither
@@ -32,6 +34,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--window", type=float, default=4.0, help="seconds measured per cell")
     p.add_argument("--conc", type=int, default=64)
+    p.add_argument("--flow", choices=("plain", "tls"), default="plain")
     p.add_argument(
         "--loadgen",
         type=Path,
@@ -55,8 +58,9 @@ def main() -> int:
         per_session: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(args.rounds):
             for name, srv in servers.items():
-                o = H.flow_options("plain", "refd", prof, fx.nusers)
-                cell = gen.run_cell(H.Cell(name, "plain", args.conc), srv.port, srv.pids, **o)
+                o = H.flow_options(args.flow, "refd", prof, fx.nusers)
+                port = srv.tls_port if args.flow == "tls" else srv.port
+                cell = gen.run_cell(H.Cell(name, args.flow, args.conc), port, srv.pids, **o)
                 us = cell.server_cpu_us_per_session or 0.0
                 per_session[name].append(us)
                 print(

@@ -39,6 +39,7 @@ class TlsDoor:
     implicit_port: int
     client_context: ssl.SSLContext
     door: DoorState
+    ref: ServiceRef
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +73,13 @@ async def tls_door(
         demo_service, policy=policy, limits=limits, tls_context=server_ctx
     )
     door = DoorState()
+    ref = ServiceRef(service)
     bound = await nursery.start(
-        lambda task_status: serve(config, ServiceRef(service), door=door, task_status=task_status)
+        lambda task_status: serve(config, ref, door=door, task_status=task_status)
     )
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    return TlsDoor(bound[0].port, bound[1].port, client_ctx, door)
+    return TlsDoor(bound[0].port, bound[1].port, client_ctx, door, ref)
 
 
 def read_until(sock: socket.socket | ssl.SSLSocket, needle: bytes) -> bytes:
@@ -129,6 +131,51 @@ async def test_implicit_tls_login_referral(tls_door: TlsDoor) -> None:
     assert out["bob"].startswith(b"[REFERRAL imap://bob;AUTH=*@mail2.example.org:10143/]")
 
 
+def implicit_session_bytes(port: int, ctx: ssl.SSLContext) -> tuple[str, bytes, bytes]:
+    """A whole session on raw TLS: the version, every decrypted byte, and the end.
+
+    ``suppress_ragged_eofs=False``: the end is ``b""`` only after the
+    server's close_notify; a TCP close without one raises SSLEOFError.
+    """
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls,
+    ):
+        got = read_until(tls, b"\r\n")
+        tls.sendall(b"a1 LOGIN alice secret\r\n")
+        got += read_until(tls, b"connect there.\r\n")
+        tls.sendall(b"a2 LOGOUT\r\n")
+        got += read_until(tls, b"a2 OK LOGOUT completed.\r\n")
+        return str(tls.version()), got, tls.recv(100)
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+async def test_implicit_tls_session_bytes_and_close_notify(
+    tls_door: TlsDoor, version: ssl.TLSVersion
+) -> None:
+    """The same bytes over TLS 1.2 (whose last handshake flight is the
+    server's) and TLS 1.3 (whose session tickets go with the greeting),
+    ended with a close_notify."""
+    tls_door.client_context.minimum_version = version
+    tls_door.client_context.maximum_version = version
+    got_version, got, end = await in_thread(
+        implicit_session_bytes, tls_door.implicit_port, tls_door.client_context
+    )
+    assert got_version == version.name.replace("v1_", "v1.")
+    assert (
+        got
+        == (
+            f"* OK [CAPABILITY {CAPS}] localhost refd IMAP referral service ready.\r\n"
+            f"a1 NO {ALICE}\r\n"
+            "* BYE Logging out.\r\n"
+            "a2 OK LOGOUT completed.\r\n"
+        ).encode()
+    )
+    assert end == b""
+
+
 def imapclient_starttls(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with imapclient.IMAPClient("localhost", port=port, ssl=False) as client:
@@ -146,7 +193,14 @@ def imapclient_starttls(port: int, ctx: ssl.SSLContext) -> dict[str, Any]:
     return out
 
 
-async def test_starttls_then_login_referral(tls_door: TlsDoor) -> None:
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+async def test_starttls_then_login_referral(tls_door: TlsDoor, version: ssl.TLSVersion) -> None:
+    # TLS 1.2: the handshake's last flight is the server's, and after
+    # STARTTLS the client speaks first: it must go out at once.
+    tls_door.client_context.minimum_version = version
+    tls_door.client_context.maximum_version = version
     out = await in_thread(imapclient_starttls, tls_door.starttls_port, tls_door.client_context)
     assert b"STARTTLS" in out["before"] and b"LOGINDISABLED" in out["before"]
     # RFC 9051 §6.2.1: the capability list after TLS differs.
@@ -204,3 +258,23 @@ async def test_tls_garbage_and_silence_are_dropped(tls_door: TlsDoor) -> None:
     # And the door still serves TLS clients.
     out = await in_thread(imapclient_implicit, tls_door.implicit_port, tls_door.client_context)
     assert out["alice"] == repr(ALICE.encode())
+
+
+def idle_tls_client(port: int, ctx: ssl.SSLContext) -> tuple[bytes, bytes]:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as tls,
+    ):
+        greeting = read_until(tls, b"\r\n")
+        return greeting, read_until(tls, b"\r\n") + tls.recv(100)
+
+
+async def test_idle_timeout_over_tls_says_bye(tls_door: TlsDoor) -> None:
+    """A read deadline over TLS still leaves the stream able to say why it ends."""
+    limits = dataclasses.replace(tls_door.ref.current.limits, preauth_idle_timeout_s=0.3)
+    tls_door.ref.current = dataclasses.replace(tls_door.ref.current, limits=limits)
+    greeting, rest = await in_thread(
+        idle_tls_client, tls_door.implicit_port, tls_door.client_context
+    )
+    assert greeting.startswith(b"* OK [CAPABILITY ")
+    assert rest == b"* BYE Autologout; idle for too long.\r\n"  # then a close_notify
