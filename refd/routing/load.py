@@ -59,7 +59,7 @@ from refd.routing.model import (
     normalise_user,
 )
 from refd.routing.url import DEFAULT_PORT, split_host_port, url_host
-from refd.routing.usermap import UserMap
+from refd.routing.usermap import SHARD_SHIFT, UserMap
 
 __all__ = [
     "RoutingError",
@@ -842,7 +842,7 @@ def parse_user_map(
     errors: list[TreeError] = []
     pieces = (text,) if isinstance(text, str) else text
     find = servers.get
-    add = table.add
+    shards = table.shards
     for number, line in enumerate(_lines(pieces), 1):
         fields = line.split()
         if not fields or fields[0][0] == "#":
@@ -868,11 +868,16 @@ def parse_user_map(
                     file, number, f'unknown server "{name}" for user "{written}"{_known(servers)}'
                 )
             )
-        elif not add(user, server):
+        # UserMap.add written out: a call per line cost 0.3-0.4 s of CPU in
+        # a 1M-line load (one dict: 1.86-2.02 s; shards with the call:
+        # 2.25-2.37 s; written out: 2.02-2.11 s).
+        elif user in (shard := shards[hash(user) >> SHARD_SHIFT]):
             first = _first_line(pieces, user, number)
             errors.append(
                 TreeError(file, number, f'user "{written}" is listed twice (first at line {first})')
             )
+        else:
+            shard[user] = server.name
         if len(errors) >= MAX_ERRORS:
             break
     if errors:
