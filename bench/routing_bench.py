@@ -17,8 +17,9 @@ Memory: RSS of this process after loading minus before (after a
 ``gc.collect()``), and the peak RSS during the load (``ru_maxrss``).
 
 ``reload``: the ``exact`` table loaded the way the daemon reloads it
-(``load_routing`` in ``trio.to_thread.run_sync``, the new table swapped in
-and the old one dropped on the event loop) three times, while the event
+(``load_routing`` in a thread with the reload switch interval, the new table
+swapped in and the old one's user map freed by the daemon's retiring
+thread, shard by shard) three times, while the event
 loop bounces a byte over a socketpair (two syscalls and a wake-up per round
 trip, like a NOOP). Reports the longest gap between two round trips, during
 the reloads and for the same time without; the in-process view of the
@@ -35,11 +36,13 @@ import resource
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import trio
 
 from refd.config.loader import load_routing
+from refd.daemon import _in_thread, retirer
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -116,10 +119,17 @@ def reload_stall(path: Path, reloads: int = 3) -> dict[str, object]:
                 if waits:
                     await trio.sleep(waits[i])
                 else:
-                    # the old table is freed here, on the event loop, as in the daemon
-                    tables[0] = await trio.to_thread.run_sync(load_routing, path)
+                    # as Daemon.reload does it: the load in a thread with the
+                    # reload switch interval, the old table's user map freed
+                    # off the event loop (refd.daemon.Retirer)
+                    old = tables[0]
+                    tables[0] = await _in_thread(partial(load_routing, path))
+                    retirer.retire(old)
+                    del old
                 walls.append(time.perf_counter() - t)
                 await trio.sleep(0.3)
+            while retirer.pending:  # the retired maps are freed within the phase
+                await trio.sleep(0.1)
             stop.set()
         gaps.sort()
         return {

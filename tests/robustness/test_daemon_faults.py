@@ -26,7 +26,10 @@ import trio
 from refd import daemon
 from refd.config.loader import load_config, load_service
 from refd.config.tree import TreeError
+from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon
+from refd.routing import RoutingTable, load_table
+from refd.routing.usermap import SHARD_SHIFT
 from tests.robustness.helpers import (
     ALICE_REFERRAL,
     LineClient,
@@ -36,6 +39,11 @@ from tests.robustness.helpers import (
     metric,
     write_config,
 )
+
+
+def load_routing_text(text: str) -> RoutingTable:
+    return load_table(parse_yaml(text, "routing.yaml"), "routing.yaml", source_text=text)
+
 
 NESTED_YAML = "version: 1\nservers: " + "[" * 900 + "]" * 900 + "\n"
 
@@ -460,3 +468,47 @@ async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
     with pytest.raises(TreeError):
         await daemon._in_thread(fails)
     assert sys.getswitchinterval() == before
+
+
+async def test_a_reload_frees_the_old_user_map_off_the_loop_once_nothing_reads_it(
+    tmp_path: Path,
+) -> None:
+    """The replaced table's user map goes to the retirer, which empties it shard by
+    shard in its thread -- but only once no table (a session mid-login) holds it."""
+    cfg = write_config(tmp_path)
+    (tmp_path / "routing.yaml").write_text(
+        "version: 1\nservers:\n  m: {host: m.example.org}\n  n: {host: n.example.org}\n"
+        "user_map: users.map\n"
+    )
+    (tmp_path / "users.map").write_text("bob@example.org m\ncarol@example.org n\n")
+    config = load_config(cfg)
+    door = Daemon(config, load_service(config))
+    door.retirer = daemon.Retirer(pause_s=0, threaded=False)
+    held = door.ref.current.table  # what a session in a login holds
+    shard = held.user_map.shards[hash("bob@example.org") >> SHARD_SHIFT]
+    assert await door.reload()
+    assert door.retirer.pending == 1
+    assert door.retirer.sweep() == 0  # still read: nothing is freed
+    route = held.route_user("bob@example.org")
+    assert route is not None and route.server.name == "m"
+    del held, route
+    assert door.retirer.sweep() == 1 and door.retirer.pending == 0
+    assert not shard  # emptied by the retirer, not by a deallocation
+    route = door.ref.current.table.route_user("Bob@example.org")
+    assert route is not None and route.server.name == "m"
+    assert await door.reload()  # the next one goes the same way
+    assert door.retirer.sweep() == 1
+
+
+def test_the_retiring_thread_ends_when_nothing_is_left() -> None:
+    retirer = daemon.Retirer(pause_s=0)
+    table = load_routing_text(
+        "version: 1\nservers:\n  m: {host: m}\nuser_map: {bob@example.org: m}\n"
+    )
+    shard = table.user_map.shards[hash("bob@example.org") >> SHARD_SHIFT]
+    retirer.retire(table)
+    thread = retirer._thread
+    assert thread is not None
+    del table
+    thread.join(timeout=10 * daemon.RETIRE_POLL_S + 5)
+    assert not thread.is_alive() and retirer.pending == 0 and not shard
