@@ -122,8 +122,9 @@ async def handle_connection(
     door: DoorState | None = None,
 ) -> None:
     """Serve one client until it leaves, times out or is told BYE."""
-    service = ref.current
-    limits = service.limits
+    # Not the Service itself: a long session (IDLE) holding it would keep a
+    # replaced table, and its user map, alive after a reload.
+    limits = ref.current.limits
     conn = Connection(limits)
     session = Session(ref, client, conn, door)
     door = session.door
@@ -219,7 +220,7 @@ async def handle_connection(
     try:
         with waits:
             if client.tls:
-                stream = await tls_handshake(stream, service.tls_context, limits)
+                stream = await tls_handshake(stream, ref.current.tls_context, limits)
             greeting = session.greeting()
             await send(encode(greeting.responses))
             if greeting.close:
