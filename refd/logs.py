@@ -63,8 +63,8 @@ class _TextFormatter(logging.Formatter):
     """``%(asctime)s %(levelname)s %(name)s: %(message)s``, the time text built once a second.
 
     ``Formatter.formatTime`` calls ``localtime`` and ``strftime`` for every
-    record; a PLAIN login-referral session logs three lines, and under load
-    most records fall in the same second as the one before.
+    record; under load most records (a line per session, thousands of
+    sessions a second) fall in the same second as the one before.
     """
 
     def __init__(self) -> None:
