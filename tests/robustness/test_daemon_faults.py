@@ -500,6 +500,31 @@ async def test_a_reload_frees_the_old_user_map_off_the_loop_once_nothing_reads_i
     assert door.retirer.sweep() == 1
 
 
+async def test_an_idle_session_does_not_keep_the_replaced_user_map(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    """A session open across a reload reads the new table at its next command, so
+    it holds nothing of the old one: the retirer frees the old map at once."""
+    cfg = write_config(tmp_path)
+    (tmp_path / "routing.yaml").write_text(
+        "version: 1\nservers:\n  m: {host: m.example.org}\nuser_map: users.map\n"
+    )
+    (tmp_path / "users.map").write_text("bob@example.org m\n")
+    door, port, _ = await start(nursery, cfg)
+    door.retirer = daemon.Retirer(pause_s=0, threaded=False)
+    client = await LineClient.connect(port)
+    try:
+        assert (await client.line()).startswith(b"* OK ")
+        assert await door.reload()
+        assert door.retirer.pending == 1
+        # The session is still open and idle; nothing of it reads the old table.
+        assert door.retirer.sweep() == 1 and door.retirer.pending == 0
+        await client.send(b"a1 LOGOUT\r\n")
+        assert (await client.line()) == b"* BYE Logging out.\r\n"
+    finally:
+        await client.stream.aclose()
+
+
 def test_the_retiring_thread_ends_when_nothing_is_left() -> None:
     retirer = daemon.Retirer(pause_s=0)
     table = load_routing_text(
