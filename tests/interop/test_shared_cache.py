@@ -29,7 +29,9 @@ async def check(source: ImapBackendSource, user: str, password: str) -> AuthResu
 async def test_one_doors_success_is_cached_for_every_door(
     nursery: trio.Nursery, dovecot: DovecotInstance, redis_server: RedisInstance
 ) -> None:
-    config = StoreConfig(kind="redis", redis_url=redis_server.url, secret=b"s" * 32)
+    # A generous store timeout: the CI host once took over the default 0.2 s
+    # to open a loopback connection, and this test is about the cache.
+    config = StoreConfig(kind="redis", redis_url=redis_server.url, secret=b"s" * 32, timeout_s=2.0)
     sources = []
     for _ in range(2):
         throttle = Throttle(Metrics(), config)
