@@ -5,7 +5,7 @@
 
 Each NAME=DIR is a directory holding a ``refd/`` package (``git archive
 <commit> refd | tar -x -C DIR`` for a commit, ``.`` for this checkout).
-One refd per tree (``workers: 1``, bench/servers.py's config) runs PLAIN
+One refd per tree (``workers: 1``, or ``--workers N``; bench/servers.py's config) runs PLAIN
 login referrals (``--flow tls``: over implicit TLS, the bench certificate)
 at c=64 from the load generator ``bench/run`` builds; the
 trees take turns cell by cell, so the machine's other load falls on all
@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--window", type=float, default=4.0, help="seconds measured per cell")
     p.add_argument("--conc", type=int, default=64)
     p.add_argument("--flow", choices=("plain", "tls"), default="plain")
+    p.add_argument("--workers", type=int, default=1, help="refd workers (CPU summed over all)")
     p.add_argument(
         "--loadgen",
         type=Path,
@@ -53,7 +54,7 @@ def main() -> int:
         for tree in args.trees:
             name, _, src = tree.partition("=")
             S.SOURCE["path"] = Path(src).resolve()
-            servers[name] = S.start_refd(sys.executable, fx, work / name, workers=1,
+            servers[name] = S.start_refd(sys.executable, fx, work / name, workers=args.workers,
                                          routing=routing)  # fmt: skip
         per_session: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(args.rounds):
