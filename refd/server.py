@@ -50,13 +50,16 @@ from refd.session import Reply, Session
 from refd.transport import (
     Closed,
     HandshakeFailed,
+    TlsStream,
     WriteTimeout,
     accept_loop,
     client_endpoints,
+    read_socket,
     refuse_connection,
     report_handshake_failure,
     send_all,
     tls_handshake,
+    write_socket,
     write_timeout_reason,
 )
 
@@ -155,27 +158,32 @@ async def handle_connection(
 
     async def send(data: bytes) -> None:
         nonlocal which
-        if isinstance(stream, trio.SocketStream):
-            # Most answers fit the socket buffer: write at once, and start
-            # the write deadline only for what is left.  This skips two
-            # deadline moves (~5 us) and trio's send path with its two
-            # checkpoints (~11 us); with the close below, refd's CPU per PLAIN
-            # session fell from ~1,000 to ~750 us (bench/loadgen.c, c=64).
-            try:
-                sent = os.write(stream.socket.fileno(), data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise Closed from exc
-            if sent == len(data):
-                if conn.buffered:  # pipelined commands: other sessions get a turn
-                    await trio.lowlevel.checkpoint()
-                return
-            data = data[sent:]
+        # Most answers (over TLS, their records) fit the socket buffer:
+        # write at once, and start the write deadline only for what is left.
+        # This skips two deadline moves (~5 us) and trio's send path with
+        # its two checkpoints (~11 us); with the close below, refd's CPU per
+        # PLAIN session fell from ~1,000 to ~750 us (bench/loadgen.c, c=64).
+        rest: Callable[[], Awaitable[None]] | None = None  # what has to wait
+        try:
+            if isinstance(stream, trio.SocketStream):
+                sent = write_socket(stream.socket.fileno(), data)
+                if sent < len(data):
+                    rest = partial(stream.send_all, data[sent:])
+            elif isinstance(stream, TlsStream):
+                if not stream.write_now(data):
+                    rest = stream.flush
+            else:
+                rest = partial(stream.send_all, data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise Closed from exc
+        if rest is None:
+            if conn.buffered:  # pipelined commands: other sessions get a turn
+                await trio.lowlevel.checkpoint()
+            return
         which = "write_timeout"
         waits.deadline = trio.current_time() + limits.write_timeout_s
         try:
-            await stream.send_all(data)
+            await rest()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Closed from exc
         if waits.cancel_called:  # the deadline passed as the last byte went
@@ -183,36 +191,12 @@ async def handle_connection(
         waits.deadline = math.inf
 
     async def receive() -> bytes | bytearray:
-        if isinstance(stream, trio.SocketStream):
-            # As send: read with os.read, and wait for the socket only when
-            # nothing is there.  trio's receive_some adds two context
-            # managers and a checkpoint around the same calls: this saves
-            # ~10 us per read that waited and ~4 us per one that did not
-            # (a trio socketpair, 20,000 reads, one process).
-            fd = stream.socket.fileno()
-            try:
-                data = os.read(fd, _RECEIVE_BYTES)
-            except BlockingIOError:
-                pass
-            except OSError as exc:
-                raise Closed from exc
-            else:
-                # What trio does too: other tasks get a turn (a client that
-                # keeps the socket full must not hold the loop), and no
-                # cancellation is delivered here, so no data is lost.
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return data
-            while True:
-                try:
-                    await trio.lowlevel.wait_readable(fd)
-                    return os.read(fd, _RECEIVE_BYTES)
-                except BlockingIOError:
-                    continue
-                except (OSError, trio.ClosedResourceError) as exc:
-                    raise Closed from exc
         try:
+            if isinstance(stream, trio.SocketStream):
+                # As send: read the socket directly (`read_socket`).
+                return await read_socket(stream.socket.fileno(), _RECEIVE_BYTES)
             return await stream.receive_some(_RECEIVE_BYTES)
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Closed from exc
 
     door.sessions.add(session)
@@ -315,7 +299,7 @@ async def handle_connection(
             # What SocketStream.aclose does, less its checkpoint, which would
             # need the two scopes below: ~25 us of CPU per session.
             stream.socket.close()
-        else:
+        elif not (isinstance(stream, TlsStream) and stream.close_now()):
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await stream.aclose()
         log_event(
