@@ -1,0 +1,130 @@
+"""refd's Python function calls per session, under cProfile: a cost that steal does not move.
+
+    python bench/calls.py                          # PLAIN, this checkout
+    python bench/calls.py --flow tls base=/tmp/base new=.
+
+On this VM the CPU time per session moves by ±15 % from one 4-second cell to
+the next (the host's steal), so a change worth 2 % cannot be seen in
+``ab.py``'s medians.  The number of Python function calls a session makes
+hardly depends on the host, so this counts them. The count is not exact
+either: it moves by about 3 % between runs of one tree, with how often a
+read finds its data already there and how many sessions share a pass of
+trio's scheduler.  Each NAME=DIR (default
+``.``) is a directory holding a ``refd/`` package (``git archive <commit>
+refd | tar -x -C DIR`` for a commit).  One refd per tree (``workers: 1``,
+bench/servers.py's config) runs under ``python -m cProfile``; the load
+generator ``bench/run`` builds drives ``--seconds`` of sessions of the flow
+at c=16; refd is stopped with SIGTERM so cProfile writes its statistics.
+
+Printed per tree: sessions, Python calls per session (only functions called
+at least once per three sessions, so start-up does not count), the same by
+package (refd's modules, trio, logging, prometheus_client, the standard
+library, C builtins), and the functions with the most calls per session.
+cProfile slows refd down about threefold, so its times are not shown:
+count calls here, and measure time with ``ab.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import harness as H
+import servers as S
+
+#: a function counts as per-session work if it ran at least once per this many sessions
+_PER_SESSIONS = 3
+
+
+def _group(filename: str) -> str:
+    """The package a profiled function belongs to, for the table by package."""
+    if filename == "~":
+        return "C builtins"
+    if "/refd/" in filename:
+        return "refd/" + filename.rsplit("/refd/", 1)[1]
+    for name in ("trio", "prometheus_client", "logging", "outcome"):
+        if f"/{name}/" in filename:
+            return name
+    return "standard library and other"
+
+
+def calls_per_session(stats_file: Path, sessions: int) -> tuple[float, Counter[str], Counter[str]]:
+    """Calls per session in all, by package, and by function."""
+    stats = pstats.Stats(str(stats_file))
+    by_group: Counter[str] = Counter()
+    by_function: Counter[str] = Counter()
+    for (filename, line, name), (_, ncalls, *_rest) in stats.stats.items():  # type: ignore[attr-defined]
+        if ncalls * _PER_SESSIONS < sessions:
+            continue
+        by_group[_group(filename)] += ncalls / sessions
+        where = filename.rsplit("site-packages/", 1)[-1].rsplit("/refd/", 1)[-1]
+        by_function[f"{name} ({where}:{line})"] += ncalls / sessions
+    return sum(by_group.values()), by_group, by_function
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("trees", nargs="*", metavar="NAME=DIR", default=["this=."])
+    p.add_argument("--flow", choices=("plain", "tls", "mailbox", "sha"), default="plain")
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--conc", type=int, default=16)
+    p.add_argument("--top", type=int, default=15, help="functions listed per tree")
+    p.add_argument(
+        "--loadgen",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "refd-bench-build" / "loadgen",
+        help="the load generator bench/run built (default: where it builds it)",
+    )
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="refd-calls-", dir="/tmp"))
+    fx = S.make_fixture(work / "fixture", 1000)
+    routing = S.write_routing(work / "fixture", fx.nusers)
+    gen = H.LoadGen(args.loadgen, 1)
+    w = args.seconds
+    prof = H.Profile("calls", w, 0.0, w + 20, 2.0, 1, 10, 1000, 1, 1, 1, 3.0)
+    for tree in args.trees:
+        name, _, src = tree.partition("=")
+        stats_file = work / f"{name}.prof"
+        wrapper = work / f"python-{name}"
+        wrapper.write_text(
+            f'#!/bin/sh\nexec "{sys.executable}" -m cProfile -o "{stats_file}" "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        S.SOURCE["path"] = Path(src).resolve()
+        srv = S.start_refd(str(wrapper), fx, work / name, workers=1, routing=routing)
+        try:
+            o = H.flow_options(args.flow, "refd", prof, fx.nusers)
+            o.update(conc=args.conc)
+            port = srv.tls_port if args.flow == "tls" else srv.port
+            cmd = gen.command(port, **o)
+            out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True)  # noqa: S603
+            sessions = int(json.loads(out.stdout.decode().strip().splitlines()[-1])["completed"])
+        finally:
+            os.kill(srv.proc.pid, signal.SIGTERM)
+            try:
+                srv.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                srv.stop()
+        if not stats_file.exists():
+            print(f"{name}: cProfile wrote nothing (refd did not exit cleanly)")
+            return 1
+        total, by_group, by_function = calls_per_session(stats_file, sessions)
+        print(f"\n{name} ({src}), {args.flow}: {sessions} sessions, {total:,.0f} calls per session")
+        for group, n in by_group.most_common():
+            print(f"  {n:8.1f}  {group}")
+        print(f"  the {args.top} functions with the most calls per session:")
+        for function, n in by_function.most_common(args.top):
+            print(f"  {n:8.1f}  {function}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
