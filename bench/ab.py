@@ -21,7 +21,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import harness as H
@@ -36,16 +35,9 @@ def main() -> int:
     p.add_argument("--conc", type=int, default=64)
     p.add_argument("--flow", choices=("plain", "tls"), default="plain")
     p.add_argument("--workers", type=int, default=1, help="refd workers (CPU summed over all)")
-    p.add_argument(
-        "--loadgen",
-        type=Path,
-        default=Path(tempfile.gettempdir()) / "refd-bench-build" / "loadgen",
-        help="the load generator bench/run built (default: where it builds it)",
-    )
+    H.add_tree_options(p)
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="refd-ab-", dir="/tmp"))
-    fx = S.make_fixture(work / "fixture", 1000)
-    routing = S.write_routing(work / "fixture", fx.nusers)
+    work, fx, routing = H.tree_fixture("refd-ab-")
     gen = H.LoadGen(args.loadgen, 1)
     w = args.window
     prof = H.Profile("ab", w, 0.5, w * 4, 2.0, 20, 10, 1000, 1, 1, 1, 3.0)

@@ -169,6 +169,23 @@ class Cell:
         return sum(v for k, v in self.errors.items() if k != "cut_at_end")
 
 
+def add_tree_options(p: argparse.ArgumentParser) -> None:
+    """``--loadgen``, for the tools that compare source trees (``ab.py``, ``calls.py``)."""
+    p.add_argument(
+        "--loadgen",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "refd-bench-build" / "loadgen",
+        help="the load generator bench/run built (default: where it builds it)",
+    )
+
+
+def tree_fixture(prefix: str) -> tuple[Path, S.Fixture, Path]:
+    """A fresh work directory, the bench fixture (1,000 users a scheme) and its routing table."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    fx = S.make_fixture(work / "fixture", 1000)
+    return work, fx, S.write_routing(work / "fixture", fx.nusers)
+
+
 class LoadGen:
     def __init__(self, binary: Path, procs: int) -> None:
         self.binary = binary

@@ -158,7 +158,7 @@ class TlsStream(trio.abc.Stream):
     ``SocketStream``; :meth:`write_now` lets the session start its write
     deadline only when records have to wait, and :meth:`close_now` closes
     without an awaited close.  Those took Python calls per implicit-TLS
-    session from about 2,100 to 1,500 (cProfile) and refd's CPU per session
+    session from 1,609 to 1,136 (bench/calls.py) and refd's CPU per session
     from a median of 3,069 to 2,599 us (bench/ab.py --flow tls, 8 rounds).
     A TLS 1.3 handshake's session tickets are held back and sent with the
     first answer, as trio does (python-trio/trio#819), so the greeting and
