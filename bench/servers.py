@@ -23,6 +23,7 @@ Dovecot's unprivileged helpers (dovecot, dovenull) can read it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pwd
 import random
@@ -33,9 +34,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -337,23 +339,35 @@ class Refd:
         return (self.directory / "refd.log").read_text(errors="replace")
 
 
-def _retry_port_clash(start: Any, directory: Path, logs: tuple[str, ...]) -> Any:
-    """Start; if a freshly picked port was taken meanwhile (other jobs on the
-    machine pick ports too), try again with new ones."""
-    for attempt in range(4):
-        try:
-            return start()
-        except RuntimeError:
-            text = ""
-            for name in logs:
-                with contextlib.suppress(OSError):
-                    text += (directory / name).read_text(errors="replace")
-            if attempt == 3 or "Address already in use" not in text:
-                raise
-            for name in logs:
-                with contextlib.suppress(OSError):
-                    (directory / name).unlink()
-    raise AssertionError("unreachable")
+T = TypeVar("T")
+
+
+def _retrying_port_clash(*logs: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate a ``start_*(binary, fx, directory, ...)``: if a freshly picked
+    port was taken meanwhile (other jobs on the machine pick ports too), as
+    ``logs`` (files in ``directory``) say, start again with new ones."""
+
+    def decorate(start: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(start)
+        def retrying(binary: str, fx: Fixture, directory: Path, *args: Any, **kwargs: Any) -> T:
+            for attempt in range(4):
+                try:
+                    return start(binary, fx, directory, *args, **kwargs)
+                except RuntimeError:
+                    text = ""
+                    for name in logs:
+                        with contextlib.suppress(OSError):
+                            text += (directory / name).read_text(errors="replace")
+                    if attempt == 3 or "Address already in use" not in text:
+                        raise
+                    for name in logs:
+                        with contextlib.suppress(OSError):
+                            (directory / name).unlink()
+            raise AssertionError("unreachable")
+
+        return retrying
+
+    return decorate
 
 
 def free_ports(n: int) -> list[int]:
@@ -365,6 +379,7 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+@_retrying_port_clash("refd.log")
 def start_refd(
     python: str,
     fx: Fixture,
@@ -380,25 +395,6 @@ def start_refd(
     """``auth``: the config's ``auth:`` block (YAML, indented two spaces under
     it); default the bench passwd-file. ``cert``: which of the fixture's
     certificates (`CERT_KINDS`) the TLS listener serves."""
-    return _retry_port_clash(
-        lambda: _start_refd(python, fx, directory, workers=workers, routing=routing, name=name,
-                            log_level=log_level, auth=auth, cert=cert),
-        directory, ("refd.log",),
-    )  # fmt: skip
-
-
-def _start_refd(
-    python: str,
-    fx: Fixture,
-    directory: Path,
-    *,
-    workers: int,
-    routing: Path,
-    name: str = "refd",
-    log_level: str = "info",
-    auth: str | None = None,
-    cert: str = "rsa",
-) -> Refd:
     directory.mkdir(parents=True, exist_ok=True)
     port, tls_port, mport = free_ports(3)
     cert_file, key_file = fx.cert_pair(cert)
@@ -491,6 +487,7 @@ def dovecot_version(binary: str) -> str:
     return subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
 
 
+@_retrying_port_clash("dovecot.log", "dovecot.stderr")
 def start_dovecot(
     binary: str,
     fx: Fixture,
@@ -502,21 +499,6 @@ def start_dovecot(
 ) -> Dovecot:
     """``passdb``: the ``passdb { ... }`` block; default the bench passwd-file.
     ``cert``: which of the fixture's certificates (`CERT_KINDS`) it serves."""
-    return _retry_port_clash(
-        lambda: _start_dovecot(binary, fx, directory, cores=cores, passdb=passdb, cert=cert),
-        directory, ("dovecot.log", "dovecot.stderr"),
-    )  # fmt: skip
-
-
-def _start_dovecot(
-    binary: str,
-    fx: Fixture,
-    directory: Path,
-    *,
-    cores: int,
-    passdb: str | None = None,
-    cert: str = "rsa",
-) -> Dovecot:
     cert_file, key_file = fx.cert_pair(cert)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
