@@ -2,6 +2,7 @@
 
     python bench/ab.py --rounds 4 --window 4 base=/tmp/base new=.
     python bench/ab.py --flow tls base=/tmp/base new=.   # PLAIN over implicit TLS
+    python bench/ab.py --floor this=.    # and trio alone (bench/floor_server.py)
 
 Each NAME=DIR is a directory holding a ``refd/`` package (``git archive
 <commit> refd | tar -x -C DIR`` for a commit, ``.`` for this checkout).
@@ -12,7 +13,9 @@ trees take turns cell by cell, so the machine's other load falls on all
 of them alike.  Prints per cell the rate, refd's CPU per session (from
 /proc, as RESULTS.md's ``µs/sess``), ``other %`` (busy CPU that is neither
 refd nor the generator) and the load average; then each tree's median.
-About 40 s for two trees, 4 rounds of 4 s.
+About 40 s for two trees, 4 rounds of 4 s.  ``--floor`` adds a cell per
+round for `floor_server.py`, the same bytes from trio alone: what no work of
+refd's can remove from a session (PLAIN only).
 """
 
 from __future__ import annotations
@@ -35,19 +38,25 @@ def main() -> int:
     p.add_argument("--conc", type=int, default=64)
     p.add_argument("--flow", choices=("plain", "tls"), default="plain")
     p.add_argument("--workers", type=int, default=1, help="refd workers (CPU summed over all)")
+    p.add_argument("--floor", action="store_true", help="also trio alone (floor_server.py)")
     H.add_tree_options(p)
     args = p.parse_args()
+    if args.floor and args.flow != "plain":
+        p.error("--floor serves PLAIN only")
     work, fx, routing = H.tree_fixture("refd-ab-")
     gen = H.LoadGen(args.loadgen, 1)
     w = args.window
     prof = H.Profile("ab", w, 0.5, w * 4, 2.0, 20, 10, 1000, 1, 1, 1, 3.0)
-    servers = {}
+    servers: dict[str, S.Refd | S.Server] = {}
     try:
         for tree in args.trees:
             name, _, src = tree.partition("=")
             S.SOURCE["path"] = Path(src).resolve()
             servers[name] = S.start_refd(sys.executable, fx, work / name, workers=args.workers,
                                          routing=routing)  # fmt: skip
+        if args.floor:
+            servers["floor"] = S.start_floor(sys.executable, fx, work / "floor",
+                                             processes=args.workers)  # fmt: skip
         per_session: dict[str, list[float]] = {name: [] for name in servers}
         for _ in range(args.rounds):
             for name, srv in servers.items():

@@ -423,6 +423,44 @@ def run_throughput(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: 
                 srv.stop()
 
 
+FLOOR_CONC = 64
+FLOOR_ROUNDS = 3
+
+
+def run_floor(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+              routing: Path, work: Path, cores: int) -> dict[str, Any]:  # fmt: skip
+    """trio alone (``floor_server.py``: the PLAIN flow's bytes, nothing else) and
+    refd, each in one process and in ``cores`` processes on one listening
+    socket, cell by cell at c=64: the part of refd's CPU per session, and of
+    its peak rate, that only trio or the kernel could remove, in one sitting."""
+    servers: dict[str, S.Refd | S.Server] = {}
+    rows: dict[str, dict[str, list[float]]] = {}
+    try:
+        for n in sorted({1, cores}):
+            servers[f"trio-floor-w{n}"] = S.start_floor(args.python, fx, work / f"floor-trio{n}",
+                                                        processes=n)  # fmt: skip
+            servers[f"refd-w{n}"] = S.start_refd(args.python, fx, work / f"floor-refd{n}",
+                                                 workers=n, routing=routing)  # fmt: skip
+        for _ in range(FLOOR_ROUNDS):
+            for name, srv in servers.items():
+                o = flow_options("plain", name, prof, fx.nusers)
+                cell = gen.run_cell(Cell(name, "plain", FLOOR_CONC), srv.port, srv.pids, **o)
+                row = rows.setdefault(name, {"us_per_session": [], "rate": [], "other_pct": []})
+                row["us_per_session"].append(round(cell.server_cpu_us_per_session or 0.0))
+                row["rate"].append(round(cell.rate, 1))
+                row["other_pct"].append(round(cell.other_cpu_pct))
+                log(f"floor {name:14} c={FLOOR_CONC} {cell.rate:8.1f}/s "
+                    f"{cell.server_cpu_us_per_session or 0:6.0f} us/sess "
+                    f"other={cell.other_cpu_pct:.0f}% err={cell.error_count}")  # fmt: skip
+                if cell.error_count:
+                    raise RuntimeError(f"floor {name}: {cell.errors} {cell.first_bad}")
+                quiesce(srv.pids)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    return {"conc": FLOOR_CONC, "servers": rows}
+
+
 def _ms(v: float | None) -> str:
     if v is None:
         return "-"
@@ -915,7 +953,7 @@ def main() -> int:
     p.add_argument("--loadgen", type=Path, help="the built loadgen binary (bench/run passes it)")
     p.add_argument("--loadgen-build", default="", help="how it was built (for RESULTS.md)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes per cell")
-    p.add_argument("--parts", default="throughput,memory,routing,reload,ldap")
+    p.add_argument("--parts", default="throughput,floor,memory,routing,reload,ldap")
     p.add_argument("--flows", default=",".join(FLOWS))
     p.add_argument("--conc", default=",".join(map(str, CONCURRENCY)))
     p.add_argument("--servers", default="dovecot,refd,refd1",
@@ -1013,6 +1051,8 @@ def main() -> int:
             results["configs"] = getattr(args, "configs", {})
             results["tls_served"] = getattr(args, "tls_served", {})
             results["hash_threads"] = getattr(args, "hash_threads", {})
+        if "floor" in parts:
+            results["floor"] = run_floor(args, prof, fx, gen, routing, work, cores)
         if "memory" in parts:
             results["memory"] = run_idle_memory(args, prof, fx, gen, routing, work, cores)
         if "routing" in parts:
@@ -1034,7 +1074,8 @@ def main() -> int:
     if base is not None:
         # the parts run now replace the old ones; machine, versions and run time stay
         # the old run's, and "merged" says what came later (each part's own date is kept)
-        ran = [k for k in ("throughput", "memory", "routing", "reload", "ldap", "profiles")
+        ran = [k for k in ("throughput", "floor", "memory", "routing", "reload", "ldap",
+                           "profiles")
                if k in results]  # fmt: skip
         later = {"parts": ran, "date": env["date"], "refd_commit": env["refd_commit"],
                  "load_start": load_start, "load_end": results["load_end"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 FLOW_TITLES = {
@@ -101,9 +102,14 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
             if d is None or r is None or d[0] <= 0:
                 continue
             ratio = r[0] / d[0]
+            floor = results.get("floor", {}).get("servers", {}).get(f"trio-floor-w{workers}")
+            beside = ""
+            if flow == "plain" and floor:
+                best = max(floor["rate"])
+                beside = f"; trio alone at most {_f(best)}/s, {best / d[0]:.2f}×"
             out.append((
                 f"{FLOW_TITLES[flow]}: peak sessions/s ≥ {target}× Dovecot (workers: {workers})",
-                f"{ratio:.2f}× ({_f(r[0])}/s at c={r[1]} vs {_f(d[0])}/s at c={d[1]})",
+                f"{ratio:.2f}× ({_f(r[0])}/s at c={r[1]} vs {_f(d[0])}/s at c={d[1]}{beside})",
                 _other([cells.get((main, flow, r[1])), cells.get((dove, flow, d[1]))]),
                 ratio >= target,
             ))  # fmt: skip
@@ -136,6 +142,10 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                   if dove and (dove, flow, c) in cells]  # fmt: skip
             dv = [v for v in dv if v is not None]
             ref = f"; Dovecot {min(dv):.0f}–{max(dv):.0f}" if dv else ""
+            floor = results.get("floor", {}).get("servers", {}).get(f"trio-floor-w{workers}")
+            if flow == "plain" and floor:
+                median = statistics.median(floor["us_per_session"])
+                ref += f"; trio alone (the floor part) {median:.0f} at c={results['floor']['conc']}"
             worst = max(x["server_cpu_us_per_session"] for _, x in rows)
             out.append((
                 f"refd CPU per {FLOW_TITLES[flow]} session ≤ {limit:.0f} µs "
@@ -180,8 +190,9 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
         out.append((f"{ex['n']:,}-user table loads in ≤ {TABLE_LOAD_S:.0f} s",
                     f"{ex['load_s']:.2f} s", "-", ex["load_s"] <= TABLE_LOAD_S))  # fmt: skip
         limit = LOOKUP_US["exact"]
+        floor = f" (a bare `dict.get`: {ex['dict_get_us']:.2f} µs)" if "dict_get_us" in ex else ""
         out.append((f"exact-user lookup ({ex['n']:,}-user table) ≤ {limit:g} µs",
-                    f"{ex['lookup_us']:.2f} µs", "-", ex["lookup_us"] <= limit))  # fmt: skip
+                    f"{ex['lookup_us']:.2f} µs{floor}", "-", ex["lookup_us"] <= limit))  # fmt: skip
     gl = results.get("routing", {}).get("globs")
     if gl:
         limit = LOOKUP_US["globs"]
@@ -488,6 +499,30 @@ def render(results: dict[str, Any]) -> str:
                 L.append("First unexpected answers: " + "; ".join(
                     f"{x['server']} c={x['conc']}: `{x['first_bad']}`" for x in bad[:4]) + "\n")  # fmt: skip
 
+    fl = results.get("floor")
+    if fl:
+        L.append("## The floor under a PLAIN session: trio alone\n")
+        L.append(
+            "`bench/floor_server.py` serves the same bytes as refd's PLAIN flow with "
+            "`trio.serve_listeners` and nothing else (no parsing, password, lookup, log line "
+            "or metric), in one process and in as many as refd has workers (one listening "
+            f"socket); they and refd took turns, cell by cell, at c={fl['conc']}. "
+            "What refd costs above the floor is its own work; the floor itself is trio's "
+            "per-connection machinery and the kernel's loopback TCP. Compare the floor's "
+            "rate with the PLAIN table's Dovecot peak: a trio server cannot pass it.\n"
+        )
+        L.append("| server | µs/sess per cell | median | sessions/s per cell | other % per cell |")
+        L.append("|---|---|---|---|---|")
+        for name, row in fl["servers"].items():
+            us = row["us_per_session"]
+            L.append(
+                f"| {name} | {', '.join(f'{v:,.0f}' for v in us)} | "
+                f"**{statistics.median(us):,.0f}** | "
+                f"{', '.join(f'{v:,.0f}' for v in row['rate'])} | "
+                f"{', '.join(str(v) for v in row['other_pct'])} |"
+            )
+        L.append("")
+
     if results.get("memory"):
         L.append("## Memory per idle pre-login connection\n")
         L.append(
@@ -530,7 +565,13 @@ def render(results: dict[str, Any]) -> str:
                 f"{ex['table_mib']} | {ex['bytes_per_entry']} | {ex['peak_rss_mib']} | "
                 f"{ex['lookup_us']:.2f} | {ex['lookups_per_s']:,} | miss {ex['miss_us']:.2f} µs; "
                 f"upper-case domain {ex['lookup_upper_domain_us']:.2f} µs; `login_referral` "
-                f"(lookup + URL) {ex['login_referral_us']:.2f} µs |"
+                f"(lookup + URL) {ex['login_referral_us']:.2f} µs"
+                + (
+                    f"; a bare `dict.get` in a dict of the same keys {ex['dict_get_us']:.2f} µs"
+                    if "dict_get_us" in ex
+                    else ""
+                )
+                + " |"
             )
         pt = rt.get("patterns")
         if pt:

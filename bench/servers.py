@@ -454,11 +454,34 @@ log:
     return server
 
 
+@_retrying_port_clash("floor.log")
+def start_floor(python: str, fx: Fixture, directory: Path, *, processes: int = 1) -> Server:
+    """`floor_server.py` in ``processes`` processes on one listening socket: trio
+    alone, serving the login flow's bytes (no TLS port: -1)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    with open(directory / "floor.log", "ab") as logf:
+        proc = subprocess.Popen(
+            [python, str(Path(__file__).with_name("floor_server.py")), str(port), str(processes)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+            start_new_session=True, cwd=str(directory),
+        )  # fmt: skip
+    server = Server(f"trio-floor-w{processes}", directory, port, -1, proc)
+    try:
+        wait_greeting(port, 60, proc)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 # -- Dovecot --------------------------------------------------------------------------
 
 
 @dataclass
-class Dovecot:
+class Server:
+    """A server the bench started: its ports and its process tree."""
+
     name: str
     directory: Path
     port: int
@@ -474,6 +497,10 @@ class Dovecot:
 
     def stop(self) -> None:
         kill_tree(self.proc.pid, self.proc)
+
+
+class Dovecot(Server):
+    pass
 
 
 def find_dovecot() -> str | None:
