@@ -204,7 +204,7 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
             out.append((
                 f"event-loop stall during reload ≤ {RELOAD_STALL_MS:.0f} ms, "
                 f"workers: {row['workers']} ({row['users']:,} users)",
-                f"max NOOP gap {rl['gap_max_ms']:.0f} ms (baseline {row['baseline']['gap_max_ms']:.0f} ms)",
+                f"max NOOP gap {rl['gap_max_ms']:.1f} ms (baseline {row['baseline']['gap_max_ms']:.1f} ms)",
                 "-", rl["gap_max_ms"] <= RELOAD_STALL_MS,
             ))  # fmt: skip
     return out
