@@ -509,7 +509,8 @@ def render(results: dict[str, Any]) -> str:
             f"socket); they and refd took turns, cell by cell, at c={fl['conc']}. "
             "What refd costs above the floor is its own work; the floor itself is trio's "
             "per-connection machinery and the kernel's loopback TCP. Compare the floor's "
-            "rate with the PLAIN table's Dovecot peak: a trio server cannot pass it.\n"
+            "rate with the PLAIN table's Dovecot peak: no trio server can do better than "
+            "the floor on this machine.\n"
         )
         L.append("| server | µs/sess per cell | median | sessions/s per cell | other % per cell |")
         L.append("|---|---|---|---|---|")

@@ -500,7 +500,7 @@ class Server:
 
 
 class Dovecot(Server):
-    pass
+    """Dovecot as `start_dovecot` runs it (master, imap-login and auth processes)."""
 
 
 def find_dovecot() -> str | None:
