@@ -188,17 +188,22 @@ class TlsStream(trio.abc.Stream):
         if self._broken:
             raise trio.BrokenResourceError
 
-    async def _send(self, data: bytes) -> None:
+    def _write_direct(self, data: bytes) -> bytes:
+        """Write what a plain socket takes now; what is left (all of it over another transport)."""
+        if self._fd < 0:
+            return data
         try:
-            if self._fd >= 0:
-                sent = write_socket(self._fd, data)
-                if sent == len(data):
-                    return
-                data = data[sent:]
-            await self.transport_stream.send_all(data)
+            sent = write_socket(self._fd, data)
         except OSError as exc:
             self._broken = True
             raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+        return data[sent:]
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            data = self._write_direct(data)
+            if data:
+                await self.transport_stream.send_all(data)
         except BaseException:
             # Some unknown part of a record went out: the stream is done.
             self._broken = True
@@ -289,18 +294,8 @@ class TlsStream(trio.abc.Stream):
         except ssl.SSLError as exc:
             self._broken = True
             raise trio.BrokenResourceError from exc
-        out = self._unsent + self._take_held() + self._outgoing.read()
-        if self._fd >= 0:
-            try:
-                sent = write_socket(self._fd, out)
-            except OSError as exc:
-                self._broken = True
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-            if sent == len(out):
-                return True
-            out = out[sent:]
-        self._unsent = out
-        return False
+        self._unsent = self._write_direct(self._unsent + self._take_held() + self._outgoing.read())
+        return not self._unsent
 
     async def flush(self) -> None:
         """Send what :meth:`write_now` left."""
