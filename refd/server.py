@@ -432,16 +432,15 @@ async def serve(
     """
     door = door or DoorState()
     bound: list[BoundListener] = []
-    listeners: list[tuple[ListenerConfig, trio.SocketListener]] = []
+    listeners: list[tuple[ListenerConfig, socket.socket]] = []
     for lc in config.listeners:
         if sockets is not None:
             sock = sockets[lc.name]
         else:
             sock = bind_tcp(lc.address, lc.port, f"listener {lc.name}")
-        sock_listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
         host, port = sock.getsockname()[:2]
         bound.append(BoundListener(lc, host, port))
-        listeners.append((lc, sock_listener))
+        listeners.append((lc, sock))
         log_event(
             log,
             logging.INFO,

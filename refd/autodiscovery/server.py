@@ -826,7 +826,7 @@ async def serve_autodiscovery(
     a request are closed, requests under way get ``shutdown_grace_s``.
     """
     bound: list[BoundListener] = []
-    listeners: list[tuple[ListenerConfig, trio.SocketListener]] = []
+    listeners: list[tuple[ListenerConfig, socket.socket]] = []
     for lc in config.http_listeners:
         sock = (
             sockets[lc.name]
@@ -835,7 +835,7 @@ async def serve_autodiscovery(
         )
         host, port = sock.getsockname()[:2]
         bound.append(BoundListener(lc, host, port))
-        listeners.append((lc, trio.SocketListener(trio.socket.from_stdlib_socket(sock))))
+        listeners.append((lc, sock))
         log_event(
             log,
             logging.INFO,

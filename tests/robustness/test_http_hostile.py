@@ -249,7 +249,13 @@ async def door(
             ListenerConfig("http", "127.0.0.1", 0),
             ListenerConfig("https", "127.0.0.1", 0, "implicit"),
         ),
-        http_limits={"request_timeout_s": REQUEST_TIMEOUT_S, "idle_timeout_s": IDLE_TIMEOUT_S},
+        http_limits={
+            "request_timeout_s": REQUEST_TIMEOUT_S,
+            "idle_timeout_s": IDLE_TIMEOUT_S,
+            # test_everything_at_once opens the corpus twice at once, and a
+            # prober, from one address: over the default cap of 20.
+            "max_connections_per_address": 100,
+        },
     )
     out.ca = ca  # type: ignore[attr-defined]
     return out
