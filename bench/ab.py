@@ -14,7 +14,7 @@ of them alike.  Prints per cell the rate, refd's CPU per session (from
 /proc, as RESULTS.md's ``µs/sess``), ``other %`` (busy CPU that is neither
 refd nor the generator) and the load average; then each tree's median.
 About 40 s for two trees, 4 rounds of 4 s.  ``--floor`` adds a cell per
-round for `floor_server.py`, the same bytes from trio alone: what no work of
+round for `floor_server.py`, the same bytes from the leanest trio server: what no work of
 refd's can remove from a session (PLAIN only).
 """
 

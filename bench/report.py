@@ -503,14 +503,15 @@ def render(results: dict[str, Any]) -> str:
     if fl:
         L.append("## The floor under a PLAIN session: trio alone\n")
         L.append(
-            "`bench/floor_server.py` serves the same bytes as refd's PLAIN flow with "
-            "`trio.serve_listeners` and nothing else (no parsing, password, lookup, log line "
-            "or metric), in one process and in as many as refd has workers (one listening "
-            f"socket); they and refd took turns, cell by cell, at c={fl['conc']}. "
-            "What refd costs above the floor is its own work; the floor itself is trio's "
-            "per-connection machinery and the kernel's loopback TCP. Compare the floor's "
-            "rate with the PLAIN table's Dovecot peak: no trio server can do better than "
-            "the floor on this machine.\n"
+            "`bench/floor_server.py` serves the same bytes as refd's PLAIN flow and does "
+            "nothing else (no parsing, password, lookup, log line or metric), using trio "
+            "only to wait: plain non-blocking sockets, `os.read` and `os.write`, no "
+            "`SocketStream`, cancel scope or checkpoint of its own. It runs in one process "
+            "and in as many as refd has workers (one listening socket); they and refd took "
+            f"turns, cell by cell, at c={fl['conc']}. What refd costs above the floor is its "
+            "own work and trio's streams, scopes and checkpoints it uses; the floor itself "
+            "is trio's scheduler and the kernel's loopback TCP. It is the leanest trio "
+            "server we know, not a proven bound.\n"
         )
         L.append("| server | µs/sess per cell | median | sessions/s per cell | other % per cell |")
         L.append("|---|---|---|---|---|")
