@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon
 from refd.routing import RoutingTable, load_table
 from refd.routing.usermap import SHARD_SHIFT
+from tests.procs import Daemon as ProcDaemon
 from tests.robustness.helpers import (
     ALICE_REFERRAL,
     LineClient,
@@ -386,6 +388,60 @@ async def test_kill_9_a_worker_then_the_supervisor(tmp_path: Path) -> None:
                 await trio.sleep(0.1)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", refd.port), timeout=5).close()
+
+
+async def test_out_of_file_descriptors_the_listener_backs_off_and_serves_again(
+    tmp_path: Path,
+) -> None:
+    """EMFILE on accept: one error line per try, no spin, no crash; the clients
+    left in the queue are served once descriptors are free again."""
+    with RefdProcess(tmp_path, limits={"max_connections_per_address": 500}) as refd:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        spare = 10
+        open_fds = len(os.listdir(f"/proc/{refd.pid}/fd"))
+        resource.prlimit(refd.pid, resource.RLIMIT_NOFILE, (open_fds + spare, hard))
+        # The kernel completes every handshake into the listen queue; refd
+        # can take only ``spare`` of them.
+        clients = [await LineClient.connect(refd.port) for _ in range(2 * spare)]
+        line = await trio.to_thread.run_sync(refd.daemon.wait_log, "accept failed on imap")
+        assert "Too many open files" in line, line
+        greeted = []
+        waiting = []
+        for client in clients:
+            first = b""
+            with trio.move_on_after(0.3):
+                first = await client.line()
+            (greeted if first.startswith(b"* OK ") else waiting).append(client)
+        assert 0 < len(greeted) <= spare and waiting, (len(greeted), len(waiting))
+        # Backing off, not spinning: at most one try (and one line) per 0.1 s.
+        await trio.to_thread.run_sync(drain_log, refd.daemon, 0.0)  # what came before
+        lines = await trio.to_thread.run_sync(drain_log, refd.daemon, 1.0)
+        assert len([x for x in lines if "accept failed on imap" in x]) <= 12, lines
+        assert refd.alive()
+        for client in greeted:
+            await client.aclose()
+        resource.prlimit(refd.pid, resource.RLIMIT_NOFILE, (soft, hard))
+        for client in waiting:
+            assert (await client.line(timeout=10)).startswith(b"* OK "), "not served"
+            await client.send(b"a LOGOUT\r\n")
+            assert (await client.line()).startswith(b"* BYE ")
+            await client.aclose()
+
+
+def drain_log(daemon: ProcDaemon, seconds: float) -> list[str]:
+    """What ``daemon`` has logged and not yet been read, and logs in the next ``seconds``
+    (kept in its log too)."""
+    got: list[str] = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            got.append(daemon.lines.get(timeout=left) if left > 0 else daemon.lines.get_nowait())
+        except queue.Empty:
+            if left <= 0:
+                break
+    daemon.log.extend(got)
+    return got
 
 
 async def send_ignoring_reset(client: LineClient, data: bytes) -> None:
