@@ -563,8 +563,10 @@ async def accept_loop(
     cancellation check and a yield) and waits on epoll once per connection
     under load.  refd's CPU per PLAIN session fell by 40-80 us with this
     loop (bench/ab.py, c=64, workers: 1; medians of three interleaved runs
-    590 -> 541, 537 -> 459, 646 -> 606 us); taking one connection per
-    wake-up saved nothing.  The accepted socket is wrapped in a
+    590 -> 541, 537 -> 459, 646 -> 606 us; workers: 2, 731 -> 642 us);
+    taking one connection per wake-up saved nothing.  With several workers
+    on one socket, their CPU stayed even (SHA512-CRYPT at c=16: 5.90 and
+    5.97 s in one cell).  The accepted socket is wrapped in a
     ``SocketStream`` as there (``TCP_NODELAY``, ``TCP_NOTSENT_LOWAT``).
     """
     sock.setblocking(False)
