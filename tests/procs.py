@@ -59,6 +59,21 @@ class Daemon:
                 return line
         raise AssertionError(f"{needle!r} not logged; got {self.log!r}")
 
+    def drain_log(self, seconds: float) -> list[str]:
+        """What it has logged and `wait_log` has not read, and logs in the next ``seconds``
+        (kept in ``log`` too)."""
+        got: list[str] = []
+        deadline = time.monotonic() + seconds
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                got.append(self.lines.get(timeout=left) if left > 0 else self.lines.get_nowait())
+            except queue.Empty:
+                if left <= 0:
+                    break
+        self.log.extend(got)
+        return got
+
 
 def session(port: int, *commands: bytes) -> list[bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

@@ -31,7 +31,6 @@ from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon
 from refd.routing import RoutingTable, load_table
 from refd.routing.usermap import SHARD_SHIFT
-from tests.procs import Daemon as ProcDaemon
 from tests.robustness.helpers import (
     ALICE_REFERRAL,
     LineClient,
@@ -414,8 +413,8 @@ async def test_out_of_file_descriptors_the_listener_backs_off_and_serves_again(
             (greeted if first.startswith(b"* OK ") else waiting).append(client)
         assert 0 < len(greeted) <= spare and waiting, (len(greeted), len(waiting))
         # Backing off, not spinning: at most one try (and one line) per 0.1 s.
-        await trio.to_thread.run_sync(drain_log, refd.daemon, 0.0)  # what came before
-        lines = await trio.to_thread.run_sync(drain_log, refd.daemon, 1.0)
+        await trio.to_thread.run_sync(refd.daemon.drain_log, 0.0)  # what came before
+        lines = await trio.to_thread.run_sync(refd.daemon.drain_log, 1.0)
         assert len([x for x in lines if "accept failed on imap" in x]) <= 12, lines
         assert refd.alive()
         for client in greeted:
@@ -426,22 +425,6 @@ async def test_out_of_file_descriptors_the_listener_backs_off_and_serves_again(
             await client.send(b"a LOGOUT\r\n")
             assert (await client.line()).startswith(b"* BYE ")
             await client.aclose()
-
-
-def drain_log(daemon: ProcDaemon, seconds: float) -> list[str]:
-    """What ``daemon`` has logged and not yet been read, and logs in the next ``seconds``
-    (kept in its log too)."""
-    got: list[str] = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            got.append(daemon.lines.get(timeout=left) if left > 0 else daemon.lines.get_nowait())
-        except queue.Empty:
-            if left <= 0:
-                break
-    daemon.log.extend(got)
-    return got
 
 
 async def send_ignoring_reset(client: LineClient, data: bytes) -> None:
