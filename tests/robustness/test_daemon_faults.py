@@ -397,34 +397,50 @@ async def test_out_of_file_descriptors_the_listener_backs_off_and_serves_again(
     with RefdProcess(tmp_path, limits={"max_connections_per_address": 500}) as refd:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         spare = 10
-        open_fds = len(os.listdir(f"/proc/{refd.pid}/fd"))
+        # Counted once the readiness probe's connection is closed on refd's side.
+        open_fds = await settled_fd_count(refd.pid)
         resource.prlimit(refd.pid, resource.RLIMIT_NOFILE, (open_fds + spare, hard))
-        # The kernel completes every handshake into the listen queue; refd
-        # can take only ``spare`` of them.
-        clients = [await LineClient.connect(refd.port) for _ in range(2 * spare)]
-        line = await trio.to_thread.run_sync(refd.daemon.wait_log, "accept failed on imap")
-        assert "Too many open files" in line, line
-        greeted = []
-        waiting = []
-        for client in clients:
-            first = b""
-            with trio.move_on_after(0.3):
-                first = await client.line()
-            (greeted if first.startswith(b"* OK ") else waiting).append(client)
-        assert 0 < len(greeted) <= spare and waiting, (len(greeted), len(waiting))
-        # Backing off, not spinning: at most one try (and one line) per 0.1 s.
-        await trio.to_thread.run_sync(refd.daemon.drain_log, 0.0)  # what came before
-        lines = await trio.to_thread.run_sync(refd.daemon.drain_log, 1.0)
-        assert len([x for x in lines if "accept failed on imap" in x]) <= 12, lines
-        assert refd.alive()
-        for client in greeted:
-            await client.aclose()
-        resource.prlimit(refd.pid, resource.RLIMIT_NOFILE, (soft, hard))
-        for client in waiting:
-            assert (await client.line(timeout=10)).startswith(b"* OK "), "not served"
-            await client.send(b"a LOGOUT\r\n")
-            assert (await client.line()).startswith(b"* BYE ")
-            await client.aclose()
+        clients: list[LineClient] = []
+        try:
+            # The kernel completes every handshake into the listen queue;
+            # refd can take only ``spare`` of them.
+            for _ in range(2 * spare):
+                clients.append(await LineClient.connect(refd.port))
+            line = await trio.to_thread.run_sync(refd.daemon.wait_log, "accept failed on imap")
+            assert "Too many open files" in line, line
+            greeted = []
+            waiting = []
+            for client in clients:
+                first = b""
+                with trio.move_on_after(0.3):
+                    first = await client.line()
+                (greeted if first.startswith(b"* OK ") else waiting).append(client)
+            assert 0 < len(greeted) <= spare and waiting, (len(greeted), len(waiting))
+            # Backing off, not spinning: at most one try (and one line) per 0.1 s.
+            await trio.to_thread.run_sync(refd.daemon.drain_log, 0.0)  # what came before
+            lines = await trio.to_thread.run_sync(refd.daemon.drain_log, 1.0)
+            assert len([x for x in lines if "accept failed on imap" in x]) <= 12, lines
+            assert refd.alive()
+            for client in greeted:
+                await client.aclose()
+            resource.prlimit(refd.pid, resource.RLIMIT_NOFILE, (soft, hard))
+            for client in waiting:
+                assert (await client.line(timeout=10)).startswith(b"* OK "), "not served"
+                await client.send(b"a LOGOUT\r\n")
+                assert (await client.line()).startswith(b"* BYE ")
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+async def settled_fd_count(pid: int) -> int:
+    """How many descriptors ``pid`` holds, once five reads 50 ms apart agree."""
+    counts: list[int] = []
+    with trio.fail_after(10):
+        while len(counts) < 5 or len(set(counts[-5:])) > 1:
+            counts.append(len(os.listdir(f"/proc/{pid}/fd")))
+            await trio.sleep(0.05)
+    return counts[-1]
 
 
 async def send_ignoring_reset(client: LineClient, data: bytes) -> None:
