@@ -234,8 +234,21 @@ class SlapdInstance:
             os.kill(self.process.pid, signum)
 
     def pause(self) -> None:
-        """SIGSTOP: slapd accepts connections (the kernel does) and never answers."""
+        """SIGSTOP: slapd accepts connections (the kernel does) and never answers.
+
+        Returns once every slapd thread is stopped: ``kill`` returns before
+        the signal has stopped them all, and on a loaded machine a thread
+        still running could answer one more request.
+        """
         self._signal(signal.SIGSTOP)
+        if self.process is None or self.process.poll() is not None:
+            return
+        tasks = Path(f"/proc/{self.process.pid}/task")
+        deadline = time.monotonic() + 10
+        while not all(_stopped(task) for task in tasks.iterdir()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"slapd {self.process.pid} did not stop on SIGSTOP")
+            time.sleep(0.005)
 
     def resume(self) -> None:
         self._signal(signal.SIGCONT)
@@ -330,3 +343,11 @@ def start_slapd(
     instance = SlapdInstance(binary, directory, _free_port(), _free_port())
     instance.start()
     return instance
+
+
+def _stopped(task: Path) -> bool:
+    """Whether the thread ``/proc/PID/task/TID`` is stopped (state ``T``), or gone."""
+    try:
+        return (task / "stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return True
