@@ -37,6 +37,7 @@ from refd.protocol.commands import (
     State,
     Unselected,
     parse_arguments,
+    parse_simple,
     parse_tag_and_name,
 )
 from refd.protocol.responses import Bye, Response, to_bytes
@@ -363,6 +364,10 @@ class Connection:
 
     def _command(self, raw: bytes) -> Event:
         try:
+            simple = parse_simple(raw)
+            if simple is not None:
+                self._check_legal(simple.tag, simple.name)
+                return simple
             tag, name = parse_tag_and_name(raw)
             self._check_legal(tag, name)
             return parse_arguments(raw, tag, name, self.limits.max_list_patterns)

@@ -16,10 +16,13 @@ from refd.protocol import mutf7
 
 __all__ = [
     "ASTRING_CHARS",
+    "ASTRING_RUN",
     "ATOM_CHARS",
+    "ATOM_RUN",
     "LIST_CHARS",
     "LITERAL_HEAD",
     "TAG_CHARS",
+    "TAG_RUN",
     "ParseError",
     "Reader",
     "canonical_mailbox",
@@ -48,9 +51,9 @@ def _run_pattern(chars: frozenset[int]) -> re.Pattern[bytes]:
     return re.compile(b"[" + body + b"]+")
 
 
-_ATOM_RUN = _run_pattern(ATOM_CHARS)
-_ASTRING_RUN = _run_pattern(ASTRING_CHARS)
-_TAG_RUN = _run_pattern(TAG_CHARS)
+ATOM_RUN = _run_pattern(ATOM_CHARS)
+ASTRING_RUN = _run_pattern(ASTRING_CHARS)
+TAG_RUN = _run_pattern(TAG_CHARS)
 _LIST_RUN = _run_pattern(LIST_CHARS)
 _QUOTED_RUN = _run_pattern(_QUOTED_PLAIN)
 # literal = "{" number ["+"] "}" CRLF *CHAR8   (the "+" is RFC 7888 LITERAL-)
@@ -137,10 +140,10 @@ class Reader:
         return m.group()
 
     def tag(self) -> str:
-        return self._run(_TAG_RUN, "tag").decode("ascii")
+        return self._run(TAG_RUN, "tag").decode("ascii")
 
     def atom(self, what: str = "atom") -> str:
-        raw = self._run(_ATOM_RUN, what)
+        raw = self._run(ATOM_RUN, what)
         self._no_8bit_tail(what)
         return raw.decode("ascii")
 
@@ -204,7 +207,7 @@ class Reader:
         c = self.peek()
         if c in (0x22, 0x7B):
             return self.string(what)
-        raw = self._run(_ASTRING_RUN, what)
+        raw = self._run(ASTRING_RUN, what)
         self._no_8bit_tail(what)
         return raw
 

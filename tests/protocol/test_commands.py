@@ -1,6 +1,8 @@
 """Tier (a): bytes in, command or BAD text out, for the parser alone."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from refd.protocol import commands as c
 from refd.protocol.commands import (
@@ -8,6 +10,7 @@ from refd.protocol.commands import (
     parse_append_mailbox,
     parse_arguments,
     parse_command,
+    parse_simple,
 )
 
 GOOD = [
@@ -138,6 +141,53 @@ def test_bad(wire: bytes, tag: str | None, text: str) -> None:
     with pytest.raises(CommandError) as info:
         parse_command(wire + b"\r\n")
     assert (info.value.tag, info.value.text) == (tag, text)
+
+
+SIMPLE = {b"a1 CAPABILITY", b"a1 capability", b"x.y NOOP", b"a LOGOUT", b"a STARTTLS"}
+SIMPLE |= {b"a NAMESPACE", b"a LOGIN alice secret"}
+
+
+@pytest.mark.parametrize(("wire", "expected"), GOOD)
+def test_the_one_match_reads_simple_lines_as_the_reader_does(
+    wire: bytes, expected: c.Command
+) -> None:
+    simple = parse_simple(wire + b"\r\n")
+    if wire in SIMPLE:
+        assert simple == expected and type(simple) is type(expected)
+    else:
+        assert simple is None
+
+
+@pytest.mark.parametrize(("wire", "tag", "text"), BAD)
+def test_the_one_match_leaves_every_bad_line_to_the_reader(
+    wire: bytes, tag: str | None, text: str
+) -> None:
+    assert parse_simple(wire + b"\r\n") is None
+
+
+# token bytes the grammar allows, and those it refuses somewhere
+_TOKEN_BYTES = st.sampled_from(
+    [
+        *(b"a", b"Z", b"0", b".", b"+", b"]", b"*", b"%", b"(", b'"', b"\\", b"{", b"}"),
+        *(b"\xe9", b"\x00", b"\x7f", b"\t", b"\r", b"\n", b" ", b"  "),
+    ]
+)
+_TOKEN = st.lists(_TOKEN_BYTES, min_size=0, max_size=6).map(b"".join)
+_NAME = st.sampled_from([b"LOGIN", b"login", b"LOGOUT", b"NOOP", b"SELECT", b"CAPABILITY", b"X"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TOKEN, _NAME, st.lists(_TOKEN, max_size=3))
+def test_the_one_match_never_reads_a_line_otherwise_than_the_reader(
+    tag: bytes, name: bytes, arguments: list[bytes]
+) -> None:
+    wire = b" ".join([tag, name, *arguments]) + b"\r\n"
+    simple = parse_simple(wire)
+    try:
+        expected: c.Command | None = parse_command(wire)
+    except CommandError:
+        expected = None
+    assert simple is None or (simple == expected and type(simple) is type(expected))
 
 
 def test_id_pair_limit() -> None:
