@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -76,3 +77,85 @@ def test_text_time_is_the_standard_formatters() -> None:
         record = logging.LogRecord("refd.test", logging.INFO, __file__, 1, "x", None, None)
         record.created, record.msecs = created, (created - int(created)) * 1000
         assert ours.format(record) == standard.format(record)
+
+
+FIELDS = {"conn": "c-1", "tls": True, "user": None, "duration_s": 0.25}
+TEXT = "session end conn=%(conn)s tls=%(tls)s user=%(user)s duration=%(duration_s).3f"
+
+
+def both_paths(fmt: str) -> tuple[str, str]:
+    """One event's line written directly (refd's handler alone) and from its record
+    (another handler listening too)."""
+    setup_logging("info", fmt)
+    stream = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    logger = logging.getLogger("refd.test")
+    log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
+    direct = stream.getvalue()
+    other = logging.NullHandler()
+    logging.getLogger().addHandler(other)
+    log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
+    logging.getLogger().removeHandler(other)
+    return direct, stream.getvalue()[len(direct) :]
+
+
+def test_the_direct_text_line_is_the_records_line() -> None:
+    direct, from_record = both_paths("text")
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} "
+    rest = "INFO refd.test: session end conn=c-1 tls=yes user=- duration=0.250\n"
+    assert re.fullmatch(stamp + re.escape(rest), direct)
+    assert re.fullmatch(stamp + re.escape(rest), from_record)
+
+
+def test_the_direct_json_line_is_the_records_line() -> None:
+    direct, from_record = (json.loads(line) for line in both_paths("json"))
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(stamp, direct.pop("ts")) and re.fullmatch(stamp, from_record.pop("ts"))
+    assert (
+        direct
+        == from_record
+        == {
+            "level": "info",
+            "logger": "refd.test",
+            "event": "session_end",
+            **FIELDS,
+            "msg": "session end conn=c-1 tls=yes user=- duration=0.250",
+        }
+    )
+
+
+def test_another_listener_gets_the_record(caplog: pytest.LogCaptureFixture) -> None:
+    setup_logging("info", "text")
+    stream = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    logging.getLogger().addHandler(caplog.handler)
+    log_event(logging.getLogger("refd.test"), logging.INFO, "session_end", TEXT, **FIELDS)
+    [record] = [r for r in caplog.records if r.name == "refd.test"]
+    assert (vars(record)["event"], vars(record)["fields"]) == ("session_end", FIELDS)
+    assert stream.getvalue().endswith("session end conn=c-1 tls=yes user=- duration=0.250\n")
+
+
+def test_a_handler_level_and_a_logger_filter_still_hold() -> None:
+    setup_logging("info", "text")
+    stream = io.StringIO()
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    logger = logging.getLogger("refd.test")
+    handler.setLevel(logging.WARNING)
+    log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
+    assert stream.getvalue() == ""
+    handler.setLevel(logging.NOTSET)
+    drop = logging.Filter("somewhere.else")
+    logger.addFilter(drop)
+    try:
+        log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
+    finally:
+        logger.removeFilter(drop)
+    assert stream.getvalue() == ""
+    log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
+    assert stream.getvalue().endswith("duration=0.250\n")
