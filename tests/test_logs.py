@@ -13,12 +13,18 @@ import pytest
 from refd.logs import log_event, setup_logging
 
 
-def render(fmt: str, **fields: object) -> str:
+def logging_to_a_string(fmt: str) -> io.StringIO:
+    """refd's log set-up in ``fmt``, its handler writing to the string returned."""
     setup_logging("info", fmt)
     stream = io.StringIO()
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler, logging.StreamHandler)
     handler.setStream(stream)
+    return stream
+
+
+def render(fmt: str, **fields: object) -> str:
+    stream = logging_to_a_string(fmt)
     log_event(
         logging.getLogger("refd.test"),
         logging.INFO,
@@ -57,11 +63,7 @@ def test_json_keeps_the_fields_typed() -> None:
 
 
 def test_a_plain_record_has_no_event() -> None:
-    setup_logging("info", "json")
-    stream = io.StringIO()
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
+    stream = logging_to_a_string("json")
     logging.getLogger("refd.test").info("worker %d ready", 3)
     record = json.loads(stream.getvalue())
     assert "event" not in record and record["msg"] == "worker 3 ready"
@@ -86,11 +88,7 @@ TEXT = "session end conn=%(conn)s tls=%(tls)s user=%(user)s duration=%(duration_
 def both_paths(fmt: str) -> tuple[str, str]:
     """One event's line written directly (refd's handler alone) and from its record
     (another handler listening too)."""
-    setup_logging("info", fmt)
-    stream = io.StringIO()
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
+    stream = logging_to_a_string(fmt)
     logger = logging.getLogger("refd.test")
     log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
     direct = stream.getvalue()
@@ -127,11 +125,7 @@ def test_the_direct_json_line_is_the_records_line() -> None:
 
 
 def test_another_listener_gets_the_record(caplog: pytest.LogCaptureFixture) -> None:
-    setup_logging("info", "text")
-    stream = io.StringIO()
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
+    stream = logging_to_a_string("text")
     logging.getLogger().addHandler(caplog.handler)
     log_event(logging.getLogger("refd.test"), logging.INFO, "session_end", TEXT, **FIELDS)
     [record] = [r for r in caplog.records if r.name == "refd.test"]
@@ -140,12 +134,9 @@ def test_another_listener_gets_the_record(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_a_handler_level_and_a_logger_filter_still_hold() -> None:
-    setup_logging("info", "text")
-    stream = io.StringIO()
-    handler = logging.getLogger().handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
-    handler.setStream(stream)
+    stream = logging_to_a_string("text")
     logger = logging.getLogger("refd.test")
+    handler = logging.getLogger().handlers[0]
     handler.setLevel(logging.WARNING)
     log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
     assert stream.getvalue() == ""
