@@ -35,8 +35,9 @@ def log_event(logger: logging.Logger, level: int, name: str, text: str, **fields
     When the daemon's own handler is the one place the event would go
     (`_sole_line_handler`), the line is rendered and written without a
     `logging.LogRecord` and the logger's dispatch, with the same bytes.
-    That took refd's CPU per PLAIN session from 519 to 490 us (bench/ab.py,
-    medians of 10 rounds; without the end line at all: 470 us).  Anything
+    That took refd's CPU per PLAIN session from 502 to 483 us (bench/ab.py,
+    medians of 10 rounds; a prototype 519 -> 490, and without the end line
+    at all 470 us).  Anything
     else that listens (pytest's caplog, a handler or filter added by an
     embedding program) gets the record as before.
     """
