@@ -360,6 +360,8 @@ class Daemon:
                 # (which ends the process).
                 await nursery.start(self._signals)
             await nursery.start(self.door.throttle.run)
+            if self.metrics.multiprocess:
+                nursery.start_soon(self._publish_metrics)
             bound: list[object] = []
             if self.config.metrics_address is not None:
                 host, port = self.config.metrics_address
@@ -407,6 +409,19 @@ class Daemon:
                 routing_sha256=self.ref.current.table.sha256,
             )
             task_status.started(bound)
+
+    async def _publish_metrics(self) -> None:
+        """A worker's counts into the shared metric files, once per pass of the
+        event loop that counted something (`refd.metrics`: the tally)."""
+        try:
+            while True:
+                changed = trio.Event()
+                self.metrics.on_change = changed.set
+                self.metrics.publish()
+                await changed.wait()
+        finally:
+            self.metrics.on_change = None
+            self.metrics.publish()  # what the last sessions counted, before exit
 
     async def _signals(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
