@@ -18,15 +18,15 @@ every live worker's, labelled ``worker``.
 Counters, the active-connections gauge and histograms are tallied in plain
 dicts and published to their collectors in bulk (:meth:`Metrics.publish`):
 first thing in every collection of the registry (a scrape), and, with
-workers, once per pass of the event loop that counted something (the
-worker's publisher task, `refd.daemon`).  A PLAIN login session made ten
+workers, by each worker's publisher task at most every 50 ms after
+something was counted (`refd.daemon.PUBLISH_INTERVAL_S`).  A PLAIN login session made ten
 updates, each 0.9 us (a histogram observation 1.6 us) in one process and
 2.4 us (4.5 us) in multiprocess mode, where each writes its value file
 under a lock (timeit, hot); a dict update is 0.25 us.  With the tally,
 refd's CPU per PLAIN session with two workers fell from 513 to 451 us
 (bench/ab.py, medians of 8 interleaved rounds); with none of those
 updates at all it was 429 against 500 us.  A worker killed by SIGKILL loses
-what it counted in its last pass of the event loop.
+what it counted in its last 50 ms.
 """
 
 from __future__ import annotations

@@ -71,6 +71,16 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
         for _ in range(4):
             status, body = http_get(http_port, "/mail/config-v1.1.xml?emailaddress=bob@example.org")
             assert status == 200 and b"<hostname>mail2.example.org</hostname>" in body
+        key = (
+            "refd_referrals_total",
+            (("command", "LOGIN"), ("kind", "login"), ("server", "mail1")),
+        )
+        # A worker writes what it counted to the shared files within 50 ms
+        # (refd.daemon.PUBLISH_INTERVAL_S); what it wrote outlives it.
+        deadline = time.monotonic() + 10
+        while metrics(mport).get(key) != 20:
+            assert time.monotonic() < deadline, metrics(mport).get(key)
+            time.sleep(0.05)
         os.kill(pids[0], signal.SIGKILL)
         # The workers share the supervisor's listening sockets (one accept
         # queue): the live worker serves every new client.
@@ -79,10 +89,6 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
         daemon.wait_log("worker 0 ready pid=", timeout=30)  # restarted
         assert logins(port, 10) == [REFERRAL] * 10
 
-        key = (
-            "refd_referrals_total",
-            (("command", "LOGIN"), ("kind", "login"), ("server", "mail1")),
-        )
         deadline = time.monotonic() + 10
         while True:
             m = metrics(mport)
