@@ -143,12 +143,11 @@ class Metrics:
             ["command", "result"],
             registry=r,
         )
-        self.command_duration = Histogram(
+        self.command_duration = self._histogram(
             "refd_command_duration_seconds",
             "Time from a command's first byte to its tagged answer.",
             ["command"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
         self.auth_checks = Counter(
             "refd_auth",
@@ -156,12 +155,11 @@ class Metrics:
             ["source", "result"],
             registry=r,
         )
-        self.auth_duration = Histogram(
+        self.auth_duration = self._histogram(
             "refd_auth_duration_seconds",
             "Time an authentication source took to decide (before any failure delay).",
             ["source"],
-            buckets=_AUTH_BUCKETS,
-            registry=r,
+            _AUTH_BUCKETS,
         )
         self.directory_requests = Counter(
             "refd_directory_requests",
@@ -169,12 +167,11 @@ class Metrics:
             ["source", "operation", "result"],
             registry=r,
         )
-        self.directory_duration = Histogram(
+        self.directory_duration = self._histogram(
             "refd_directory_request_duration_seconds",
             "Time one directory or auth-service request took.",
             ["source", "operation"],
-            buckets=_AUTH_BUCKETS,
-            registry=r,
+            _AUTH_BUCKETS,
         )
         self.limit_hits = Counter(
             "refd_limit_hits", "Abuse limits hit, by limit name.", ["limit"], registry=r
@@ -200,12 +197,11 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
-        self.throttle_store_duration = Histogram(
+        self.throttle_store_duration = self._histogram(
             "refd_throttle_store_duration_seconds",
             "Round trip of one throttle store operation that answered, by store.",
             ["store"],
-            buckets=_STORE_BUCKETS,
-            registry=r,
+            _STORE_BUCKETS,
         )
         self.autodiscovery_requests = Counter(
             "refd_autodiscovery_requests",
@@ -214,13 +210,12 @@ class Metrics:
             ["protocol", "result"],
             registry=r,
         )
-        self.autodiscovery_duration = Histogram(
+        self.autodiscovery_duration = self._histogram(
             "refd_autodiscovery_request_duration_seconds",
             "Time from an account-setup request's first byte to its answer, by protocol "
             "(a failed password's delay included).",
             ["protocol"],
-            buckets=_SETUP_BUCKETS,
-            registry=r,
+            _SETUP_BUCKETS,
         )
         self.tls_failures = Counter(
             "refd_tls_handshake_failures",
@@ -269,14 +264,14 @@ class Metrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for result in ("success", "failure"):
             self.reloads.labels(result)
-        for histogram, buckets in (
-            (self.command_duration, _LATENCY_BUCKETS),
-            (self.auth_duration, _AUTH_BUCKETS),
-            (self.directory_duration, _AUTH_BUCKETS),
-            (self.throttle_store_duration, _STORE_BUCKETS),
-            (self.autodiscovery_duration, _SETUP_BUCKETS),
-        ):
-            self._bounds[histogram] = (*buckets, float("inf"))
+
+    def _histogram(
+        self, name: str, documentation: str, labels: list[str], buckets: tuple[float, ...]
+    ) -> Histogram:
+        """A histogram on this registry, its bucket bounds kept for the tally."""
+        histogram = Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+        self._bounds[histogram] = (*buckets, float("inf"))
+        return histogram
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, looked up once (label sets are bounded)."""
