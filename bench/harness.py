@@ -869,10 +869,12 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
             return "?"
 
     versions = out(
-        ["env", f"PYTHONPATH={S.SOURCE['path']}", args.python, "-c", "import refd, trio, sys, ssl; "
+        ["env", f"PYTHONPATH={S.SOURCE['path']}", args.python, "-c", "import refd, trio, sys, ssl, os; "
+         "libpython = any('/libpython' in line for line in open('/proc/self/maps')); "
          "print(refd.__version__, trio.__version__, sys.version.split()[0], ssl.OPENSSL_VERSION,"
-         " sep='|')"])  # fmt: skip
-    parts = (versions.split("|") + ["?"] * 4)[:4]
+         " os.path.realpath(sys.executable),"
+         " 'shared libpython' if libpython else 'libpython linked in', sep='|')"])  # fmt: skip
+    parts = (versions.split("|") + ["?"] * 6)[:6]
     mem_kib = 0
     with contextlib.suppress(OSError):
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -894,6 +896,7 @@ def environment(args: argparse.Namespace, loadgen_cmd: str) -> dict[str, Any]:
         "trio": parts[1],
         "python": parts[2],
         "python_openssl": parts[3],
+        "python_binary": f"{parts[4]} ({parts[5]})",
         "dovecot": S.dovecot_version(args.dovecot) if args.dovecot else "not found",
         "openssl": out(["openssl", "version"]),
         "cc": out(["cc", "--version"]).splitlines()[0] if out(["cc", "--version"]) else "?",

@@ -373,6 +373,7 @@ def render(results: dict[str, Any]) -> str:
                  f"{', refd/ modified' if env['refd_dirty'] else ''}), "
                  f"workers: {results.get('cores')} and 1"),
         ("Python / trio / Python's OpenSSL", f"{env['python']} / {env['trio']} / {env['python_openssl']}"),
+        ("the interpreter running refd", env.get("python_binary", "?")),
         ("Dovecot", env["dovecot"]),
         ("openssl (Dovecot, load generator)", env["openssl"]),
         ("C compiler", env["cc"]),
