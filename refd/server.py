@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import math
 import os
 import socket
 import time
@@ -38,6 +37,7 @@ from functools import partial
 import trio
 
 from refd.config.loader import DaemonConfig, ListenerConfig
+from refd.deadlines import Wait, deadlines
 from refd.door import DoorState
 from refd.limits import Limits
 from refd.listen import bind_tcp
@@ -149,20 +149,22 @@ async def handle_connection(
                 metrics.command_answered(reply.command, r.cond.value.lower(), took)
                 first_byte = now if conn.buffered else None
 
-    # One cancel scope for the whole session, its deadline moved to the wait
-    # under way (``which`` names it) and to infinity between waits, instead
-    # of a scope entered and closed per read and per write: those were about
-    # 12 % of refd's CPU per PLAIN session (py-spy, bench/loadgen.c, c=64).
+    # One cancel scope for the whole session, instead of a scope entered and
+    # closed per read and per write (those were about 12 % of refd's CPU per
+    # PLAIN session: py-spy, bench/loadgen.c, c=64).  Its deadline is kept by
+    # the run's timer (`refd.deadlines`): set to the wait under way (``wait.name``
+    # names its limit) and cleared between waits, without moving the scope's own
+    # deadline (13,000 instructions a move).
     waits = trio.CancelScope()
-    which = "write_timeout"
+    wait = Wait(waits, "write_timeout")
+    timer = deadlines()
 
     async def send(data: bytes) -> None:
-        nonlocal which
         # Most answers (over TLS, their records) fit the socket buffer:
         # write at once, and start the write deadline only for what is left.
-        # This skips two deadline moves (~5 us) and trio's send path with
-        # its two checkpoints (~11 us); with the close below, refd's CPU per
-        # PLAIN session fell from ~1,000 to ~750 us (bench/loadgen.c, c=64).
+        # This skips the write deadline and trio's send path with its two
+        # checkpoints (~11 us); with the close below, refd's CPU per PLAIN
+        # session fell from ~1,000 to ~750 us (bench/loadgen.c, c=64).
         rest: Callable[[], Awaitable[None]] | None = None  # what has to wait
         try:
             if isinstance(stream, trio.SocketStream):
@@ -180,15 +182,14 @@ async def handle_connection(
             if conn.buffered:  # pipelined commands: other sessions get a turn
                 await trio.lowlevel.checkpoint()
             return
-        which = "write_timeout"
-        waits.deadline = trio.current_time() + limits.write_timeout_s
+        timer.set(wait, trio.current_time() + limits.write_timeout_s, "write_timeout")
         try:
             await rest()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise Closed from exc
         if waits.cancel_called:  # the deadline passed as the last byte went
             raise WriteTimeout
-        waits.deadline = math.inf
+        wait.clear()
 
     async def receive() -> bytes | bytearray:
         try:
@@ -217,9 +218,7 @@ async def handle_connection(
                         command_started = None
                     elif command_started is None:
                         command_started = now
-                    waits.deadline, which = _read_deadline(
-                        conn, limits, now, connected, command_started
-                    )
+                    timer.set(wait, *_read_deadline(conn, limits, now, connected, command_started))
                     session.waiting = waits
                     if door.stopping.is_set():
                         waits.cancel()
@@ -228,7 +227,7 @@ async def handle_connection(
                     # Shutting down, or the deadline passed as the data came.
                     if waits.cancel_called or door.stopping.is_set():
                         break
-                    waits.deadline = math.inf
+                    wait.clear()
                     if first_byte is None and data:
                         first_byte = time.perf_counter()
                     conn.receive_data(data)
@@ -270,6 +269,7 @@ async def handle_connection(
             bye = session.sibling_bye("Server shutting down.")
             await _send(stream, conn.send(bye), limits)
             return
+        which = wait.name
         if which == "write_timeout":
             raise WriteTimeout
         session.outcome = which.replace("_", "-")
@@ -293,6 +293,7 @@ async def handle_connection(
         ):
             await stream.send_all(conn.send(Bye("Internal server error; closing.")))
     finally:
+        timer.forget(wait)
         door.sessions.discard(session)
         metrics.session_ended(client.listener)
         if isinstance(stream, trio.SocketStream):

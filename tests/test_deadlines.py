@@ -1,0 +1,138 @@
+"""The run's timer for session waits (refd.deadlines): a wait's scope is
+cancelled when its deadline passes, as a trio deadline would be, whichever
+way the deadline moved before; a cleared or forgotten wait is never
+cancelled; and the heap does not grow with the sessions that have ended.
+
+Time is trio's MockClock, which jumps to the next deadline while every task
+waits, so each test asserts the exact time of a cancellation."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from refd.deadlines import _PRUNE_MIN, Wait, deadlines
+
+
+@pytest.fixture
+def autojump_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+async def wait_until_cancelled(wait: Wait) -> float:
+    """Sleep in ``wait.scope`` until it is cancelled; trio's time then.
+
+    (`trio.TooSlowError` at 10,000 s, a time no test expects, rather than a
+    hang if the timer never cancels.)"""
+    with trio.fail_after(10_000), wait.scope:
+        await trio.sleep_forever()
+    assert wait.scope.cancelled_caught
+    return trio.current_time()
+
+
+async def test_a_wait_is_cancelled_at_its_deadline(autojump_clock: trio.testing.MockClock) -> None:
+    wait = Wait(trio.CancelScope())
+    deadlines().set(wait, trio.current_time() + 5, "idle_timeout")
+    assert await wait_until_cancelled(wait) == 5
+    assert wait.name == "idle_timeout"
+    assert len(deadlines()) == 0
+
+
+async def test_a_deadline_moved_later_fires_at_the_later_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    timer = deadlines()
+    wait = Wait(trio.CancelScope())
+    timer.set(wait, 5, "idle_timeout")
+
+    async def move() -> None:
+        await trio.sleep(3)
+        timer.set(wait, 3 + 60, "login_timeout")  # the heap still holds the entry for 5
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(move)
+        assert await wait_until_cancelled(wait) == 63
+    assert wait.name == "login_timeout"
+
+
+async def test_a_deadline_moved_earlier_fires_at_the_earlier_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    timer = deadlines()
+    other = Wait(trio.CancelScope())
+    timer.set(other, 100, "idle_timeout")  # the timer sleeps until 100
+    wait = Wait(trio.CancelScope())
+    timer.set(wait, 50, "idle_timeout")
+
+    async def move() -> None:
+        await trio.sleep(1)
+        timer.set(wait, 7, "command_timeout")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(move)
+        assert await wait_until_cancelled(wait) == 7
+    assert not other.scope.cancel_called
+    assert await wait_until_cancelled(other) == 100
+
+
+async def test_a_deadline_already_past_fires_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    await trio.sleep(10)
+    wait = Wait(trio.CancelScope())
+    deadlines().set(wait, 4, "login_timeout")
+    assert await wait_until_cancelled(wait) == 10
+
+
+async def test_cleared_and_forgotten_waits_are_never_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    timer = deadlines()
+    cleared, forgotten, live = (Wait(trio.CancelScope()) for _ in range(3))
+    timer.set(cleared, 5, "idle_timeout")
+    timer.set(forgotten, 5, "idle_timeout")
+    timer.set(live, 20, "idle_timeout")
+    cleared.clear()
+    timer.forget(forgotten)
+    assert await wait_until_cancelled(live) == 20
+    assert not cleared.scope.cancel_called
+    assert not forgotten.scope.cancel_called
+    # a cleared wait set again counts from its new deadline
+    timer.set(cleared, 30, "idle_timeout")
+    assert await wait_until_cancelled(cleared) == 30
+
+
+async def test_the_heap_stays_bounded_by_the_open_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Many short sessions, one long one: what ended is pruned from the heap."""
+    timer = deadlines()
+    long_one = Wait(trio.CancelScope())
+    timer.set(long_one, 1000, "idle_timeout")
+    for i in range(20 * _PRUNE_MIN):
+        short = Wait(trio.CancelScope())
+        timer.set(short, 60 + i, "idle_timeout")
+        short.clear()
+        timer.forget(short)
+        assert len(timer._heap) <= 2 * _PRUNE_MIN + 2
+    assert len(timer) == 1
+    assert await wait_until_cancelled(long_one) == 1000
+
+
+def test_each_trio_run_has_its_own_timer() -> None:
+    first: list[object] = []
+
+    async def leave_a_wait() -> None:
+        timer = deadlines()
+        first.append(timer)
+        timer.set(Wait(trio.CancelScope()), trio.current_time() + 3600, "idle_timeout")
+        assert deadlines() is timer
+        assert len(timer) == 1
+
+    async def fresh() -> None:
+        assert deadlines() is not first[0]
+        assert len(deadlines()) == 0
+
+    trio.run(leave_a_wait)
+    trio.run(fresh)
