@@ -525,7 +525,7 @@ async def test_metrics_endpoint_hammered_while_imap_is_served(
 
 
 async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
-    """The reload's thread runs with a 0.5 ms switch interval; then it is restored."""
+    """The reload's thread runs with a 0.1 ms switch interval; then it is restored."""
     seen: list[float] = []
 
     def load() -> str:
@@ -534,7 +534,7 @@ async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
 
     before = sys.getswitchinterval()
     assert await daemon._in_thread(load) == "table"
-    assert seen == [daemon.RELOAD_SWITCH_INTERVAL_S]
+    assert seen == [pytest.approx(daemon.RELOAD_SWITCH_INTERVAL_S)]  # held in whole us
     assert sys.getswitchinterval() == before
 
     def fails() -> str:
