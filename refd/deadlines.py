@@ -84,13 +84,29 @@ class Deadlines:
             wait._entry = math.inf
             self._stale += 1
             if self._stale > _PRUNE_MIN and 2 * self._stale > len(self._heap):
-                self._heap = [e for e in self._heap if e[0] == e[2]._entry]
-                heapify(self._heap)
-                self._stale = 0
+                self._prune()
 
     def __len__(self) -> int:
         """Waits with a live entry (tests: nothing is left behind)."""
         return len(self._heap) - self._stale
+
+    def _prune(self) -> None:
+        """Rebuild the heap with one entry per wait that has a live one.
+
+        A stale entry can carry the same time as its wait's live entry (the
+        deadline moved earlier, then back to that time after the timer
+        looked at it): keep one of the two, so every entry left is live.
+        """
+        kept: list[tuple[float, int, Wait]] = []
+        seen: set[Wait] = set()
+        for entry in self._heap:
+            wait = entry[2]
+            if entry[0] == wait._entry and wait not in seen:
+                seen.add(wait)
+                kept.append(entry)
+        heapify(kept)
+        self._heap = kept
+        self._stale = 0
 
     def _push(self, wait: Wait, when: float) -> None:
         wait._entry = when

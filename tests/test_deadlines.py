@@ -136,3 +136,26 @@ def test_each_trio_run_has_its_own_timer() -> None:
 
     trio.run(leave_a_wait)
     trio.run(fresh)
+
+
+async def test_a_wait_back_at_an_old_time_keeps_one_entry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Moved earlier (5 -> 3), looked at by the timer at 3, then set to 5 again:
+    the old entry for 5 and the new one carry the same time; a rebuild keeps
+    one, and the wait still fires once, at 5."""
+    timer = deadlines()
+    wait = Wait(trio.CancelScope())
+    timer.set(wait, 5, "idle_timeout")
+    timer.set(wait, 3, "command_timeout")
+    wait.clear()
+    await trio.sleep(4)  # the timer looked at the entry for 3: nothing to cancel
+    timer.set(wait, 5, "idle_timeout")
+    for _ in range(3 * _PRUNE_MIN):  # enough ended sessions for a rebuild
+        short = Wait(trio.CancelScope())
+        timer.set(short, 100, "idle_timeout")
+        timer.forget(short)
+    assert len(timer) == 1
+    assert [e for e in timer._heap if e[2] is wait] == [timer._heap[0]]
+    assert await wait_until_cancelled(wait) == 5
+    assert len(timer) == 0
