@@ -461,6 +461,35 @@ def run_floor(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadG
     return {"conc": FLOOR_CONC, "servers": rows}
 
 
+#: concurrency of the counted sessions (the instructions part)
+INSTRUCTIONS_CONC = 16
+
+
+def run_instructions(args: argparse.Namespace, prof: Profile, fx: S.Fixture, gen: LoadGen,
+                     routing: Path, work: Path) -> dict[str, Any]:  # fmt: skip
+    """refd (``workers: 1``) and the floor server, one after the other, each under
+    callgrind: the user-space instructions per PLAIN session (``bench/instructions.py``),
+    a cost the host's load does not move, and refd's as a multiple of the floor's."""
+    import instructions  # noqa: PLC0415 (it imports this module)
+
+    sessions = 500 if prof.name == "quick" else 2000
+    o = instructions.load_options("plain", fx.nusers, INSTRUCTIONS_CONC)
+    rows: dict[str, dict[str, int]] = {}
+    for name in ("refd-w1", "trio-floor-w1"):
+        wrapper, out = instructions.valgrind_python(work, name, args.python)
+        srv: S.Refd | S.Server
+        if name == "refd-w1":
+            srv = S.start_refd(str(wrapper), fx, work / f"instructions-{name}", workers=1,
+                               routing=routing)  # fmt: skip
+        else:
+            srv = S.start_floor(str(wrapper), fx, work / f"instructions-{name}")
+        total, done = instructions.count(srv, out, gen, srv.port, o, sessions)
+        rows[name] = {"instructions": total, "sessions": done, "per_session": round(total / done)}
+        log(f"instructions {name:14} c={INSTRUCTIONS_CONC} {done} sessions: "
+            f"{total / done:,.0f} per session")  # fmt: skip
+    return {"conc": INSTRUCTIONS_CONC, "flow": "plain", "servers": rows}
+
+
 def _ms(v: float | None) -> str:
     if v is None:
         return "-"
@@ -956,7 +985,7 @@ def main() -> int:
     p.add_argument("--loadgen", type=Path, help="the built loadgen binary (bench/run passes it)")
     p.add_argument("--loadgen-build", default="", help="how it was built (for RESULTS.md)")
     p.add_argument("--gen-procs", type=int, default=1, help="load generator processes per cell")
-    p.add_argument("--parts", default="throughput,floor,memory,routing,reload,ldap")
+    p.add_argument("--parts", default="throughput,floor,instructions,memory,routing,reload,ldap")
     p.add_argument("--flows", default=",".join(FLOWS))
     p.add_argument("--conc", default=",".join(map(str, CONCURRENCY)))
     p.add_argument("--servers", default="dovecot,refd,refd1",
@@ -1056,6 +1085,8 @@ def main() -> int:
             results["hash_threads"] = getattr(args, "hash_threads", {})
         if "floor" in parts:
             results["floor"] = run_floor(args, prof, fx, gen, routing, work, cores)
+        if "instructions" in parts:
+            results["instructions"] = run_instructions(args, prof, fx, gen, routing, work)
         if "memory" in parts:
             results["memory"] = run_idle_memory(args, prof, fx, gen, routing, work, cores)
         if "routing" in parts:
@@ -1077,8 +1108,8 @@ def main() -> int:
     if base is not None:
         # the parts run now replace the old ones; machine, versions and run time stay
         # the old run's, and "merged" says what came later (each part's own date is kept)
-        ran = [k for k in ("throughput", "floor", "memory", "routing", "reload", "ldap",
-                           "profiles")
+        ran = [k for k in ("throughput", "floor", "instructions", "memory", "routing", "reload",
+                           "ldap", "profiles")
                if k in results]  # fmt: skip
         later = {"parts": ran, "date": env["date"], "refd_commit": env["refd_commit"],
                  "load_start": load_start, "load_end": results["load_end"],

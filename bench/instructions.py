@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import harness as H
 import servers as S
@@ -46,45 +47,57 @@ def total_instructions(callgrind_out: Path) -> int:
     for line in callgrind_out.read_text().splitlines():
         if line.startswith("totals:"):
             return int(line.split()[1])
-    raise SystemExit(f"{callgrind_out}: no totals line (did refd exit cleanly?)")
+    raise SystemExit(f"{callgrind_out}: no totals line (did the server exit cleanly?)")
 
 
-def counted_run(
-    name: str, src: str, work: Path, fx: S.Fixture, routing: Path, args: argparse.Namespace
-) -> tuple[int, int]:
-    """Instructions refd from ``src`` executed while it served the counted sessions, and how many."""
+def valgrind_python(work: Path, name: str, python: str) -> tuple[Path, Path]:
+    """A wrapper that runs ``python`` under callgrind with counting off; and its output file."""
     out = work / f"{name}.callgrind"
     wrapper = work / f"python-{name}"
     wrapper.write_text(
         "#!/bin/sh\n"
         f'exec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="{out}" '
-        f'"{sys.executable}" "$@"\n'
+        f'"{python}" "$@"\n'
     )
     wrapper.chmod(0o755)
-    S.SOURCE["path"] = Path(src).resolve()
-    srv = S.start_refd(str(wrapper), fx, work / name, workers=1, routing=routing)
-    gen = H.LoadGen(args.loadgen, 1)
-    prof = H.Profile("instructions", 600, 0.0, 600, 5.0, 1, 10, 1000, 1, 1, 1, 3.0)
-    o = H.flow_options(args.flow, "refd", prof, fx.nusers)
-    o.update(conc=args.conc, timeout=600)
-    port = srv.tls_port if args.flow == "tls" else srv.port
+    return wrapper, out
+
+
+def count(
+    srv: S.Server | S.Refd, out: Path, gen: H.LoadGen, port: int, o: dict[str, Any], sessions: int
+) -> tuple[int, int]:
+    """Instructions ``srv`` (one process, started through `valgrind_python`) executes while
+    ``sessions`` sessions of the load generator's options ``o`` run, after 200 to warm up;
+    and how many sessions completed.  Stops the server (SIGTERM: callgrind writes then)."""
     try:
         subprocess.run(gen.command(port, **o, max_sessions=WARM_UP_SESSIONS),  # noqa: S603
                        stdout=subprocess.DEVNULL, check=True)  # fmt: skip
         control = ["callgrind_control", "--instr=on", str(srv.proc.pid)]
         subprocess.run(control, capture_output=True, check=True)  # noqa: S603
-        done = subprocess.run(gen.command(port, **o, max_sessions=args.sessions),  # noqa: S603
+        done = subprocess.run(gen.command(port, **o, max_sessions=sessions),  # noqa: S603
                               stdout=subprocess.PIPE, check=True)  # fmt: skip
         control[1] = "--instr=off"
         subprocess.run(control, capture_output=True, check=True)  # noqa: S603
-        sessions = int(json.loads(done.stdout.decode().strip().splitlines()[-1])["completed"])
+        completed = int(json.loads(done.stdout.decode().strip().splitlines()[-1])["completed"])
     finally:
         os.kill(srv.proc.pid, signal.SIGTERM)
         try:
             srv.proc.wait(timeout=300)
         except subprocess.TimeoutExpired:
             srv.stop()
-    return total_instructions(out), sessions
+    return total_instructions(out), completed
+
+
+def load_options(flow: str, nusers: int, conc: int) -> dict[str, Any]:
+    """The load generator's options for counted sessions of ``flow`` at ``conc``."""
+    prof = H.Profile("instructions", 600, 0.0, 600, 5.0, 1, 10, 1000, 1, 1, 1, 3.0)
+    o = H.flow_options(flow, "refd", prof, nusers)
+    o.update(conc=conc, timeout=600)
+    return o
+
+
+def have_valgrind() -> bool:
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
 
 
 def main() -> int:
@@ -95,12 +108,18 @@ def main() -> int:
     p.add_argument("--conc", type=int, default=16)
     H.add_tree_options(p)
     args = p.parse_args()
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not have_valgrind():
         raise SystemExit("needs valgrind and callgrind_control (Debian: apt-get install valgrind)")
     work, fx, routing = H.tree_fixture("refd-instructions-")
+    gen = H.LoadGen(args.loadgen, 1)
+    o = load_options(args.flow, fx.nusers, args.conc)
     for tree in args.trees:
         name, _, src = tree.partition("=")
-        total, sessions = counted_run(name, src, work, fx, routing, args)
+        wrapper, out = valgrind_python(work, name, sys.executable)
+        S.SOURCE["path"] = Path(src).resolve()
+        srv = S.start_refd(str(wrapper), fx, work / name, workers=1, routing=routing)
+        port = srv.tls_port if args.flow == "tls" else srv.port
+        total, sessions = count(srv, out, gen, port, o, args.sessions)
         print(
             f"{name} ({src}), {args.flow}, c={args.conc}: {total / sessions:,.0f} instructions "
             f"per session ({total:,} for {sessions} sessions)",

@@ -526,6 +526,26 @@ def render(results: dict[str, Any]) -> str:
             )
         L.append("")
 
+    ins = results.get("instructions")
+    if ins:
+        L.append("## Instructions per PLAIN session (callgrind)\n")
+        L.append(
+            "Each server alone under `valgrind --tool=callgrind`, one process, counting from "
+            "after 200 warm-up sessions until the load generator has run the counted ones "
+            f"(PLAIN login referrals at c={ins['conc']}; `bench/instructions.py`). User-space "
+            "instructions only: the kernel's socket work and the cache misses that make an "
+            "instruction cost more under load are not counted. The count does not move with "
+            "the host's load (one tree repeats within about 1 %), so this is the measure of "
+            "refd's own work that runs can be compared by.\n"
+        )
+        L.append("| server | sessions counted | instructions per session | × the floor |")
+        L.append("|---|---|---|---|")
+        floor = ins["servers"].get("trio-floor-w1")
+        for name, row in ins["servers"].items():
+            times = f"{row['per_session'] / floor['per_session']:.2f}×" if floor else "-"
+            L.append(f"| {name} | {row['sessions']:,} | {row['per_session']:,} | {times} |")
+        L.append("")
+
     if results.get("memory"):
         L.append("## Memory per idle pre-login connection\n")
         L.append(
