@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pstats
-import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -89,11 +87,7 @@ def profiled_run(
     try:
         sessions = load(srv)
     finally:
-        os.kill(srv.proc.pid, signal.SIGTERM)
-        try:
-            srv.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            srv.stop()
+        S.stop_for_stats(srv, 30)
     if not stats_file.exists():
         raise SystemExit(f"{name}: cProfile wrote nothing (refd did not exit cleanly)")
     return _calls(stats_file), sessions

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,11 +78,7 @@ def count(
         subprocess.run(control, capture_output=True, check=True)  # noqa: S603
         completed = int(json.loads(done.stdout.decode().strip().splitlines()[-1])["completed"])
     finally:
-        os.kill(srv.proc.pid, signal.SIGTERM)
-        try:
-            srv.proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            srv.stop()
+        S.stop_for_stats(srv, 300)  # callgrind writes its totals as the server exits
     return total_instructions(out), completed
 
 

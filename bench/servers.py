@@ -204,6 +204,18 @@ def kill_tree(pid: int, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.05)
 
 
+def stop_for_stats(srv: Server | Refd, timeout_s: float) -> None:
+    """SIGTERM the server's own process and wait for it to exit by itself, so a
+    profiler or callgrind around it writes its file; the whole tree is killed
+    (`kill_tree`) only if it has not exited after ``timeout_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(srv.proc.pid, signal.SIGTERM)
+    try:
+        srv.proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        srv.stop()
+
+
 # -- the fixture: users, certificate, routing ----------------------------------------------
 
 SCHEMES = {"plain": "PLAIN", "sha": "SHA512-CRYPT", "blf": "BLF-CRYPT"}
