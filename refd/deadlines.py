@@ -6,10 +6,12 @@ write timeout): `refd.server`.  Moving a trio cancel scope's deadline runs a
 generator-based context manager, raises and catches a ``StopIteration``
 (with its traceback) and pushes an entry on the run loop's heap: about
 13,000 instructions a move (callgrind, four moves per login-referral
-session: 54,000 of its 739,000 instructions).  Here a session's cancel
-scope keeps an infinite deadline; its `Wait` holds the real one, moving it
-is setting an attribute, and the run's timer task cancels the scope of a
-wait whose deadline has passed.
+session: 54,000 of its 739,000 instructions).  Here a session's `Wait`
+holds its deadline, moving it is setting an attribute, and the run's timer
+task interrupts a wait whose deadline has passed: it sets `Wait.fired` and
+calls the wait's ``interrupt`` (`refd.server` passes trio's
+``notify_closing`` of the session's socket, or a cancel scope's
+``cancel`` for a session over another stream).
 
 The timer's heap holds at most one live entry per wait: the earliest time
 the wait has to be looked at.  A deadline that moves later (the usual case:
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from heapq import heapify, heappop, heappush
 
 import trio
@@ -38,12 +41,15 @@ _PRUNE_MIN = 1024
 
 
 class Wait:
-    """One session's wait deadline: ``scope`` is cancelled when ``when`` passes."""
+    """One session's wait deadline: ``interrupt()`` is called when ``when`` passes."""
 
-    __slots__ = ("_entry", "name", "scope", "when")
+    __slots__ = ("_entry", "fired", "interrupt", "name", "when")
 
-    def __init__(self, scope: trio.CancelScope, name: str = "") -> None:
-        self.scope = scope
+    def __init__(self, interrupt: Callable[[], object], name: str = "") -> None:
+        #: ends the wait under way (or makes the next one end at once)
+        self.interrupt = interrupt
+        #: set by the timer just before it calls ``interrupt``
+        self.fired = False
         #: when the wait under way ends, on trio's clock (inf: not waiting)
         self.when = math.inf
         #: which limit ``when`` is (the caller's name for it)
@@ -66,7 +72,7 @@ class Deadlines:
         self._sleep = trio.CancelScope()  # the timer's sleep, until the earliest entry
 
     def set(self, wait: Wait, when: float, name: str) -> None:
-        """Cancel ``wait.scope`` at ``when`` (trio's clock) unless the deadline moves first."""
+        """Interrupt ``wait`` at ``when`` (trio's clock) unless the deadline moves first."""
         wait.when = when
         wait.name = name
         if when < wait._entry:
@@ -113,7 +119,7 @@ class Deadlines:
         heappush(self._heap, (when, next(self._order), wait))
 
     async def run(self) -> None:
-        """Cancel the waits whose deadline passed, until the run ends."""
+        """Interrupt the waits whose deadline passed, until the run ends."""
         while True:
             self._sleep = trio.CancelScope(deadline=self._heap[0][0] if self._heap else math.inf)
             with self._sleep:
@@ -127,7 +133,8 @@ class Deadlines:
                     continue
                 wait._entry = math.inf
                 if wait.when <= now:
-                    wait.scope.cancel()
+                    wait.fired = True
+                    wait.interrupt()
                 elif wait.when != math.inf:
                     self._push(wait, wait.when)
 

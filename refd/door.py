@@ -47,7 +47,7 @@ class DoorState:
         self.stopping.set()
         for session in self.sessions:
             if session.waiting is not None:
-                session.waiting.cancel()
+                session.waiting.interrupt()
 
     def limit_hit(
         self, name: str, reason: str, *, conn_id: str, address: str, log_it: bool = True

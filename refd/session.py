@@ -24,11 +24,10 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import trio
-
 from refd import __version__
 from refd.addresses import address_in
 from refd.answers import auth_failed, hosts, login_answer, mailbox_answer, unroutable
+from refd.deadlines import Wait
 from refd.door import DoorState
 from refd.login import Outcome, check_login
 from refd.logs import log_event
@@ -122,8 +121,8 @@ class Session:
         self.login_attempts = 0
         self.outcome = "disconnected"
         self._limits_logged: set[str] = set()
-        #: the cancel scope of the read the server loop is waiting in, if any
-        self.waiting: trio.CancelScope | None = None
+        #: the read the server loop is waiting in, if any (interrupted at shutdown)
+        self.waiting: Wait | None = None
 
     def limit_hit(self, name: str, reason: str) -> None:
         """Count every hit of a limit; log the first one per connection."""

@@ -1,7 +1,8 @@
-"""The run's timer for session waits (refd.deadlines): a wait's scope is
-cancelled when its deadline passes, as a trio deadline would be, whichever
-way the deadline moved before; a cleared or forgotten wait is never
-cancelled; and the heap does not grow with the sessions that have ended.
+"""The run's timer for session waits (refd.deadlines): a wait is interrupted
+(here: its scope cancelled) when its deadline passes, as a trio deadline
+would be, whichever way the deadline moved before; a cleared or forgotten
+wait is never interrupted; and the heap does not grow with the sessions that
+have ended.
 
 Time is trio's MockClock, which jumps to the next deadline while every task
 waits, so each test asserts the exact time of a cancellation."""
@@ -15,12 +16,23 @@ import trio.testing
 from refd.deadlines import _PRUNE_MIN, Wait, deadlines
 
 
+class ScopedWait(Wait):
+    """A wait whose interrupt cancels its own scope, as for a session over a
+    stream other than a socket (`refd.server`)."""
+
+    __slots__ = ("scope",)
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        super().__init__(self.scope.cancel)
+
+
 @pytest.fixture
 def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-async def wait_until_cancelled(wait: Wait) -> float:
+async def wait_until_cancelled(wait: ScopedWait) -> float:
     """Sleep in ``wait.scope`` until it is cancelled; trio's time then.
 
     (`trio.TooSlowError` at 10,000 s, a time no test expects, rather than a
@@ -28,11 +40,12 @@ async def wait_until_cancelled(wait: Wait) -> float:
     with trio.fail_after(10_000), wait.scope:
         await trio.sleep_forever()
     assert wait.scope.cancelled_caught
+    assert wait.fired
     return trio.current_time()
 
 
 async def test_a_wait_is_cancelled_at_its_deadline(autojump_clock: trio.testing.MockClock) -> None:
-    wait = Wait(trio.CancelScope())
+    wait = ScopedWait()
     deadlines().set(wait, trio.current_time() + 5, "idle_timeout")
     assert await wait_until_cancelled(wait) == 5
     assert wait.name == "idle_timeout"
@@ -43,7 +56,7 @@ async def test_a_deadline_moved_later_fires_at_the_later_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    wait = Wait(trio.CancelScope())
+    wait = ScopedWait()
     timer.set(wait, 5, "idle_timeout")
 
     async def move() -> None:
@@ -60,9 +73,9 @@ async def test_a_deadline_moved_earlier_fires_at_the_earlier_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    other = Wait(trio.CancelScope())
+    other = ScopedWait()
     timer.set(other, 100, "idle_timeout")  # the timer sleeps until 100
-    wait = Wait(trio.CancelScope())
+    wait = ScopedWait()
     timer.set(wait, 50, "idle_timeout")
 
     async def move() -> None:
@@ -73,6 +86,7 @@ async def test_a_deadline_moved_earlier_fires_at_the_earlier_time(
         nursery.start_soon(move)
         assert await wait_until_cancelled(wait) == 7
     assert not other.scope.cancel_called
+    assert not other.fired
     assert await wait_until_cancelled(other) == 100
 
 
@@ -80,7 +94,7 @@ async def test_a_deadline_already_past_fires_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     await trio.sleep(10)
-    wait = Wait(trio.CancelScope())
+    wait = ScopedWait()
     deadlines().set(wait, 4, "login_timeout")
     assert await wait_until_cancelled(wait) == 10
 
@@ -89,7 +103,7 @@ async def test_cleared_and_forgotten_waits_are_never_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    cleared, forgotten, live = (Wait(trio.CancelScope()) for _ in range(3))
+    cleared, forgotten, live = (ScopedWait() for _ in range(3))
     timer.set(cleared, 5, "idle_timeout")
     timer.set(forgotten, 5, "idle_timeout")
     timer.set(live, 20, "idle_timeout")
@@ -98,6 +112,7 @@ async def test_cleared_and_forgotten_waits_are_never_cancelled(
     assert await wait_until_cancelled(live) == 20
     assert not cleared.scope.cancel_called
     assert not forgotten.scope.cancel_called
+    assert not (cleared.fired or forgotten.fired)
     # a cleared wait set again counts from its new deadline
     timer.set(cleared, 30, "idle_timeout")
     assert await wait_until_cancelled(cleared) == 30
@@ -108,10 +123,10 @@ async def test_the_heap_stays_bounded_by_the_open_sessions(
 ) -> None:
     """Many short sessions, one long one: what ended is pruned from the heap."""
     timer = deadlines()
-    long_one = Wait(trio.CancelScope())
+    long_one = ScopedWait()
     timer.set(long_one, 1000, "idle_timeout")
     for i in range(20 * _PRUNE_MIN):
-        short = Wait(trio.CancelScope())
+        short = ScopedWait()
         timer.set(short, 60 + i, "idle_timeout")
         short.clear()
         timer.forget(short)
@@ -126,7 +141,7 @@ def test_each_trio_run_has_its_own_timer() -> None:
     async def leave_a_wait() -> None:
         timer = deadlines()
         first.append(timer)
-        timer.set(Wait(trio.CancelScope()), trio.current_time() + 3600, "idle_timeout")
+        timer.set(ScopedWait(), trio.current_time() + 3600, "idle_timeout")
         assert deadlines() is timer
         assert len(timer) == 1
 
@@ -145,14 +160,14 @@ async def test_a_wait_back_at_an_old_time_keeps_one_entry(
     the old entry for 5 and the new one carry the same time; a rebuild keeps
     one, and the wait still fires once, at 5."""
     timer = deadlines()
-    wait = Wait(trio.CancelScope())
+    wait = ScopedWait()
     timer.set(wait, 5, "idle_timeout")
     timer.set(wait, 3, "command_timeout")
     wait.clear()
     await trio.sleep(4)  # the timer looked at the entry for 3: nothing to cancel
     timer.set(wait, 5, "idle_timeout")
     for _ in range(3 * _PRUNE_MIN):  # enough ended sessions for a rebuild
-        short = Wait(trio.CancelScope())
+        short = ScopedWait()
         timer.set(short, 100, "idle_timeout")
         timer.forget(short)
     assert len(timer) == 1
