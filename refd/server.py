@@ -133,7 +133,8 @@ async def handle_connection(
     door = session.door
     metrics = door.metrics
     started = time.monotonic()
-    connected = trio.current_time()
+    timer = deadlines()
+    connected = timer.now()
     command_started: float | None = None  # trio clock: the partial command's start
     first_byte: float | None = None  # when the command being answered began
 
@@ -168,7 +169,6 @@ async def handle_connection(
     else:
         scope = cancel_scope = trio.CancelScope()
         wait = Wait(cancel_scope.cancel, "write_timeout")
-    timer = deadlines()
 
     async def send(data: bytes) -> None:
         # Most answers (over TLS, their records) fit the socket buffer:
@@ -193,7 +193,7 @@ async def handle_connection(
             if conn.buffered:  # pipelined commands: other sessions get a turn
                 await trio.lowlevel.checkpoint()
             return
-        timer.set(wait, trio.current_time() + limits.write_timeout_s, "write_timeout")
+        timer.set(wait, timer.now() + limits.write_timeout_s, "write_timeout")
         try:
             await rest()
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
@@ -229,7 +229,7 @@ async def handle_connection(
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    now = trio.current_time()
+                    now = timer.now()
                     if not conn.in_command:
                         command_started = None
                     elif command_started is None:
