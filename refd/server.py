@@ -139,7 +139,7 @@ async def handle_connection(
     first_byte: float | None = None  # when the command being answered began
 
     def encode(responses: list[Response]) -> bytes:
-        return b"".join(conn.send(r) for r in responses)
+        return b"".join(map(conn.send, responses))
 
     def account(reply: Reply) -> None:
         nonlocal first_byte
@@ -164,9 +164,11 @@ async def handle_connection(
     # streams) the interrupt cancels a scope around the session.
     scope: contextlib.AbstractContextManager[object]
     if isinstance(stream, trio.SocketStream):
+        fd = stream.socket.fileno()  # read and written directly, see send and receive
         scope = contextlib.nullcontext()
-        wait = Wait(partial(trio.lowlevel.notify_closing, stream.socket.fileno()), "write_timeout")
+        wait = Wait(partial(trio.lowlevel.notify_closing, fd), "write_timeout")
     else:
+        fd = -1
         scope = cancel_scope = trio.CancelScope()
         wait = Wait(cancel_scope.cancel, "write_timeout")
 
@@ -179,7 +181,7 @@ async def handle_connection(
         rest: Callable[[], Awaitable[None]] | None = None  # what has to wait
         try:
             if isinstance(stream, trio.SocketStream):
-                sent = write_socket(stream.socket.fileno(), data)
+                sent = write_socket(fd, data)
                 if sent < len(data):
                     rest = partial(stream.send_all, data[sent:])
             elif isinstance(stream, TlsStream):
@@ -209,7 +211,7 @@ async def handle_connection(
         try:
             if isinstance(stream, trio.SocketStream):
                 # As send: read the socket directly (`read_socket`).
-                return await read_socket(stream.socket.fileno(), _RECEIVE_BYTES)
+                return await read_socket(fd, _RECEIVE_BYTES)
             return await stream.receive_some(_RECEIVE_BYTES)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if wait.fired or door.stopping.is_set():

@@ -317,7 +317,9 @@ class Session:
             self.conn.state = State.AUTHENTICATED
         if answer.outcome is not None:
             self.outcome = answer.outcome
-        return Reply(answer.responses(tag, self.capabilities()))
+        # Only a session logged in here announces its capabilities (not a referral).
+        capabilities = self.capabilities() if answer.logged_in else ""
+        return Reply(answer.responses(tag, capabilities))
 
     async def _sasl_response(self, event: SaslResponse) -> Reply:
         if event.data is None:
