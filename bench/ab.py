@@ -24,7 +24,6 @@ import argparse
 import os
 import statistics
 import sys
-from pathlib import Path
 
 import harness as H
 import servers as S
@@ -41,6 +40,7 @@ def main() -> int:
     p.add_argument("--floor", action="store_true", help="also trio alone (floor_server.py)")
     H.add_tree_options(p)
     args = p.parse_args()
+    trees = [H.source_tree(tree) for tree in args.trees]  # refused before any work
     if args.floor and args.flow != "plain":
         p.error("--floor serves PLAIN only")
     work, fx, routing = H.tree_fixture("refd-ab-")
@@ -49,9 +49,8 @@ def main() -> int:
     prof = H.Profile("ab", w, 0.5, w * 4, 2.0, 20, 10, 1000, 1, 1, 1, 3.0)
     servers: dict[str, S.Refd | S.Server] = {}
     try:
-        for tree in args.trees:
-            name, _, src = tree.partition("=")
-            S.SOURCE["path"] = Path(src).resolve()
+        for name, src in trees:
+            S.SOURCE["path"] = src
             servers[name] = S.start_refd(sys.executable, fx, work / name, workers=args.workers,
                                          routing=routing)  # fmt: skip
         if args.floor:

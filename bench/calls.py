@@ -11,7 +11,7 @@ it moves by a few % between runs of one tree, with how often a read finds
 its data already there and how many sessions share a pass of trio's
 scheduler.
 
-Each NAME=DIR (default ``this=.``) is a directory holding a ``refd/``
+Each NAME=DIR (default: this checkout) is a directory holding a ``refd/``
 package (``git archive <commit> refd | tar -x -C DIR`` for a commit).  Per
 tree, refd (``workers: 1``, bench/servers.py's config) runs twice under
 ``python -m cProfile``: once without load, once while the load generator
@@ -75,14 +75,14 @@ def per_session(
 
 
 def profiled_run(
-    name: str, src: str, work: Path, fx: S.Fixture, routing: Path, load: Callable[[S.Refd], int]
+    name: str, src: Path, work: Path, fx: S.Fixture, routing: Path, load: Callable[[S.Refd], int]
 ) -> tuple[Counter[Key], int]:
     """refd from ``src`` under cProfile: ``load(refd)`` (sessions run), then SIGTERM."""
     stats_file = work / f"{name}.prof"
     wrapper = work / f"python-{name}"
     wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m cProfile -o "{stats_file}" "$@"\n')
     wrapper.chmod(0o755)
-    S.SOURCE["path"] = Path(src).resolve()
+    S.SOURCE["path"] = src
     srv = S.start_refd(str(wrapper), fx, work / name, workers=1, routing=routing)
     try:
         sessions = load(srv)
@@ -95,13 +95,14 @@ def profiled_run(
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("trees", nargs="*", metavar="NAME=DIR", default=["this=."])
+    p.add_argument("trees", nargs="*", metavar="NAME=DIR", default=[f"this={H.REPO}"])
     p.add_argument("--flow", choices=("plain", "tls", "mailbox", "sha"), default="plain")
     p.add_argument("--seconds", type=float, default=6.0)
     p.add_argument("--conc", type=int, default=16)
     p.add_argument("--top", type=int, default=15, help="functions listed per tree")
     H.add_tree_options(p)
     args = p.parse_args()
+    trees = [H.source_tree(tree) for tree in args.trees]  # refused before any work
     work, fx, routing = H.tree_fixture("refd-calls-")
     gen = H.LoadGen(args.loadgen, 1)
     w = args.seconds
@@ -114,8 +115,7 @@ def main() -> int:
         out = subprocess.run(gen.command(port, **o), stdout=subprocess.PIPE, check=True)  # noqa: S603
         return int(json.loads(out.stdout.decode().strip().splitlines()[-1])["completed"])
 
-    for tree in args.trees:
-        name, _, src = tree.partition("=")
+    for name, src in trees:
         idle, _ = profiled_run(f"{name}-idle", src, work, fx, routing, lambda srv: 0)
         loaded, sessions = profiled_run(name, src, work, fx, routing, sessions_of)
         total, by_group, by_function = per_session(loaded, idle, sessions)

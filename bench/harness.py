@@ -169,6 +169,20 @@ class Cell:
         return sum(v for k, v in self.errors.items() if k != "cut_at_end")
 
 
+def source_tree(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` of the tools that compare source trees: the name and the directory.
+
+    DIR must hold a ``refd/`` package: otherwise refd would be imported from
+    wherever Python finds one (the bench venv has its own copy installed),
+    and the tool would measure that instead, without a word.
+    """
+    name, _, src = spec.partition("=")
+    path = Path(src or ".").resolve()
+    if not name or not (path / "refd" / "__init__.py").is_file():
+        raise SystemExit(f"{spec!r}: give NAME=DIR, DIR holding a refd/ package (e.g. this={REPO})")
+    return name, path
+
+
 def add_tree_options(p: argparse.ArgumentParser) -> None:
     """``--loadgen``, for the tools that compare source trees (``ab.py``, ``calls.py``)."""
     p.add_argument(

@@ -15,7 +15,7 @@ time (the socket calls' work, ~15 % of a PLAIN session's CPU) is not
 counted, nor the cache misses that make an instruction cost more under
 load: judge a change by this count, and the time it saves by ``ab.py``.
 
-Each NAME=DIR (default ``this=.``) is a directory holding a ``refd/``
+Each NAME=DIR (default: this checkout) is a directory holding a ``refd/``
 package (``git archive <commit> refd | tar -x -C DIR`` for a commit).  Per
 tree, refd (``workers: 1``, bench/servers.py's config) starts under
 ``valgrind --tool=callgrind`` with counting off, serves 200 sessions to
@@ -96,21 +96,21 @@ def have_valgrind() -> bool:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("trees", nargs="*", metavar="NAME=DIR", default=["this=."])
+    p.add_argument("trees", nargs="*", metavar="NAME=DIR", default=[f"this={H.REPO}"])
     p.add_argument("--flow", choices=("plain", "tls", "mailbox", "sha"), default="plain")
     p.add_argument("--sessions", type=int, default=2000)
     p.add_argument("--conc", type=int, default=16)
     H.add_tree_options(p)
     args = p.parse_args()
+    trees = [H.source_tree(tree) for tree in args.trees]  # refused before any work
     if not have_valgrind():
         raise SystemExit("needs valgrind and callgrind_control (Debian: apt-get install valgrind)")
     work, fx, routing = H.tree_fixture("refd-instructions-")
     gen = H.LoadGen(args.loadgen, 1)
     o = load_options(args.flow, fx.nusers, args.conc)
-    for tree in args.trees:
-        name, _, src = tree.partition("=")
+    for name, src in trees:
         wrapper, out = valgrind_python(work, name, sys.executable)
-        S.SOURCE["path"] = Path(src).resolve()
+        S.SOURCE["path"] = src
         srv = S.start_refd(str(wrapper), fx, work / name, workers=1, routing=routing)
         port = srv.tls_port if args.flow == "tls" else srv.port
         total, sessions = count(srv, out, gen, port, o, args.sessions)
