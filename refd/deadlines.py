@@ -46,7 +46,8 @@ class Wait:
     __slots__ = ("_entry", "fired", "interrupt", "name", "when")
 
     def __init__(self, interrupt: Callable[[], object], name: str = "") -> None:
-        #: ends the wait under way (or makes the next one end at once)
+        #: ends the wait under way, if there is one (a socket's notify_closing
+        #: does nothing otherwise), so the waiter checks ``fired`` after each wait
         self.interrupt = interrupt
         #: set by the timer just before it calls ``interrupt``
         self.fired = False
