@@ -16,15 +16,20 @@ import trio.testing
 from refd.deadlines import _PRUNE_MIN, Wait, deadlines
 
 
-class ScopedWait(Wait):
-    """A wait whose interrupt cancels its own scope, as for a session over a
-    stream other than a socket (`refd.server`)."""
+def scoped_wait() -> Wait:
+    """A wait whose interrupt cancels a scope of its own, as for a session over a
+    stream other than a socket (`refd.server`); `scope_of` gives the scope.
 
-    __slots__ = ("scope",)
+    (Not a subclass of `Wait`: in the compiled build, refd.compiled, a class
+    defined here cannot subclass a compiled one.)"""
+    return Wait(trio.CancelScope().cancel)
 
-    def __init__(self) -> None:
-        self.scope = trio.CancelScope()
-        super().__init__(self.scope.cancel)
+
+def scope_of(wait: Wait) -> trio.CancelScope:
+    """The scope that ``wait``'s interrupt cancels (`scoped_wait`)."""
+    scope = getattr(wait.interrupt, "__self__", None)
+    assert isinstance(scope, trio.CancelScope)
+    return scope
 
 
 @pytest.fixture
@@ -32,20 +37,21 @@ def autojump_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
 
-async def wait_until_cancelled(wait: ScopedWait) -> float:
-    """Sleep in ``wait.scope`` until it is cancelled; trio's time then.
+async def wait_until_cancelled(wait: Wait) -> float:
+    """Sleep in ``wait``'s scope until it is cancelled; trio's time then.
 
     (`trio.TooSlowError` at 10,000 s, a time no test expects, rather than a
     hang if the timer never cancels.)"""
-    with trio.fail_after(10_000), wait.scope:
+    scope = scope_of(wait)
+    with trio.fail_after(10_000), scope:
         await trio.sleep_forever()
-    assert wait.scope.cancelled_caught
+    assert scope.cancelled_caught
     assert wait.fired
     return trio.current_time()
 
 
 async def test_a_wait_is_cancelled_at_its_deadline(autojump_clock: trio.testing.MockClock) -> None:
-    wait = ScopedWait()
+    wait = scoped_wait()
     deadlines().set(wait, trio.current_time() + 5, "idle_timeout")
     assert await wait_until_cancelled(wait) == 5
     assert wait.name == "idle_timeout"
@@ -56,7 +62,7 @@ async def test_a_deadline_moved_later_fires_at_the_later_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    wait = ScopedWait()
+    wait = scoped_wait()
     timer.set(wait, 5, "idle_timeout")
 
     async def move() -> None:
@@ -73,9 +79,9 @@ async def test_a_deadline_moved_earlier_fires_at_the_earlier_time(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    other = ScopedWait()
+    other = scoped_wait()
     timer.set(other, 100, "idle_timeout")  # the timer sleeps until 100
-    wait = ScopedWait()
+    wait = scoped_wait()
     timer.set(wait, 50, "idle_timeout")
 
     async def move() -> None:
@@ -85,7 +91,7 @@ async def test_a_deadline_moved_earlier_fires_at_the_earlier_time(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(move)
         assert await wait_until_cancelled(wait) == 7
-    assert not other.scope.cancel_called
+    assert not scope_of(other).cancel_called
     assert not other.fired
     assert await wait_until_cancelled(other) == 100
 
@@ -94,7 +100,7 @@ async def test_a_deadline_already_past_fires_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     await trio.sleep(10)
-    wait = ScopedWait()
+    wait = scoped_wait()
     deadlines().set(wait, 4, "login_timeout")
     assert await wait_until_cancelled(wait) == 10
 
@@ -103,15 +109,15 @@ async def test_cleared_and_forgotten_waits_are_never_cancelled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     timer = deadlines()
-    cleared, forgotten, live = (ScopedWait() for _ in range(3))
+    cleared, forgotten, live = (scoped_wait() for _ in range(3))
     timer.set(cleared, 5, "idle_timeout")
     timer.set(forgotten, 5, "idle_timeout")
     timer.set(live, 20, "idle_timeout")
     cleared.clear()
     timer.forget(forgotten)
     assert await wait_until_cancelled(live) == 20
-    assert not cleared.scope.cancel_called
-    assert not forgotten.scope.cancel_called
+    assert not scope_of(cleared).cancel_called
+    assert not scope_of(forgotten).cancel_called
     assert not (cleared.fired or forgotten.fired)
     # a cleared wait set again counts from its new deadline
     timer.set(cleared, 30, "idle_timeout")
@@ -123,10 +129,10 @@ async def test_the_heap_stays_bounded_by_the_open_sessions(
 ) -> None:
     """Many short sessions, one long one: what ended is pruned from the heap."""
     timer = deadlines()
-    long_one = ScopedWait()
+    long_one = scoped_wait()
     timer.set(long_one, 1000, "idle_timeout")
     for i in range(20 * _PRUNE_MIN):
-        short = ScopedWait()
+        short = scoped_wait()
         timer.set(short, 60 + i, "idle_timeout")
         short.clear()
         timer.forget(short)
@@ -141,7 +147,7 @@ def test_each_trio_run_has_its_own_timer() -> None:
     async def leave_a_wait() -> None:
         timer = deadlines()
         first.append(timer)
-        timer.set(ScopedWait(), trio.current_time() + 3600, "idle_timeout")
+        timer.set(scoped_wait(), trio.current_time() + 3600, "idle_timeout")
         assert deadlines() is timer
         assert len(timer) == 1
 
@@ -160,14 +166,14 @@ async def test_a_wait_back_at_an_old_time_keeps_one_entry(
     the old entry for 5 and the new one carry the same time; a rebuild keeps
     one, and the wait still fires once, at 5."""
     timer = deadlines()
-    wait = ScopedWait()
+    wait = scoped_wait()
     timer.set(wait, 5, "idle_timeout")
     timer.set(wait, 3, "command_timeout")
     wait.clear()
     await trio.sleep(4)  # the timer looked at the entry for 3: nothing to cancel
     timer.set(wait, 5, "idle_timeout")
     for _ in range(3 * _PRUNE_MIN):  # enough ended sessions for a rebuild
-        short = ScopedWait()
+        short = scoped_wait()
         timer.set(short, 100, "idle_timeout")
         timer.forget(short)
     assert len(timer) == 1

@@ -17,6 +17,7 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from refd.protocol.grammar import ASTRING_RUN, ATOM_RUN, TAG_RUN, ParseError, Reader
 
@@ -68,8 +69,9 @@ class State(enum.Enum):
 class Command:
     tag: str
 
-    #: the command's wire name, set on every subclass
-    name = ""
+    #: the command's wire name, set on every subclass (a class attribute, not
+    #: a field: ``_BY_NAME`` in `refd.protocol.connection` reads it from the class)
+    name: ClassVar[str] = ""
 
 
 @dataclass(frozen=True, slots=True)

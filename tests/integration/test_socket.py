@@ -168,11 +168,18 @@ async def test_hostile_input_then_daemon_still_serves(port: int) -> None:
     )
 
 
-class _BrokenTable:
-    """A routing table that fails, to prove one session's bug stays there."""
+class _BrokenSource:
+    """An authentication source that fails, to prove one session's bug stays there.
 
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError("injected routing failure")
+    (A source, not a routing table: in the compiled build, refd.compiled,
+    the service's table must be a real `RoutingTable`; a source is any object
+    with the `AuthSource` protocol's members.)
+    """
+
+    name = "broken"
+
+    async def authenticate(self, request: object) -> object:
+        raise RuntimeError("injected source failure")
 
 
 async def test_internal_error_is_contained(
@@ -186,7 +193,7 @@ async def test_internal_error_is_contained(
     )
     policy = dataclasses.replace(demo_service.policy, auth_failure_delay_s=0.01)
     good = dataclasses.replace(demo_service, policy=policy)
-    ref = ServiceRef(dataclasses.replace(good, table=_BrokenTable()))  # type: ignore[arg-type]
+    ref = ServiceRef(dataclasses.replace(good, auth=_BrokenSource()))  # type: ignore[arg-type]
     bound = await nursery.start(lambda task_status: serve(config, ref, task_status=task_status))
     port = bound[0].port
     with caplog.at_level(logging.ERROR, logger="refd.server"):
@@ -194,7 +201,7 @@ async def test_internal_error_is_contained(
     assert got.endswith(b"\r\n* BYE Internal server error; closing.\r\n")
     assert b"Traceback" not in got and b"injected" not in got
     [record] = [r for r in caplog.records if r.message.startswith("internal error conn=")]
-    assert "injected routing failure" in (record.exc_text or "")
+    assert "injected source failure" in (record.exc_text or "")
     assert "secret" not in caplog.text
     # The daemon is still up: the next client is served normally.
     ref.current = good
