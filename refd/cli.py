@@ -25,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from refd import __version__, authtest, probe
+from refd import __version__, authtest, compiled, probe
 from refd.auth.auth_http import AuthHttpSource
 from refd.auth.ldap import LdapSource
 from refd.auth.passwd_file import PasswdFileSource
@@ -54,7 +54,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="refd",
         description="IMAP front door that answers with login and mailbox referrals.",
     )
-    p.add_argument("--version", action="version", version=f"refd {__version__}")
+    p.add_argument(
+        "--version", action="version", version=f"refd {__version__} ({compiled.describe()})"
+    )
     sub = p.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
 
     s = sub.add_parser("serve", help="run the daemon")

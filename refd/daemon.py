@@ -31,7 +31,7 @@ from typing import TypeVar
 
 import trio
 
-from refd import __version__
+from refd import __version__, compiled
 from refd.auth.hash_threads import hash_limiter
 from refd.auth.registry import source_spec
 from refd.autodiscovery.server import serve_autodiscovery
@@ -419,8 +419,9 @@ class Daemon:
                 log,
                 logging.INFO,
                 "ready",
-                "refd ready routing_sha256=%(routing_sha256)s",
+                "refd ready routing_sha256=%(routing_sha256)s build=%(build)s",
                 routing_sha256=self.ref.current.table.sha256,
+                build=compiled.describe(),
             )
             task_status.started(bound)
 

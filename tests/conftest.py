@@ -11,6 +11,7 @@ no real time.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +19,25 @@ import pytest
 import trio
 import trio.testing
 
+from refd import compiled
 from refd.config.loader import DEMO_CONFIG, DaemonConfig, load_config, load_service
 from refd.door import DoorState
 from refd.runtime import ClientInfo, Service, ServiceRef
 from refd.server import handle_connection
+
+#: the build of refd under test: ``interpreted`` (the checkout as it is), or
+#: ``compiled`` when CI runs the suite in a tree built with REFD_COMPILE=1
+#: (``.ci/run``); a run that imports another build than it names fails at once.
+EXPECTED_BUILD = os.environ.get("REFD_TEST_BUILD", "interpreted")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    found = compiled.describe()
+    if found != EXPECTED_BUILD:
+        raise pytest.UsageError(
+            f"refd under test is {found}, not {EXPECTED_BUILD} (REFD_TEST_BUILD); "
+            f"the extension modules found: {compiled.compiled()}"
+        )
 
 
 @pytest.fixture

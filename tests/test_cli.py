@@ -17,6 +17,7 @@ import pytest
 from refd import __version__
 from refd.cli import main
 from refd.config.loader import DEMO_CONFIG
+from tests.conftest import EXPECTED_BUILD
 from tests.procs import Daemon, free_port, session
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out == f"refd {__version__}\n"
+    assert capsys.readouterr().out == f"refd {__version__} ({EXPECTED_BUILD})\n"
 
 
 def test_check_shipped_examples(capsys: pytest.CaptureFixture[str]) -> None:
@@ -273,6 +274,13 @@ def test_json_logs(demo_copy: tuple[Path, int]) -> None:
     # One process: it hashes on every core it may run on.
     assert start["hash_threads"] == len(os.sched_getaffinity(0))
     assert start["msg"].startswith(f"refd {__version__} starting config={cfg} ")  # type: ignore[union-attr]
+    # The ready line names the build that runs (refd/compiled.py).
+    (ready,) = events["ready"]
+    assert ready["build"] == EXPECTED_BUILD
+    assert (
+        ready["msg"]
+        == f"refd ready routing_sha256={start['routing_sha256']} build={EXPECTED_BUILD}"
+    )
     # A login referral and its plain success are DEBUG lines: at INFO the
     # session end line names the user and the server.
     assert "referral" not in events
