@@ -374,6 +374,7 @@ def render(results: dict[str, Any]) -> str:
                  f"workers: {results.get('cores')} and 1"),
         ("Python / trio / Python's OpenSSL", f"{env['python']} / {env['trio']} / {env['python_openssl']}"),
         ("the interpreter running refd", env.get("python_binary", "?")),
+        ("refd's hot path (refd/compiled.py)", env.get("refd_build", "interpreted")),
         ("Dovecot", env["dovecot"]),
         ("openssl (Dovecot, load generator)", env["openssl"]),
         ("C compiler", env["cc"]),
