@@ -8,7 +8,8 @@ The project's metadata is in pyproject.toml; this file only adds the
 compiled modules when asked.  mypyc compiles the same source that
 ``mypy --strict`` checks, so the pinned mypy below is the one the code is
 checked with.  Under pip's build isolation the first pass of this file
-asks for mypy (``setup_requires``), and the second compiles.
+asks for mypy and what mypy must see (``setup_requires``), and the second
+compiles.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import tomllib
 from pathlib import Path
 
 from setuptools import setup
@@ -25,6 +27,19 @@ from setuptools import setup
 MYPY = "mypy==2.4.1"
 
 ROOT = Path(__file__).resolve().parent
+
+
+def compile_requires() -> list[str]:
+    """What compiling needs in pip's build environment: mypy, and what mypy must see.
+
+    mypyc type-checks the modules it compiles, so the build environment needs
+    refd's dependencies and the stubs the test extra names (types-*), as the
+    project's own ``mypy --strict`` run has them; without them, in a fresh
+    venv, the imports of trio and the rest are errors.
+    """
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    stubs = [r for r in project["optional-dependencies"]["test"] if r.startswith("types-")]
+    return [MYPY, *project["dependencies"], *stubs]
 
 
 def compiled_extensions() -> tuple[list[object], list[str]]:
@@ -39,7 +54,7 @@ def compiled_extensions() -> tuple[list[object], list[str]]:
         from mypy.version import __version__ as mypy_version  # noqa: PLC0415
         from mypyc.build import mypycify  # noqa: PLC0415 (only a compiled build needs it)
     except ImportError:
-        return [], [MYPY]  # pip installs it, then runs this file again
+        return [], compile_requires()  # pip installs them, then runs this file again
     if mypy_version != MYPY.partition("==")[2]:
         print(f"refd: compiling with mypy {mypy_version}, not the tested {MYPY}", file=sys.stderr)
     hot = runpy.run_path(str(ROOT / "refd" / "compiled.py"))["sources"]()

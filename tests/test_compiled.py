@@ -83,5 +83,10 @@ def test_setup_asks_for_its_pinned_mypy_before_it_can_compile(
     setup = setup_module_namespace()
     monkeypatch.setenv("REFD_COMPILE", "1")
     monkeypatch.setitem(sys.modules, "mypyc.build", None)  # import fails
-    assert setup["compiled_extensions"]() == ([], [setup["MYPY"]])
+    extensions, requires = setup["compiled_extensions"]()
+    assert extensions == []
     assert setup["MYPY"].startswith("mypy==")
+    # mypyc type-checks what it compiles: in a fresh build environment it
+    # needs refd's dependencies and their stubs, as `mypy --strict` has them.
+    assert requires[0] == setup["MYPY"]
+    assert {"trio>=0.25", "pyyaml>=6.0", "prometheus-client>=0.20", "types-PyYAML"} <= set(requires)
