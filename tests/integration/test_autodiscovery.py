@@ -625,17 +625,28 @@ async def test_an_unknown_address_takes_the_time_a_known_one_does(
 ) -> None:
     """Interleaved runs, as tests/integration/test_secrets.py does, compared by their
     lower quartile: on a busy machine the median wanders with the load, the fast
-    runs show what the code path costs."""
+    runs show what the code path costs.
+
+    Up to three rounds of 100 pairs, as there: a real difference shows in every
+    round, a burst of load from elsewhere in one. (One round of the compiled
+    build, refd.compiled, once measured the known address 18 % slower; eight
+    rounds in one process then gave -7 to +8 %, centred on 0.)"""
     assert demo_config.autodiscovery is not None
     service = dataclasses.replace(demo_service, autodiscovery=demo_config.autodiscovery.policy)
-    known: list[float] = []
-    unknown: list[float] = []
-    for i in range(100):
-        order = [("alice@example.org", known), ("nobody@example.org", unknown)]
-        for address, times in order if i % 2 else order[::-1]:
-            times.append(await _autoconfig_time(service, address))
-    a, b = statistics.quantiles(known, n=4)[0], statistics.quantiles(unknown, n=4)[0]
-    assert abs(a - b) <= 0.15 * max(a, b), (a, b)
+    rounds: list[tuple[float, float]] = []
+    for _ in range(3):
+        known: list[float] = []
+        unknown: list[float] = []
+        for i in range(100):
+            order = [("alice@example.org", known), ("nobody@example.org", unknown)]
+            for address, times in order if i % 2 else order[::-1]:
+                times.append(await _autoconfig_time(service, address))
+        a, b = statistics.quantiles(known, n=4)[0], statistics.quantiles(unknown, n=4)[0]
+        rounds.append((a, b))
+        if abs(a - b) <= 0.15 * max(a, b):
+            break
+    a, b = rounds[-1]
+    assert abs(a - b) <= 0.15 * max(a, b), rounds
 
 
 async def test_expect_100_continue(http) -> None:
