@@ -54,6 +54,23 @@ class LoginAnswer:
     outcome: str | None
     error: str | None = None
 
+    def __init__(
+        self,
+        user: str,
+        route: UserRoute | None,
+        referral: Referral | None,
+        logged_in: bool,
+        outcome: str | None,
+        error: str | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "referral", referral)
+        object.__setattr__(self, "logged_in", logged_in)
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "error", error)
+
     @property
     def is_referral(self) -> bool:
         """Whether a referral is sent (``refer`` and ``accept``; not ``stay``)."""

@@ -66,6 +66,19 @@ class LoginCheck:
     #: the home server the source named, if any (`refd.routing.model.Home`)
     home: Home | None = None
 
+    def __init__(
+        self,
+        outcome: Outcome,
+        user: str,
+        delay_s: float = 0.0,
+        home: Home | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "delay_s", delay_s)
+        object.__setattr__(self, "home", home)
+
 
 def auth_request(client: ClientInfo, user: str, password: str, attempt: int = 1) -> AuthRequest:
     """The request the source sees for ``client``'s ``attempt``-th login."""

@@ -110,5 +110,28 @@ class ClientInfo:
     local_address: str | None = None
     local_port: int | None = None
 
+    def __init__(
+        self,
+        conn_id: str,
+        address: str,
+        listener: str = "imap",
+        tls: bool = False,
+        starttls_available: bool = False,
+        forwarded_by: str | None = None,
+        port: int | None = None,
+        local_address: str | None = None,
+        local_port: int | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "conn_id", conn_id)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "listener", listener)
+        object.__setattr__(self, "tls", tls)
+        object.__setattr__(self, "starttls_available", starttls_available)
+        object.__setattr__(self, "forwarded_by", forwarded_by)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "local_address", local_address)
+        object.__setattr__(self, "local_port", local_port)
+
     def in_networks(self, networks: tuple[IPNetwork, ...]) -> bool:
         return address_in(self.address, networks)

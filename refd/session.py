@@ -95,6 +95,23 @@ class Reply:
     #: one delay for unknown user and wrong password, see refd.throttle)
     delay_s: float = 0.0
 
+    def __init__(
+        self,
+        responses: list[Response] | None = None,
+        close: bool = False,
+        starttls: bool = False,
+        command: str | None = None,
+        stream: Iterable[Sequence[Response]] | None = None,
+        delay_s: float = 0.0,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        self.responses = [] if responses is None else responses
+        self.close = close
+        self.starttls = starttls
+        self.command = command
+        self.stream = stream
+        self.delay_s = delay_s
+
 
 class Session:
     """One client's session policy, driving one :class:`Connection`."""

@@ -429,6 +429,21 @@ class Endpoints:
     #: the socket's own peer (the load balancer, behind one)
     peer: str
 
+    def __init__(
+        self,
+        address: str,
+        port: int | None,
+        local_address: str,
+        local_port: int | None,
+        peer: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "port", port)
+        object.__setattr__(self, "local_address", local_address)
+        object.__setattr__(self, "local_port", local_port)
+        object.__setattr__(self, "peer", peer)
+
 
 async def client_endpoints(
     stream: trio.SocketStream,

@@ -55,6 +55,67 @@ def test_no_interpreted_class_subclasses_a_compiled_one() -> None:
     assert offenders == []
 
 
+#: the dataclasses a PLAIN login-referral session builds, which write their
+#: ``__init__`` out so that the compiled build runs it as C (refd/compiled.py)
+SESSION_DATACLASSES = {
+    "refd.answers": {"LoginAnswer"},
+    "refd.auth.base": {"AuthRequest", "AuthResult"},
+    "refd.login": {"LoginCheck"},
+    "refd.protocol.responses": {"Tagged", "UntaggedStatus", "Bye"},
+    "refd.routing.model": {"Referral"},
+    "refd.runtime": {"ClientInfo"},
+    "refd.session": {"Reply"},
+    "refd.transport": {"Endpoints"},
+}
+
+
+def _dataclass_fields(node: ast.ClassDef) -> list[tuple[str, str | None]]:
+    """A dataclass's ``__init__`` parameters as ``@dataclass`` would make them: each
+    field's name and the source text of its default (None when it has none; a
+    ``default_factory`` field's written-out default is ``None``)."""
+    fields: list[tuple[str, str | None]] = []
+    for item in node.body:
+        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+            continue
+        if "ClassVar" in ast.unparse(item.annotation):
+            continue
+        default = None if item.value is None else ast.unparse(item.value)
+        if isinstance(item.value, ast.Call) and ast.unparse(item.value.func) == "field":
+            keywords = {k.arg: ast.unparse(k.value) for k in item.value.keywords}
+            if keywords.get("init") == "False":
+                continue
+            default = keywords.get("default")
+            if "default_factory" in keywords:
+                default = "None"  # the written-out __init__ makes the value itself
+        fields.append((item.target.id, default))
+    return fields
+
+
+def test_session_dataclasses_write_out_an_init_that_matches_their_fields() -> None:
+    found: dict[str, set[str]] = {}
+    for name, source in zip(compiled.MODULES, compiled.sources(), strict=True):
+        for node in ast.parse((ROOT / source).read_text()).body:
+            if not isinstance(node, ast.ClassDef):
+                continue
+            if not any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+                continue
+            init = next(
+                (f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"),
+                None,
+            )
+            if init is None:
+                continue
+            found.setdefault(name, set()).add(node.name)
+            args = init.args
+            assert not args.posonlyargs and not args.kwonlyargs and args.vararg is None
+            names = [a.arg for a in args.args[1:]]
+            defaults = [None] * (len(names) - len(args.defaults)) + [
+                ast.unparse(d) for d in args.defaults
+            ]
+            assert list(zip(names, defaults, strict=True)) == _dataclass_fields(node), node.name
+    assert found == SESSION_DATACLASSES
+
+
 def test_the_build_under_test_is_the_one_named() -> None:
     assert compiled.describe() == EXPECTED_BUILD
     expected = list(compiled.MODULES) if EXPECTED_BUILD == "compiled" else []

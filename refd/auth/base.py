@@ -56,6 +56,23 @@ class AuthResult:
     # the door bounds it by auth.failure_delay_max_s (refd.login).
     wait_s: float = 0.0
 
+    def __init__(
+        self,
+        status: AuthStatus,
+        user: str,
+        reason: str,
+        home: Home | None = None,
+        ops: tuple[DirectoryOp, ...] = (),
+        wait_s: float = 0.0,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "wait_s", wait_s)
+
 
 @dataclass(frozen=True, slots=True)
 class DirectoryRoute:
@@ -94,6 +111,29 @@ class AuthRequest:
     # whether the client is on TLS: an auth service may want to know.
     attempt: int = 1
     tls: bool = False
+
+    def __init__(
+        self,
+        user: str,
+        password: str,
+        client_address: str,
+        client_port: int | None = None,
+        local_address: str | None = None,
+        local_port: int | None = None,
+        session_id: str | None = None,
+        attempt: int = 1,
+        tls: bool = False,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "password", password)
+        object.__setattr__(self, "client_address", client_address)
+        object.__setattr__(self, "client_port", client_port)
+        object.__setattr__(self, "local_address", local_address)
+        object.__setattr__(self, "local_port", local_port)
+        object.__setattr__(self, "session_id", session_id)
+        object.__setattr__(self, "attempt", attempt)
+        object.__setattr__(self, "tls", tls)
 
 
 def redacted(result: AuthResult, *secrets: str) -> AuthResult:

@@ -51,6 +51,19 @@ class Tagged:
     text: str
     code: str | None = None
 
+    def __init__(
+        self,
+        tag: str,
+        cond: Cond,
+        text: str,
+        code: str | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "cond", cond)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "code", code)
+
 
 @dataclass(frozen=True, slots=True)
 class UntaggedStatus:
@@ -60,6 +73,17 @@ class UntaggedStatus:
     text: str
     code: str | None = None
 
+    def __init__(
+        self,
+        cond: Cond,
+        text: str,
+        code: str | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "cond", cond)
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "code", code)
+
 
 @dataclass(frozen=True, slots=True)
 class Bye:
@@ -67,6 +91,15 @@ class Bye:
 
     text: str
     code: str | None = None
+
+    def __init__(
+        self,
+        text: str,
+        code: str | None = None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "text", text)
+        object.__setattr__(self, "code", code)
 
 
 @dataclass(frozen=True, slots=True)

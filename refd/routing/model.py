@@ -205,6 +205,19 @@ class Referral:
     remote_names: tuple[str, ...]
     rule: str
 
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        servers: tuple[Server, ...],
+        remote_names: tuple[str, ...],
+        rule: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "urls", urls)
+        object.__setattr__(self, "servers", servers)
+        object.__setattr__(self, "remote_names", remote_names)
+        object.__setattr__(self, "rule", rule)
+
 
 @dataclass(frozen=True, slots=True)
 class RenameReferral:
