@@ -135,7 +135,9 @@ async def check_login(
         result = await ask_source(service, request, limit_hit)
     finally:
         door.auth_in_flight -= 1
-    door.metrics.auth(service.auth.name, result.status.value, time.perf_counter() - started)
+    # ``_value_``: Enum's ``.value`` is a Python-level property, a call a login.
+    status = result.status._value_
+    door.metrics.auth(service.auth.name, status, time.perf_counter() - started)
     for op in result.ops:
         door.metrics.directory_request(service.auth.name, op.operation, op.result, op.seconds)
     if result.status is AuthStatus.UNAVAILABLE:

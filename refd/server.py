@@ -149,7 +149,9 @@ async def handle_connection(
         for r in reply.responses:
             if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
                 took = None if first_byte is None else now - first_byte
-                metrics.command_answered(reply.command, r.cond.value.lower(), took)
+                # ``_value_``, the member's value as stored: ``.value`` is a
+                # Python-level property of Enum, a call per answer.
+                metrics.command_answered(reply.command, r.cond._value_.lower(), took)
                 first_byte = now if conn.buffered else None
 
     # The wait under way (a read, or a write that has to wait) has its

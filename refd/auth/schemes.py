@@ -164,6 +164,10 @@ class Algorithm(enum.Enum):
     DES_CRYPT = "DES-CRYPT"
     PBKDF2 = "PBKDF2"
 
+    # Hashed by identity, as members compare: Enum's own hash is a Python
+    # call (of the name's hash) at each look-up, two a password check.
+    __hash__ = object.__hash__
+
 
 #: Verified on the event loop: a digest or two, microseconds each.  Every
 #: other algorithm costs enough to go to a worker thread.

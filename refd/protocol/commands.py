@@ -64,6 +64,10 @@ class State(enum.Enum):
     AUTHENTICATED = "authenticated"
     LOGOUT = "logout"
 
+    # Hashed by identity, as members compare: Enum's own hash is a Python
+    # call (of the name's hash) at every look-up in ``ALLOWED``'s sets.
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True, slots=True)
 class Command:
