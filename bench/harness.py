@@ -359,15 +359,19 @@ def start_throughput_servers(args: argparse.Namespace, fx: S.Fixture, routing: P
 
 
 HASH_THREADS_LINE = re.compile(r"refd \S+ starting .* hash_threads=(\d+) pid=(\d+)")
+POOL_LINE = re.compile(r"refd \S+ supervisor starting .* hash_threads=(\d+) pid=(\d+)")
 
 
 def hash_threads_of(srv: S.Refd) -> dict[str, Any]:
     """The ``hash_threads=`` each refd process printed in its start line (one
-    line per worker; a single process with ``workers: 1``)."""
+    line per worker, each naming the pool it hashes on; a single process with
+    ``workers: 1``), and the supervisor's (the threads of the one pool)."""
+    text = srv.log_text()
     per_pid: dict[int, int] = {}
-    for found in HASH_THREADS_LINE.finditer(srv.log_text()):
+    for found in HASH_THREADS_LINE.finditer(text):
         per_pid[int(found.group(2))] = int(found.group(1))
-    return {"workers": srv.workers, "per_process": list(per_pid.values()),
+    pools = [int(found.group(1)) for found in POOL_LINE.finditer(text)]
+    return {"workers": srv.workers, "per_process": list(per_pid.values()), "pools": pools,
             "cores": len(os.sched_getaffinity(0))}  # fmt: skip
 
 

@@ -83,11 +83,6 @@ def _other(rows: list[dict[str, Any] | None]) -> str:
     return f"≤ {max(vals):.0f} %" if vals else "-"
 
 
-def _expected_hash_threads(workers: int, cores: int) -> int:
-    """What refd.auth.hash_threads gives each process: the cores shared out."""
-    return max(1, cores // workers)
-
-
 def verdicts(results: dict[str, Any]) -> list[Verdict]:
     """(target, measured, other % during its cells, met) rows for the summary;
     met is None for a row shown for information (no target)."""
@@ -165,16 +160,21 @@ def verdicts(results: dict[str, Any]) -> list[Verdict]:
                         _other([cells.get((main, f, p[1])) for f, p in
                                 (("tls", rsa), ("tls-ecdsa", ec))]), None))  # fmt: skip
     for ht in sorted(results.get("hash_threads", {}).values(), key=lambda h: -h["workers"]):
-        want = _expected_hash_threads(ht["workers"], ht["cores"])
-        per = ht["per_process"]
-        ok = len(per) == ht["workers"] and all(n == want for n in per)
-        total = sum(per)
+        # refd.auth.hash_threads: one pool of a thread per core, in the
+        # supervisor when there are workers (each worker's start line names
+        # it), else in the one process.
+        cores, per, pools = ht["cores"], ht["per_process"], ht.get("pools", [])
+        if ht["workers"] > 1:
+            ok = pools == [cores] and len(per) == ht["workers"] and set(per) == {cores}
+            where = (f"the supervisor's start line `hash_threads={'+'.join(map(str, pools))}`,"
+                     f" the workers' `hash_threads=`: {', '.join(map(str, per)) or 'none found'}")
+        else:
+            ok = per == [cores]
+            where = f"start line `hash_threads=`: {', '.join(map(str, per)) or 'none found'}"
         out.append((
-            f"hashing threads, workers: {ht['workers']} on {ht['cores']} cores: "
-            f"{want} per process, one pool sized to the cores in total",
-            f"start lines `hash_threads=`: {' + '.join(map(str, per)) or 'none found'}"
-            f" = {total}",
-            "-", ok,
+            f"hashing threads, workers: {ht['workers']} on {cores} cores: "
+            f"one pool of {cores} threads, shared by every worker",
+            where, "-", ok,
         ))  # fmt: skip
     for row in results.get("memory", []):
         if row["server"] != main or row["kib_per_conn"] is None:

@@ -32,7 +32,7 @@ from typing import TypeVar
 import trio
 
 from refd import __version__, compiled
-from refd.auth.hash_threads import hash_limiter
+from refd.auth.hash_threads import hash_client
 from refd.auth.registry import source_spec
 from refd.autodiscovery.server import serve_autodiscovery
 from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
@@ -363,7 +363,7 @@ class Daemon:
             config=str(self.config.file),
             routing_sha256=self.ref.current.table.sha256,
             config_sha256=self.config_sha256,
-            hash_threads=hash_limiter().total_tokens,
+            hash_threads=hash_client().threads,
             pid=os.getpid(),
         )
         announce(self.config, self.ref.current)

@@ -21,9 +21,10 @@ N workers.  The supervisor:
   socket in a private directory, with a random HMAC secret next to it, so
   every worker counts against the same table without Redis; the workers find
   the socket in ``REFD_THROTTLE_SOCKET``;
-- tells each worker how many password hashes it may compute at once
-  (``REFD_HASH_THREADS``, `refd.auth.hash_threads`), so that all of them
-  together use as many threads as there are cores.
+- hosts the hashing pool (`refd.auth.hash_threads.HashPool`: a thread per
+  core) that every worker sends its password verifications to, so all of
+  them share one queue; each worker finds its sockets in
+  ``REFD_HASH_SOCKETS``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pathlib import Path
 import trio
 
 from refd import __version__
-from refd.auth.hash_threads import HASH_THREADS_ENV, usable_cores, worker_hash_threads
+from refd.auth.hash_threads import HASH_SOCKETS_ENV, HashPool, usable_cores
 from refd.config.loader import DaemonConfig, load_config
 from refd.http import serve_http
 from refd.listen import bind_all
@@ -83,6 +84,8 @@ class Supervisor:
         self.ready: set[int] = set()
         self.stopping = False
         self.restarts = 0
+        #: the workers' one hashing pool, started by `run`
+        self.hash_pool: HashPool | None = None
 
     def worker_command(self) -> list[str]:
         # name=fd of each listening socket, IMAP and HTTP; the worker inherits the fds.
@@ -114,21 +117,30 @@ class Supervisor:
             **os.environ,
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
             STORE_SOCKET_ENV: str(self.store_socket),
-            # All workers together hash on as many threads as there are cores.
-            HASH_THREADS_ENV: str(worker_hash_threads(self.config.workers, usable_cores())),
         }
+        pool = self.hash_pool
+        assert pool is not None
         while not self.stopping:
             started = trio.current_time()
-            proc = await trio.lowlevel.open_process(
-                self.worker_command(),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                pass_fds=[
-                    sock.fileno()
-                    for sock in [*self.bound.listeners.values(), *self.bound.http.values()]
-                ],
-            )
+            # A reply socket of its own for each start: answers to a dead
+            # worker's requests can never reach the next one.
+            client, replies = pool.add_client()
+            with replies:
+                proc = await trio.lowlevel.open_process(
+                    self.worker_command(),
+                    env={**env, HASH_SOCKETS_ENV: pool.environment(client, replies)},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    pass_fds=[
+                        sock.fileno()
+                        for sock in [
+                            *self.bound.listeners.values(),
+                            *self.bound.http.values(),
+                            pool.request_socket,
+                            replies,
+                        ]
+                    ],
+                )
             self.workers[slot] = proc
             log.info("worker %d started pid=%d", slot, proc.pid)
             try:
@@ -139,6 +151,7 @@ class Supervisor:
                     nursery.cancel_scope.cancel()
             finally:
                 self.ready.discard(slot)
+                pool.remove_client(client)
                 worker_gone(proc.pid, self.multiproc_dir)
             if self.stopping:
                 log.info("worker %d pid=%d exited with %d", slot, proc.pid, code)
@@ -176,12 +189,14 @@ class Supervisor:
             logging.INFO,
             "start",
             "refd %(version)s supervisor starting config=%(config)s workers=%(workers)d "
-            "pid=%(pid)d",
+            "hash_threads=%(hash_threads)d pid=%(pid)d",
             version=__version__,
             config=str(self.config.file),
             workers=self.config.workers,
+            hash_threads=usable_cores(),
             pid=os.getpid(),
         )
+        self.hash_pool = pool = HashPool(usable_cores())
         registry = supervisor_registry(self.multiproc_dir, self._live_workers)
         try:
             with trio.open_signal_receiver(signal.SIGHUP, signal.SIGTERM, signal.SIGINT) as signals:
@@ -225,6 +240,7 @@ class Supervisor:
                             self._signal_workers(signal.SIGKILL)
                     nursery.cancel_scope.cancel()
         finally:
+            pool.close()
             self.bound.close()
             shutil.rmtree(self.multiproc_dir, ignore_errors=True)
             shutil.rmtree(self.store_dir, ignore_errors=True)

@@ -27,12 +27,10 @@ lowercases login names by default, auth_username_format=%Lu); the name as
 written in the file is the canonical one handed to routing and sent in the
 referral URL, and two lines that differ only in case are duplicates.
 
-`PasswdFileSource.authenticate` verifies on a worker thread
-(`trio.to_thread.run_sync`) under a `trio.CapacityLimiter`, so hashing never
-blocks the event loop and at most `limiter.total_tokens` hashes run at once;
-by default the process's one hashing limiter (`refd.auth.hash_threads`:
-with ``workers: N``, all workers together hash on as many threads as there
-are cores).
+`PasswdFileSource.authenticate` verifies a slow hash on the process's
+hashing pool (`refd.auth.hash_threads`: a thread per core, in the order
+asked; with ``workers: N`` one pool in the supervisor for all workers), so
+hashing never blocks the event loop.
 bcrypt, argon2-cffi and the libxcrypt SHA-crypt path release the GIL, so
 these threads use several cores; the pure-Python SHA-crypt fallback (used
 when no libxcrypt is found) holds the GIL and does not scale.
@@ -48,15 +46,13 @@ mismatch".
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-import trio
-
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
-from refd.auth.hash_threads import hash_limiter
+from refd.auth.hash_threads import HashClient, HashPoolGone, hash_client
 from refd.auth.registry import AuthSourceSpec, BuildContext, ParseContext
 from refd.auth.schemes import (
     CRYPT_SCHEMES,
@@ -192,16 +188,15 @@ class PasswdFileSource:
         self,
         table: PasswdTable,
         *,
-        limiter: trio.CapacityLimiter | None = None,
+        hasher: HashClient | None = None,
         name: str = "passwd-file",
-        verify: Callable[[PasswordHash, str], bool] = check_password,
     ) -> None:
         self.name = name
         self.table = table
         # Built without hashing: cheap here even for costly parameters.
         self.dummy = dummy_hash(_most_common_hash(table))
-        self.limiter = limiter if limiter is not None else hash_limiter()
-        self._verify = verify
+        #: where slow hashes are verified: the process's pool unless given
+        self.hasher = hasher if hasher is not None else hash_client()
 
     @classmethod
     def from_text(
@@ -210,29 +205,30 @@ class PasswdFileSource:
         file: str,
         *,
         default_scheme: str = "CRYPT",
-        limiter: trio.CapacityLimiter | None = None,
+        hasher: HashClient | None = None,
         name: str = "passwd-file",
-        verify: Callable[[PasswordHash, str], bool] = check_password,
     ) -> Self:
         """Parse `text` (read by the caller from `file`); raises PasswdFileError."""
         table = parse_passwd_file(text, file, default_scheme=default_scheme)
-        return cls(table, limiter=limiter, name=name, verify=verify)
+        return cls(table, hasher=hasher, name=name)
 
     async def authenticate(self, request: AuthRequest) -> AuthResult:
         entry = self.table.lookup(request.user)
         hashed = self.dummy if entry is None or entry.password is None else entry.password
         # Same path for every request up to here: one verification.  The
-        # slow schemes run off the loop; a plain or salted digest takes
-        # microseconds, less than the thread hop would, and no checkpoint
+        # slow schemes run on the hashing pool; a plain or salted digest
+        # takes microseconds, less than the hop would, and no checkpoint
         # follows it: the session yields at its next read, or after the
         # answer when more commands are waiting (a yield here cost ~10 us
         # per PLAIN login).
         if hashed.algorithm in INLINE_ALGORITHMS:
-            matched = self._verify(hashed, request.password)
+            matched = check_password(hashed, request.password)
         else:
-            matched = await trio.to_thread.run_sync(
-                self._verify, hashed, request.password, limiter=self.limiter
-            )
+            try:
+                matched = await self.hasher.verify(hashed, request.password)
+            except HashPoolGone:
+                # The same answer for every user: no hash was checked.
+                return AuthResult(AuthStatus.UNAVAILABLE, request.user, "hashing pool unavailable")
         if entry is None:
             return AuthResult(AuthStatus.FAILURE, request.user, "unknown user")
         if entry.problem is not None:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trio
-import trio.testing
 
 from refd.auth.base import AuthRequest, AuthResult, AuthStatus
-from refd.auth.hash_threads import hash_limiter
+from refd.auth.hash_threads import HashClient, HashPool, hash_client
 from refd.auth.passwd_file import (
     PasswdEntry,
     PasswdFileError,
@@ -234,35 +234,50 @@ async def test_authenticate(user: str, password: str, expected: AuthResult) -> N
 
 
 class SpyVerify:
-    """An injectable verify that records what it was asked to check, and where."""
+    """A hashing pool's verify that records what it was asked to check, and where."""
 
     def __init__(self) -> None:
-        self.calls: list[PasswordHash] = []
+        self.calls: list[tuple[Algorithm, bytes]] = []
         self.threads: list[int] = []
 
     def __call__(self, hashed: PasswordHash, password: str) -> bool:
-        self.calls.append(hashed)
+        self.calls.append((hashed.algorithm, hashed.value))
         self.threads.append(threading.get_ident())
         return check_password(hashed, password)
 
 
+@contextlib.contextmanager
+def spied(text: str) -> Iterator[tuple[PasswdFileSource, SpyVerify]]:
+    """A source over `text` whose hashing pool (one thread) verifies with a spy."""
+    spy = SpyVerify()
+    pool = HashPool(1, verify=spy)
+    client, replies = pool.add_client()
+    hasher = HashClient(pool.request_socket, replies, client, threads=1, pool=pool)
+    try:
+        yield PasswdFileSource.from_text(text, "users.passwd", hasher=hasher), spy
+    finally:
+        hasher.close()
+
+
 @pytest.mark.parametrize("user", ["mallory", "frank", "grace"])
 async def test_unknown_and_locked_users_verify_the_dummy(user: str) -> None:
-    spy = SpyVerify()
-    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
-    result = await source.authenticate(request(user, "Hello world!"))
+    # Mostly SHA512-CRYPT, so the dummy is one and goes to the pool, as
+    # alice's own hash does.
+    more = "".join(f"sha{n}:{{SHA512-CRYPT}}{SHA512_CRYPT_5000}\n" for n in range(4))
+    with spied(USERS + more) as (source, spy):
+        result = await source.authenticate(request(user, "Hello world!"))
     assert result.status is AuthStatus.FAILURE
-    assert spy.calls == [source.dummy]
+    assert spy.calls == [(source.dummy.algorithm, source.dummy.value)]
 
 
 @pytest.mark.parametrize(("user", "off_loop"), [("carol", True), ("alice", True), ("Bob", False)])
 async def test_slow_schemes_verify_off_the_loop(user: str, off_loop: bool) -> None:
-    # bcrypt and SHA-crypt go to a worker thread; a single digest (PLAIN,
+    # bcrypt and SHA-crypt go to the hashing pool; a single digest (PLAIN,
     # SSHA...) costs microseconds, less than the hop, and stays on the loop.
-    spy = SpyVerify()
-    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
-    await source.authenticate(request(user, "wrong"))
-    assert (spy.threads != [threading.get_ident()]) is off_loop
+    with spied(USERS) as (source, spy):
+        await source.authenticate(request(user, "wrong"))
+    assert bool(spy.calls) is off_loop
+    assert threading.get_ident() not in spy.threads
 
 
 # "secret" in the schemes doveadm pw makes: the costly ones go to a thread.
@@ -283,27 +298,25 @@ broken:{NOPE}secret
      ("plainmd5", False)],
 )  # fmt: skip
 async def test_legacy_schemes_verify_where_their_cost_says(user: str, off_loop: bool) -> None:
-    spy = SpyVerify()
-    source = PasswdFileSource.from_text(LEGACY_USERS, "users.passwd", verify=spy)
-    assert await source.authenticate(request(user, "secret")) == AuthResult(
-        AuthStatus.SUCCESS, user, "password ok"
-    )
-    assert (spy.threads != [threading.get_ident()]) is off_loop
+    with spied(LEGACY_USERS) as (source, spy):
+        assert await source.authenticate(request(user, "secret")) == AuthResult(
+            AuthStatus.SUCCESS, user, "password ok"
+        )
+    assert bool(spy.calls) is off_loop
 
 
 async def test_a_user_with_an_unusable_line_verifies_the_dummy() -> None:
-    spy = SpyVerify()
-    source = PasswdFileSource.from_text(LEGACY_USERS, "users.passwd", verify=spy)
-    result = await source.authenticate(request("broken", "secret"))
+    with spied(LEGACY_USERS) as (source, spy):
+        result = await source.authenticate(request("broken", "secret"))
     assert result.status is AuthStatus.FAILURE
-    assert spy.calls == [source.dummy]
+    assert spy.calls == [(source.dummy.algorithm, source.dummy.value)]
 
 
 async def test_known_user_verifies_its_own_hash_once() -> None:
-    spy = SpyVerify()
-    source = PasswdFileSource.from_text(USERS, "users.passwd", verify=spy)
-    await source.authenticate(request("alice", "wrong"))
-    assert spy.calls == [parse_password_hash("{SHA512-CRYPT}" + SHA512_CRYPT_5000)]
+    with spied(USERS) as (source, spy):
+        await source.authenticate(request("alice", "wrong"))
+    hashed = parse_password_hash("{SHA512-CRYPT}" + SHA512_CRYPT_5000)
+    assert spy.calls == [(hashed.algorithm, hashed.value)]
 
 
 @pytest.mark.parametrize(
@@ -332,41 +345,67 @@ def test_dummy_copies_the_most_common_kind_of_hash(
     assert (source.dummy.algorithm, source.dummy.cost) == (algorithm, cost)
 
 
-async def test_limiter_bounds_concurrent_verifications() -> None:
-    release = threading.Event()
+async def test_slow_hashes_are_verified_on_the_pool_fast_ones_inline() -> None:
+    seen: list[bytes] = []
 
-    def blocking_verify(hashed: PasswordHash, password: str) -> bool:
-        release.wait()
+    def recording_verify(hashed: PasswordHash, password: str) -> bool:
+        seen.append(hashed.value)
         return check_password(hashed, password)
 
-    limiter = trio.CapacityLimiter(1)
-    # SHA512-CRYPT only: slow schemes are the ones verified in threads.
+    pool = HashPool(1, verify=recording_verify)
+    client, replies = pool.add_client()
+    hasher = HashClient(pool.request_socket, replies, client, threads=1, pool=pool)
+    try:
+        text = f"alice:{{SHA512-CRYPT}}{SHA512_CRYPT_5000}\nbob:{{PLAIN}}pw\n"
+        source = PasswdFileSource.from_text(text, "users.passwd", hasher=hasher)
+        results = [
+            await source.authenticate(request("alice", "Hello world!")),
+            await source.authenticate(request("alice", "wrong")),
+            await source.authenticate(request("mallory", "Hello world!")),
+            await source.authenticate(request("bob", "pw")),
+        ]
+    finally:
+        hasher.close()
+    assert [(r.status, r.reason) for r in results] == [
+        (AuthStatus.SUCCESS, "password ok"),
+        (AuthStatus.FAILURE, "password mismatch"),
+        (AuthStatus.FAILURE, "unknown user"),
+        (AuthStatus.SUCCESS, "password ok"),
+    ]
+    # alice twice, and mallory against the dummy (the file's SHA512-CRYPT
+    # kind); bob's PLAIN password never went to the pool.
+    assert seen[:2] == [SHA512_CRYPT_5000.encode()] * 2
+    assert len(seen) == 3 and seen[2].startswith(b"$6$")
+
+
+async def test_a_closed_pool_makes_every_slow_login_unavailable() -> None:
+    pool = HashPool(1)
+    client, replies = pool.add_client()
+    hasher = HashClient(pool.request_socket, replies, client, threads=1)
     text = f"alice:{{SHA512-CRYPT}}{SHA512_CRYPT_5000}\n"
-    source = PasswdFileSource.from_text(
-        text, "users.passwd", limiter=limiter, verify=blocking_verify
-    )
-    results: list[AuthResult] = []
-
-    async def login(user: str) -> None:
-        results.append(await source.authenticate(request(user, "Hello world!")))
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(login, "alice")
-        nursery.start_soon(login, "mallory")
-        await trio.testing.wait_all_tasks_blocked()
-        stats = limiter.statistics()
-        release.set()  # before asserting: a blocked thread would hang the test
-        assert (stats.borrowed_tokens, stats.tasks_waiting) == (1, 1)
-    assert sorted(r.reason for r in results) == ["password ok", "unknown user"]
+    source = PasswdFileSource.from_text(text, "users.passwd", hasher=hasher)
+    first = await source.authenticate(request("alice", "Hello world!"))
+    assert first.status is AuthStatus.SUCCESS
+    pool.close()
+    results = [
+        await source.authenticate(request("alice", "Hello world!")),
+        await source.authenticate(request("mallory", "x")),
+    ]
+    replies.close()
+    # The same answer whether or not the user exists: nothing was checked.
+    assert [(r.status, r.reason) for r in results] == [
+        (AuthStatus.UNAVAILABLE, "hashing pool unavailable"),
+        (AuthStatus.UNAVAILABLE, "hashing pool unavailable"),
+    ]
 
 
-def test_default_limiter_is_the_process_hash_limiter() -> None:
+def test_default_hasher_is_the_process_hash_client() -> None:
     # Shared by every source, so a reload's new source and the old one
-    # (still finishing its logins) never hash on more threads together.
+    # (still finishing its logins) queue on the same threads.
     source = PasswdFileSource.from_text(USERS, "users.passwd")
-    assert source.limiter is hash_limiter()
-    assert PasswdFileSource.from_text(USERS, "users.passwd").limiter is source.limiter
-    assert source.limiter.total_tokens == len(os.sched_getaffinity(0))
+    assert source.hasher is hash_client()
+    assert PasswdFileSource.from_text(USERS, "users.passwd").hasher is source.hasher
+    assert source.hasher.threads == len(os.sched_getaffinity(0))
     assert source.name == "passwd-file"
     assert PasswdFileSource.from_text("", "x", name="users").name == "users"
 

@@ -58,11 +58,14 @@ def test_two_workers_kill_one(tmp_path: Path) -> None:
             for slot, pid in re.findall(r"worker (\d) started pid=(\d+)", "".join(daemon.log))
         }
         assert sorted(pids) == [0, 1]
-        # Together the workers hash on as many threads as there are cores.
+        # The workers share the supervisor's hashing pool: a thread per core.
+        # alice's password is SHA512-CRYPT, so every login below goes there.
+        threads = str(len(os.sched_getaffinity(0)))
+        log_text = "".join(daemon.log)
+        assert re.search(f"supervisor starting [^\\n]* hash_threads={threads} ", log_text)
         starts = re.findall(
-            r"starting config=[^\n]* hash_threads=(\d+) pid=(\d+)", "".join(daemon.log)
+            r"refd \S+ starting config=[^\n]* hash_threads=(\d+) pid=(\d+)", "".join(daemon.log)
         )
-        threads = str(max(1, len(os.sched_getaffinity(0)) // 2))
         assert sorted(starts) == sorted((threads, str(pid)) for pid in pids.values())
 
         assert logins(port, 20) == [REFERRAL] * 20
