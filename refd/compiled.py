@@ -43,6 +43,7 @@ MODULES = (
     "refd.metrics",
     "refd.door",
     "refd.protocol.grammar",
+    "refd.protocol.commands",
     "refd.protocol.responses",
     "refd.protocol.connection",
     "refd.routing.model",

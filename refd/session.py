@@ -576,8 +576,10 @@ async def _authenticate(s: Session, cmd: c.Authenticate) -> Reply:
 def _mailbox_handler(
     cls: type[c.Select | c.Examine | c.Create | c.Delete | c.Subscribe | c.Unsubscribe | c.Status],
 ) -> Callable[[Session, Any], Awaitable[Reply]]:
+    name = c.WIRE_NAMES[cls]
+
     async def handle(s: Session, cmd: Any) -> Reply:
-        return s._mailbox_referral(cmd.tag, cls.name, cmd.mailbox)
+        return s._mailbox_referral(cmd.tag, name, cmd.mailbox)
 
     return handle
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from refd import compiled
+from refd.protocol.commands import WIRE_NAMES
 from tests.conftest import EXPECTED_BUILD
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,8 @@ SESSION_DATACLASSES = {
     "refd.answers": {"LoginAnswer"},
     "refd.auth.base": {"AuthRequest", "AuthResult"},
     "refd.login": {"LoginCheck"},
+    # every command: each subclass of Command gets a generated __init__ of its own
+    "refd.protocol.commands": {"Command", *(cls.__name__ for cls in WIRE_NAMES)},
     "refd.protocol.responses": {"Tagged", "UntaggedStatus", "Bye"},
     "refd.routing.model": {"Referral"},
     "refd.runtime": {"ClientInfo"},
@@ -69,11 +72,17 @@ SESSION_DATACLASSES = {
 }
 
 
-def _dataclass_fields(node: ast.ClassDef) -> list[tuple[str, str | None]]:
+def _dataclass_fields(
+    node: ast.ClassDef, module: dict[str, ast.ClassDef]
+) -> list[tuple[str, str | None]]:
     """A dataclass's ``__init__`` parameters as ``@dataclass`` would make them: each
     field's name and the source text of its default (None when it has none; a
-    ``default_factory`` field's written-out default is ``None``)."""
+    ``default_factory`` field's written-out default is ``None``). The fields of
+    a base class of the same ``module`` (its classes by name) come first."""
     fields: list[tuple[str, str | None]] = []
+    for base in node.bases:
+        if isinstance(base, ast.Name) and base.id in module:
+            fields += _dataclass_fields(module[base.id], module)
     for item in node.body:
         if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
             continue
@@ -94,9 +103,9 @@ def _dataclass_fields(node: ast.ClassDef) -> list[tuple[str, str | None]]:
 def test_session_dataclasses_write_out_an_init_that_matches_their_fields() -> None:
     found: dict[str, set[str]] = {}
     for name, source in zip(compiled.MODULES, compiled.sources(), strict=True):
-        for node in ast.parse((ROOT / source).read_text()).body:
-            if not isinstance(node, ast.ClassDef):
-                continue
+        body = ast.parse((ROOT / source).read_text()).body
+        classes = {node.name: node for node in body if isinstance(node, ast.ClassDef)}
+        for node in classes.values():
             if not any("dataclass" in ast.unparse(d) for d in node.decorator_list):
                 continue
             init = next(
@@ -112,7 +121,9 @@ def test_session_dataclasses_write_out_an_init_that_matches_their_fields() -> No
             defaults = [None] * (len(names) - len(args.defaults)) + [
                 ast.unparse(d) for d in args.defaults
             ]
-            assert list(zip(names, defaults, strict=True)) == _dataclass_fields(node), node.name
+            assert list(zip(names, defaults, strict=True)) == _dataclass_fields(node, classes), (
+                node.name
+            )
     assert found == SESSION_DATACLASSES
 
 

@@ -17,7 +17,6 @@ import enum
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from refd.protocol.grammar import ASTRING_RUN, ATOM_RUN, TAG_RUN, ParseError, Reader
 
@@ -26,6 +25,7 @@ __all__ = [
     "CARRIES_CREDENTIALS",
     "PARSERS",
     "SELECTED_STATE_COMMANDS",
+    "WIRE_NAMES",
     "Append",
     "Authenticate",
     "Capability",
@@ -73,44 +73,90 @@ class State(enum.Enum):
 class Command:
     tag: str
 
-    #: the command's wire name, set on every subclass (a class attribute, not
-    #: a field: ``_BY_NAME`` in `refd.protocol.connection` reads it from the class)
-    name: ClassVar[str] = ""
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+
+    @property
+    def name(self) -> str:
+        """The command's wire name (`WIRE_NAMES`)."""
+        return WIRE_NAMES[type(self)]
 
 
 @dataclass(frozen=True, slots=True)
 class Capability(Command):
-    name = "CAPABILITY"
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
 class Noop(Command):
-    name = "NOOP"
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
 class Logout(Command):
-    name = "LOGOUT"
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
 class Starttls(Command):
-    name = "STARTTLS"
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
 class Id(Command):
     """RFC 2971: ``ID ("name" "value" ...)`` or ``ID NIL``."""
 
-    name = "ID"
     params: tuple[tuple[str, str | None], ...] | None
+
+    def __init__(
+        self,
+        tag: str,
+        params: tuple[tuple[str, str | None], ...] | None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "params", params)
 
 
 @dataclass(frozen=True, slots=True)
 class Login(Command):
-    name = "LOGIN"
     user: str
     password: str
+
+    def __init__(
+        self,
+        tag: str,
+        user: str,
+        password: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "password", password)
 
     def __repr__(self) -> str:  # never let a password reach a log line
         return f"Login(tag={self.tag!r}, user={self.user!r}, password=<hidden>)"
@@ -124,9 +170,19 @@ class Authenticate(Command):
     ``b""`` for the ``=`` that stands for an empty one.
     """
 
-    name = "AUTHENTICATE"
     mechanism: str
     initial: bytes | None
+
+    def __init__(
+        self,
+        tag: str,
+        mechanism: str,
+        initial: bytes | None,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mechanism", mechanism)
+        object.__setattr__(self, "initial", initial)
 
     def __repr__(self) -> str:
         shown = None if self.initial is None else "<hidden>"
@@ -135,52 +191,120 @@ class Authenticate(Command):
 
 @dataclass(frozen=True, slots=True)
 class Select(Command):
-    name = "SELECT"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Examine(Command):
-    name = "EXAMINE"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Create(Command):
-    name = "CREATE"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Delete(Command):
-    name = "DELETE"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Rename(Command):
-    name = "RENAME"
     mailbox: str
     new_name: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+        new_name: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
+        object.__setattr__(self, "new_name", new_name)
 
 
 @dataclass(frozen=True, slots=True)
 class Subscribe(Command):
-    name = "SUBSCRIBE"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe(Command):
-    name = "UNSUBSCRIBE"
     mailbox: str
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
 
 
 @dataclass(frozen=True, slots=True)
 class Status(Command):
-    name = "STATUS"
     mailbox: str
     items: tuple[str, ...]
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+        items: tuple[str, ...],
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
+        object.__setattr__(self, "items", items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +315,25 @@ class Append(Command):
     and the session answers with the referral instead of ``+``.
     """
 
-    name = "APPEND"
     mailbox: str
     message_size: int
+
+    def __init__(
+        self,
+        tag: str,
+        mailbox: str,
+        message_size: int,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "mailbox", mailbox)
+        object.__setattr__(self, "message_size", message_size)
 
 
 @dataclass(frozen=True, slots=True)
 class List(Command):
     """LIST, with RFC 5258 selection and return options."""
 
-    name = "LIST"
     reference: str
     #: read up to one past the connection's ``max_list_patterns``: a LIST
     #: with more is refused whatever follows its patterns
@@ -208,39 +341,127 @@ class List(Command):
     selection: frozenset[str] = frozenset()
     returns: frozenset[str] = frozenset()
 
+    def __init__(
+        self,
+        tag: str,
+        reference: str,
+        patterns: tuple[str, ...],
+        selection: frozenset[str] = frozenset(),
+        returns: frozenset[str] = frozenset(),
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "patterns", patterns)
+        object.__setattr__(self, "selection", selection)
+        object.__setattr__(self, "returns", returns)
+
 
 @dataclass(frozen=True, slots=True)
 class Lsub(Command):
-    name = "LSUB"
     reference: str
     pattern: str
+
+    def __init__(
+        self,
+        tag: str,
+        reference: str,
+        pattern: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "pattern", pattern)
 
 
 @dataclass(frozen=True, slots=True)
 class Rlist(Command):
-    name = "RLIST"
     reference: str
     pattern: str
+
+    def __init__(
+        self,
+        tag: str,
+        reference: str,
+        pattern: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "pattern", pattern)
 
 
 @dataclass(frozen=True, slots=True)
 class Rlsub(Command):
-    name = "RLSUB"
     reference: str
     pattern: str
+
+    def __init__(
+        self,
+        tag: str,
+        reference: str,
+        pattern: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "reference", reference)
+        object.__setattr__(self, "pattern", pattern)
 
 
 @dataclass(frozen=True, slots=True)
 class Namespace(Command):
-    name = "NAMESPACE"
+    def __init__(
+        self,
+        tag: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
 
 
 @dataclass(frozen=True, slots=True)
 class Unselected(Command):
     """A selected-state command (FETCH, COPY, ...): refd never selects."""
 
-    name = "SELECTED-STATE"
     command: str
+
+    def __init__(
+        self,
+        tag: str,
+        command: str,
+    ) -> None:
+        # Written out for the compiled build (refd.compiled: Dataclasses).
+        object.__setattr__(self, "tag", tag)
+        object.__setattr__(self, "command", command)
+
+
+#: Each command's wire name.  A table, not a class attribute of each
+#: dataclass: mypyc hands ``dataclass`` a ``ClassVar`` as a plain field, and a
+#: field with a default before fields without one does not compile
+#: (bench/NOTES.md, The compiled build).
+WIRE_NAMES: dict[type[Command], str] = {
+    Capability: "CAPABILITY",
+    Noop: "NOOP",
+    Logout: "LOGOUT",
+    Starttls: "STARTTLS",
+    Id: "ID",
+    Login: "LOGIN",
+    Authenticate: "AUTHENTICATE",
+    Select: "SELECT",
+    Examine: "EXAMINE",
+    Create: "CREATE",
+    Delete: "DELETE",
+    Rename: "RENAME",
+    Subscribe: "SUBSCRIBE",
+    Unsubscribe: "UNSUBSCRIBE",
+    Status: "STATUS",
+    Append: "APPEND",
+    List: "LIST",
+    Lsub: "LSUB",
+    Rlist: "RLIST",
+    Rlsub: "RLSUB",
+    Namespace: "NAMESPACE",
+    Unselected: "SELECTED-STATE",
+}
 
 
 class CommandError(Exception):
@@ -517,7 +738,7 @@ SELECTED_STATE_COMMANDS = (
 )
 
 _NO_ARGS: dict[bytes, type[Capability | Noop | Logout | Starttls | Namespace]] = {
-    cls.name.encode("ascii"): cls for cls in (Capability, Noop, Logout, Starttls, Namespace)
+    WIRE_NAMES[cls].encode("ascii"): cls for cls in (Capability, Noop, Logout, Starttls, Namespace)
 }
 
 PARSERS: dict[str, Parser] = {

@@ -32,6 +32,7 @@ from refd.protocol.commands import (
     ALLOWED,
     CARRIES_CREDENTIALS,
     SELECTED_STATE_COMMANDS,
+    WIRE_NAMES,
     Command,
     CommandError,
     State,
@@ -148,7 +149,7 @@ _ANNOUNCEMENT_SO_FAR = re.compile(rb"\{([0-9]*)(\+?\}?\r?)")
 _MAX_ECHOED_TAG = 64
 
 _BY_NAME: dict[str, type[Command]] = {
-    **{cls.name: cls for cls in ALLOWED if cls is not Unselected},
+    **{WIRE_NAMES[cls]: cls for cls in ALLOWED if cls is not Unselected},
     **dict.fromkeys(SELECTED_STATE_COMMANDS, Unselected),
 }
 
