@@ -48,6 +48,7 @@ from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
 from refd.runtime import ClientInfo, ServiceRef
 from refd.session import Reply, Session
 from refd.transport import (
+    Address,
     Closed,
     HandshakeFailed,
     TlsStream,
@@ -384,6 +385,8 @@ def _read_deadline(
 
 async def _accept(
     stream: trio.SocketStream,
+    peer_end: Address,
+    local_end: Address | None,
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
@@ -394,6 +397,8 @@ async def _accept(
     limits = ref.current.limits
     opened = await client_endpoints(
         stream,
+        peer_end,
+        local_end,
         proxy_protocol=lc.proxy_protocol,
         proxy_networks=config.proxy_networks,
         limits=limits,
@@ -506,6 +511,8 @@ def _start(
     ref: ServiceRef,
     door: DoorState,
     stream: trio.SocketStream,
+    peer_end: Address,
+    local_end: Address | None,
 ) -> None:
     """Run one accepted connection in ``connections`` (not in the accept loop)."""
     # The task's name is given: trio names a task by its function's
@@ -513,4 +520,6 @@ def _start(
     # and the AttributeError it then catches, with the traceback entry
     # CPython makes for it and the ``repr`` it falls back to, cost ~10,300
     # instructions a connection (callgrind, 5,000 spawns each way).
-    connections.start_soon(_accept, stream, lc, config, ref, door, name=_TASK_NAME)
+    connections.start_soon(
+        _accept, stream, peer_end, local_end, lc, config, ref, door, name=_TASK_NAME
+    )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
-from refd.addresses import IPNetwork, address_in, unmapped
+from refd.addresses import IPNetwork, address_in, parse_ip, unmapped
 from refd.door import DoorState
 from refd.limits import ConnectionTracker, Limits
 from refd.logs import log_event
@@ -32,6 +32,7 @@ from refd.proxy_protocol import NEED_MORE, ProxyInfo, ProxyProtocolError, parse_
 from refd.runtime import ClientInfo
 
 __all__ = [
+    "Address",
     "Closed",
     "Endpoints",
     "HandshakeFailed",
@@ -41,6 +42,7 @@ __all__ = [
     "WriteTimeout",
     "accept_loop",
     "client_endpoints",
+    "local_end_of",
     "read_proxy_header",
     "read_socket",
     "refuse_connection",
@@ -380,12 +382,21 @@ async def tls_handshake(
     return tls
 
 
-def endpoint(stream: trio.SocketStream, *, local: bool = False) -> tuple[str, int | None]:
+#: an address and port as the door logs and counts them (`unmapped`)
+Address = tuple[str, int | None]
+
+
+def endpoint(stream: trio.SocketStream, *, local: bool = False) -> Address:
     """The peer's (or with ``local``, this side's) address and port."""
     try:
         addr = stream.socket.getsockname() if local else stream.socket.getpeername()
     except OSError:
         return "unknown", None
+    return _address(addr)
+
+
+def _address(addr: object) -> Address:
+    """A socket address (``getpeername``'s, ``accept``'s) as an `Address`."""
     if not isinstance(addr, tuple):
         return str(addr), None
     return unmapped(str(addr[0])), int(addr[1])
@@ -447,6 +458,8 @@ class Endpoints:
 
 async def client_endpoints(
     stream: trio.SocketStream,
+    peer_end: Address,
+    local_end: Address | None,
     *,
     proxy_protocol: bool,
     proxy_networks: tuple[IPNetwork, ...],
@@ -456,13 +469,16 @@ async def client_endpoints(
 ) -> tuple[trio.abc.Stream, Endpoints] | None:
     """The stream to serve and the client's endpoints; None if the PROXY header failed.
 
+    ``peer_end`` and ``local_end`` are the socket's two ends as `accept_loop`
+    hands them over (``local_end`` None: ask the socket).
+
     On a failed header the limit is reported and the socket closed: the
     peer is the load balancer, which did not keep to the PROXY protocol, and
     nothing it forwards can be trusted (nor answered).
     """
-    peer, port = endpoint(stream)
+    peer, port = peer_end
     address = peer
-    local, local_port = endpoint(stream, local=True)
+    local, local_port = endpoint(stream, local=True) if local_end is None else local_end
     io: trio.abc.Stream = stream
     if proxy_protocol and address_in(peer, proxy_networks):
         try:
@@ -558,11 +574,19 @@ _ACCEPT_IGNORED = frozenset(getattr(errno, n) for n in _ACCEPT_IGNORED_NAMES if 
 ACCEPT_BATCH = 16
 
 
+def local_end_of(listener: socket.socket) -> Address | None:
+    """The local end of every connection ``listener`` accepts: its own address, when
+    it is bound to one; None when it is bound to ``0.0.0.0`` or ``::`` (ask each socket)."""
+    bound = _address(listener.getsockname())
+    ip = parse_ip(bound[0])
+    return None if ip is None or ip.is_unspecified else bound
+
+
 async def accept_loop(
     sock: socket.socket,
     name: str,
     door: DoorState,
-    start: Callable[[trio.SocketStream], None],
+    start: Callable[[trio.SocketStream, Address, Address | None], None],
     log: logging.Logger,
 ) -> None:
     """Accept on the listening socket of listener ``name`` until cancelled, then close it;
@@ -583,6 +607,13 @@ async def accept_loop(
     on one socket, their CPU stayed even (SHA512-CRYPT at c=16: 5.90 and
     5.97 s in one cell).  The accepted socket is wrapped in a
     ``SocketStream`` as there (``TCP_NODELAY``, ``TCP_NOTSENT_LOWAT``).
+
+    ``start`` gets the stream and its two ends (`client_endpoints`) without
+    asking the socket: the peer's address comes with the accept, and a
+    listener bound to one address (not ``0.0.0.0`` or ``::``) is the local
+    end of every connection it accepts (None otherwise).  Asking
+    (``getpeername``, ``getsockname``) cost two system calls and ~9,800
+    instructions a connection (callgrind, PLAIN, c=16).
     """
     sock.setblocking(False)
     # The accepted socket is made from the listening socket's numbers, as
@@ -591,11 +622,12 @@ async def accept_loop(
     # clock read through `Deadlines.now`, 529 -> 510 calls and 654,203 ->
     # 640,124 instructions per PLAIN session: bench/calls.py, instructions.py).
     family, proto = int(sock.family), sock.proto
+    local_end = local_end_of(sock)
     try:
         while True:
             for _ in range(ACCEPT_BATCH):
                 try:
-                    fd, _address = sock._accept()  # type: ignore[attr-defined]
+                    fd, peer = sock._accept()  # type: ignore[attr-defined]
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -608,7 +640,11 @@ async def accept_loop(
                     break
                 conn = socket.socket(family, socket.SOCK_STREAM, proto, fileno=fd)
                 door.metrics.connection_opened(name)
-                start(trio.SocketStream(trio.socket.from_stdlib_socket(conn)))
+                start(
+                    trio.SocketStream(trio.socket.from_stdlib_socket(conn)),
+                    _address(peer),
+                    local_end,
+                )
             await trio.lowlevel.wait_readable(sock)
     finally:
         trio.lowlevel.notify_closing(sock)

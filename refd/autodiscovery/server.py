@@ -71,6 +71,7 @@ from refd.runtime import AutodiscoveryPolicy, ClientInfo, Service, ServiceRef
 from refd.server import BoundListener
 from refd.transport import (
     RECEIVE_BYTES,
+    Address,
     Closed,
     HandshakeFailed,
     WriteTimeout,
@@ -757,6 +758,8 @@ async def handle_http_connection(
 
 async def _accept(
     stream: trio.SocketStream,
+    peer_end: Address,
+    local_end: Address | None,
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
@@ -769,6 +772,8 @@ async def _accept(
     limits = (service.autodiscovery or AutodiscoveryPolicy()).limits
     opened = await client_endpoints(
         stream,
+        peer_end,
+        local_end,
         proxy_protocol=lc.proxy_protocol,
         proxy_networks=config.proxy_networks,
         limits=service.limits,
@@ -871,6 +876,8 @@ def _start(
     door: DoorState,
     live: set[_Connection],
     stream: trio.SocketStream,
+    peer_end: Address,
+    local_end: Address | None,
 ) -> None:
     """Run one accepted connection in ``connections`` (not in the accept loop)."""
-    connections.start_soon(_accept, stream, lc, config, ref, door, live)
+    connections.start_soon(_accept, stream, peer_end, local_end, lc, config, ref, door, live)

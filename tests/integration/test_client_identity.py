@@ -20,7 +20,10 @@ import trio
 
 from refd.auth.base import AuthRequest
 from refd.config.loader import DaemonConfig
+from refd.door import DoorState
+from refd.limits import Limits
 from refd.runtime import Service
+from refd.transport import Endpoints, client_endpoints, local_end_of
 from tests.auth.test_password_length import Recorder
 from tests.integration.test_proxy import start, v2_header
 from tests.procs import exchange, in_thread
@@ -108,6 +111,42 @@ async def test_socket_endpoints_without_proxy(
     (request,) = recorder.requests
     assert (request.client_address, request.client_port) == ("127.0.0.1", client_port)
     assert (request.local_address, request.local_port) == ("127.0.0.1", pd.port)
+
+
+def test_a_listener_bound_to_one_address_is_the_local_end_of_its_connections() -> None:
+    # The accept loop takes both ends without asking each socket: the peer
+    # from the accept, the local end from a listener bound to one address.
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        with socket.socket(family) as sock:
+            assert local_end_of(sock) is None  # unbound: 0.0.0.0 or ::, a wildcard
+            sock.bind((host, 0))
+            assert local_end_of(sock) == (host, sock.getsockname()[1])
+
+
+async def test_without_a_fixed_local_end_the_socket_is_asked() -> None:
+    # A listener bound to a wildcard: each connection's own address is asked.
+    with trio.socket.socket() as listener, trio.socket.socket() as client:
+        await listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        await client.connect(("127.0.0.1", port))
+        accepted, _ = await listener.accept()
+        stream = trio.SocketStream(accepted)
+        opened = await client_endpoints(
+            stream,
+            ("192.0.2.9", 4242),  # the peer as the accept loop hands it over
+            None,
+            proxy_protocol=False,
+            proxy_networks=(),
+            limits=Limits(),
+            door=DoorState(),
+            conn_id="t-1",
+        )
+        await stream.aclose()
+    assert opened == (
+        stream,
+        Endpoints("192.0.2.9", 4242, "127.0.0.1", port, "192.0.2.9"),
+    )
 
 
 @pytest.mark.parametrize(
