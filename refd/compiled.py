@@ -58,6 +58,7 @@ MODULES = (
     "refd.login",
     "refd.session",
     "refd.transport",
+    "refd.connection_tasks",
     "refd.server",
 )
 

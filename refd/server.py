@@ -37,6 +37,7 @@ from functools import partial
 import trio
 
 from refd.config.loader import DaemonConfig, ListenerConfig
+from refd.connection_tasks import ConnectionTasks
 from refd.deadlines import Wait, deadlines
 from refd.door import DoorState
 from refd.limits import Limits
@@ -483,15 +484,22 @@ async def serve(
         )
 
     async with trio.open_nursery() as connections:
+        # The task's name is given: trio names a task by its function's
+        # ``__module__`` and ``__qualname__``, which a compiled function lacks,
+        # and the AttributeError it then catches, with the traceback entry
+        # CPython makes for it and the ``repr`` it falls back to, cost ~10,300
+        # instructions a connection (callgrind, 5,000 spawns each way).
+        tasks = ConnectionTasks(connections, _accept, _TASK_NAME)
         async with trio.open_nursery() as accepting:
             for lc, listener in listeners:
-                start = partial(_start, connections, lc, config, ref, door)
+                start = partial(_start, tasks, lc, config, ref, door)
                 accepting.start_soon(accept_loop, listener, lc.name, door, start, log)
             door.listening = True
             task_status.started(bound)
             await door.stopping.wait()
             door.listening = False
             accepting.cancel_scope.cancel()
+        tasks.close()  # the idle connection tasks end
         door.stop()  # interrupt sessions that started waiting meanwhile
         # Graceful shutdown as hypercorn does it: a deadline on the
         # connections' nursery.  It ends as soon as the last session does;
@@ -505,7 +513,7 @@ async def serve(
 
 
 def _start(
-    connections: trio.Nursery,
+    tasks: ConnectionTasks,
     lc: ListenerConfig,
     config: DaemonConfig,
     ref: ServiceRef,
@@ -514,12 +522,5 @@ def _start(
     peer_end: Address,
     local_end: Address | None,
 ) -> None:
-    """Run one accepted connection in ``connections`` (not in the accept loop)."""
-    # The task's name is given: trio names a task by its function's
-    # ``__module__`` and ``__qualname__``, which a compiled function lacks,
-    # and the AttributeError it then catches, with the traceback entry
-    # CPython makes for it and the ``repr`` it falls back to, cost ~10,300
-    # instructions a connection (callgrind, 5,000 spawns each way).
-    connections.start_soon(
-        _accept, stream, peer_end, local_end, lc, config, ref, door, name=_TASK_NAME
-    )
+    """Run one accepted connection in a connection task (not in the accept loop)."""
+    tasks.start(stream, peer_end, local_end, lc, config, ref, door)

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 import trio
-from trio.testing import MockClock
+from trio.testing import MockClock, wait_all_tasks_blocked
 
 from refd.config.loader import DaemonConfig, ListenerConfig
 from refd.door import DoorState
@@ -77,3 +77,44 @@ async def test_stop_ends_when_the_last_session_does_or_at_the_grace_deadline(
         assert rest == b"* BYE [UNAVAILABLE] Server shutting down.\r\n"
         assert took == 0.0
         assert grace_logs == []
+
+
+async def test_stop_does_not_wait_for_the_tasks_of_sessions_already_ended(
+    demo_config: DaemonConfig,
+    demo_service: Service,
+    clock: MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A connection task whose session ended waits for the next connection
+    # (refd.connection_tasks); a stop ends it at once, not at the deadline.
+    config = dataclasses.replace(
+        demo_config,
+        listeners=(ListenerConfig("imap", "127.0.0.1", 0, "none"),),
+        shutdown_grace_s=7.0,
+    )
+    door = DoorState()
+    ended = trio.Event()
+    ended_at = 0.0
+
+    async def door_task(task_status: trio.TaskStatus[list[object]]) -> None:
+        nonlocal ended_at
+        await serve(config, ServiceRef(demo_service), door=door, task_status=task_status)
+        ended_at = trio.current_time()
+        ended.set()
+
+    caplog.set_level(logging.WARNING, logger="refd.server")
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(door_task)
+        for _ in range(3):
+            client = await trio.open_tcp_stream("127.0.0.1", bound[0].port)
+            await client.send_all(b"a LOGOUT\r\n")
+            assert (await read_until(client, b"<closed>")).endswith(
+                b"a OK LOGOUT completed.\r\n<closed>"
+            )
+            await client.aclose()
+        await wait_all_tasks_blocked()
+        stopped_at = trio.current_time()
+        door.stop()
+        await ended.wait()
+    assert ended_at - stopped_at == 0.0
+    assert [r.getMessage() for r in caplog.records if "grace over" in r.getMessage()] == []
