@@ -386,17 +386,16 @@ async def tls_handshake(
 Address = tuple[str, int | None]
 
 
-def endpoint(stream: trio.SocketStream, *, local: bool = False) -> Address:
-    """The peer's (or with ``local``, this side's) address and port."""
+def _local_end(stream: trio.SocketStream) -> Address:
+    """This side's address and port of ``stream``, asked of its socket."""
     try:
-        addr = stream.socket.getsockname() if local else stream.socket.getpeername()
+        return _address(stream.socket.getsockname())
     except OSError:
         return "unknown", None
-    return _address(addr)
 
 
 def _address(addr: object) -> Address:
-    """A socket address (``getpeername``'s, ``accept``'s) as an `Address`."""
+    """A socket address (``getsockname``'s, ``accept``'s) as an `Address`."""
     if not isinstance(addr, tuple):
         return str(addr), None
     return unmapped(str(addr[0])), int(addr[1])
@@ -478,7 +477,7 @@ async def client_endpoints(
     """
     peer, port = peer_end
     address = peer
-    local, local_port = endpoint(stream, local=True) if local_end is None else local_end
+    local, local_port = _local_end(stream) if local_end is None else local_end
     io: trio.abc.Stream = stream
     if proxy_protocol and address_in(peer, proxy_networks):
         try:
