@@ -62,8 +62,21 @@ SESSION_DATACLASSES = {
     "refd.answers": {"LoginAnswer"},
     "refd.auth.base": {"AuthRequest", "AuthResult"},
     "refd.login": {"LoginCheck"},
-    # every command: each subclass of Command gets a generated __init__ of its own
-    "refd.protocol.commands": {"Command", *(cls.__name__ for cls in WIRE_NAMES)},
+    # the commands that add fields to their base (the others take its __init__:
+    # test_every_command_runs_a_written_out_init)
+    "refd.protocol.commands": {
+        "Command",
+        "Id",
+        "Login",
+        "Authenticate",
+        "_OneMailbox",
+        "Rename",
+        "Status",
+        "Append",
+        "List",
+        "_ReferencePattern",
+        "Unselected",
+    },
     "refd.protocol.responses": {"Tagged", "UntaggedStatus", "Bye"},
     "refd.routing.model": {"Referral"},
     "refd.runtime": {"ClientInfo"},
@@ -125,6 +138,27 @@ def test_session_dataclasses_write_out_an_init_that_matches_their_fields() -> No
                 node.name
             )
     assert found == SESSION_DATACLASSES
+
+
+def test_every_command_runs_a_written_out_init() -> None:
+    # A dataclass subclass gets a generated __init__ unless it writes one out
+    # or says init=False; with init=False it must add no field, so that its
+    # base's written-out __init__ (checked above) is the whole of it.
+    source = ROOT / "refd/protocol/commands.py"
+    classes = {n.name: n for n in ast.parse(source.read_text()).body if isinstance(n, ast.ClassDef)}
+
+    def writes_init(node: ast.ClassDef) -> bool:
+        return any(isinstance(f, ast.FunctionDef) and f.name == "__init__" for f in node.body)
+
+    for cls in WIRE_NAMES:
+        node = classes[cls.__name__]
+        if writes_init(node):
+            continue
+        (decorator,) = node.decorator_list
+        assert "init=False" in ast.unparse(decorator), node.name
+        assert not any(isinstance(item, ast.AnnAssign) for item in node.body), node.name
+        (base,) = node.bases
+        assert isinstance(base, ast.Name) and writes_init(classes[base.id]), node.name
 
 
 def test_the_build_under_test_is_the_one_named() -> None:

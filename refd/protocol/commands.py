@@ -86,44 +86,27 @@ class Command:
         return WIRE_NAMES[type(self)]
 
 
-@dataclass(frozen=True, slots=True)
+# A command that adds no field to its base takes the base's written-out
+# ``__init__`` (``init=False``: no generated one, which mypyc would leave
+# interpreted; refd.compiled: Dataclasses).
+@dataclass(frozen=True, slots=True, init=False)
 class Capability(Command):
-    def __init__(
-        self,
-        tag: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
+    pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Noop(Command):
-    def __init__(
-        self,
-        tag: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
+    pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Logout(Command):
-    def __init__(
-        self,
-        tag: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
+    pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Starttls(Command):
-    def __init__(
-        self,
-        tag: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +173,9 @@ class Authenticate(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Select(Command):
+class _OneMailbox(Command):
+    """A command whose one argument is a mailbox name (the subclasses add none)."""
+
     mailbox: str
 
     def __init__(
@@ -203,46 +188,24 @@ class Select(Command):
         object.__setattr__(self, "mailbox", mailbox)
 
 
-@dataclass(frozen=True, slots=True)
-class Examine(Command):
-    mailbox: str
-
-    def __init__(
-        self,
-        tag: str,
-        mailbox: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "mailbox", mailbox)
+@dataclass(frozen=True, slots=True, init=False)
+class Select(_OneMailbox):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
-class Create(Command):
-    mailbox: str
-
-    def __init__(
-        self,
-        tag: str,
-        mailbox: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "mailbox", mailbox)
+@dataclass(frozen=True, slots=True, init=False)
+class Examine(_OneMailbox):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
-class Delete(Command):
-    mailbox: str
+@dataclass(frozen=True, slots=True, init=False)
+class Create(_OneMailbox):
+    pass
 
-    def __init__(
-        self,
-        tag: str,
-        mailbox: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "mailbox", mailbox)
+
+@dataclass(frozen=True, slots=True, init=False)
+class Delete(_OneMailbox):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,32 +225,14 @@ class Rename(Command):
         object.__setattr__(self, "new_name", new_name)
 
 
-@dataclass(frozen=True, slots=True)
-class Subscribe(Command):
-    mailbox: str
-
-    def __init__(
-        self,
-        tag: str,
-        mailbox: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "mailbox", mailbox)
+@dataclass(frozen=True, slots=True, init=False)
+class Subscribe(_OneMailbox):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
-class Unsubscribe(Command):
-    mailbox: str
-
-    def __init__(
-        self,
-        tag: str,
-        mailbox: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "mailbox", mailbox)
+@dataclass(frozen=True, slots=True, init=False)
+class Unsubscribe(_OneMailbox):
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,7 +303,9 @@ class List(Command):
 
 
 @dataclass(frozen=True, slots=True)
-class Lsub(Command):
+class _ReferencePattern(Command):
+    """A command whose arguments are a reference and one pattern (the subclasses add none)."""
+
     reference: str
     pattern: str
 
@@ -374,48 +321,24 @@ class Lsub(Command):
         object.__setattr__(self, "pattern", pattern)
 
 
-@dataclass(frozen=True, slots=True)
-class Rlist(Command):
-    reference: str
-    pattern: str
-
-    def __init__(
-        self,
-        tag: str,
-        reference: str,
-        pattern: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "reference", reference)
-        object.__setattr__(self, "pattern", pattern)
+@dataclass(frozen=True, slots=True, init=False)
+class Lsub(_ReferencePattern):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
-class Rlsub(Command):
-    reference: str
-    pattern: str
-
-    def __init__(
-        self,
-        tag: str,
-        reference: str,
-        pattern: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "reference", reference)
-        object.__setattr__(self, "pattern", pattern)
+@dataclass(frozen=True, slots=True, init=False)
+class Rlist(_ReferencePattern):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
+class Rlsub(_ReferencePattern):
+    pass
+
+
+@dataclass(frozen=True, slots=True, init=False)
 class Namespace(Command):
-    def __init__(
-        self,
-        tag: str,
-    ) -> None:
-        # Written out for the compiled build (refd.compiled: Dataclasses).
-        object.__setattr__(self, "tag", tag)
+    pass
 
 
 @dataclass(frozen=True, slots=True)
