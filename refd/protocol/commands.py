@@ -91,22 +91,22 @@ class Command:
 # interpreted; refd.compiled: Dataclasses).
 @dataclass(frozen=True, slots=True, init=False)
 class Capability(Command):
-    pass
+    """``CAPABILITY``: the server's capabilities."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Noop(Command):
-    pass
+    """``NOOP``: nothing but the answer."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Logout(Command):
-    pass
+    """``LOGOUT``: ``* BYE``, the tagged OK, then the connection closes."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Starttls(Command):
-    pass
+    """``STARTTLS``: TLS on this plaintext connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,22 +190,22 @@ class _OneMailbox(Command):
 
 @dataclass(frozen=True, slots=True, init=False)
 class Select(_OneMailbox):
-    pass
+    """``SELECT mailbox``."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Examine(_OneMailbox):
-    pass
+    """``EXAMINE mailbox``."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Create(_OneMailbox):
-    pass
+    """``CREATE mailbox``."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Delete(_OneMailbox):
-    pass
+    """``DELETE mailbox``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,12 +227,12 @@ class Rename(Command):
 
 @dataclass(frozen=True, slots=True, init=False)
 class Subscribe(_OneMailbox):
-    pass
+    """``SUBSCRIBE mailbox``."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Unsubscribe(_OneMailbox):
-    pass
+    """``UNSUBSCRIBE mailbox``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,22 +323,22 @@ class _ReferencePattern(Command):
 
 @dataclass(frozen=True, slots=True, init=False)
 class Lsub(_ReferencePattern):
-    pass
+    """``LSUB reference pattern``."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Rlist(_ReferencePattern):
-    pass
+    """``RLIST reference pattern`` (RFC 2193)."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Rlsub(_ReferencePattern):
-    pass
+    """``RLSUB reference pattern`` (RFC 2193)."""
 
 
 @dataclass(frozen=True, slots=True, init=False)
 class Namespace(Command):
-    pass
+    """``NAMESPACE`` (RFC 2342)."""
 
 
 @dataclass(frozen=True, slots=True)
