@@ -77,6 +77,7 @@ class ConnectionTasks:
     async def _run(self, args: tuple[Any, ...] | None) -> None:
         while args is not None:
             await self._serve(*args)
+            args = None  # an idle task keeps nothing of its last connection
             if self._closed or len(self._idle) >= MAX_IDLE:
                 return
             args = await self._next()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import trio
 import trio.testing
@@ -123,3 +126,25 @@ async def test_an_error_in_a_connection_reaches_the_nursery() -> None:
             await trio.testing.wait_all_tasks_blocked()
     assert [repr(e) for e in caught.value.exceptions] == ["ValueError('boom')"]
     assert tasks.idle == 0
+
+
+async def test_an_idle_task_keeps_nothing_of_its_last_connection() -> None:
+    # Its stream, and what else the connection was given, are freed as the
+    # connection ends, not when the task serves the next one.
+    class Stream:
+        pass
+
+    async def serve(stream: Stream) -> None:
+        await trio.lowlevel.checkpoint()
+
+    stream = Stream()
+    gone = weakref.ref(stream)
+    async with trio.open_nursery() as nursery:
+        tasks = ConnectionTasks(nursery, serve, "conn")
+        tasks.start(stream)
+        del stream
+        await trio.testing.wait_all_tasks_blocked()
+        assert tasks.idle == 1
+        gc.collect()
+        assert gone() is None
+        tasks.close()
