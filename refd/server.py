@@ -52,6 +52,7 @@ from refd.transport import (
     Address,
     Closed,
     HandshakeFailed,
+    ReadStreak,
     TlsStream,
     WriteTimeout,
     accept_loop,
@@ -212,12 +213,14 @@ async def handle_connection(
             raise WriteTimeout
         wait.clear()
 
+    streak = ReadStreak()
+
     async def receive() -> bytes | bytearray | None:
         """The client's next bytes; None if the wait was interrupted (see ``wait``)."""
         try:
             if isinstance(stream, trio.SocketStream):
                 # As send: read the socket directly (`read_socket`).
-                return await read_socket(fd, _RECEIVE_BYTES)
+                return await read_socket(fd, _RECEIVE_BYTES, streak)
             return await stream.receive_some(_RECEIVE_BYTES)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if wait.fired or door.stopping.is_set():
