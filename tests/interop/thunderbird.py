@@ -11,15 +11,22 @@ session, then SIGTERM to the PID, SIGKILL after a grace period, and ends
 any process left in its group.
 
 `account_setup(address, http_proxy=..., https_proxy=...)` runs, inside Thunderbird, the
-account hub's own lookup: ``FindConfig.parallelAutoDiscovery`` from
-``resource:///modules/accountcreation/FindConfig.sys.mjs`` (what
-``views/email.mjs`` calls when a user types an address), then
+lookup its account setup runs when a user types an address.  Where
+``FindConfig.parallelAutoDiscovery`` (``resource:///modules/accountcreation/
+FindConfig.sys.mjs``) is a generator, as in the releases whose account hub
+is the default, that: what ``views/email.mjs`` calls, then
 ``ewsifyConfig`` and ``AccountConfig.replaceVariables`` (what the hub does
-with the result before it shows it). It returns the incoming and outgoing
+with the result before it shows it).  In 140 ESR (Debian 12's package) the
+hub is off by default and its ``parallelAutoDiscovery`` asks Autodiscover
+without a password, so a 401 there ends the whole lookup; the default
+wizard's ``findConfig`` (``accountSetup.js``, not a module) is followed
+step for step instead, with the same modules: the four priority-ordered
+lookups and Autodiscover with the typed password. It returns the incoming and outgoing
 servers Thunderbird would configure, with the lookup that produced them
 (``subSource``, e.g. ``xml-from-isp-http``).
 `exchange_autodiscover(...)` runs ``fetchConfigFromExchange`` from
-``ExchangeAutoDiscover.sys.mjs`` alone (the Microsoft Autodiscover POX
+``ExchangeAutoDiscover.sys.mjs`` alone (a promise, or in 140 ESR with
+success and error callbacks) (the Microsoft Autodiscover POX
 lookup, which the hub runs in parallel).
 
 Thunderbird fetches autoconfig from fixed URLs on ports 80/443
@@ -125,6 +132,9 @@ const describe = config => config && {
 const { AccountConfig } = ChromeUtils.importESModule(
   "resource:///modules/accountcreation/AccountConfig.sys.mjs"
 );
+const { AccountCreationUtils } = ChromeUtils.importESModule(
+  "resource:///modules/accountcreation/AccountCreationUtils.sys.mjs"
+);
 const [address, password, httpPort, sslPort, closedPort, resolve] = arguments;
 const lookup = async work => {
   Services.cache2.clear();
@@ -145,12 +155,74 @@ ACCOUNT_SETUP_JS = (
 const { FindConfig } = ChromeUtils.importESModule(
   "resource:///modules/accountcreation/FindConfig.sys.mjs"
 );
+// What accountSetup.js's findConfig (140 ESR) does, step for step, with the
+// modules it uses: the four priority-ordered lookups and Autodiscover in
+// parallel, then the first priority lookup that succeeded (an Exchange
+// server from Autodiscover added as an alternative), else Autodiscover's.
+// No guessConfig: a lookup that finds nothing returns null.
+const legacyFindConfig = domain => new Promise(resolveConfig => {
+  const { FetchConfig } = ChromeUtils.importESModule(
+    "resource:///modules/accountcreation/FetchConfig.sys.mjs"
+  );
+  const { fetchConfigFromExchange } = ChromeUtils.importESModule(
+    "resource:///modules/accountcreation/ExchangeAutoDiscover.sys.mjs"
+  );
+  const { ParallelAbortable, PriorityOrderAbortable, CancelledException } = AccountCreationUtils;
+  const tasks = new ParallelAbortable();
+  const priorityCall = tasks.addCall();
+  const autodiscoverCall = tasks.addCall();
+  tasks.addAllFinishedObserver(() => {
+    const exchange = c => [c.incoming, ...c.incomingAlternatives].find(i => i.type == "exchange");
+    if (priorityCall.succeeded) {
+      const config = priorityCall.result;
+      if (!exchange(config) && autodiscoverCall.succeeded) {
+        const found = exchange(autodiscoverCall.result);
+        if (found) {
+          config.incomingAlternatives.push(found);
+        }
+      }
+      resolveConfig(config);
+    } else {
+      resolveConfig(autodiscoverCall.succeeded ? autodiscoverCall.result : null);
+    }
+  });
+  const queue = new PriorityOrderAbortable(
+    priorityCall.successCallback(), priorityCall.errorCallback()
+  );
+  priorityCall.setAbortable(queue);
+  for (const start of [
+    (ok, fail) => FetchConfig.fromDisk(domain, ok, fail),
+    (ok, fail) => FetchConfig.fromISP(domain, address, ok, fail),
+    (ok, fail) => FetchConfig.fromDB(domain, ok, fail),
+    (ok, fail) => FetchConfig.forMX(domain, address, ok, fail),
+  ]) {
+    const call = queue.addCall();
+    call.setAbortable(start(call.successCallback(), call.errorCallback()));
+  }
+  const noRedirect = (host, ok, cancel) => {
+    cancel(new CancelledException(`redirect to ${host} refused`));
+    return new AccountCreationUtils.Abortable();
+  };
+  autodiscoverCall.setAbortable(fetchConfigFromExchange(
+    domain, address, null, password, noRedirect,
+    autodiscoverCall.successCallback(), autodiscoverCall.errorCallback()
+  ));
+});
 lookup(async () => {
   const domain = address.split("@")[1];
-  const discovery = FindConfig.parallelAutoDiscovery(
-    domain, address, new AbortController().signal, password, undefined
-  );
-  const { value: config } = await discovery.next();
+  const find = FindConfig.parallelAutoDiscovery;
+  let config;
+  if (find.constructor.name === "AsyncGeneratorFunction") {
+    // newer releases: a generator of configurations, the first is the hub's
+    const discovery = find(domain, address, new AbortController().signal, password, undefined);
+    ({ value: config } = await discovery.next());
+  } else {
+    // 140 ESR (Debian 12's): its account hub is off by default
+    // (mail.accounthub.enabled) and its FindConfig asks Autodiscover without
+    // the password; the default wizard, accountSetup.js's findConfig, runs
+    // the same lookups with the password typed on its first page.
+    config = await legacyFindConfig(domain);
+  }
   if (!config || config.isRedirect) {
     return { error: `no configuration found: ${JSON.stringify(config)}` };
   }
@@ -169,10 +241,24 @@ const { fetchConfigFromExchange } = ChromeUtils.importESModule(
 );
 lookup(async () => {
   const domain = address.split("@")[1];
-  const refuseRedirect = host => Promise.reject(new Error(`redirect to ${host} refused`));
-  const config = await fetchConfigFromExchange(
-    domain, address, new AbortController().signal, undefined, password, refuseRedirect
-  );
+  const refused = host => new Error(`redirect to ${host} refused`);
+  let config;
+  if (fetchConfigFromExchange.length >= 7) {
+    // 140 ESR (Debian 12's): success and error callbacks; a redirect to
+    // another domain asks confirmCallback, which says no
+    config = await new Promise((resolve, reject) => {
+      const refuse = (host, ok, cancel) => {
+        cancel(refused(host));
+        return new AccountCreationUtils.Abortable();
+      };
+      fetchConfigFromExchange(domain, address, null, password, refuse, resolve, reject);
+    });
+  } else {
+    const refuseRedirect = host => Promise.reject(refused(host));
+    config = await fetchConfigFromExchange(
+      domain, address, new AbortController().signal, undefined, password, refuseRedirect
+    );
+  }
   AccountConfig.replaceVariables(config, "Test User", address, password);
   return describe(config);
 }).then(resolve);
