@@ -52,7 +52,7 @@ from refd.transport import (
     Address,
     Closed,
     HandshakeFailed,
-    ReadStreak,
+    SocketConnection,
     TlsStream,
     WriteTimeout,
     accept_loop,
@@ -170,8 +170,8 @@ async def handle_connection(
     # another stream (a PROXY header's leftover in front, the tests' memory
     # streams) the interrupt cancels a scope around the session.
     scope: contextlib.AbstractContextManager[object]
-    if isinstance(stream, trio.SocketStream):
-        fd = stream.socket.fileno()  # read and written directly, see send and receive
+    if isinstance(stream, SocketConnection):
+        fd = stream.fd  # read and written directly, see send and receive
         scope = contextlib.nullcontext()
         wait = Wait(partial(trio.lowlevel.notify_closing, fd), "write_timeout")
     else:
@@ -187,7 +187,7 @@ async def handle_connection(
         # session fell from ~1,000 to ~750 us (bench/loadgen.c, c=64).
         rest: Callable[[], Awaitable[None]] | None = None  # what has to wait
         try:
-            if isinstance(stream, trio.SocketStream):
+            if isinstance(stream, SocketConnection):
                 sent = write_socket(fd, data)
                 if sent < len(data):
                     rest = partial(stream.send_all, data[sent:])
@@ -213,14 +213,12 @@ async def handle_connection(
             raise WriteTimeout
         wait.clear()
 
-    streak = ReadStreak()
-
     async def receive() -> bytes | bytearray | None:
         """The client's next bytes; None if the wait was interrupted (see ``wait``)."""
         try:
-            if isinstance(stream, trio.SocketStream):
+            if isinstance(stream, SocketConnection):
                 # As send: read the socket directly (`read_socket`).
-                return await read_socket(fd, _RECEIVE_BYTES, streak)
+                return await read_socket(fd, _RECEIVE_BYTES, stream.streak)
             return await stream.receive_some(_RECEIVE_BYTES)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             if wait.fired or door.stopping.is_set():
@@ -323,10 +321,10 @@ async def handle_connection(
         timer.forget(wait)
         door.sessions.discard(session)
         metrics.session_ended(client.listener)
-        if isinstance(stream, trio.SocketStream):
-            # What SocketStream.aclose does, less its checkpoint, which would
-            # need the two scopes below: ~25 us of CPU per session.
-            stream.socket.close()
+        if isinstance(stream, SocketConnection):
+            # aclose less its checkpoint, which would need the two scopes
+            # below: ~25 us of CPU per session.
+            stream.close()
         elif not (isinstance(stream, TlsStream) and stream.close_now()):
             with trio.CancelScope(shield=True), trio.move_on_after(5):
                 await stream.aclose()
@@ -388,7 +386,7 @@ def _read_deadline(
 
 
 async def _accept(
-    stream: trio.SocketStream,
+    stream: SocketConnection,
     peer_end: Address,
     local_end: Address | None,
     lc: ListenerConfig,
@@ -521,7 +519,7 @@ def _start(
     config: DaemonConfig,
     ref: ServiceRef,
     door: DoorState,
-    stream: trio.SocketStream,
+    stream: SocketConnection,
     peer_end: Address,
     local_end: Address | None,
 ) -> None:

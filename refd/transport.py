@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
@@ -39,6 +40,7 @@ __all__ = [
     "HandshakeTimeout",
     "PrefixedStream",
     "ReadStreak",
+    "SocketConnection",
     "TlsStream",
     "WriteTimeout",
     "accept_loop",
@@ -108,7 +110,7 @@ async def send_all(stream: trio.abc.Stream, data: bytes, timeout_s: float) -> No
         raise WriteTimeout
 
 
-def write_socket(fd: int, data: bytes) -> int:
+def write_socket(fd: int, data: bytes | memoryview) -> int:
     """Write to the non-blocking socket ``fd`` what it takes now; how many bytes (0: none).
 
     `OSError` if the peer is gone.  Most answers fit the socket buffer, and
@@ -174,6 +176,78 @@ async def read_socket(fd: int, max_bytes: int, streak: ReadStreak) -> bytes:
             continue
 
 
+class SocketConnection(trio.abc.Stream):
+    """An accepted TCP connection: trio's stream interface over its file descriptor.
+
+    What `accept_loop` hands over, in place of ``trio.SocketStream``.  The
+    sessions read and write the descriptor themselves (`read_socket`,
+    `write_socket`), so a socket object is not needed: making one
+    (``socket.socket(fileno=...)``, which checks the descriptor with a
+    ``getsockname`` call), trio's wrapper of it and ``SocketStream``'s
+    set-up (two ``setsockopt`` calls, for options the accepted socket
+    already has from its listener, see `accept_loop`) cost three system
+    calls and ~26,500 instructions a connection (286,191 -> 259,715 per
+    PLAIN session, c=16, bench/instructions.py).  The stream methods serve
+    the slower paths (an answer that has to wait, a PROXY header, the HTTP
+    side) for one task at a time.
+    """
+
+    def __init__(self, fd: int, family: int) -> None:
+        #: the connected socket, non-blocking; -1 once closed
+        self.fd = fd
+        self.family = family
+        #: its reads in a row that did not wait, whoever reads it (`read_socket`)
+        self.streak = ReadStreak()
+
+    def _open_fd(self) -> int:
+        if self.fd < 0:
+            raise trio.ClosedResourceError("the connection was already closed")
+        return self.fd
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        fd = self._open_fd()
+        try:
+            return await read_socket(fd, max_bytes or RECEIVE_BYTES, self.streak)
+        except OSError as exc:
+            raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        fd = self._open_fd()
+        with memoryview(data) as view:
+            sent = 0
+            while True:
+                try:
+                    sent += write_socket(fd, view[sent:])
+                except OSError as exc:
+                    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                if sent >= len(view):
+                    break
+                await trio.lowlevel.wait_writable(fd)
+        await trio.lowlevel.checkpoint()
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.wait_writable(self._open_fd())
+
+    def close(self) -> None:
+        """Close at once (what `aclose` does, without its checkpoint)."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def getsockname(self) -> object:
+        """The connection's own address, as ``socket.getsockname`` gives it."""
+        sock = socket.socket(self.family, socket.SOCK_STREAM, fileno=self._open_fd())
+        try:
+            return sock.getsockname()
+        finally:
+            sock.detach()  # the descriptor stays this object's
+
+
 class TlsStream(trio.abc.Stream):
     """The server side of TLS over ``transport``, for one task at a time.
 
@@ -205,12 +279,14 @@ class TlsStream(trio.abc.Stream):
         # A plain socket is read and written directly (`read_socket`,
         # `write_socket`), as the plain session does; another transport (a
         # PROXY header's leftover in front) through its stream methods.
-        self._fd = transport.socket.fileno() if isinstance(transport, trio.SocketStream) else -1
+        if isinstance(transport, SocketConnection):
+            self._fd, self._streak = transport.fd, transport.streak
+        else:
+            self._fd, self._streak = -1, ReadStreak()
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._held = b""  # TLS 1.3 session tickets, until the first answer
-        self._streak = ReadStreak()
         self._unsent = b""  # records write_now could not write, for flush
         self._broken = False
         self._closed = False
@@ -347,7 +423,7 @@ class TlsStream(trio.abc.Stream):
         shielded scopes and the checkpoints of an awaited close, ~20 us.
         """
         transport = self.transport_stream
-        if not isinstance(transport, trio.SocketStream):
+        if not isinstance(transport, SocketConnection):
             return False
         if not self._closed and not self._broken:
             with contextlib.suppress(ssl.SSLError):  # SSLWantReadError: no reply awaited
@@ -355,7 +431,7 @@ class TlsStream(trio.abc.Stream):
             with contextlib.suppress(OSError):
                 write_socket(self._fd, self._take_held() + self._outgoing.read())
         self._closed = True
-        transport.socket.close()
+        transport.close()
         return True
 
     async def aclose(self) -> None:
@@ -415,10 +491,10 @@ async def tls_handshake(
 Address = tuple[str, int | None]
 
 
-def _local_end(stream: trio.SocketStream) -> Address:
+def _local_end(stream: SocketConnection) -> Address:
     """This side's address and port of ``stream``, asked of its socket."""
     try:
-        return _address(stream.socket.getsockname())
+        return _address(stream.getsockname())
     except OSError:
         return "unknown", None
 
@@ -485,7 +561,7 @@ class Endpoints:
 
 
 async def client_endpoints(
-    stream: trio.SocketStream,
+    stream: SocketConnection,
     peer_end: Address,
     local_end: Address | None,
     *,
@@ -614,7 +690,7 @@ async def accept_loop(
     sock: socket.socket,
     name: str,
     door: DoorState,
-    start: Callable[[trio.SocketStream, Address, Address | None], None],
+    start: Callable[[SocketConnection, Address, Address | None], None],
     log: logging.Logger,
 ) -> None:
     """Accept on the listening socket of listener ``name`` until cancelled, then close it;
@@ -633,8 +709,11 @@ async def accept_loop(
     590 -> 541, 537 -> 459, 646 -> 606 us; workers: 2, 731 -> 642 us);
     taking one connection per wake-up saved nothing.  With several workers
     on one socket, their CPU stayed even (SHA512-CRYPT at c=16: 5.90 and
-    5.97 s in one cell).  The accepted socket is wrapped in a
-    ``SocketStream`` as there (``TCP_NODELAY``, ``TCP_NOTSENT_LOWAT``).
+    5.97 s in one cell).  The accepted socket is handed over as a
+    `SocketConnection`, its descriptor made non-blocking; the options trio's
+    ``SocketStream`` sets on each connection (``TCP_NODELAY``,
+    ``TCP_NOTSENT_LOWAT`` of 16 KiB) are set once on the listening socket,
+    and Linux copies them to every socket it accepts.
 
     ``start`` gets the stream and its two ends (`client_endpoints`) without
     asking the socket: the peer's address comes with the accept, and a
@@ -644,12 +723,11 @@ async def accept_loop(
     instructions a connection (callgrind, PLAIN, c=16).
     """
     sock.setblocking(False)
-    # The accepted socket is made from the listening socket's numbers, as
-    # ``socket.accept`` makes it but without its ``family`` and ``type``
-    # properties' enum conversions: 8 Python calls per connection (with the
-    # clock read through `Deadlines.now`, 529 -> 510 calls and 654,203 ->
-    # 640,124 instructions per PLAIN session: bench/calls.py, instructions.py).
-    family, proto = int(sock.family), sock.proto
+    with contextlib.suppress(OSError):  # as trio: not every platform has both
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT, 2**14)
+    # ``sock.family`` is an enum conversion: once, not per connection.
+    family = int(sock.family)
     local_end = local_end_of(sock)
     try:
         while True:
@@ -666,13 +744,9 @@ async def accept_loop(
                     log.error("accept failed on %s: %s", name, exc)
                     await trio.sleep(0.1)
                     break
-                conn = socket.socket(family, socket.SOCK_STREAM, proto, fileno=fd)
+                fcntl.fcntl(fd, fcntl.F_SETFL, os.O_NONBLOCK)  # its only status flag
                 door.metrics.connection_opened(name)
-                start(
-                    trio.SocketStream(trio.socket.from_stdlib_socket(conn)),
-                    _address(peer),
-                    local_end,
-                )
+                start(SocketConnection(fd, family), _address(peer), local_end)
             await trio.lowlevel.wait_readable(sock)
     finally:
         trio.lowlevel.notify_closing(sock)

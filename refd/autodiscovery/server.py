@@ -74,6 +74,7 @@ from refd.transport import (
     Address,
     Closed,
     HandshakeFailed,
+    SocketConnection,
     WriteTimeout,
     accept_loop,
     client_endpoints,
@@ -757,7 +758,7 @@ async def handle_http_connection(
 
 
 async def _accept(
-    stream: trio.SocketStream,
+    stream: SocketConnection,
     peer_end: Address,
     local_end: Address | None,
     lc: ListenerConfig,
@@ -875,7 +876,7 @@ def _start(
     ref: ServiceRef,
     door: DoorState,
     live: set[_Connection],
-    stream: trio.SocketStream,
+    stream: SocketConnection,
     peer_end: Address,
     local_end: Address | None,
 ) -> None:

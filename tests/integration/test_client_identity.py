@@ -23,7 +23,7 @@ from refd.config.loader import DaemonConfig
 from refd.door import DoorState
 from refd.limits import Limits
 from refd.runtime import Service
-from refd.transport import Endpoints, client_endpoints, local_end_of
+from refd.transport import Endpoints, SocketConnection, client_endpoints, local_end_of
 from tests.auth.test_password_length import Recorder
 from tests.integration.test_proxy import start, v2_header
 from tests.procs import exchange, in_thread
@@ -131,7 +131,7 @@ async def test_without_a_fixed_local_end_the_socket_is_asked() -> None:
         port = listener.getsockname()[1]
         await client.connect(("127.0.0.1", port))
         accepted, _ = await listener.accept()
-        stream = trio.SocketStream(accepted)
+        stream = SocketConnection(accepted.detach(), socket.AF_INET)
         opened = await client_endpoints(
             stream,
             ("192.0.2.9", 4242),  # the peer as the accept loop hands it over
