@@ -229,14 +229,28 @@ class SocketConnection(trio.abc.Stream):
         await trio.lowlevel.wait_writable(self._open_fd())
 
     def close(self) -> None:
-        """Close at once (what `aclose` does, without its checkpoint)."""
+        """Close at once, from the task that owns the connection, while it waits for nothing.
+
+        Unlike `aclose` this does not call trio's ``notify_closing``, which
+        wakes the tasks waiting on the descriptor: there are none, and trio
+        keeps no record of a descriptor nobody waits on (a wait that ended,
+        by its event, a cancellation or ``notify_closing``, dropped it).
+        The kernel takes a closed descriptor out of trio's epoll set itself.
+        ``notify_closing`` would build a record and an exception for nobody
+        and ask epoll to drop the descriptor, which fails when no read ever
+        waited on it: ~20,000 instructions of a PLAIN session at c=1
+        (332,145 -> 312,918, bench/instructions.py).
+        """
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    async def aclose(self) -> None:
+        """Close; another task waiting on the connection wakes with ClosedResourceError."""
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             trio.lowlevel.notify_closing(fd)
             os.close(fd)
-
-    async def aclose(self) -> None:
-        self.close()
         await trio.lowlevel.checkpoint()
 
     def getsockname(self) -> object:

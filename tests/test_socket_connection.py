@@ -69,15 +69,14 @@ async def test_a_peer_gone_is_a_broken_stream() -> None:
     await conn.aclose()
 
 
-async def test_closing_interrupts_a_wait() -> None:
-    """The session's deadlines interrupt a read by closing the descriptor (notify_closing)."""
+async def test_aclose_from_another_task_interrupts_a_wait() -> None:
     conn, theirs = _pair()
     with theirs:
         async with trio.open_nursery() as nursery:
 
             async def close_soon() -> None:
                 await trio.sleep(0.01)
-                conn.close()
+                await conn.aclose()
 
             nursery.start_soon(close_soon)
             with pytest.raises(trio.ClosedResourceError):
@@ -92,3 +91,23 @@ async def test_its_own_address() -> None:
         assert conn.getsockname() == listener.getsockname()
         assert conn.fd >= 0  # still open: asking does not close it
         await conn.aclose()
+
+
+async def test_the_owner_closes_after_its_waits_and_the_number_is_reused_cleanly() -> None:
+    """close() skips notify_closing: a later connection on the same descriptor number waits
+    and wakes as usual (trio kept no record of the closed one)."""
+    for _ in range(3):
+        conn, theirs = _pair()
+        with theirs:
+            async with trio.open_nursery() as nursery:
+
+                async def answer(peer: socket.socket) -> None:
+                    await trio.sleep(0.01)
+                    peer.sendall(b"a1 NOOP\r\n")
+
+                nursery.start_soon(answer, theirs)
+                assert await conn.receive_some(100) == b"a1 NOOP\r\n"  # waited
+            fd = conn.fd
+            conn.close()
+            with pytest.raises(OSError):
+                os.fstat(fd)
