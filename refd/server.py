@@ -395,51 +395,57 @@ async def _accept(
     door: DoorState,
 ) -> None:
     """Take one accepted socket from PROXY header to session end."""
-    conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
-    limits = ref.current.limits
-    opened = await client_endpoints(
-        stream,
-        peer_end,
-        local_end,
-        proxy_protocol=lc.proxy_protocol,
-        proxy_networks=config.proxy_networks,
-        limits=limits,
-        door=door,
-        conn_id=conn_id,
-    )
-    if opened is None:
-        return
-    io, ends = opened
-    address = ends.address
-    refused = refuse_connection(
-        door.connections,
-        address,
-        max_total=limits.max_connections,
-        max_per_address=limits.max_connections_per_address,
-    )
-    if refused is not None:
-        door.limit_hit(*refused, conn_id=conn_id, address=address)
-        bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
-        with contextlib.suppress(Closed):
-            if lc.tls != "implicit":
-                await _send(io, Connection().send(bye), limits)
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await io.aclose()
-        return
+    # Whatever ends the connection (a PROXY header cut off by a reset, a
+    # cancellation at shutdown), its descriptor is closed: a SocketConnection
+    # has no socket object that the garbage collector would close.
     try:
-        client = ClientInfo(
+        conn_id = f"{_PID_TAG}-{next(_conn_ids):x}"
+        limits = ref.current.limits
+        opened = await client_endpoints(
+            stream,
+            peer_end,
+            local_end,
+            proxy_protocol=lc.proxy_protocol,
+            proxy_networks=config.proxy_networks,
+            limits=limits,
+            door=door,
             conn_id=conn_id,
-            address=address,
-            listener=lc.name,
-            tls=lc.tls == "implicit",
-            starttls_available=lc.tls == "starttls",
-            port=ends.port,
-            local_address=ends.local_address,
-            local_port=ends.local_port,
         )
-        await handle_connection(io, client, ref, door)
+        if opened is None:
+            return
+        io, ends = opened
+        address = ends.address
+        refused = refuse_connection(
+            door.connections,
+            address,
+            max_total=limits.max_connections,
+            max_per_address=limits.max_connections_per_address,
+        )
+        if refused is not None:
+            door.limit_hit(*refused, conn_id=conn_id, address=address)
+            bye = Bye("Too many connections; try again later.", "UNAVAILABLE")
+            with contextlib.suppress(Closed):
+                if lc.tls != "implicit":
+                    await _send(io, Connection().send(bye), limits)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await io.aclose()
+            return
+        try:
+            client = ClientInfo(
+                conn_id=conn_id,
+                address=address,
+                listener=lc.name,
+                tls=lc.tls == "implicit",
+                starttls_available=lc.tls == "starttls",
+                port=ends.port,
+                local_address=ends.local_address,
+                local_port=ends.local_port,
+            )
+            await handle_connection(io, client, ref, door)
+        finally:
+            door.connections.close(address)
     finally:
-        door.connections.close(address)
+        stream.close()  # a no-op when the session closed it
 
 
 async def serve(

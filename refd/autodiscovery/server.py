@@ -768,53 +768,59 @@ async def _accept(
     live: set[_Connection],
 ) -> None:
     """Take one accepted socket from PROXY header to its last answer."""
-    conn_id = f"{_PID_TAG}-h{next(_conn_ids):x}"
-    service = ref.current
-    limits = (service.autodiscovery or AutodiscoveryPolicy()).limits
-    opened = await client_endpoints(
-        stream,
-        peer_end,
-        local_end,
-        proxy_protocol=lc.proxy_protocol,
-        proxy_networks=config.proxy_networks,
-        limits=service.limits,
-        door=door,
-        conn_id=conn_id,
-    )
-    if opened is None:
-        return
-    io, ends = opened
-    refused = refuse_connection(
-        door.http_connections,
-        ends.address,
-        max_total=limits.max_connections,
-        max_per_address=limits.max_connections_per_address,
-        setting="autodiscovery.limits",
-        prefix="http_",
-    )
-    if refused is not None:
-        door.limit_hit(*refused, conn_id=conn_id, address=ends.address)
-        if lc.tls != "implicit":
-            answer = _text(503, "unavailable", "too many connections; try again later")
-            data = _frame(h11.Connection(h11.SERVER), answer, head=False, close=True)
-            with contextlib.suppress(Closed):
-                await send_all(io, data, service.limits.write_timeout_s)
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await io.aclose()
-        return
+    # Whatever ends the connection (a PROXY header cut off by a reset, a
+    # cancellation at shutdown), its descriptor is closed: a SocketConnection
+    # has no socket object that the garbage collector would close.
     try:
-        client = ClientInfo(
+        conn_id = f"{_PID_TAG}-h{next(_conn_ids):x}"
+        service = ref.current
+        limits = (service.autodiscovery or AutodiscoveryPolicy()).limits
+        opened = await client_endpoints(
+            stream,
+            peer_end,
+            local_end,
+            proxy_protocol=lc.proxy_protocol,
+            proxy_networks=config.proxy_networks,
+            limits=service.limits,
+            door=door,
             conn_id=conn_id,
-            address=ends.address,
-            listener=lc.name,
-            tls=lc.tls == "implicit",
-            port=ends.port,
-            local_address=ends.local_address,
-            local_port=ends.local_port,
         )
-        await handle_http_connection(io, client, ref, door, live=live)
+        if opened is None:
+            return
+        io, ends = opened
+        refused = refuse_connection(
+            door.http_connections,
+            ends.address,
+            max_total=limits.max_connections,
+            max_per_address=limits.max_connections_per_address,
+            setting="autodiscovery.limits",
+            prefix="http_",
+        )
+        if refused is not None:
+            door.limit_hit(*refused, conn_id=conn_id, address=ends.address)
+            if lc.tls != "implicit":
+                answer = _text(503, "unavailable", "too many connections; try again later")
+                data = _frame(h11.Connection(h11.SERVER), answer, head=False, close=True)
+                with contextlib.suppress(Closed):
+                    await send_all(io, data, service.limits.write_timeout_s)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await io.aclose()
+            return
+        try:
+            client = ClientInfo(
+                conn_id=conn_id,
+                address=ends.address,
+                listener=lc.name,
+                tls=lc.tls == "implicit",
+                port=ends.port,
+                local_address=ends.local_address,
+                local_port=ends.local_port,
+            )
+            await handle_http_connection(io, client, ref, door, live=live)
+        finally:
+            door.http_connections.close(ends.address)
     finally:
-        door.http_connections.close(ends.address)
+        stream.close()  # a no-op when the session closed it
 
 
 async def serve_autodiscovery(

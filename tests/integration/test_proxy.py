@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import logging
+import os
 import socket
 import struct
 from typing import Any
@@ -163,3 +164,28 @@ async def test_connection_limit_per_proxied_address(
         b"* BYE [UNAVAILABLE] Too many connections; try again later.\r\n"
     )
     assert hits(pd.door, "connections_per_address") == 1
+
+
+async def test_a_connection_ended_while_its_header_is_awaited_leaves_no_descriptor(
+    demo_config: DaemonConfig, demo_service: Service
+) -> None:
+    """Cancelled in the middle of a PROXY header (the door's nursery ends), the
+    accepted connections' descriptors are closed all the same."""
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    clients = []
+    async with trio.open_nursery() as nursery:
+        pd = await start(nursery, demo_config, demo_service, "127.0.0.0/8")
+        before = fds()
+        for _ in range(5):
+            client = socket.create_connection(("127.0.0.1", pd.port))
+            client.sendall(b"PROXY TCP4 203.0.113.9")  # and no more
+            clients.append(client)
+        await trio.sleep(0.1)  # accepted: the door waits for the rest of each header
+        assert fds() == before + 10  # each client socket, and each accepted one
+        nursery.cancel_scope.cancel()
+    assert fds() == before + 5 - 1  # the clients' own; the listener is closed too
+    for client in clients:
+        client.close()
