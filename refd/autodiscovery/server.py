@@ -768,9 +768,7 @@ async def _accept(
     live: set[_Connection],
 ) -> None:
     """Take one accepted socket from PROXY header to its last answer."""
-    # Whatever ends the connection (a PROXY header cut off by a reset, a
-    # cancellation at shutdown), its descriptor is closed: a SocketConnection
-    # has no socket object that the garbage collector would close.
+    # Closed on every path, as the IMAP side's `refd.server._accept` says.
     try:
         conn_id = f"{_PID_TAG}-h{next(_conn_ids):x}"
         service = ref.current
