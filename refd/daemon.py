@@ -35,7 +35,14 @@ from refd import __version__, compiled
 from refd.auth.hash_threads import hash_client
 from refd.auth.registry import source_spec
 from refd.autodiscovery.server import serve_autodiscovery
-from refd.config.loader import DaemonConfig, bind_shared_cache, load_config, load_service
+from refd.config.loader import (
+    DaemonConfig,
+    Pacing,
+    bind_shared_cache,
+    bulk_pacing,
+    load_config,
+    load_service,
+)
 from refd.config.tree import TreeError
 from refd.door import DoorState
 from refd.http import serve_http
@@ -142,17 +149,33 @@ def _fingerprint(files: list[Path]) -> tuple[tuple[int, int, int], ...]:
 #: 32.3, 48.8 and 68.2 ms, for reloads about 10 % longer.
 RELOAD_SWITCH_INTERVAL_S = 0.0001
 
+#: How a reload's thread paces its big files (`bulk_pacing`): 2 ms asleep
+#: after each 10 ms of reading, hashing or parsing.  A virtual machine's host
+#: can take a vCPU away for a whole scheduling period when both vCPUs have
+#: run without a pause: 100 ms each time on the bench machine (two busy
+#: threads saw 7 such gaps in 8 s, one busy thread none, a busy one beside
+#: one that slept 2 ms in every 12 none).  When the vCPU taken is the one
+#: whose reload thread holds the GIL, the event loop waits the whole 100 ms.
+#: Three reloads of a 1M-user table beside a busy event loop (the
+#: routing_bench.py reload loop), two runs each: 6 and 10 gaps of 27-102 ms,
+#: 113-127 ticks of steal, without the pauses; no gap over 20 ms and 1-3
+#: ticks of steal with them, the reloads as long (3.8-7.6 s either way).
+RELOAD_PACING = Pacing(work_s=0.010, pause_s=0.002)
+
 
 _loading: list[float] = []  # the interval before each reload that is running
 
 
 async def _in_thread(load: Callable[[], _T]) -> _T:
-    """``load()`` in a worker thread, with the GIL handed back sooner meanwhile."""
+    """``load()`` in a worker thread, with the GIL handed back sooner meanwhile
+    and the big files it reads paced (`RELOAD_PACING`)."""
     _loading.append(sys.getswitchinterval())
     sys.setswitchinterval(RELOAD_SWITCH_INTERVAL_S)
+    paced = bulk_pacing.set(RELOAD_PACING)  # the thread runs in a copy of this context
     try:
         return await trio.to_thread.run_sync(load)
     finally:
+        bulk_pacing.reset(paced)
         before = _loading.pop()
         if not _loading:  # the last of overlapping reloads (daemons in one process)
             sys.setswitchinterval(before)

@@ -258,3 +258,29 @@ def test_read_text_pieces_is_read_text_cut_at_line_ends(
     assert (
         str(err.value) == f"routing.yaml:3: cannot read {tmp_path}/nope: No such file or directory"
     )
+
+
+def test_read_text_pieces_paced_pauses_between_pieces_and_keeps_the_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `bulk_pacing` (a reload's thread) the read, and each walk of its
+    pieces, sleeps the pause once per ``work_s`` of work: here, work_s=0, once
+    per piece.  Without it nothing sleeps."""
+    monkeypatch.setattr(loader, "PIECE_CHARS", 10)
+    slept: list[float] = []
+    monkeypatch.setattr(loader.time, "sleep", slept.append)
+    path = tmp_path / "users.map"
+    path.write_text("".join(f"u{i}@x mail\n" for i in range(5)))  # 10 characters a line
+    plain = read_text_pieces(path)
+    assert list(plain) == [f"u{i}@x mail\n" for i in range(5)] and slept == []
+    token = loader.bulk_pacing.set(loader.Pacing(work_s=0.0, pause_s=0.25))
+    try:
+        paced = read_text_pieces(path)
+    finally:
+        loader.bulk_pacing.reset(token)
+    assert slept == [0.25] * 5  # one per block read
+    assert paced == plain and "".join(paced) == path.read_text()
+    assert slept == [0.25] * 10  # the join walked the pieces, pausing after each
+    for _ in plain:
+        pass
+    assert len(slept) == 10  # the read that was not paced is not paced to walk

@@ -19,7 +19,9 @@ import hashlib
 import ipaddress
 import os
 import ssl
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -192,24 +194,81 @@ def read_text(path: Path, *, referer: str = "", line: int = 0) -> str:
 
 
 #: Characters of a big file read, decoded and split per call by
-#: `read_text_pieces`: about 1 ms of work each on a 2-core VM.
-PIECE_CHARS = 1 << 18
+#: `read_text_pieces`: a piece of a user map is ~1,900 lines, read in well
+#: under 1 ms and parsed in ~5 ms on a 2-core VM, so a paced read
+#: (`bulk_pacing`) can pause about as often as it asks.
+PIECE_CHARS = 1 << 16
 
 
-def read_text_pieces(path: Path, *, referer: str = "", line: int = 0) -> list[str]:
+@dataclass(frozen=True)
+class Pacing:
+    """A bulk read that leaves its CPU now and then: ``pause_s`` asleep after
+    each ``work_s`` of work (wall time, checked between pieces)."""
+
+    work_s: float
+    pause_s: float
+
+
+#: Set around a reload's thread (`refd.daemon`): the big files that thread
+#: reads (`read_text_pieces`) are read, hashed and parsed at this pace.  The
+#: thread runs in a copy of the setting task's context, so nothing else sees it.
+bulk_pacing: ContextVar[Pacing | None] = ContextVar("refd_bulk_pacing", default=None)
+
+
+class _Pacer:
+    """One paced read: sleeps for the pause once the work since the last one is done."""
+
+    def __init__(self, pacing: Pacing) -> None:
+        self.pacing = pacing
+        self._until = time.monotonic() + pacing.work_s
+
+    def step(self) -> None:
+        if time.monotonic() >= self._until:
+            time.sleep(self.pacing.pause_s)
+            self._until = time.monotonic() + self.pacing.work_s
+
+
+class TextPieces(list[str]):
+    """A big file's text in pieces (`read_text_pieces`): a list of strings
+    whose iteration, when the read was paced (`bulk_pacing`), takes the
+    pacing's pauses between pieces, so the hashing and the parsing that walk
+    the pieces are paced as the reading was."""
+
+    def __init__(self, pieces: list[str], pacer: _Pacer | None = None) -> None:
+        super().__init__(pieces)
+        self._pacer = pacer
+
+    def __iter__(self) -> Iterator[str]:
+        if self._pacer is None:
+            return super().__iter__()
+        return self._paced(self._pacer)
+
+    def _paced(self, pacer: _Pacer) -> Iterator[str]:
+        for piece in list.__iter__(self):
+            yield piece
+            pacer.step()
+
+
+def read_text_pieces(path: Path, *, referer: str = "", line: int = 0) -> TextPieces:
     """`read_text`, in pieces of about `PIECE_CHARS` that each end at a line end.
 
     For the bulk user map, which a reload reads in a thread beside the event
     loop: one ``read_text`` of a 30 MiB map is a single 50 ms UTF-8 decode
     holding the GIL, and ``str.splitlines`` and ``str.encode`` over the whole
     text 98 and 23 ms more; here no single call sees more than one piece.
-    The text (universal newlines) and the errors are `read_text`'s.
+    The text (universal newlines) and the errors are `read_text`'s.  Under
+    `bulk_pacing` the read pauses between pieces, and so does iterating the
+    pieces returned.
     """
+    pacing = bulk_pacing.get()
+    pacer = None if pacing is None else _Pacer(pacing)
     pieces: list[str] = []
     partial: list[str] = []  # the start of a line that goes on in the next block
     try:
         with path.open(encoding="utf-8") as f:
             while block := f.read(PIECE_CHARS):
+                if pacer is not None:
+                    pacer.step()
                 # "\n" ends a line: newline=None turned "\r\n" and "\r" into it
                 cut = block.rfind("\n") + 1
                 if not cut:
@@ -221,8 +280,8 @@ def read_text_pieces(path: Path, *, referer: str = "", line: int = 0) -> list[st
             pieces.append("".join(partial))
     except (OSError, UnicodeDecodeError):
         # the whole-file read gives the error with its position in the file
-        return [read_text(path, referer=referer, line=line)]
-    return pieces
+        return TextPieces([read_text(path, referer=referer, line=line)])
+    return TextPieces(pieces, pacer)
 
 
 def resolve_path(base: Path, value: str) -> Path:

@@ -25,7 +25,7 @@ import pytest
 import trio
 
 from refd import daemon
-from refd.config.loader import load_config, load_service
+from refd.config.loader import Pacing, bulk_pacing, load_config, load_service
 from refd.config.tree import TreeError
 from refd.config.yamltree import parse_yaml
 from refd.daemon import Daemon
@@ -524,18 +524,21 @@ async def test_metrics_endpoint_hammered_while_imap_is_served(
     daemon.door.stop()
 
 
-async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
-    """The reload's thread runs with a 0.1 ms switch interval; then it is restored."""
-    seen: list[float] = []
+async def test_a_reload_hands_the_gil_back_sooner_and_paces_only_while_it_loads() -> None:
+    """The reload's thread runs with a 0.1 ms switch interval and its big files
+    paced (`bulk_pacing`); then both are as before, in the thread's caller too."""
+    seen: list[tuple[float, Pacing | None]] = []
 
     def load() -> str:
-        seen.append(sys.getswitchinterval())
+        seen.append((sys.getswitchinterval(), bulk_pacing.get()))
         return "table"
 
     before = sys.getswitchinterval()
     assert await daemon._in_thread(load) == "table"
-    assert seen == [pytest.approx(daemon.RELOAD_SWITCH_INTERVAL_S)]  # held in whole us
+    # the interval is held in whole us
+    assert seen == [(pytest.approx(daemon.RELOAD_SWITCH_INTERVAL_S), daemon.RELOAD_PACING)]
     assert sys.getswitchinterval() == before
+    assert bulk_pacing.get() is None
 
     def fails() -> str:
         raise TreeError("routing.yaml", 1, "broken")
@@ -543,6 +546,7 @@ async def test_a_reload_hands_the_gil_back_sooner_only_while_it_loads() -> None:
     with pytest.raises(TreeError):
         await daemon._in_thread(fails)
     assert sys.getswitchinterval() == before
+    assert bulk_pacing.get() is None
 
 
 async def test_a_reload_frees_the_old_user_map_off_the_loop_once_nothing_reads_it(
