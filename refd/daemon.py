@@ -156,10 +156,10 @@ RELOAD_SWITCH_INTERVAL_S = 0.0001
 #: threads saw 7 such gaps in 8 s, one busy thread none, a busy one beside
 #: one that slept 2 ms in every 12 none).  When the vCPU taken is the one
 #: whose reload thread holds the GIL, the event loop waits the whole 100 ms.
-#: Three reloads of a 1M-user table beside a busy event loop (the
-#: routing_bench.py reload loop), two runs each: 6 and 10 gaps of 27-102 ms,
-#: 113-127 ticks of steal, without the pauses; no gap over 20 ms and 1-3
-#: ticks of steal with them, the reloads as long (3.8-7.6 s either way).
+#: Three reloads of a 1M-user table beside a busy event loop
+#: (bench/routing_bench.py reload), two runs each: the longest gap 102.2 and
+#: 104.4 ms without the pauses, 17.8 and 8.7 ms with them (each reload
+#: 3.5-9.6 s either way); bench/NOTES.md (The reload stall on this machine).
 RELOAD_PACING = Pacing(work_s=0.010, pause_s=0.002)
 
 
