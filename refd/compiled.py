@@ -32,9 +32,10 @@ import importlib.util
 
 #: the modules a compiled build turns into C extensions.  A class of a
 #: compiled module cannot be subclassed outside one (``limits`` is here for
-#: ``protocol.connection``'s class).  ``refd.logs`` is not here: compiled by
-#: mypy 2.4.1, its ``logging.StreamHandler`` subclass crashed the garbage
-#: collector after the handler's lock was taken (``setStream``).
+#: ``protocol.connection``'s class).  The log handler is in
+#: ``refd.log_handler``, which is not here: a ``logging.StreamHandler``
+#: subclass compiled by mypy 2.4.1 crashed the garbage collector after the
+#: handler's lock was taken (``setStream``).
 MODULES = (
     "refd.addresses",
     "refd.limits",
@@ -42,6 +43,7 @@ MODULES = (
     "refd.deadlines",
     "refd.metrics",
     "refd.door",
+    "refd.logs",
     "refd.protocol.grammar",
     "refd.protocol.commands",
     "refd.protocol.responses",
