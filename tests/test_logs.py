@@ -9,8 +9,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from refd.logs import log_event, setup_logging
+from refd.logs import _render, log_event, setup_logging
 
 
 def logging_to_a_string(fmt: str) -> io.StringIO:
@@ -150,3 +152,34 @@ def test_a_handler_level_and_a_logger_filter_still_hold() -> None:
     assert stream.getvalue() == ""
     log_event(logger, logging.INFO, "session_end", TEXT, **FIELDS)
     assert stream.getvalue().endswith("duration=0.250\n")
+
+
+_PIECES = st.one_of(
+    st.text(alphabet=st.characters(blacklist_characters="%"), max_size=6),
+    st.sampled_from(["%%", "%(a)s", "%(b)s", "%(a).3f", "%(b).1f", "%(a)d", "%(c)s", "%(a)r"]),
+)
+_VALUES = st.one_of(
+    st.sampled_from(["-", "yes", "no"]),
+    st.text(max_size=5),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False),
+)
+
+
+@given(
+    pieces=st.lists(_PIECES, max_size=8),
+    shown=st.dictionaries(st.sampled_from(["a", "b"]), _VALUES, max_size=2),
+)
+def test_a_parsed_template_renders_what_percent_renders(
+    pieces: list[str], shown: dict[str, object]
+) -> None:
+    text = "".join(pieces)
+    try:
+        expected: str | type[Exception] = text % shown
+    except (KeyError, TypeError, ValueError) as exc:
+        expected = type(exc)
+    try:
+        got: str | type[Exception] = _render(text, shown)
+    except (KeyError, TypeError, ValueError) as exc:
+        got = type(exc)
+    assert got == expected
