@@ -9,11 +9,6 @@ not this one: a ``logging.StreamHandler`` subclass compiled by mypyc (mypy
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from refd.logs import EventFormatter
 
 __all__ = ["LineHandler"]
 
@@ -29,27 +24,13 @@ class LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self._write(self.format(record))
+            self.write_line(self.format(record))
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
 
-    def write_event(
-        self, level: int, logger: str, event: str, msg: str, fields: dict[str, Any]
-    ) -> None:
-        """Write event ``event`` as :meth:`emit` would write its record (`refd.logs.log_event`)."""
-        formatter: EventFormatter = self.formatter  # type: ignore[assignment]
-        self.acquire()
-        try:
-            self._write(formatter.line(time.time(), level, logger, event, msg, fields))
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(logging.LogRecord(logger, level, "", 0, msg, None, None))
-        finally:
-            self.release()
-
-    def _write(self, line: str) -> None:
+    def write_line(self, line: str) -> None:
+        """Write ``line`` and flush; the caller holds the lock (``emit``, `refd.logs.log_event`)."""
         self.stream.write(line + "\n")
         self.stream.flush()

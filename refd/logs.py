@@ -34,35 +34,66 @@ __all__ = ["EventFormatter", "log_event", "setup_logging"]
 def log_event(logger: logging.Logger, level: int, name: str, text: str, **fields: Any) -> None:
     """Log event ``name``; ``text`` is a ``%(field)s`` format over ``fields``.
 
-    The text gets the values as shown (``-`` for None, yes/no for booleans),
-    the JSON format the values themselves (``record.fields``).  Rendering
-    them here in one comprehension, rather than in a mapping whose
-    ``__getitem__`` renders each as ``%`` asks for it, saves a Python call
-    per field: ~2 of the ~20-26 us a session's end line costs (8 fields).
+    The text gets the values as shown (`_shown`: ``-`` for None, yes/no for
+    booleans), the JSON format the values themselves (``record.fields``).
 
     When the daemon's own handler is the one place the event would go
-    (`_sole_line_handler`), the line is rendered and written without a
-    `logging.LogRecord` and the logger's dispatch, with the same bytes.
-    That took refd's CPU per PLAIN session from 502 to 483 us (bench/ab.py,
-    medians of 10 rounds; a prototype 519 -> 490, and without the end line
-    at all 470 us).  Anything
-    else that listens (pytest's caplog, a handler or filter added by an
-    embedding program) gets the record as before.
+    (`_sole_line_handler`), the line is rendered and written here
+    (`_write_event`), without a `logging.LogRecord` and the logger's
+    dispatch, with the same bytes.  That took refd's CPU per PLAIN session
+    from 502 to 483 us (bench/ab.py, medians of 10 rounds; a prototype 519
+    -> 490, and without the end line at all 470 us).  Anything else that
+    listens (pytest's caplog, a handler or filter added by an embedding
+    program) gets the record as before.
     """
     if logger.isEnabledFor(level):
-        shown = {
-            key: "-"
-            if value is None
-            else ("yes" if value else "no")
-            if type(value) is bool
-            else value
-            for key, value in fields.items()
-        }
         handler = _sole_line_handler(logger, level)
         if handler is not None:
-            handler.write_event(level, logger.name, name, _render(text, shown), fields)
+            _write_event(handler, level, logger.name, name, _render(text, fields), fields)
             return
-        logger.log(level, text, shown, extra={"event": name, "fields": fields}, stacklevel=2)
+        logger.log(
+            level, text, _shown_all(fields), extra={"event": name, "fields": fields}, stacklevel=2
+        )
+
+
+def _shown(value: Any) -> Any:
+    """A field's value as an event's text shows it: ``-`` for None, yes/no for booleans."""
+    if value is None:
+        return "-"
+    if type(value) is bool:
+        return "yes" if value else "no"
+    return value
+
+
+def _shown_all(fields: dict[str, Any]) -> dict[str, Any]:
+    return {key: _shown(value) for key, value in fields.items()}
+
+
+def _write_event(
+    handler: LineHandler, level: int, logger: str, event: str, msg: str, fields: dict[str, Any]
+) -> None:
+    """Write event ``event`` as the handler's ``emit`` would write its record.
+
+    Here rather than a method of `LineHandler`, which stays interpreted
+    (`refd.log_handler`): taken from compiled code, the lock and the
+    formatter cost no Python frames.  With the values shown as `_render`
+    reads them (no ``shown`` dict) and the time text's milliseconds without
+    ``:03d``, a session's end line went from ~28,000 to ~20,300
+    instructions (callgrind, PLAIN, c=16).
+    """
+    formatter: EventFormatter = handler.formatter  # type: ignore[assignment]
+    lock = handler.lock
+    if lock is not None:
+        lock.acquire()
+    try:
+        handler.write_line(formatter.line(time.time(), level, logger, event, msg, fields))
+    except RecursionError:
+        raise
+    except Exception:
+        handler.handleError(logging.LogRecord(logger, level, "", 0, msg, None, None))
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 # An event's text, parsed once: its ``%(name)s`` and ``%(name).Nf`` fields
@@ -87,8 +118,9 @@ def _template(text: str) -> tuple[tuple[tuple[str, str, str], ...], str] | None:
     return tuple(parts), text[start:]
 
 
-def _render(text: str, shown: dict[str, Any]) -> str:
-    """``text % shown``, the same string, from the text's parsed template."""
+def _render(text: str, fields: dict[str, Any]) -> str:
+    """``text % shown``, the same string, from the text's parsed template; ``shown``
+    is ``fields`` with each value as `_shown` shows it, made only for ``%``."""
     if text in _TEMPLATES:
         template = _TEMPLATES[text]
     else:
@@ -96,16 +128,16 @@ def _render(text: str, shown: dict[str, Any]) -> str:
         if len(_TEMPLATES) < _MAX_TEMPLATES:
             _TEMPLATES[text] = template
     if template is None:
-        return text % shown
+        return text % _shown_all(fields)
     parts, tail = template
     out = []
     try:
         for literal, key, spec in parts:
             out.append(literal)
-            value = shown[key]
+            value = _shown(fields[key])
             out.append(str(value) if spec == "s" else format(value, spec))
     except (KeyError, TypeError, ValueError):
-        return text % shown  # raises as it always did
+        return text % _shown_all(fields)  # raises as it always did
     out.append(tail)
     return "".join(out)
 
@@ -211,7 +243,10 @@ class _TextFormatter(EventFormatter):
         if second != self._second:
             self._second_text = time.strftime(self.default_time_format, self.converter(second))
             self._second = second
-        return f"{self._second_text},{int(msecs):03d}"
+        # the milliseconds' three digits without a format spec: ``:03d``
+        # calls ``int.__format__`` from compiled code, and this method cost
+        # ~4,700 instructions a line with it, ~1,050 without (callgrind)
+        return f"{self._second_text},{str(1000 + int(msecs))[1:]}"
 
 
 def setup_logging(level: str, fmt: str) -> None:

@@ -159,27 +159,38 @@ _PIECES = st.one_of(
     st.sampled_from(["%%", "%(a)s", "%(b)s", "%(a).3f", "%(b).1f", "%(a)d", "%(c)s", "%(a)r"]),
 )
 _VALUES = st.one_of(
-    st.sampled_from(["-", "yes", "no"]),
+    st.sampled_from(["-", "yes", "no", None, True, False]),
     st.text(max_size=5),
     st.integers(-(10**6), 10**6),
     st.floats(allow_nan=False),
 )
 
 
+def _as_shown(value: object) -> object:
+    """What an event's text shows of a field: "-" for None, yes/no for booleans."""
+    if value is None:
+        return "-"
+    if value is True:
+        return "yes"
+    if value is False:
+        return "no"
+    return value
+
+
 @given(
     pieces=st.lists(_PIECES, max_size=8),
-    shown=st.dictionaries(st.sampled_from(["a", "b"]), _VALUES, max_size=2),
+    fields=st.dictionaries(st.sampled_from(["a", "b"]), _VALUES, max_size=2),
 )
 def test_a_parsed_template_renders_what_percent_renders(
-    pieces: list[str], shown: dict[str, object]
+    pieces: list[str], fields: dict[str, object]
 ) -> None:
     text = "".join(pieces)
     try:
-        expected: str | type[Exception] = text % shown
+        expected: str | type[Exception] = text % {k: _as_shown(v) for k, v in fields.items()}
     except (KeyError, TypeError, ValueError) as exc:
         expected = type(exc)
     try:
-        got: str | type[Exception] = _render(text, shown)
+        got: str | type[Exception] = _render(text, fields)
     except (KeyError, TypeError, ValueError) as exc:
         got = type(exc)
     assert got == expected
