@@ -68,6 +68,11 @@ DEFAULT_PORT = 143  # RFC 5092 §1, RFC 3501 §2.1
 # (which `quote` never escapes): sub-delims-sh plus "&" and "=".
 _ACHAR_EXTRA = "!$'()*+,&="
 
+# A user name of `achar` characters and "@" only (no "%"): its enc-user is
+# the name with each "@" as "%40", which `_enc_user` makes without `quote`
+# (interpreted: ~4,900 instructions a call, a login referral's URL ~6,400).
+_PLAIN_USER = re.compile(r"[A-Za-z0-9\-._~!$'()*+,&=@]+")
+
 _PCT = r"%[0-9A-Fa-f]{2}"
 _ACHAR = rf"(?:[A-Za-z0-9\-._~!$'()*+,&=]|{_PCT})"
 _BCHAR = rf"(?:[A-Za-z0-9\-._~!$'()*+,&=:@/]|{_PCT})"
@@ -139,6 +144,13 @@ def split_host_port(text: str) -> tuple[str, str | None]:
     return host, port if colon else None
 
 
+def _enc_user(user: str) -> str:
+    """RFC 5092 ``enc-user``: every character outside ``achar`` percent-encoded."""
+    if _PLAIN_USER.fullmatch(user):
+        return user.replace("@", "%40")
+    return quote(user, safe=_ACHAR_EXTRA)
+
+
 def _enc_mailbox(name: str, delimiter: str) -> str:
     if delimiter != "/":
         return quote(name, safe="")
@@ -180,7 +192,7 @@ def imap_url(
     if not url_can_name(user):
         raise ValueError("an IMAP URL needs a user name")
     server = url_host(host) if port == DEFAULT_PORT else f"{url_host(host)}:{port}"
-    base = f"imap://{quote(user, safe=_ACHAR_EXTRA)};AUTH=*@{server}/"
+    base = f"imap://{_enc_user(user)};AUTH=*@{server}/"
     if mailbox is None:
         return base
     if not url_can_name(mailbox):

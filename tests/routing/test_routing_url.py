@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from urllib.parse import quote
 
-from refd.routing.url import ImapUrl, imap_url, parse_imap_url, url_can_name
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refd.routing.url import ImapUrl, _enc_user, imap_url, parse_imap_url, url_can_name
 
 
 @pytest.mark.parametrize(
@@ -94,6 +98,19 @@ def test_url_can_name_is_what_imap_url_accepts() -> None:
     for name in NAMES:
         assert url_can_name(name)
         assert imap_url("u", "h", 143, name)
+
+
+@given(
+    st.text(
+        alphabet=st.one_of(
+            st.sampled_from("aZ09-._~!$'()*+,&=@%;:/ \n"), st.characters(codec="utf-8")
+        ),
+        min_size=1,
+    )
+)
+def test_enc_user_is_quote_with_the_achar_extras_safe(user: str) -> None:
+    # The fast path for names of achar and "@" gives what `quote` gives.
+    assert _enc_user(user) == quote(user, safe="!$'()*+,&=")
 
 
 NAMES = [
