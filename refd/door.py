@@ -42,6 +42,10 @@ class DoorState:
         #: listeners bound (readiness also needs a table and no drain)
         self.listening = False
 
+    def idle(self) -> bool:
+        """Whether this process has no connection open, IMAP or HTTP."""
+        return self.connections.total == 0 and self.http_connections.total == 0
+
     def stop(self) -> None:
         """Begin shutdown: stop accepting, interrupt every idle session."""
         self.stopping.set()

@@ -505,7 +505,14 @@ async def serve(
         async with trio.open_nursery() as accepting:
             for lc, listener in listeners:
                 start = partial(_start, tasks, lc, config, ref, door)
-                accepting.start_soon(accept_loop, listener, lc.name, door, start, log)
+                accepting.start_soon(
+                    partial(accept_loop, shared=config.workers > 1),
+                    listener,
+                    lc.name,
+                    door,
+                    start,
+                    log,
+                )
             door.listening = True
             task_status.started(bound)
             await door.stopping.wait()

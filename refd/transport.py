@@ -690,6 +690,10 @@ _ACCEPT_IGNORED = frozenset(getattr(errno, n) for n in _ACCEPT_IGNORED_NAMES if 
 #: connections taken from the accept queue per wake-up, before the loop waits
 #: (and so lets every other task run) again
 ACCEPT_BATCH = 16
+#: how long a worker with no connection of its own stops waiting on a shared
+#: listening socket after another worker took the connection that woke it
+#: (see `accept_loop`)
+IDLE_LOSER_PAUSE_S = 0.01
 
 
 def local_end_of(listener: socket.socket) -> Address | None:
@@ -706,6 +710,8 @@ async def accept_loop(
     door: DoorState,
     start: Callable[[SocketConnection, Address, Address | None], None],
     log: logging.Logger,
+    *,
+    shared: bool = False,
 ) -> None:
     """Accept on the listening socket of listener ``name`` until cancelled, then close it;
     ``start`` runs each connection elsewhere.
@@ -735,6 +741,16 @@ async def accept_loop(
     end of every connection it accepts (None otherwise).  Asking
     (``getpeername``, ``getsockname``) cost two system calls and ~9,800
     instructions a connection (callgrind, PLAIN, c=16).
+
+    ``shared``: other processes (the other workers) accept on the same
+    socket.  A new connection wakes every process waiting on it, and all but
+    one find nothing.  A loser that has no connection of its own pauses
+    `IDLE_LOSER_PAUSE_S` before it waits on the socket again, as nginx's
+    ``accept_mutex_delay`` keeps a worker off the socket: at a low rate of
+    connections (one at a time) the worker that has them takes the next
+    ones, and the idle one is not woken for each.  A loser that serves
+    connections waits again at once, so under load both keep taking their
+    share.
     """
     sock.setblocking(False)
     with contextlib.suppress(OSError):  # as trio: not every platform has both
@@ -743,12 +759,15 @@ async def accept_loop(
     # ``sock.family`` is an enum conversion: once, not per connection.
     family = int(sock.family)
     local_end = local_end_of(sock)
+    woken = False  # the first pass looks before any wait
     try:
         while True:
-            for _ in range(ACCEPT_BATCH):
+            for taken in range(ACCEPT_BATCH):
                 try:
                     fd, peer = sock._accept()  # type: ignore[attr-defined]
                 except BlockingIOError:
+                    if woken and taken == 0 and shared and door.idle():
+                        await trio.sleep(IDLE_LOSER_PAUSE_S)
                     break
                 except OSError as exc:
                     if exc.errno in _ACCEPT_IGNORED:
@@ -762,6 +781,7 @@ async def accept_loop(
                 door.metrics.connection_opened(name)
                 start(SocketConnection(fd, family), _address(peer), local_end)
             await trio.lowlevel.wait_readable(sock)
+            woken = True
     finally:
         trio.lowlevel.notify_closing(sock)
         sock.close()

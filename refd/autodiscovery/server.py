@@ -863,7 +863,14 @@ async def serve_autodiscovery(
         async with trio.open_nursery() as accepting:
             for lc, listener in listeners:
                 start = partial(_start, connections, lc, config, ref, door, live)
-                accepting.start_soon(accept_loop, listener, lc.name, door, start, log)
+                accepting.start_soon(
+                    partial(accept_loop, shared=config.workers > 1),
+                    listener,
+                    lc.name,
+                    door,
+                    start,
+                    log,
+                )
             task_status.started(bound)
             await door.stopping.wait()
             accepting.cancel_scope.cancel()
