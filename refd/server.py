@@ -503,16 +503,10 @@ async def serve(
         # instructions a connection (callgrind, 5,000 spawns each way).
         tasks = ConnectionTasks(connections, _accept, _TASK_NAME)
         async with trio.open_nursery() as accepting:
+            shared = config.workers > 1  # other workers accept on these sockets
             for lc, listener in listeners:
                 start = partial(_start, tasks, lc, config, ref, door)
-                accepting.start_soon(
-                    partial(accept_loop, shared=config.workers > 1),
-                    listener,
-                    lc.name,
-                    door,
-                    start,
-                    log,
-                )
+                accepting.start_soon(accept_loop, listener, lc.name, door, start, log, shared)
             door.listening = True
             task_status.started(bound)
             await door.stopping.wait()

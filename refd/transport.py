@@ -710,7 +710,6 @@ async def accept_loop(
     door: DoorState,
     start: Callable[[SocketConnection, Address, Address | None], None],
     log: logging.Logger,
-    *,
     shared: bool = False,
 ) -> None:
     """Accept on the listening socket of listener ``name`` until cancelled, then close it;

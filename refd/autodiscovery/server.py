@@ -861,16 +861,10 @@ async def serve_autodiscovery(
     live: set[_Connection] = set()
     async with trio.open_nursery() as connections:
         async with trio.open_nursery() as accepting:
+            shared = config.workers > 1  # other workers accept on these sockets
             for lc, listener in listeners:
                 start = partial(_start, connections, lc, config, ref, door, live)
-                accepting.start_soon(
-                    partial(accept_loop, shared=config.workers > 1),
-                    listener,
-                    lc.name,
-                    door,
-                    start,
-                    log,
-                )
+                accepting.start_soon(accept_loop, listener, lc.name, door, start, log, shared)
             task_status.started(bound)
             await door.stopping.wait()
             accepting.cancel_scope.cancel()
