@@ -63,33 +63,34 @@ async def _two_loops(door: DoorState, *, shared: bool, connections: int) -> list
     return taken
 
 
-async def test_an_idle_worker_that_lost_the_race_leaves_the_next_ones_to_the_winner(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture(autouse=True)
+def _long_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    # far longer than the test: a loop that pauses takes nothing more
     monkeypatch.setattr(transport, "IDLE_LOSER_PAUSE_S", 30.0)
+
+
+async def test_an_idle_worker_that_lost_the_race_leaves_the_next_ones_to_the_winner() -> None:
     taken = await _two_loops(DoorState(), shared=True, connections=12)
     # The first connection woke both; the loser pauses, so the winner takes all.
     assert len(taken) == 12
     assert set(taken) in ({"a"}, {"b"})
 
 
-async def test_a_worker_that_lost_the_race_and_has_connections_keeps_taking_its_share(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("shared", "serving"),
+    [
+        (True, True),  # lost the race, but has a connection of its own
+        (False, False),  # no other process accepts on the socket
+    ],
+)
+async def test_a_loop_that_must_not_pause_keeps_taking_its_share(
+    shared: bool, serving: bool
 ) -> None:
-    monkeypatch.setattr(transport, "IDLE_LOSER_PAUSE_S", 30.0)
     door = DoorState()
-    assert door.connections.try_open("192.0.2.1", max_total=10, max_per_address=10) is None
-    taken = await _two_loops(door, shared=True, connections=40)
+    if serving:
+        assert door.connections.try_open("192.0.2.1", max_total=10, max_per_address=10) is None
+    taken = await _two_loops(door, shared=shared, connections=40)
     assert len(taken) == 40
     # trio runs the two woken loops in either order; 40 to one of them
     # would have a chance of 2**-39
-    assert set(taken) == {"a", "b"}
-
-
-async def test_a_listener_no_other_process_shares_never_pauses(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(transport, "IDLE_LOSER_PAUSE_S", 30.0)
-    taken = await _two_loops(DoorState(), shared=False, connections=40)
-    assert len(taken) == 40
     assert set(taken) == {"a", "b"}
