@@ -168,4 +168,7 @@ def unroutable(tag: str, mailbox: str) -> Tagged | None:
 
 def hosts(referral: Referral) -> str:
     """The referral's host names, without repeats, for the response text."""
-    return " or ".join(dict.fromkeys(s.host for s in referral.servers))
+    servers = referral.servers
+    if len(servers) == 1:  # most referrals: no dict, generator and join
+        return servers[0].host
+    return " or ".join(dict.fromkeys(s.host for s in servers))

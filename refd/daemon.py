@@ -303,11 +303,7 @@ class Daemon:
         self.http_bound: list[BoundListener] = []
 
     def ready(self) -> bool:
-        return (
-            self.door.listening
-            and not self.door.stopping.is_set()
-            and not self.ref.current.policy.drain
-        )
+        return self.door.listening and not self.door.stopped and not self.ref.current.policy.drain
 
     def _load(self) -> tuple[DaemonConfig, Service, str]:
         config = self.adjust(load_config(self.config.file))

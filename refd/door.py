@@ -39,6 +39,9 @@ class DoorState:
         self.sessions: set[Session] = set()
         #: set by :meth:`stop`: listeners close and sessions are told BYE
         self.stopping = trio.Event()
+        #: ``stopping.is_set()`` as an attribute, for the per-read checks of
+        #: the sessions: ``is_set`` is a Python call, four a PLAIN session
+        self.stopped = False
         #: listeners bound (readiness also needs a table and no drain)
         self.listening = False
 
@@ -48,6 +51,7 @@ class DoorState:
 
     def stop(self) -> None:
         """Begin shutdown: stop accepting, interrupt every idle session."""
+        self.stopped = True
         self.stopping.set()
         for session in self.sessions:
             if session.waiting is not None:

@@ -71,6 +71,21 @@ __all__ = ["BoundListener", "handle_connection", "serve"]
 log = logging.getLogger("refd.server")
 
 _RECEIVE_BYTES = 16384
+
+
+class _NoScope:
+    """The scope of a session over a socket, which needs none (see
+    `handle_connection`): ``contextlib.nullcontext()`` in compiled code, without
+    its three Python calls a session."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_SCOPE = _NoScope()
 #: the name of every connection's task (see `_start`)
 _TASK_NAME = "refd.server.connection"
 #: a streamed answer (``Reply.stream``) is sent in chunks of about this size
@@ -169,10 +184,10 @@ async def handle_connection(
     # with a StopIteration, and ``cancel_called`` reads the clock).  Over
     # another stream (a PROXY header's leftover in front, the tests' memory
     # streams) the interrupt cancels a scope around the session.
-    scope: contextlib.AbstractContextManager[object]
+    scope: trio.CancelScope | _NoScope
     if isinstance(stream, SocketConnection):
         fd = stream.fd  # read and written directly, see send and receive
-        scope = contextlib.nullcontext()
+        scope = _NO_SCOPE
         wait = Wait(partial(trio.lowlevel.notify_closing, fd), "write_timeout")
     else:
         fd = -1
@@ -221,7 +236,7 @@ async def handle_connection(
                 return await read_socket(fd, _RECEIVE_BYTES, stream.streak)
             return await stream.receive_some(_RECEIVE_BYTES)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            if wait.fired or door.stopping.is_set():
+            if wait.fired or door.stopped:
                 return None
             raise Closed from exc
 
@@ -244,13 +259,13 @@ async def handle_connection(
                     elif command_started is None:
                         command_started = now
                     timer.set(wait, *_read_deadline(conn, limits, now, connected, command_started))
-                    if door.stopping.is_set():
+                    if door.stopped:
                         break
                     session.waiting = wait
                     data = await receive()
                     session.waiting = None
                     # Shutting down, or the deadline passed (also as the data came).
-                    if data is None or wait.fired or door.stopping.is_set():
+                    if data is None or wait.fired or door.stopped:
                         break
                     wait.clear()
                     if first_byte is None and data:
@@ -289,7 +304,7 @@ async def handle_connection(
                     session.client = replace(session.client, tls=True)
         # Here only when a wait ended by shutdown or by its deadline.
         session.waiting = None
-        if door.stopping.is_set():
+        if door.stopped:
             session.outcome = "shutdown"
             bye = session.sibling_bye("Server shutting down.")
             await _send(stream, conn.send(bye), limits)

@@ -491,7 +491,7 @@ class _Reader:
             data: bytes | bytearray | None = None
             with trio.move_on_at(deadline) as scope:
                 self.waiting = scope if self.started is None else None
-                if self.waiting is not None and self.door.stopping.is_set():
+                if self.waiting is not None and self.door.stopped:
                     scope.cancel()
                 try:
                     data = await self.stream.receive_some(RECEIVE_BYTES)
@@ -613,10 +613,10 @@ class _Connection:
                     self.limit_hit,
                 )
                 protocol, answer = await self._answer(ctx, request_event, body)
-                last = served >= limits.max_requests_per_connection or self.door.stopping.is_set()
+                last = served >= limits.max_requests_per_connection or self.door.stopped
             except _ReadTimeout as exc:
                 if not exc.in_request:
-                    if served == 0 and not self.door.stopping.is_set():
+                    if served == 0 and not self.door.stopped:
                         self.limit_hit(
                             "http_idle_timeout",
                             f"no request within {limits.idle_timeout_s:g}s of connecting "
