@@ -43,6 +43,7 @@ from refd.door import DoorState
 from refd.limits import Limits
 from refd.listen import bind_tcp
 from refd.logs import log_event
+from refd.metrics import Metrics
 from refd.protocol.commands import State
 from refd.protocol.connection import CONNECTION_CLOSED, NEED_DATA, Connection
 from refd.protocol.responses import Bye, Cond, Response, Tagged, UntaggedStatus
@@ -114,6 +115,38 @@ async def _send(stream: trio.abc.Stream, data: bytes, limits: Limits) -> None:
     await send_all(stream, data, limits.write_timeout_s)
 
 
+# `_encode` and `_account` are module functions, not closures of
+# `handle_connection`: a compiled closure is called through Python's call
+# protocol, a module function directly.
+
+
+def _encode(conn: Connection, responses: list[Response]) -> bytes:
+    """The wire bytes of ``responses``, through ``conn``."""
+    # A compiled call of ``conn.send`` per response, not ``map`` over its
+    # bound method (a Python call each, and a list made by ``join``).
+    if len(responses) == 1:
+        return conn.send(responses[0])
+    return b"".join([conn.send(r) for r in responses])
+
+
+def _account(
+    metrics: Metrics, conn: Connection, reply: Reply, first_byte: float | None
+) -> float | None:
+    """Count the commands ``reply`` answers; the start of the next one, if buffered.
+
+    ``first_byte``: when the first byte of the command answered came.
+    """
+    now = time.perf_counter()
+    for r in reply.responses:
+        if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
+            took = None if first_byte is None else now - first_byte
+            # ``_value_``, the member's value as stored: ``.value`` is a
+            # Python-level property of Enum, a call per answer.
+            metrics.command_answered(reply.command, r.cond._value_.lower(), took)
+            first_byte = now if conn.buffered else None
+    return first_byte
+
+
 async def _send_stream(
     send: Callable[[bytes], Awaitable[None]], conn: Connection, reply: Reply
 ) -> None:
@@ -157,20 +190,6 @@ async def handle_connection(
     connected = timer.now()
     command_started: float | None = None  # trio clock: the partial command's start
     first_byte: float | None = None  # when the command being answered began
-
-    def encode(responses: list[Response]) -> bytes:
-        return b"".join(map(conn.send, responses))
-
-    def account(reply: Reply) -> None:
-        nonlocal first_byte
-        now = time.perf_counter()
-        for r in reply.responses:
-            if isinstance(r, Tagged) or (isinstance(r, UntaggedStatus) and r.cond is Cond.BAD):
-                took = None if first_byte is None else now - first_byte
-                # ``_value_``, the member's value as stored: ``.value`` is a
-                # Python-level property of Enum, a call per answer.
-                metrics.command_answered(reply.command, r.cond._value_.lower(), took)
-                first_byte = now if conn.buffered else None
 
     # The wait under way (a read, or a write that has to wait) has its
     # deadline kept by the run's timer (`refd.deadlines`): set per wait
@@ -247,7 +266,7 @@ async def handle_connection(
             if client.tls:
                 stream = await tls_handshake(stream, ref.current.tls_context, limits)
             greeting = session.greeting()
-            await send(encode(greeting.responses))
+            await send(_encode(conn, greeting.responses))
             if greeting.close:
                 return
             while True:
@@ -278,10 +297,10 @@ async def handle_connection(
                 if reply.delay_s > 0:
                     await trio.sleep(reply.delay_s)
                 if reply.stream is None:
-                    await send(encode(reply.responses))
+                    await send(_encode(conn, reply.responses))
                 else:
                     await _send_stream(send, conn, reply)
-                account(reply)
+                first_byte = _account(metrics, conn, reply, first_byte)
                 if reply.close:
                     return
                 if reply.starttls:
