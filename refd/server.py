@@ -277,7 +277,9 @@ async def handle_connection(
                         command_started = None
                     elif command_started is None:
                         command_started = now
-                    timer.set(wait, *_read_deadline(conn, limits, now, connected, command_started))
+                    # unpacked, not ``*``: a call with ``*`` goes through Python's call protocol
+                    at, limit_name = _read_deadline(conn, limits, now, connected, command_started)
+                    timer.set(wait, at, limit_name)
                     if door.stopped:
                         break
                     session.waiting = wait
