@@ -72,6 +72,12 @@ __all__ = ["BoundListener", "handle_connection", "serve"]
 log = logging.getLogger("refd.server")
 
 _RECEIVE_BYTES = 16384
+#: the name of every connection's task (see `_start`)
+_TASK_NAME = "refd.server.connection"
+#: a streamed answer (``Reply.stream``) is sent in chunks of about this size
+_SEND_CHUNK_BYTES = 16384
+_conn_ids = itertools.count(1)
+_PID_TAG = f"{os.getpid():x}"
 
 
 class _NoScope:
@@ -87,12 +93,6 @@ class _NoScope:
 
 
 _NO_SCOPE = _NoScope()
-#: the name of every connection's task (see `_start`)
-_TASK_NAME = "refd.server.connection"
-#: a streamed answer (``Reply.stream``) is sent in chunks of about this size
-_SEND_CHUNK_BYTES = 16384
-_conn_ids = itertools.count(1)
-_PID_TAG = f"{os.getpid():x}"
 
 
 @dataclass(frozen=True, slots=True)
