@@ -54,6 +54,7 @@ from refd.routing.usermap import UserMap
 from refd.runtime import Service, ServiceRef
 from refd.server import BoundListener, serve
 from refd.store import Throttle
+from refd.tls_tickets import ticket_keys
 
 __all__ = ["Daemon", "announce", "config_sha256", "run"]
 
@@ -372,6 +373,10 @@ class Daemon:
         task_status: trio.TaskStatus[list[object]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve until stopped (SIGTERM / SIGINT, or :meth:`DoorState.stop`)."""
+        # A worker reads the supervisor's TLS ticket keys from their pipe by
+        # now, with a TLS listener (the config's context took them) or without
+        # one (then its pipe is closed here, for a TLS section a reload adds).
+        ticket_keys()
         log_event(
             log,
             logging.INFO,

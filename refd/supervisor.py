@@ -51,6 +51,7 @@ from refd.logs import log_event
 from refd.metrics import supervisor_registry, worker_gone
 from refd.store import serve_store
 from refd.throttle import CounterTable
+from refd.tls_tickets import TICKET_KEYS_FD_ENV, keys_pipe
 
 __all__ = ["STORE_SOCKET_ENV", "Supervisor"]
 
@@ -125,22 +126,34 @@ class Supervisor:
             # A reply socket of its own for each start: answers to a dead
             # worker's requests can never reach the next one.
             client, replies = pool.add_client()
-            with replies:
+            # The TLS ticket keys, through a pipe of its own (never the environment).
+            keys = keys_pipe()
+            try:
                 proc = await trio.lowlevel.open_process(
                     self.worker_command(),
-                    env={**env, HASH_SOCKETS_ENV: pool.environment(client, replies)},
+                    env={
+                        **env,
+                        HASH_SOCKETS_ENV: pool.environment(client, replies),
+                        TICKET_KEYS_FD_ENV: str(keys),
+                    },
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     pass_fds=[
-                        sock.fileno()
-                        for sock in [
-                            *self.bound.listeners.values(),
-                            *self.bound.http.values(),
-                            pool.request_socket,
-                            replies,
-                        ]
+                        *(
+                            sock.fileno()
+                            for sock in [
+                                *self.bound.listeners.values(),
+                                *self.bound.http.values(),
+                                pool.request_socket,
+                                replies,
+                            ]
+                        ),
+                        keys,
                     ],
                 )
+            finally:
+                replies.close()
+                os.close(keys)
             self.workers[slot] = proc
             log.info("worker %d started pid=%d", slot, proc.pid)
             try:

@@ -36,6 +36,7 @@ from refd.routing import RoutingError, RoutingTable, load_table, read_user_map_n
 from refd.routing.url import split_host_port
 from refd.runtime import AUTH_PROTOCOLS, AutodiscoveryPolicy, Service, SessionPolicy
 from refd.throttle import ThrottleRules
+from refd.tls_tickets import share_ticket_keys
 
 if TYPE_CHECKING:
     from refd.auth.imap_backend import SharedCache
@@ -818,8 +819,10 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     # what Dovecot 2.3 sends (``openssl s_client -msg`` shows two
     # NewSessionTicket from both).  They cost the server ~120 us of a
     # ~1,270 us RSA-2048 handshake (in-memory, this machine); fewer would
-    # end resumption for clients that come back, so they stay.
+    # end resumption for clients that come back, so they stay.  Their keys
+    # are the same in every worker and across reloads (`refd.tls_tickets`).
     ctx.num_tickets = 2
+    share_ticket_keys(ctx)
     return ctx
 
 
