@@ -13,17 +13,16 @@ each worker it starts through an inherited pipe (`TICKET_KEYS_FD_ENV`,
 `keys_pipe`); a single process makes its own. Every context the process
 makes gets them (`share_ticket_keys`, from `refd.config.loader`), so a
 ticket issued by any worker resumes on any worker, and across reloads, for
-as long as the supervisor runs (restart it to change the keys, as nginx
-without ``ssl_session_ticket_key`` files). The keys stay in refd's
-processes and are never logged.
+as long as the supervisor runs (restart refd to change the keys). The keys
+stay in refd's processes and are never logged.
 
 Python's `ssl` has no call for the keys. They are set with OpenSSL's
 ``SSL_CTX_set_tlsext_ticket_keys`` (``SSL_CTX_ctrl`` with
 ``SSL_CTRL_SET_TLSEXT_TICKET_KEYS``) on the context's ``SSL_CTX``, which
-CPython's ``_ssl._SSLContext`` holds as its first field after the object
-header (Modules/_ssl.c, ``PySSLContext``). Before using that pointer, refd
-checks that it is the context's: ``SSL_CTX_get_options`` must give the
-context's own `options`, with one option flipped and back. Anything else
+CPython's context object (``_ssl._SSLContext``) holds as its first field
+after the object header. Before using that pointer, refd checks that it
+is the context's: ``SSL_CTX_get_options`` must give the context's own
+`options`, with one option flipped and back. Anything else
 (another Python, a changed layout, a library without the call) leaves the
 context with OpenSSL's own keys and logs one warning.
 """
@@ -53,7 +52,7 @@ log = logging.getLogger("refd.tls_tickets")
 TICKET_KEYS_FD_ENV = "REFD_TLS_TICKET_KEYS_FD"
 #: A key name (16 bytes), an HMAC-SHA256 key (32) and an AES-256 key (32), as OpenSSL takes them.
 TICKET_KEYS_BYTES = 80
-_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59  # ssl.h
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59  # OpenSSL's SSL_CTRL_SET_TLSEXT_TICKET_KEYS
 
 
 @functools.cache
