@@ -14,10 +14,23 @@ from typing import Any
 import trio
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` ports free on ``host`` now, all different: each socket stays
+    bound until the last is, so the kernel cannot hand out one port twice
+    (two ``free_port()`` calls in a row can, and a server given the same port
+    twice refuses to start: Dovecot's "duplicate listener")."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    return free_ports(1, host)[0]
 
 
 class Daemon:

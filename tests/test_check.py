@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from tests.procs import free_port
+from tests.procs import free_port, free_ports
 
 ROUTING = """\
 version: 1
@@ -243,7 +243,7 @@ def clashes(port: int, metrics: int) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("case", range(3))
 def test_port_clashes_are_found_by_check_and_serve(tmp_path: Path, case: int) -> None:
-    listeners, extra, message = clashes(free_port(), free_port())[case]
+    listeners, extra, message = clashes(*free_ports(2))[case]
     cfg = config(tmp_path, extra, listeners=listeners)
     line = 6 if extra else 5
     assert refd("check", "-c", cfg) == (1, "", f"refd check: {cfg}:{line}: {message}\n")

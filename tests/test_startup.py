@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from refd.config.loader import DEMO_CONFIG
-from tests.procs import Daemon, free_port, session
+from tests.procs import Daemon, free_port, free_ports, session
 
 REFERRAL = b"a1 NO [REFERRAL imap://alice;AUTH=*@mail1.example.org/]"
 
@@ -94,7 +94,7 @@ def test_a_reuseport_socket_of_another_program_is_not_joined(tmp_path: Path) -> 
 
 @pytest.mark.parametrize("second_workers", [1, 2])
 def test_a_second_refd_is_refused(tmp_path: Path, second_workers: int) -> None:
-    port, metrics = free_port(), free_port()
+    port, metrics = free_ports(2)
     first = Daemon(["serve", "-c", str(write_config(tmp_path, port, metrics, workers=2))])
     try:
         first.wait_log("supervisor ready workers=2", timeout=60)

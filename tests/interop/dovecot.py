@@ -51,6 +51,7 @@ from pathlib import Path
 import imapclient  # type: ignore[import-untyped]
 
 from refd.auth.schemes import hash_password
+from tests.procs import free_ports
 
 INSTALL_HINT = "dovecot not installed: apt-get install dovecot-imapd"
 HOST = "127.0.0.1"
@@ -68,13 +69,6 @@ def find_dovecot() -> str | None:
     if found:
         return found
     return "/usr/sbin/dovecot" if os.access("/usr/sbin/dovecot", os.X_OK) else None
-
-
-def free_port(host: str = HOST) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -417,8 +411,8 @@ def start_dovecot(
             (directory / "key.pem").chmod(0o600)
         last_error: DovecotStartError | None = None
         for _ in range(attempts):  # a picked port may be taken before Dovecot binds it
-            port = free_port(host)
-            tls_port = free_port(host) if cert is not None else None
+            port, *more = free_ports(1 if cert is None else 2, host)
+            tls_port = more[0] if more else None
             config = directory / "dovecot.conf"
             text = _config(
                 directory,

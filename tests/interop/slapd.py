@@ -27,7 +27,6 @@ import hashlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.interop.dovecot import ServerCert
+from tests.procs import free_ports
 
 INSTALL_HINT = "slapd not installed: apt-get install slapd ldap-utils"
 HOST = "127.0.0.1"
@@ -66,13 +66,6 @@ def _tool(name: str, slapd: str) -> str:
     if beside.exists():
         return str(beside)
     return shutil.which(name) or f"/usr/bin/{name}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def ssha(password: str, salt: bytes = b"s4lt") -> str:
@@ -340,7 +333,7 @@ def start_slapd(
     )
     if done.returncode != 0:
         raise RuntimeError(f"slapadd failed: {done.stderr.decode(errors='replace')[-3000:]}")
-    instance = SlapdInstance(binary, directory, _free_port(), _free_port())
+    instance = SlapdInstance(binary, directory, *free_ports(2, HOST))
     instance.start()
     return instance
 

@@ -44,7 +44,7 @@ import pytest
 import trustme
 
 from refd.config.loader import DEMO_CONFIG
-from tests.procs import Daemon, free_port
+from tests.procs import Daemon, free_ports
 
 from .conftest import DovecotFactory, c_client_cert
 from .dovecot import DovecotInstance
@@ -123,7 +123,7 @@ def tls_lab(
         (tmp_path / "door.pem").write_bytes(door_cert.chain_pem + door_cert.key_pem)
         ca_file = tmp_path / "ca.pem"
         tls_ca.cert_pem.write_to_path(str(ca_file))
-        implicit_port, starttls_port = free_port(), free_port()
+        implicit_port, starttls_port = free_ports(2)
         (tmp_path / "routing.yaml").write_text(
             "version: 1\n"
             "servers:\n"

@@ -677,12 +677,12 @@ def test_the_daemon_refers_by_mailhost_over_starttls_and_counts_requests(
 ) -> None:
     import signal
 
-    from tests.procs import Daemon, free_port, session
+    from tests.procs import Daemon, free_ports, session
     from tests.robustness.helpers import http_get
 
     config = explain_config(tmp_path, directory)
     tls_ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    port, metrics = free_port(), free_port()
+    port, metrics = free_ports(2)
     text = config.read_text().replace(
         "    route_attribute: mailHost\n",
         "    route_attribute: mailHost\n    starttls: true\n    ca_file: ca.pem\n",

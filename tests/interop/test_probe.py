@@ -33,9 +33,9 @@ import trio
 from refd.config.loader import load_config, load_service
 from refd.daemon import Daemon
 from refd.probe import add_arguments, run
+from tests.procs import free_port, free_ports
 
 from .conftest import USERS, DovecotFactory
-from .dovecot import free_port
 
 pytestmark = pytest.mark.interop
 
@@ -291,7 +291,7 @@ async def test_exit_5_referral_loop_between_two_doors_and_max_hops(
     nursery: trio.Nursery, tmp_path: Path, dovecot_factory: DovecotFactory
 ) -> None:
     backend = dovecot_factory()
-    port_a, port_b = free_port(), free_port()
+    port_a, port_b = free_ports(2)
     a, b = ("127.0.0.1", port_a), ("127.0.0.1", port_b)
     # Door A sends everyone to door B; door B sends alice back to A, bob to Dovecot.
     listener = "  - {{name: imap, address: 127.0.0.1, port: {}, tls: none}}\n"

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.procs import free_port
+
 from .conftest import USERS, DovecotFactory
-from .dovecot import free_port
 from .test_probe import Door, probe, routing, start_door, write_door
 
 pytestmark = pytest.mark.interop

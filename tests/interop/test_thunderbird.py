@@ -60,7 +60,7 @@ import pytest
 import trustme
 
 from refd.config.loader import DEMO_CONFIG, load_routing
-from tests.procs import Daemon, free_port, session
+from tests.procs import Daemon, free_ports, session
 
 from .connect_tunnel import ConnectTunnel
 from .thunderbird import LookupFailed, ServerSetting, ThunderbirdInstance
@@ -129,7 +129,7 @@ def door(tmp_path_factory: pytest.TempPathFactory, door_ca: trustme.CA) -> Itera
     leaf = door_ca.issue_cert(*TLS_NAMES)
     (directory / "fullchain.pem").write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
     (directory / "privkey.pem").write_bytes(leaf.private_key_pem.bytes())
-    imap_port, http_port, https_port = free_port(), free_port(), free_port()
+    imap_port, http_port, https_port = free_ports(3)
     config = DEMO_CONFIG.read_text()
     config = config.replace("port: 1143", f"port: {imap_port}")
     config = config.replace("port: 9143", "port: 0")
