@@ -377,6 +377,8 @@ class Daemon:
         # now, with a TLS listener (the config's context took them) or without
         # one (then its pipe is closed here, for a TLS section a reload adds).
         ticket_keys()
+        hasher = hash_client()
+        hasher.busy = self.door.busy
         log_event(
             log,
             logging.INFO,
@@ -387,7 +389,7 @@ class Daemon:
             config=str(self.config.file),
             routing_sha256=self.ref.current.table.sha256,
             config_sha256=self.config_sha256,
-            hash_threads=hash_client().threads,
+            hash_threads=hasher.threads,
             pid=os.getpid(),
         )
         announce(self.config, self.ref.current)

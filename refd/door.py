@@ -49,6 +49,10 @@ class DoorState:
         """Whether this process has no connection open, IMAP or HTTP."""
         return self.connections.total == 0 and self.http_connections.total == 0
 
+    def busy(self) -> bool:
+        """Whether this process serves more than one connection or login (`HashClient.busy`)."""
+        return self.connections.total + self.http_connections.total > 1 or self.auth_in_flight > 1
+
     def stop(self) -> None:
         """Begin shutdown: stop accepting, interrupt every idle session."""
         self.stopped = True

@@ -23,6 +23,20 @@ the stored hash's algorithm and data and the password, never a user name;
 nothing of it is logged. A client's wait cannot be cancelled, as
 ``trio.to_thread.run_sync``'s cannot: a login that gave up would otherwise
 leave its hash queued, and a flood of them could queue unbounded work.
+
+One exception to the pool: when the login asking is all the process is
+doing (`HashClient.busy`, the daemon's `DoorState.busy`: one connection, one
+login in flight), the event loop verifies a short hash itself. The loop
+would otherwise sleep through the hash with nothing else to do, and a
+login that waits on the pool costs more: the round trip, and the session's
+own work after it run on a loop that slept (bench/NOTES.md, "Short hashes
+on an idle event loop": SHA512-CRYPT at c=1, 1.70 against 2.15 ms median
+with two workers, 340 us less CPU a session). "Short" is measured, not
+guessed: a kind of hash (algorithm and cost) is verified in place only
+once one of its verifications took at most `INLINE_BUDGET_S` (SHA-crypt's
+default 5000 rounds: about 2-3 ms here; bcrypt cost 10, about 50 ms, never).
+So nothing waits on the loop then but a new connection's greeting, for at
+most that long, and with two or more workers another worker takes it.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import outcome
@@ -44,6 +59,7 @@ from refd.auth.schemes import Algorithm, PasswordHash, check_password
 
 __all__ = [
     "HASH_SOCKETS_ENV",
+    "INLINE_BUDGET_S",
     "HashClient",
     "HashPool",
     "HashPoolGone",
@@ -70,6 +86,9 @@ _MAX_MESSAGE = 64 * 1024
 # send buffer (about 200 messages at the default); ask for room for more
 # than a busy worker's logins at once, or as much as the system allows.
 _SOCKET_BUFFER = 4 * 1024 * 1024
+
+#: The longest verification an idle event loop makes itself (see above).
+INLINE_BUDGET_S = 0.005
 
 
 def usable_cores() -> int:
@@ -109,6 +128,21 @@ def _decode_request(data: bytes) -> tuple[int, int, PasswordHash, str]:
         raise ValueError("short request")
     password = data[start + name_len + value_len :].decode("utf-8", "surrogatepass")
     return client, rid, PasswordHash("", Algorithm(name), (), value), password
+
+
+def _verify_logged(
+    verify: Callable[[PasswordHash, str], bool], hashed: PasswordHash, password: str
+) -> int:
+    """`_YES` or `_NO`; `_FAILED`, logged, if the verification raised."""
+    try:
+        return _YES if verify(hashed, password) else _NO
+    except Exception:
+        log.exception("hash verification failed algorithm=%s", hashed.algorithm.name)
+        return _FAILED
+
+
+def _always_busy() -> bool:
+    return True
 
 
 class HashPool:
@@ -172,11 +206,7 @@ class HashPool:
             except ValueError:  # from refd's own clients only: a bug, not input
                 log.error("hash pool: dropped a malformed request of %d bytes", len(data))
                 continue
-            try:
-                answer = _YES if self._verify(hashed, password) else _NO
-            except Exception:
-                log.exception("hash pool: verification failed algorithm=%s", hashed.algorithm.name)
-                answer = _FAILED
+            answer = _verify_logged(self._verify, hashed, password)
             sock = self._replies.get(client)
             if sock is None:
                 continue
@@ -192,7 +222,9 @@ class HashClient:
     """Verifies passwords on a `HashPool`, from trio.
 
     One task per trio run reads the answers (a system task, started by the
-    first verification of a run) and wakes the login that asked.
+    first verification of a run) and wakes the login that asked.  `busy`
+    says whether the process has more to do than the login asking; while it
+    is false, a hash measured short is verified in place (see above).
     """
 
     def __init__(
@@ -203,9 +235,17 @@ class HashClient:
         *,
         threads: int,
         pool: HashPool | None = None,
+        verify: Callable[[PasswordHash, str], bool] = check_password,
     ) -> None:
         #: the pool's threads (for the start log line)
         self.threads = threads
+        #: true while the process serves more than the login asking (the
+        #: daemon sets its door's); until set, every hash goes to the pool
+        self.busy: Callable[[], bool] = _always_busy
+        #: how long the last verification of each kind of hash took, in
+        #: seconds (in place, or the pool's round trip)
+        self.seconds: dict[tuple[Algorithm, tuple[int, ...]], float] = {}
+        self._verify = verify
         #: the pool, when it runs in this process (kept alive with its client)
         self.pool = pool
         self._requests = requests
@@ -232,11 +272,13 @@ class HashClient:
         return cls(requests, replies, client, threads=threads)
 
     @classmethod
-    def with_own_pool(cls, threads: int) -> HashClient:
+    def with_own_pool(
+        cls, threads: int, *, verify: Callable[[PasswordHash, str], bool] = check_password
+    ) -> HashClient:
         """A client of a new pool of `threads` threads in this process."""
-        pool = HashPool(threads)
+        pool = HashPool(threads, verify=verify)
         client, replies = pool.add_client()
-        return cls(pool.request_socket, replies, client, threads=threads, pool=pool)
+        return cls(pool.request_socket, replies, client, threads=threads, pool=pool, verify=verify)
 
     def close(self) -> None:
         """Close the reply socket, and the pool if it is this client's own."""
@@ -251,6 +293,18 @@ class HashClient:
         """True if `password` matches; HashPoolGone if the pool cannot answer."""
         if self._gone:
             raise HashPoolGone
+        kind = (hashed.algorithm, hashed.cost)
+        started = time.perf_counter()
+        if self.seconds.get(kind, INLINE_BUDGET_S + 1.0) <= INLINE_BUDGET_S and not self.busy():
+            answer = _verify_logged(self._verify, hashed, password)
+        else:
+            answer = await self._ask_pool(hashed, password)
+        self.seconds[kind] = time.perf_counter() - started
+        if answer == _FAILED:
+            raise HashPoolGone("the hash could not be verified")
+        return answer == _YES
+
+    async def _ask_pool(self, hashed: PasswordHash, password: str) -> int:
         token = trio.lowlevel.current_trio_token()
         if self._reader_run is not token:
             self._reader_run = token
@@ -265,9 +319,7 @@ class HashClient:
         answer: int = await trio.lowlevel.wait_task_rescheduled(
             lambda _: trio.lowlevel.Abort.FAILED
         )
-        if answer == _FAILED:
-            raise HashPoolGone("the hash pool could not verify")
-        return answer == _YES
+        return answer
 
     async def _send(self, message: bytes) -> None:
         while True:

@@ -30,7 +30,9 @@ referral URL, and two lines that differ only in case are duplicates.
 `PasswdFileSource.authenticate` verifies a slow hash on the process's
 hashing pool (`refd.auth.hash_threads`: a thread per core, in the order
 asked; with ``workers: N`` one pool in the supervisor for all workers), so
-hashing never blocks the event loop.
+hashing does not block the event loop while it serves anything else (a
+process with nothing but this login to do verifies a hash measured at a
+few milliseconds in place: see that module).
 bcrypt, argon2-cffi and the libxcrypt SHA-crypt path release the GIL, so
 these threads use several cores; the pure-Python SHA-crypt fallback (used
 when no libxcrypt is found) holds the GIL and does not scale.

@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,13 +14,14 @@ import trio
 import trio.testing
 
 from refd.auth.hash_threads import (
+    INLINE_BUDGET_S,
     HashClient,
     HashPool,
     HashPoolGone,
     hash_client,
     usable_cores,
 )
-from refd.auth.schemes import PasswordHash, check_password, parse_password_hash
+from refd.auth.schemes import PasswordHash, check_password, parse_password_hash, sha_crypt
 
 # Drepper's vector: "Hello world!" at 5000 rounds.
 SHA = parse_password_hash(
@@ -209,6 +211,92 @@ async def test_the_pool_going_away_mid_wait_fails_the_waiting_logins(gate: Gate)
         client.close()
         pool.close()
     assert sorted(failures) == ["x", "y"]
+
+
+class Where:
+    """A verify that notes the thread it ran on, after `seconds` of sleep."""
+
+    def __init__(self, seconds: float = 0.0, fail: bool = False) -> None:
+        self.seconds = seconds
+        self.fail = fail
+        self.threads: list[str] = []
+
+    def __call__(self, hashed: PasswordHash, password: str) -> bool:
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        if self.fail:
+            raise RuntimeError("broken hash library")
+        return check_password(hashed, password)
+
+
+KIND = (SHA.algorithm, SHA.cost)
+HERE = threading.current_thread().name  # trio's thread in these tests
+
+
+async def test_an_idle_process_verifies_a_short_hash_in_place() -> None:
+    where = Where()
+    client = HashClient.with_own_pool(1, verify=where)
+    client.busy = lambda: False
+    try:
+        # A kind never measured goes to the pool, which measures it.
+        assert await client.verify(SHA, "Hello world!") is True
+        assert where.threads == ["refd-hash-0"]
+        assert client.seconds[KIND] > 0.0
+        client.seconds[KIND] = INLINE_BUDGET_S  # measured short (at the budget)
+        assert await client.verify(SHA, "Hello world!") is True
+        assert await client.verify(SHA, "hello world!") is False
+        assert where.threads == ["refd-hash-0", HERE, HERE]
+    finally:
+        client.close()
+
+
+async def test_a_busy_process_or_a_long_hash_goes_to_the_pool() -> None:
+    where = Where(seconds=INLINE_BUDGET_S + 0.015)
+    client = HashClient.with_own_pool(1, verify=where)
+    try:
+        # Until the daemon says otherwise, the process counts as busy.
+        client.seconds[KIND] = 0.0
+        assert await client.verify(SHA, "Hello world!") is True
+        assert where.threads == ["refd-hash-0"]
+        busy = True
+        client.busy = lambda: busy
+        client.seconds[KIND] = 0.0
+        assert await client.verify(SHA, "Hello world!") is True
+        busy = False
+        client.seconds[KIND] = 0.0
+        assert await client.verify(SHA, "Hello world!") is True
+        # That one ran here and took longer than the budget: the next goes
+        # to the pool, idle or not, and is measured again there.
+        assert client.seconds[KIND] > INLINE_BUDGET_S
+        assert await client.verify(SHA, "Hello world!") is True
+        assert where.threads == ["refd-hash-0", "refd-hash-0", HERE, "refd-hash-0"]
+        # Another cost is another kind: not measured yet, so the pool.
+        cheaper = parse_password_hash(
+            "{SHA512-CRYPT}" + sha_crypt(b"Hello world!", "$6$rounds=1000$saltstring")
+        )
+        client.seconds[KIND] = 0.0
+        assert await client.verify(cheaper, "Hello world!") is True
+        assert where.threads[-1] == "refd-hash-0"
+    finally:
+        client.close()
+
+
+async def test_a_failing_verification_in_place_is_logged_and_unavailable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    where = Where(fail=True)
+    client = HashClient.with_own_pool(1, verify=where)
+    client.busy = lambda: False
+    client.seconds[KIND] = 0.0
+    try:
+        with pytest.raises(HashPoolGone, match="the hash could not be verified"):
+            await client.verify(SHA, "Hello world!")
+    finally:
+        client.close()
+    assert where.threads == [HERE]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["hash verification failed algorithm=SHA512_CRYPT"]
+    assert "Hello world!" not in caplog.text
 
 
 @pytest.mark.parametrize(
