@@ -290,7 +290,11 @@ class HashClient:
             self.pool.close()
 
     async def verify(self, hashed: PasswordHash, password: str) -> bool:
-        """True if `password` matches; HashPoolGone if the pool cannot answer."""
+        """True if `password` matches; HashPoolGone if it could not be verified.
+
+        That is: the pool is gone, or the verification raised (on the pool or
+        in place; logged).
+        """
         if self._gone:
             raise HashPoolGone
         kind = (hashed.algorithm, hashed.cost)
